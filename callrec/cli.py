@@ -1,0 +1,147 @@
+"""The `callrec` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from policy.decide import PolicyDecider
+from policy.loader import PolicyError, load_policy
+from policy.schema import Policy
+from recorder.engine import Recorder
+from storage.index import CallIndex
+from storage.recordings import RecordingStore, ensure_private_dir
+
+from . import logs
+from .config import Config, load_config
+from .replay import replay
+
+INDEX_FILE = "index.sqlite3"
+log = structlog.get_logger("callrec.cli")
+
+def _settings(args: argparse.Namespace) -> tuple[Config, Policy]:
+    config = load_config(args.config) if getattr(args, "config", None) else Config()
+    updates: dict[str, Path] = {}
+    if getattr(args, "data_dir", None):
+        updates["data_dir"] = args.data_dir
+    if getattr(args, "policy", None):
+        updates["policy"] = args.policy
+    config = config.model_copy(update=updates)
+    policy = load_policy(config.policy) if config.policy else Policy()
+    return config, policy
+
+def _open_index(data_dir: Path) -> CallIndex:
+    ensure_private_dir(data_dir)
+    return CallIndex(data_dir / INDEX_FILE)
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config, policy = _settings(args)
+    logs.configure(config.log_level)
+    missing = [p for p in args.captures if not p.is_file()]
+    if missing:
+        print(f"callrec: no such capture file: {missing[0]}", file=sys.stderr)
+        return 2
+    index = _open_index(config.data_dir)
+    try:
+        store = RecordingStore(config.data_dir, index, ZoneInfo(policy.timezone))
+        recorder = Recorder(PolicyDecider(policy), store)
+        failures = replay(recorder, args.captures)
+        stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
+        log.info("replay.finished", **{k: v for k, v in stats.items() if v})
+    finally:
+        index.close()
+    return 1 if failures else 0
+
+def cmd_calls_list(args: argparse.Namespace) -> int:
+    config, _ = _settings(args)
+    index = _open_index(config.data_dir)
+    try:
+        rows = [r.values for r in index.rows()]
+    finally:
+        index.close()
+    if args.json:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    header = f"{'ID':27} {'STARTED':29} {'DUR':>8} {'DIR':9} {'LOCAL':14} {'REMOTE':16} DONE"
+    print(header)
+    for row in rows:
+        duration = f"{row['duration']:.1f}" if row["duration"] is not None else "-"
+        print(f"{row['id']:27} {row['started_at']:29} {duration:>8} {row['direction']:9} "
+              f"{row['local_number'] or '-':14} {row['remote_number'] or '-':16} "
+              f"{'yes' if row['complete'] else 'no'}")
+    return 0
+
+def cmd_calls_show(args: argparse.Namespace) -> int:
+    config, _ = _settings(args)
+    index = _open_index(config.data_dir)
+    try:
+        row = index.get(args.id)
+    finally:
+        index.close()
+    if row is None:
+        print(f"callrec: no call with id {args.id}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(row.values, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for key, value in row.values.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value, ensure_ascii=False)
+        print(f"{key:16} {value if value is not None else '-'}")
+    return 0
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    policy = load_policy(args.file)
+    print(f"{args.file}: ok ({policy.organisation or 'unnamed organisation'}, "
+          f"{len(policy.excluded_lines)} excluded line(s), time zone {policy.timezone})")
+    return 0
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callrec", description="Call recorder for a PBX mirror port.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="daemon config file (YAML)")
+        p.add_argument("--data-dir", type=Path, help="data folder (default ./callrec-data)")
+
+    p = sub.add_parser("replay", help="record the calls in capture files (pcap/pcapng)")
+    p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    common(p)
+    p.add_argument("--policy", type=Path, help="policy file (YAML)")
+    p.set_defaults(func=cmd_replay)
+
+    calls = sub.add_parser("calls", help="recorded calls").add_subparsers(dest="calls_command", required=True)
+    p = calls.add_parser("list", help="list recorded calls")
+    common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calls_list)
+    p = calls.add_parser("show", help="show one recorded call")
+    p.add_argument("id")
+    common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calls_show)
+
+    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)
+    p = pol.add_parser("check", help="validate a policy file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_policy_check)
+    return parser
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PolicyError as exc:
+        print(f"callrec: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+if __name__ == "__main__":
+    sys.exit(main())

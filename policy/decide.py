@@ -1,0 +1,128 @@
+"""What the policy says about one call: its direction, its parties, and
+whether it may be recorded at all."""
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .schema import Policy
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+    UNKNOWN = "unknown"
+
+
+def normalise_number(number: str | None, country_code: str) -> str | None:
+    """A number in the national form the site writes in its policy.
+
+    Carriers send +81 3 1234 5678, 0312345678 or 03-1234-5678 for the same
+    line; the exclusion list must match all of them.
+    """
+    if not number:
+        return None
+    kept = "".join(ch for ch in number if ch.isdigit() or ch == "+")
+    if not kept or "+" in kept[1:]:
+        return number
+    if kept.startswith("+" + country_code):
+        return "0" + kept[1 + len(country_code):]
+    return kept
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    direction: Direction
+    local_number: str | None
+    remote_number: str | None
+    local_is_caller: bool
+    excluded: bool
+    excluded_label: str
+    record: bool
+
+
+class PolicyDecider:
+    """Applies one policy to calls; built once per policy load."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._cc = policy.numbering.country_code
+        self._extension = re.compile(policy.numbering.extension_pattern)
+        self._trunk = tuple(policy.network.trunk)
+        self._excluded = {
+            normalise_number(line.number, self._cc): line.label or "excluded line"
+            for line in policy.excluded_lines
+        }
+
+    def _is_trunk(self, address: str | None) -> bool:
+        if not address or not self._trunk:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trunk)
+
+    def is_extension(self, number: str | None) -> bool:
+        return bool(number) and self._extension.fullmatch(number) is not None
+
+    def exclusion(self, numbers: Iterable[str | None]) -> str | None:
+        """The label of the excluded line among numbers, if any."""
+        for number in numbers:
+            label = self._excluded.get(normalise_number(number, self._cc))
+            if label is not None:
+                return label
+        return None
+
+    def classify(
+        self,
+        *,
+        src_addresses: Iterable[str],
+        dst_addresses: Iterable[str],
+        caller: str | None,
+        callee: str | None,
+        other_numbers: Iterable[str | None] = (),
+    ) -> Classification:
+        """Direction from the trunk's addresses first (what the carrier sends
+        is inbound whatever the numbers look like), then from the numbering
+        plan."""
+        caller_n = normalise_number(caller, self._cc)
+        callee_n = normalise_number(callee, self._cc)
+        if any(self._is_trunk(a) for a in src_addresses):
+            direction = Direction.INBOUND
+        elif any(self._is_trunk(a) for a in dst_addresses):
+            direction = Direction.OUTBOUND
+        else:
+            caller_ext, callee_ext = self.is_extension(caller_n), self.is_extension(callee_n)
+            if caller_ext and callee_ext:
+                direction = Direction.INTERNAL
+            elif caller_ext:
+                direction = Direction.OUTBOUND
+            elif callee_ext:
+                direction = Direction.INBOUND
+            else:
+                direction = Direction.UNKNOWN
+        local_is_caller = direction in (Direction.OUTBOUND, Direction.INTERNAL) or (
+            direction is Direction.UNKNOWN and self.is_extension(caller_n)
+        )
+        local, remote = (caller_n, callee_n) if local_is_caller else (callee_n, caller_n)
+        label = self.exclusion((caller, callee, *other_numbers))
+        rec = self.policy.recording
+        record = label is None and (
+            direction in (Direction.INBOUND, Direction.OUTBOUND)
+            or (direction is Direction.INTERNAL and rec.internal_calls)
+            or (direction is Direction.UNKNOWN and rec.unknown_direction)
+        )
+        return Classification(
+            direction=direction,
+            local_number=None if label else local,
+            remote_number=None if label else remote,
+            local_is_caller=local_is_caller,
+            excluded=label is not None,
+            excluded_label=label or "",
+            record=record,
+        )

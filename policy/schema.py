@@ -1,0 +1,107 @@
+"""The policy file's schema.
+
+The schema is strict (unknown keys are refused) because a misspelt key in a
+legal retention or exclusion rule must never be silently ignored.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Numbering(_Strict):
+    """How numbers look at this site, so that calls get a direction and parties."""
+
+    country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "81"
+    extension_pattern: str = r"^[1-9][0-9]{2,4}$"
+
+    @field_validator("extension_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class NetworkRoles(_Strict):
+    """Addresses of the carrier trunk and of the PBX, as seen on the mirror port."""
+
+    trunk: list[Network] = []
+    pbx: list[Network] = []
+
+    @field_validator("trunk", "pbx", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            try:
+                out.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return out
+
+
+class ExcludedLine(_Strict):
+    """A consultation line that is never recorded (matsumoto §3(2))."""
+
+    number: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^\+?[0-9()\- .]+$")]
+    label: Annotated[str, Field(max_length=64)] = ""
+
+
+class Recording(_Strict):
+    """Which calls are recorded besides external ones."""
+
+    internal_calls: bool = False
+    unknown_direction: bool = True
+    preroll_seconds: Annotated[float, Field(ge=0, le=10)] = 2.0
+    rtp_timeout_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+
+
+class Policy(_Strict):
+    """An organisation's rules for the recorder."""
+
+    version: int = 1
+    organisation: Annotated[str, Field(max_length=128)] = ""
+    timezone: str = "Asia/Tokyo"
+    numbering: Numbering = Numbering()
+    network: NetworkRoles = NetworkRoles()
+    recording: Recording = Recording()
+    excluded_lines: list[ExcludedLine] = []
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only policy version 1 exists")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("excluded_lines", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: object) -> object:
+        """Let a plain list of numbers stand for entries without labels."""
+        if isinstance(value, list):
+            return [{"number": str(v)} if isinstance(v, (str, int)) else v for v in value]
+        return value

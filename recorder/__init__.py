@@ -1,0 +1,1 @@
+"""Capture decoding, SIP/SDP, RTP and audio writing: packets in, recordings out."""

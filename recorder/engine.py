@@ -1,0 +1,413 @@
+"""The recorder core: frames in, recordings out.
+
+Decoding, call tracking, RTP matching and sample placement happen here with
+the capture timestamp as the only clock.  Everything that touches a disk is
+behind the RecordingSink given to the constructor, so the same core serves
+`callrec replay` and the live daemon, and the tests can watch what it writes.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from policy.decide import PolicyDecider
+
+from .calls import (
+    CALLER,
+    Call,
+    CallAnswered,
+    CallDropped,
+    CallEnded,
+    CallEvent,
+    CallTracker,
+    MediaChanged,
+)
+from .interleave import EncodingChange, StereoInterleaver
+from .netdecode import PacketDecoder
+from .rtp import RtpPacket, parse_rtp
+from .sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
+from .stream import AudioChunk, DtmfEvent, RtpStream
+
+import ipaddress
+
+RATE = 8000
+G711 = frozenset(("PCMU", "PCMA"))
+# Audio is committed to the file this long after the wall clock, leaving
+# room for jitter and reordering.
+COMMIT_LAG_SECONDS = 0.5
+TICK_SECONDS = 1.0
+ORPHAN_SECONDS = 2.0
+MAX_ORPHANS = 1024
+MAX_PENDING_PER_CALL = 512
+MAX_FLOWS_PER_CHANNEL = 8
+MAX_NEGATIVE_FLOWS = 65536
+MAX_TCP_FRAMERS = 4096
+
+FlowKey = tuple[bytes, int, bytes, int]
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """What the index keeps about the media of one channel."""
+
+    channel: int
+    flows: list[str]
+    stats: dict[str, object]
+
+
+@dataclass(slots=True)
+class CallResult:
+    """Everything known about a finished recording."""
+
+    call: Call
+    origin: float
+    frames: int
+    encoding: str | None
+    streams: list[StreamReport]
+    dtmf: list[tuple[int, DtmfEvent]]
+    undecoded: list[str]
+    late_samples: int
+
+
+class RecordingHandle(Protocol):
+    def append(self, data: bytes) -> None: ...
+    def convert_to_l16(self) -> None: ...
+    def side_packet(self, channel: int, arrival: float, rtp: bytes) -> None: ...
+    def checkpoint(self) -> None: ...
+    def close(self, result: CallResult) -> None: ...
+
+
+class RecordingSink(Protocol):
+    def begin(self, call: Call, origin: float) -> None: ...
+    def open_audio(self, call: Call, origin: float, encoding: str) -> RecordingHandle: ...
+    def finish_without_audio(self, result: CallResult) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class CallMedia:
+    """The media side of one call as the engine sees it."""
+
+    call: Call
+    pending: deque[tuple[float, int, bytes]] = field(default_factory=deque)
+    origin: float | None = None
+    streams: list[RtpStream] = field(default_factory=list)
+    interleaver: StereoInterleaver | None = None
+    handle: RecordingHandle | None = None
+    flows: tuple[list[FlowKey], list[FlowKey]] = field(default_factory=lambda: ([], []))
+    undecoded: set[str] = field(default_factory=set)
+    last_media: float = 0.0
+
+
+def _addr(packed: bytes, port: int) -> str:
+    ip = ipaddress.ip_address(packed)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+class Recorder:
+    """Feeds frames through decoding, signalling and media to a sink."""
+
+    def __init__(self, decider: PolicyDecider, sink: RecordingSink) -> None:
+        self.decider = decider
+        self.sink = sink
+        self.decoder = PacketDecoder()
+        self.tracker = CallTracker(decider)
+        self._media: dict[int, CallMedia] = {}
+        self._flows: dict[FlowKey, tuple[CallMedia, int]] = {}
+        self._unmatched: set[FlowKey] = set()
+        self._unmatched_generation = -1
+        self._orphans: deque[tuple[float, FlowKey, bytes]] = deque()
+        self._framers: dict[FlowKey, SipStreamFramer] = {}
+        self._next_tick = 0.0
+        self.now = 0.0
+        self.stats = {
+            "rtp_packets": 0, "rtp_recorded": 0, "rtp_unmatched": 0, "rtp_malformed": 0,
+            "rtcp_packets": 0, "rtp_excluded": 0, "sip_malformed": 0, "udp_other": 0,
+            "recordings": 0, "unanswered": 0,
+        }
+
+    # ---- input ------------------------------------------------------------
+    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> None:
+        """One captured frame; ts is its capture time, the core's only clock."""
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_tick:
+                self._tick(ts)
+        for proto, src, sport, dst, dport, payload in self.decoder.decode(ts, linktype, frame):
+            key = (src, sport, dst, dport)
+            if proto == 17:
+                route = self._flows.get(key)
+                if route is not None:
+                    self._media_packet(ts, route[0], route[1], payload)
+                elif looks_like_sip(payload):
+                    self._sip_datagram(ts, key, payload)
+                else:
+                    self._classify_udp(ts, key, payload)
+            else:
+                self._sip_stream(ts, key, payload)
+
+    def finish(self) -> None:
+        """End of input: close every open call as incomplete."""
+        self._handle(self.tracker.close_all(self.now))
+
+    # ---- signalling -------------------------------------------------------
+    def _sip_datagram(self, ts: float, key: FlowKey, payload: bytes) -> None:
+        try:
+            msg = parse_sip(payload)
+        except SipParseError:
+            self.stats["sip_malformed"] += 1
+            return
+        self._sip_message(ts, key, msg)
+
+    def _sip_stream(self, ts: float, key: FlowKey, data: bytes) -> None:
+        framer = self._framers.get(key)
+        if framer is None:
+            if len(self._framers) >= MAX_TCP_FRAMERS:
+                self._framers.pop(next(iter(self._framers)))
+            framer = self._framers[key] = SipStreamFramer()
+        for item in framer.feed(data):
+            if isinstance(item, SipParseError):
+                self.stats["sip_malformed"] += 1
+            else:
+                self._sip_message(ts, key, item)
+
+    def _sip_message(self, ts: float, key: FlowKey, msg: SipMessage) -> None:
+        src = str(ipaddress.ip_address(key[0]))
+        dst = str(ipaddress.ip_address(key[2]))
+        self._handle(self.tracker.on_message(ts, src, dst, msg))
+
+    def _handle(self, events: list[CallEvent]) -> None:
+        for event in events:
+            media = self._media.get(event.call.serial)
+            if isinstance(event, CallAnswered):
+                if event.call.classification.record:
+                    media = media or self._media_for(event.call)
+                    self._start(media, self.now)
+            elif isinstance(event, MediaChanged):
+                if media is not None:
+                    self._forget_flows(media)
+                    for channel, stream in enumerate(media.streams):
+                        stream.set_payload_types(event.call.pt_map_for(self._party(event.call, channel)))
+            elif isinstance(event, CallEnded):
+                if media is not None:
+                    self._stop(media)
+            elif isinstance(event, CallDropped):
+                if media is not None:
+                    self._forget_flows(media)
+                    del self._media[event.call.serial]
+                if event.call.classification.record:
+                    self.stats["unanswered"] += 1
+        if events and self._orphans:
+            self._adopt_orphans()
+
+    # ---- media ------------------------------------------------------------
+    @staticmethod
+    def _party(call: Call, channel: int) -> int:
+        return call.local_party if channel == 0 else 1 - call.local_party
+
+    def _media_for(self, call: Call) -> CallMedia:
+        media = self._media.get(call.serial)
+        if media is None:
+            media = self._media[call.serial] = CallMedia(call)
+        return media
+
+    def _classify_udp(self, ts: float, key: FlowKey, payload: bytes) -> None:
+        if len(payload) < 12 or payload[0] & 0xC0 != 0x80:
+            self.stats["udp_other"] += 1
+            return
+        if 200 <= payload[1] <= 204:
+            self.stats["rtcp_packets"] += 1
+            return
+        route = self._route(key)
+        if route is None:
+            self.stats["rtp_unmatched"] += 1
+            self._orphans.append((ts, key, payload))
+            if len(self._orphans) > MAX_ORPHANS:
+                self._orphans.popleft()
+            return
+        self._media_packet(ts, route[0], route[1], payload)
+
+    def _route(self, key: FlowKey) -> tuple[CallMedia, int] | None:
+        """Match a new flow to a call and channel through the SDP endpoints.
+
+        The destination decides first (a party receives where its SDP says,
+        even behind NAT); then the source (symmetric RTP).  A match by
+        destination also teaches the sender's real address, so media from an
+        address other than the SDP's is matched in both directions.
+        """
+        tracker = self.tracker
+        if self._unmatched_generation != tracker.endpoint_generation:
+            self._unmatched.clear()
+            self._unmatched_generation = tracker.endpoint_generation
+        if key in self._unmatched:
+            return None
+        src, sport, dst, dport = key
+        hit = tracker.endpoints.get((dst, dport))
+        if hit is not None:
+            call, receiver = hit
+            speaker = 1 - receiver
+            tracker.add_endpoint(call, speaker, (src, sport))
+            self._unmatched_generation = tracker.endpoint_generation
+        else:
+            hit = tracker.endpoints.get((src, sport))
+            if hit is None:
+                if len(self._unmatched) >= MAX_NEGATIVE_FLOWS:
+                    self._unmatched.clear()
+                self._unmatched.add(key)
+                return None
+            call, speaker = hit
+        media = self._media_for(call)
+        channel = call.channel_of(speaker)
+        flows = media.flows[channel]
+        if len(flows) < MAX_FLOWS_PER_CHANNEL:
+            flows.append(key)
+        route = (media, channel)
+        self._flows[key] = route
+        return route
+
+    def _media_packet(self, ts: float, media: CallMedia, channel: int, payload: bytes) -> None:
+        self.stats["rtp_packets"] += 1
+        call = media.call
+        if not call.classification.record:
+            self.stats["rtp_excluded"] += 1
+            return
+        media.last_media = ts
+        if media.origin is None:
+            pending = media.pending
+            pending.append((ts, channel, payload))
+            if len(pending) > MAX_PENDING_PER_CALL:
+                pending.popleft()
+            return
+        pkt = parse_rtp(payload)
+        if pkt is None:
+            self.stats["rtp_malformed"] += 1
+            return
+        self._play(ts, media, channel, pkt, payload)
+
+    def _play(self, ts: float, media: CallMedia, channel: int, pkt: RtpPacket, raw: bytes) -> None:
+        chunk = media.streams[channel].push(ts, pkt)
+        if chunk is None:
+            return
+        self.stats["rtp_recorded"] += 1
+        if chunk.encoding in G711:
+            self._place(media, channel, chunk)
+        else:
+            if chunk.encoding not in media.undecoded:
+                media.undecoded.add(chunk.encoding)
+                if media.interleaver is None:
+                    self._open(media, "L16")
+            assert media.handle is not None
+            media.handle.side_packet(channel, ts, raw)
+
+    def _open(self, media: CallMedia, encoding: str) -> None:
+        assert media.origin is not None
+        media.handle = self.sink.open_audio(media.call, media.origin, encoding)
+        media.interleaver = StereoInterleaver(encoding, window_samples=RATE)
+
+    def _place(self, media: CallMedia, channel: int, chunk: AudioChunk) -> None:
+        if media.interleaver is None:
+            self._open(media, chunk.encoding)
+        interleaver, handle = media.interleaver, media.handle
+        assert interleaver is not None and handle is not None
+        try:
+            data = interleaver.place(channel, chunk)
+        except EncodingChange:
+            handle.append(interleaver.commit(interleaver.committed))
+            handle.convert_to_l16()
+            interleaver.to_l16()
+            data = interleaver.place(channel, chunk)
+        if data:
+            handle.append(data)
+
+    def _start(self, media: CallMedia, now: float) -> None:
+        """The call is answered: fix the timeline's origin, start the
+        recording, and play what arrived shortly before the answer."""
+        call = media.call
+        preroll = self.decider.policy.recording.preroll_seconds
+        earliest = media.pending[0][0] if media.pending else now
+        media.origin = max(min(earliest, now), now - preroll, call.invite_ts)
+        media.streams = [
+            RtpStream(media.origin, call.pt_map_for(self._party(call, channel)))
+            for channel in (0, 1)
+        ]
+        self.sink.begin(call, media.origin)
+        self.stats["recordings"] += 1
+        pending, media.pending = media.pending, deque()
+        for ts, channel, payload in pending:
+            if ts < media.origin:
+                continue
+            pkt = parse_rtp(payload)
+            if pkt is None:
+                self.stats["rtp_malformed"] += 1
+                continue
+            self._play(ts, media, channel, pkt, payload)
+
+    def _stop(self, media: CallMedia) -> None:
+        call = media.call
+        self._forget_flows(media)
+        del self._media[call.serial]
+        if media.origin is None:
+            return
+        end_ts = call.end_ts if call.end_ts is not None else self.now
+        interleaver = media.interleaver
+        frames, late = 0, 0
+        if interleaver is not None and media.handle is not None:
+            end_pos = max(int(round((end_ts - media.origin) * RATE)), interleaver.committed)
+            media.handle.append(interleaver.commit(end_pos) + interleaver.flush())
+            frames = interleaver.committed
+            late = int(interleaver.stats.get("late_samples", 0))
+        result = CallResult(
+            call=call, origin=media.origin, frames=frames,
+            encoding=interleaver.encoding if interleaver is not None else None,
+            streams=[
+                StreamReport(channel, [f"{_addr(k[0], k[1])}>{_addr(k[2], k[3])}" for k in media.flows[channel]],
+                             dict(stream.stats))
+                for channel, stream in enumerate(media.streams)
+            ],
+            dtmf=[(channel, ev) for channel, stream in enumerate(media.streams) for ev in stream.dtmf],
+            undecoded=sorted(media.undecoded),
+            late_samples=late,
+        )
+        if media.handle is not None:
+            media.handle.close(result)
+        else:
+            self.sink.finish_without_audio(result)
+
+    def _forget_flows(self, media: CallMedia) -> None:
+        for flows in media.flows:
+            for key in flows:
+                if self._flows.get(key, (None,))[0] is media:
+                    del self._flows[key]
+            flows.clear()
+
+    def _adopt_orphans(self) -> None:
+        """RTP that came before the SDP that explains it (e.g. the callee
+        sends media before its 200 OK reached the mirror)."""
+        horizon = self.now - ORPHAN_SECONDS
+        orphans, self._orphans = self._orphans, deque()
+        for ts, key, payload in orphans:
+            if ts < horizon:
+                continue
+            route = self._flows.get(key) or self._route(key)
+            if route is None:
+                self._orphans.append((ts, key, payload))
+            else:
+                self.stats["rtp_unmatched"] -= 1
+                self._media_packet(ts, route[0], route[1], payload)
+
+    # ---- time -------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        self._next_tick = now + TICK_SECONDS
+        last_media = {serial: m.last_media for serial, m in self._media.items()}
+        self._handle(self.tracker.on_timer(now, self.decider.policy.recording.rtp_timeout_seconds, last_media))
+        for media in self._media.values():
+            interleaver = media.interleaver
+            if interleaver is None or media.handle is None or media.origin is None:
+                continue
+            upto = int((now - media.origin - COMMIT_LAG_SECONDS) * RATE)
+            if upto > interleaver.committed:
+                media.handle.append(interleaver.commit(upto))
+            media.handle.checkpoint()
+        horizon = now - ORPHAN_SECONDS
+        while self._orphans and self._orphans[0][0] < horizon:
+            self._orphans.popleft()

@@ -1,0 +1,1 @@
+"""Where finished recordings and their metadata are kept: the SQLite index."""

@@ -1,0 +1,154 @@
+"""The recording files and their rows: the sink the recorder core writes to.
+
+File names are made here from the recording's own id and date, never from
+anything that arrived on the wire, so no SIP header can steer a path.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from recorder.calls import Call
+from recorder.engine import CallResult
+from recorder.rtpdump import RtpDumpWriter
+from recorder.wavfile import WavWriter, sha256_file
+
+from .index import CallIndex
+
+log = structlog.get_logger("callrec.storage")
+
+DIR_MODE = 0o700
+RECORDINGS = "recordings"
+
+
+def iso(ts: float | None, tz: ZoneInfo) -> str | None:
+    """ISO 8601 with the site's offset, to the millisecond."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz).isoformat(timespec="milliseconds")
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+class FileRecording:
+    """One recording being written: its WAV and any side files."""
+
+    def __init__(self, store: RecordingStore, record_id: str, folder: Path, encoding: str) -> None:
+        self._store = store
+        self.record_id = record_id
+        self._folder = folder
+        self.wav_path = folder / f"{record_id}.wav"
+        self._wav = WavWriter(self.wav_path, encoding)
+        self._side: dict[int, RtpDumpWriter] = {}
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._wav.append(data)
+
+    def convert_to_l16(self) -> None:
+        self._wav.convert_to_l16()
+
+    def side_packet(self, channel: int, arrival: float, rtp: bytes) -> None:
+        writer = self._side.get(channel)
+        if writer is None:
+            path = self._folder / f"{self.record_id}.ch{channel}.rtpdump"
+            writer = self._side[channel] = RtpDumpWriter(path, "0.0.0.0", 0, arrival)
+        writer.write(arrival, rtp)
+
+    def checkpoint(self) -> None:
+        self._wav.sync()
+
+    def close(self, result: CallResult) -> None:
+        frames = self._wav.close()
+        for writer in self._side.values():
+            writer.close()
+        self._store.seal(result, self, frames)
+
+    def side_files(self) -> list[str]:
+        return [self._store.relative(self._folder / f"{self.record_id}.ch{ch}.rtpdump") for ch in sorted(self._side)]
+
+
+class RecordingStore:
+    """Implements the recorder's RecordingSink over a data folder."""
+
+    def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo) -> None:
+        self.data_dir = data_dir
+        self.index = index
+        self.tz = tz
+        self._ids: dict[int, str] = {}
+        ensure_private_dir(data_dir / RECORDINGS)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.data_dir).as_posix()
+
+    def _new_id(self, origin: float) -> str:
+        stamp = datetime.fromtimestamp(origin, self.tz).strftime("%Y%m%dT%H%M%S")
+        return f"{stamp}-{secrets.token_hex(4)}"
+
+    def begin(self, call: Call, origin: float) -> None:
+        record_id = self._new_id(origin)
+        self._ids[call.serial] = record_id
+        c = call.classification
+        self.index.insert(
+            id=record_id, sip_call_id=call.call_id,
+            started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
+            direction=str(c.direction), local_number=c.local_number, remote_number=c.remote_number,
+            caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
+            codecs=call.codecs, state="recording",
+        )
+        log.info("recording.started", call_id=record_id, direction=str(c.direction))
+
+    def open_audio(self, call: Call, origin: float, encoding: str) -> FileRecording:
+        record_id = self._ids[call.serial]
+        day = datetime.fromtimestamp(origin, self.tz)
+        folder = self.data_dir / RECORDINGS / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+        ensure_private_dir(folder)
+        handle = FileRecording(self, record_id, folder, encoding)
+        self.index.update(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
+        return handle
+
+    def finish_without_audio(self, result: CallResult) -> None:
+        self._seal_row(result, None, 0)
+
+    def seal(self, result: CallResult, handle: FileRecording, frames: int) -> None:
+        self._seal_row(result, handle, frames)
+
+    def _seal_row(self, result: CallResult, handle: FileRecording | None, frames: int) -> None:
+        call = result.call
+        record_id = self._ids.pop(call.serial)
+        end = call.end_ts
+        answered = call.answer_ts
+        values: dict[str, object] = dict(
+            ended_at=iso(end, self.tz),
+            duration=round(end - answered, 3) if end is not None and answered is not None else None,
+            codecs=call.codecs,
+            audio_frames=frames,
+            streams=[
+                {"channel": s.channel, "party": "local" if s.channel == 0 else "remote",
+                 "flows": s.flows, **s.stats}
+                for s in result.streams
+            ],
+            dtmf=[
+                {"channel": ch, "digit": ev.digit, "at": iso(result.origin + ev.position / 8000, self.tz),
+                 "offset": round(ev.position / 8000, 3), "duration_ms": ev.duration_ms}
+                for ch, ev in result.dtmf
+            ],
+            undecoded=result.undecoded,
+            end_reason=call.end_reason,
+            complete=call.complete,
+            state="sealed",
+        )
+        if handle is not None:
+            values["sha256"] = sha256_file(handle.wav_path)
+            values["audio_format"] = result.encoding
+            values["side_files"] = handle.side_files()
+        self.index.update(record_id, **values)
+        log.info("recording.sealed", call_id=record_id, direction=str(call.classification.direction),
+                 complete=call.complete, end_reason=call.end_reason, frames=frames)
