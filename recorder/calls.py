@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
-from policy.decide import Classification, Direction, PolicyDecider
+from policy.decide import Classification, PolicyDecider, normalise_number
 
 from .sdp import SdpParseError, parse_sdp
 from .sip import SipMessage, SipParseError, is_anonymous, parse_name_addr, parse_uri, uri_number
@@ -209,6 +209,9 @@ class CallTracker:
             other_numbers=(caller, to_number, pai, *diversions),
         )
         self._serial += 1
+        cc = self.decider.policy.numbering.country_code
+        caller_number = normalise_number(caller_number, cc)
+        callee = normalise_number(callee, cc)
         call = Call(
             serial=self._serial, call_id=msg.call_id or "", caller_tag=msg.from_tag or "",
             invite_cseq=cseq, invite_ts=ts, classification=classification,
