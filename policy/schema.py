@@ -65,7 +65,7 @@ class ExcludedLine(_Strict):
 class Recording(_Strict):
     """Which calls are recorded besides external ones."""
 
-    internal_calls: bool = False
+    internal_calls: bool = True
     unknown_direction: bool = True
     preroll_seconds: Annotated[float, Field(ge=0, le=10)] = 2.0
     rtp_timeout_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0

@@ -7,6 +7,8 @@ behind the RecordingSink given to the constructor, so the same core serves
 """
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,8 +31,6 @@ from .rtp import RtpPacket, parse_rtp
 from .sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 from .stream import AudioChunk, DtmfEvent, RtpStream
 
-import ipaddress
-
 RATE = 8000
 G711 = frozenset(("PCMU", "PCMA"))
 # Audio is committed to the file this long after the wall clock, leaving
@@ -40,7 +40,9 @@ TICK_SECONDS = 1.0
 ORPHAN_SECONDS = 2.0
 MAX_ORPHANS = 1024
 MAX_PENDING_PER_CALL = 512
-MAX_FLOWS_PER_CHANNEL = 8
+# Flows cached per channel; more (a flood aimed at a call's port) are
+# still recorded but classified packet by packet.
+MAX_FLOWS_PER_CHANNEL = 32
 MAX_NEGATIVE_FLOWS = 65536
 MAX_TCP_FRAMERS = 4096
 
@@ -73,7 +75,7 @@ class CallResult:
 class RecordingHandle(Protocol):
     def append(self, data: bytes) -> None: ...
     def convert_to_l16(self) -> None: ...
-    def side_packet(self, channel: int, arrival: float, rtp: bytes) -> None: ...
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, address: str, port: int) -> None: ...
     def checkpoint(self) -> None: ...
     def close(self, result: CallResult) -> None: ...
 
@@ -89,7 +91,7 @@ class CallMedia:
     """The media side of one call as the engine sees it."""
 
     call: Call
-    pending: deque[tuple[float, int, bytes]] = field(default_factory=deque)
+    pending: deque[tuple[float, int, FlowKey, bytes]] = field(default_factory=deque)
     origin: float | None = None
     streams: list[RtpStream] = field(default_factory=list)
     interleaver: StereoInterleaver | None = None
@@ -114,6 +116,10 @@ class Recorder:
         self.tracker = CallTracker(decider)
         self._media: dict[int, CallMedia] = {}
         self._flows: dict[FlowKey, tuple[CallMedia, int]] = {}
+        # Classified flows by their two ends: a flow that leaves from where
+        # another arrives is the other direction of the same conversation.
+        self._sent_from: dict[tuple[bytes, int], tuple[CallMedia, int]] = {}
+        self._sent_to: dict[tuple[bytes, int], tuple[CallMedia, int]] = {}
         self._unmatched: set[FlowKey] = set()
         self._unmatched_generation = -1
         self._orphans: deque[tuple[float, FlowKey, bytes]] = deque()
@@ -122,7 +128,7 @@ class Recorder:
         self.now = 0.0
         self.stats = {
             "rtp_packets": 0, "rtp_recorded": 0, "rtp_unmatched": 0, "rtp_malformed": 0,
-            "rtcp_packets": 0, "rtp_excluded": 0, "sip_malformed": 0, "udp_other": 0,
+            "rtcp_packets": 0, "rtp_not_recorded": 0, "sip_malformed": 0, "udp_other": 0,
             "recordings": 0, "unanswered": 0,
         }
 
@@ -138,7 +144,7 @@ class Recorder:
             if proto == 17:
                 route = self._flows.get(key)
                 if route is not None:
-                    self._media_packet(ts, route[0], route[1], payload)
+                    self._media_packet(ts, route[0], route[1], key, payload)
                 elif looks_like_sip(payload):
                     self._sip_datagram(ts, key, payload)
                 else:
@@ -225,7 +231,7 @@ class Recorder:
             if len(self._orphans) > MAX_ORPHANS:
                 self._orphans.popleft()
             return
-        self._media_packet(ts, route[0], route[1], payload)
+        self._media_packet(ts, route[0], route[1], key, payload)
 
     def _route(self, key: FlowKey) -> tuple[CallMedia, int] | None:
         """Match a new flow to a call and channel through the SDP endpoints.
@@ -242,8 +248,12 @@ class Recorder:
         if key in self._unmatched:
             return None
         src, sport, dst, dport = key
+        reverse = self._sent_from.get((dst, dport)) or self._sent_to.get((src, sport))
         hit = tracker.endpoints.get((dst, dport))
-        if hit is not None:
+        if reverse is not None:
+            call = reverse[0].call
+            speaker = self._party(call, 1 - reverse[1])
+        elif hit is not None:
             call, receiver = hit
             speaker = 1 - receiver
             tracker.add_endpoint(call, speaker, (src, sport))
@@ -258,23 +268,25 @@ class Recorder:
             call, speaker = hit
         media = self._media_for(call)
         channel = call.channel_of(speaker)
+        route = (media, channel)
         flows = media.flows[channel]
         if len(flows) < MAX_FLOWS_PER_CHANNEL:
             flows.append(key)
-        route = (media, channel)
-        self._flows[key] = route
+            self._flows[key] = route
+            self._sent_from[(src, sport)] = route
+            self._sent_to[(dst, dport)] = route
         return route
 
-    def _media_packet(self, ts: float, media: CallMedia, channel: int, payload: bytes) -> None:
+    def _media_packet(self, ts: float, media: CallMedia, channel: int, key: FlowKey, payload: bytes) -> None:
         self.stats["rtp_packets"] += 1
         call = media.call
         if not call.classification.record:
-            self.stats["rtp_excluded"] += 1
+            self.stats["rtp_not_recorded"] += 1
             return
         media.last_media = ts
         if media.origin is None:
             pending = media.pending
-            pending.append((ts, channel, payload))
+            pending.append((ts, channel, key, payload))
             if len(pending) > MAX_PENDING_PER_CALL:
                 pending.popleft()
             return
@@ -282,9 +294,10 @@ class Recorder:
         if pkt is None:
             self.stats["rtp_malformed"] += 1
             return
-        self._play(ts, media, channel, pkt, payload)
+        self._play(ts, media, channel, key, pkt, payload)
 
-    def _play(self, ts: float, media: CallMedia, channel: int, pkt: RtpPacket, raw: bytes) -> None:
+    def _play(self, ts: float, media: CallMedia, channel: int, key: FlowKey, pkt: RtpPacket,
+              raw: bytes) -> None:
         chunk = media.streams[channel].push(ts, pkt)
         if chunk is None:
             return
@@ -297,7 +310,7 @@ class Recorder:
                 if media.interleaver is None:
                     self._open(media, "L16")
             assert media.handle is not None
-            media.handle.side_packet(channel, ts, raw)
+            media.handle.side_packet(channel, ts, raw, str(ipaddress.ip_address(key[2])), key[3])
 
     def _open(self, media: CallMedia, encoding: str) -> None:
         assert media.origin is not None
@@ -333,17 +346,18 @@ class Recorder:
         self.sink.begin(call, media.origin)
         self.stats["recordings"] += 1
         pending, media.pending = media.pending, deque()
-        for ts, channel, payload in pending:
+        for ts, channel, key, payload in pending:
             if ts < media.origin:
                 continue
             pkt = parse_rtp(payload)
             if pkt is None:
                 self.stats["rtp_malformed"] += 1
                 continue
-            self._play(ts, media, channel, pkt, payload)
+            self._play(ts, media, channel, key, pkt, payload)
 
     def _stop(self, media: CallMedia) -> None:
         call = media.call
+        flows = [list(f) for f in media.flows]
         self._forget_flows(media)
         del self._media[call.serial]
         if media.origin is None:
@@ -360,8 +374,8 @@ class Recorder:
             call=call, origin=media.origin, frames=frames,
             encoding=interleaver.encoding if interleaver is not None else None,
             streams=[
-                StreamReport(channel, [f"{_addr(k[0], k[1])}>{_addr(k[2], k[3])}" for k in media.flows[channel]],
-                             dict(stream.stats))
+                StreamReport(channel, [f"{_addr(k[0], k[1])}>{_addr(k[2], k[3])}" for k in flows[channel]],
+                             dataclasses.asdict(stream.stats))
                 for channel, stream in enumerate(media.streams)
             ],
             dtmf=[(channel, ev) for channel, stream in enumerate(media.streams) for ev in stream.dtmf],
@@ -376,8 +390,9 @@ class Recorder:
     def _forget_flows(self, media: CallMedia) -> None:
         for flows in media.flows:
             for key in flows:
-                if self._flows.get(key, (None,))[0] is media:
-                    del self._flows[key]
+                for table, end in ((self._flows, key), (self._sent_from, key[:2]), (self._sent_to, key[2:])):
+                    if table.get(end, (None,))[0] is media:
+                        del table[end]
             flows.clear()
 
     def _adopt_orphans(self) -> None:
@@ -393,7 +408,7 @@ class Recorder:
                 self._orphans.append((ts, key, payload))
             else:
                 self.stats["rtp_unmatched"] -= 1
-                self._media_packet(ts, route[0], route[1], payload)
+                self._media_packet(ts, route[0], route[1], key, payload)
 
     # ---- time -------------------------------------------------------------
     def _tick(self, now: float) -> None:

@@ -55,11 +55,13 @@ class FileRecording:
     def convert_to_l16(self) -> None:
         self._wav.convert_to_l16()
 
-    def side_packet(self, channel: int, arrival: float, rtp: bytes) -> None:
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, address: str, port: int) -> None:
+        """Payloads we cannot decode, kept verbatim; the header names where
+        the first packet of the channel was sent."""
         writer = self._side.get(channel)
         if writer is None:
             path = self._folder / f"{self.record_id}.ch{channel}.rtpdump"
-            writer = self._side[channel] = RtpDumpWriter(path, "0.0.0.0", 0, arrival)
+            writer = self._side[channel] = RtpDumpWriter(path, address, port, arrival)
         writer.write(arrival, rtp)
 
     def checkpoint(self) -> None:

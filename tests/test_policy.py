@@ -18,6 +18,8 @@ numbering:
 network:
   trunk: [203.0.113.0/28]
   pbx: [192.0.2.10]
+recording:
+  internal_calls: false
 excluded_lines:
   - number: "0263-00-0000"
     label: kokoro

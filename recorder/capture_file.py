@@ -1,0 +1,56 @@
+"""File adapter around the sans-I/O :class:`~recorder.pcap.CaptureDecoder`.
+
+This is the only place in the packet-input path that touches the file system.
+It reads in fixed-size chunks so a multi-gigabyte capture never sits in memory,
+and it publishes how far it has read so a user interface can show progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from recorder.pcap import CaptureDecoder, CaptureFormatError, Frame
+
+__all__ = ["CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
+
+
+class CaptureFile:
+    """Iterable over the frames of one capture file.
+
+    Iterating yields ``(timestamp, linktype, frame)`` in file order.  If the file
+    turns out to be corrupt or truncated, every frame before the fault is yielded
+    first and then :class:`CaptureFormatError` is raised: whether a damaged file
+    is still usable evidence is the caller's decision, not ours.
+
+    ``bytes_read`` and ``size`` are meant for progress reporting; ``decoder``
+    exposes the decoder's counters.  Iterating again starts over from the top.
+    """
+
+    def __init__(self, path: Path, chunk_size: int = 1 << 20) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.path = Path(path)
+        self.chunk_size = chunk_size
+        self.size = self.path.stat().st_size
+        self.bytes_read = 0
+        self.decoder = CaptureDecoder()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.bytes_read = 0
+        self.decoder = decoder = CaptureDecoder()
+        with self.path.open("rb") as fh:
+            while chunk := fh.read(self.chunk_size):
+                self.bytes_read += len(chunk)
+                try:
+                    frames = decoder.feed(chunk)
+                except CaptureFormatError as exc:
+                    yield from exc.frames
+                    raise
+                yield from frames
+        decoder.close()
+
+
+def read_capture(path: Path, chunk_size: int = 1 << 20) -> Iterator[Frame]:
+    """Yield the frames of the capture at ``path``; see :class:`CaptureFile`."""
+    return iter(CaptureFile(path, chunk_size))

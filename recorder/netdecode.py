@@ -1,0 +1,332 @@
+"""Sans-I/O link, network and transport decoding of captured frames.
+
+``PacketDecoder.decode`` turns one frame into the transport payloads it carries:
+UDP datagrams (after IP fragment reassembly and mirror-port de-duplication) and
+newly in-order TCP stream bytes.  Everything else is counted and dropped; bad
+input never raises.
+
+The common case on a PBX mirror port, an RTP packet in Ethernet (optionally one
+802.1Q tag) / IPv4 / UDP, is decoded with a single ``struct`` call; every other
+frame takes the general path.
+"""
+
+from __future__ import annotations
+
+import math
+from struct import Struct
+
+from recorder.ipfrag import FragmentReassembler
+from recorder.tcpstream import TcpReassembler
+
+Datagram = tuple[int, bytes, int, bytes, int, bytes]
+"""``(ipproto, src, sport, dst, dport, payload)``; ``ipproto`` is 17 (UDP) or 6
+(TCP, where ``payload`` is the next run of in-order stream bytes); addresses are
+packed 4- or 16-byte strings."""
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+_DLT_RAW_ALIASES = (12, 14)  # DLT_RAW as written by some BSDs; libpcap maps both to raw IP
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+_ETHERTYPE_IPV4 = 0x0800
+_ETHERTYPE_IPV6 = 0x86DD
+_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+_BSD_AF_INET = 2
+_BSD_AF_INET6 = frozenset((24, 28, 30))  # NetBSD/OpenBSD, FreeBSD, Darwin
+
+_IPV6_GENERIC_EXT = frozenset((0, 43, 60, 139, 140))  # hop-by-hop, routing, dest opts, HIP, shim6
+_IPV6_FRAGMENT = 44
+_IPV6_AH = 51
+_MAX_IPV6_EXT_HEADERS = 16
+
+_HOUSEKEEPING_INTERVAL = 1.0
+_DEDUP_MAX_ENTRIES = 32768
+
+# Ethernet/IPv4/UDP in one go: ethertype, ver+ihl, total length, id, flags+frag
+# offset, protocol, src, dst, sport, dport, udp length.  Applied at offset 4 it reads
+# the same fields behind one VLAN tag.
+_FAST = Struct("!12xHBxHHHxB2x4s4sHHH").unpack_from
+_FAST_LEN = 42
+_IPV4 = Struct("!BxHHHxB2x4s4s").unpack_from
+_IPV6 = Struct("!IHB1x16s16s").unpack_from
+_IPV6_FRAG = Struct("!BxHI").unpack_from
+_UDP = Struct("!HHH").unpack_from
+_TCP = Struct("!HHI4xH").unpack_from
+_U16 = Struct("!H").unpack_from
+
+_NOTHING: tuple[Datagram, ...] = ()
+
+_STAT_KEYS = (
+    "non_ip",
+    "malformed",
+    "truncated",
+    "duplicates",
+    "other_proto",
+    "unsupported_linktype",
+    "tcp_segments",
+)
+
+
+class PacketDecoder:
+    """Stateful frame decoder: owns fragment, TCP and de-duplication state.
+
+    De-duplication: a mirror port often delivers the same packet twice (both
+    directions of a span, or two spans), possibly with a different VLAN tag or
+    TTL.  A UDP datagram whose addresses, ports and payload equal one seen within
+    ``dedup_window`` seconds is dropped.  The IP identification is part of the
+    match (IPv4, and IPv6 when a fragment header carries one): a copy of the same
+    packet keeps it, whereas a sender that really transmits identical bytes twice
+    (a SIP UA answering an INVITE retransmission with a second, identical
+    ``100 Trying`` 0.3 ms later) uses a new one, and both are kept as evidence.
+    Two generations of exact-match dicts
+    keep this O(1) per packet and bounded (each generation spans one window and
+    holds at most 32768 entries); equality is by bytes, never by hash alone.
+    ``dedup_window <= 0`` disables it.
+    """
+
+    __slots__ = (
+        "frames",
+        "_counts",
+        "_window",
+        "_rotate_at",
+        "_cur",
+        "_prev",
+        "_frag",
+        "_tcp",
+        "_tick",
+    )
+
+    def __init__(
+        self, *, dedup_window: float = 0.05, max_fragment_sets: int = 1024, max_tcp_streams: int = 4096
+    ) -> None:
+        self.frames = 0
+        self._counts: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
+        self._window = dedup_window
+        self._rotate_at = -math.inf
+        self._cur: dict[tuple[int, Datagram], float] = {}
+        self._prev: dict[tuple[int, Datagram], float] = {}
+        self._frag = FragmentReassembler(max_sets=max_fragment_sets)
+        self._tcp = TcpReassembler(max_streams=max_tcp_streams)
+        self._tick = -math.inf
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Snapshot of all counters, including fragment and TCP reassembly."""
+        merged = {"frames": self.frames, **self._counts, **self._frag.stats, **self._tcp.stats}
+        merged["fragment_sets"] = len(self._frag)
+        merged["tcp_streams"] = len(self._tcp)
+        return merged
+
+    def decode(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
+        """Return the datagrams/stream bytes carried by ``frame`` (often none)."""
+        if ts >= self._tick:
+            return self._decode_with_housekeeping(ts, linktype, frame)
+        self.frames += 1
+        if linktype == 1 and len(frame) >= _FAST_LEN:
+            etype, vihl, tlen, ident, frag, proto, src, dst, sport, dport, ulen = _FAST(frame, 0)
+            link = 14
+            if etype == 0x8100 and len(frame) >= _FAST_LEN + 4:
+                etype, vihl, tlen, ident, frag, proto, src, dst, sport, dport, ulen = _FAST(frame, 4)
+                link = 18
+            if (
+                etype == 0x0800
+                and vihl == 0x45
+                and proto == 17
+                and not frag & 0x3FFF
+                and 8 <= ulen <= tlen - 20
+                and link + tlen <= len(frame)
+            ):
+                return self._deliver_udp(ts, ident, (17, src, sport, dst, dport, frame[link + 28 : link + 20 + ulen]))
+        return self._decode_general(ts, linktype, frame)
+
+    def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
+        """Run periodic expiry, then decode.  The NaN tick makes the nested
+        ``decode`` skip this branch whatever ``ts`` is (even infinite)."""
+        self._tick = math.nan
+        released = tuple((6, *key, data) for key, data in self._tcp.expire(ts))
+        self._frag.expire(ts)
+        result = self.decode(ts, linktype, frame)
+        self._tick = ts + _HOUSEKEEPING_INTERVAL
+        return released + result if released else result
+
+    def _rotate(self, ts: float) -> dict[tuple[int, Datagram], float]:
+        """Start a new de-duplication generation; older than two windows is forgotten."""
+        self._prev = self._cur if ts < self._rotate_at + self._window else {}
+        self._cur = cur = {}
+        self._rotate_at = ts + self._window
+        return cur
+
+    # -- general path ------------------------------------------------------------
+
+    def _decode_general(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
+        n = len(frame)
+        if linktype == LINKTYPE_ETHERNET:
+            etype, off = _skip_vlan_tags(frame, 12)
+        elif linktype == LINKTYPE_LINUX_SLL:
+            etype, off = _skip_vlan_tags(frame, 14)
+        elif linktype == LINKTYPE_LINUX_SLL2:
+            if n < 20:
+                return self._count("malformed")
+            etype, off = _U16(frame, 0)[0], 20
+            if etype in _VLAN_TPIDS:
+                etype, off = _skip_vlan_tags(frame, 22)
+        elif linktype == LINKTYPE_RAW or linktype in _DLT_RAW_ALIASES:
+            if not n:
+                return self._count("malformed")
+            version = frame[0] >> 4
+            etype = _ETHERTYPE_IPV4 if version == 4 else _ETHERTYPE_IPV6 if version == 6 else 0
+            off = 0
+        elif linktype == LINKTYPE_IPV4:
+            etype, off = _ETHERTYPE_IPV4, 0
+        elif linktype == LINKTYPE_IPV6:
+            etype, off = _ETHERTYPE_IPV6, 0
+        elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+            if n < 4:
+                return self._count("malformed")
+            family = int.from_bytes(frame[:4], "big")
+            if linktype == LINKTYPE_NULL and family > 0xFFFF:
+                family = int.from_bytes(frame[:4], "little")
+            etype = _ETHERTYPE_IPV4 if family == _BSD_AF_INET else _ETHERTYPE_IPV6 if family in _BSD_AF_INET6 else 0
+            off = 4
+        else:
+            return self._count("unsupported_linktype")
+        if etype == _ETHERTYPE_IPV4:
+            return self._ipv4(ts, frame, off)
+        if etype == _ETHERTYPE_IPV6:
+            return self._ipv6(ts, frame, off)
+        if etype < 0:
+            return self._count("malformed")
+        return self._count("non_ip")
+
+    def _count(self, what: str) -> tuple[Datagram, ...]:
+        self._counts[what] += 1
+        return _NOTHING
+
+    def _ipv4(self, ts: float, buf: bytes, off: int) -> tuple[Datagram, ...]:
+        n = len(buf)
+        if n - off < 20:
+            return self._count("malformed")
+        vihl, tlen, ident, frag, proto, src, dst = _IPV4(buf, off)
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20:
+            return self._count("malformed")
+        if tlen == 0:
+            tlen = n - off  # segmentation offload on the capturing host leaves the length zero
+        if tlen < ihl:
+            return self._count("malformed")
+        end = off + tlen
+        if end > n:
+            return self._count("truncated")
+        start = off + ihl
+        if frag & 0x3FFF:
+            done = self._frag.feed(ts, (src, dst, ident, proto), proto, (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[start:end])
+            if done is None:
+                return _NOTHING
+            proto, payload = done
+            return self._transport(ts, proto, src, dst, ident, payload, 0, len(payload))
+        return self._transport(ts, proto, src, dst, ident, buf, start, end)
+
+    def _ipv6(self, ts: float, buf: bytes, off: int) -> tuple[Datagram, ...]:
+        n = len(buf)
+        if n - off < 40:
+            return self._count("malformed")
+        vtf, plen, nh, src, dst = _IPV6(buf, off)
+        if vtf >> 28 != 6:
+            return self._count("malformed")
+        pos = off + 40
+        end = pos + plen if plen else n  # zero: jumbogram or segmentation offload
+        if end > n:
+            return self._count("truncated")
+        reassembled = False
+        ident = -1
+        for _ in range(_MAX_IPV6_EXT_HEADERS):
+            if nh == IPPROTO_UDP or nh == IPPROTO_TCP:
+                return self._transport(ts, nh, src, dst, ident, buf, pos, end)
+            if nh in _IPV6_GENERIC_EXT or nh == _IPV6_AH:
+                if end - pos < 8:
+                    return self._count("malformed")
+                size = (buf[pos + 1] + 2) * 4 if nh == _IPV6_AH else (buf[pos + 1] + 1) * 8
+                if pos + size > end:
+                    return self._count("malformed")
+                nh = buf[pos]
+                pos += size
+            elif nh == _IPV6_FRAGMENT:
+                if end - pos < 8:
+                    return self._count("malformed")
+                nxt, offset_flags, ident = _IPV6_FRAG(buf, pos)
+                pos += 8
+                offset = offset_flags & 0xFFF8
+                more = bool(offset_flags & 1)
+                if offset or more:
+                    if reassembled:
+                        return self._count("malformed")
+                    done = self._frag.feed(ts, (src, dst, ident), nxt, offset, more, buf[pos:end])
+                    if done is None:
+                        return _NOTHING
+                    nxt, buf = done
+                    pos, end = 0, len(buf)
+                    reassembled = True
+                nh = nxt
+            else:
+                return self._count("other_proto")
+        return self._count("malformed")
+
+    def _transport(
+        self, ts: float, proto: int, src: bytes, dst: bytes, ident: int, buf: bytes, start: int, end: int
+    ) -> tuple[Datagram, ...]:
+        if proto == IPPROTO_UDP:
+            if end - start < 8:
+                return self._count("malformed")
+            sport, dport, ulen = _UDP(buf, start)
+            if ulen < 8 or start + ulen > end:
+                return self._count("malformed")
+            return self._deliver_udp(ts, ident, (17, src, sport, dst, dport, buf[start + 8 : start + ulen]))
+        if proto == IPPROTO_TCP:
+            if end - start < 20:
+                return self._count("malformed")
+            sport, dport, seq, off_flags = _TCP(buf, start)
+            doff = (off_flags >> 12) * 4
+            if doff < 20 or start + doff > end:
+                return self._count("malformed")
+            self._counts["tcp_segments"] += 1
+            data = self._tcp.feed(ts, src, sport, dst, dport, seq, off_flags & 0xFF, buf[start + doff : end])
+            return ((6, src, sport, dst, dport, data),) if data else _NOTHING
+        return self._count("other_proto")
+
+    def _deliver_udp(self, ts: float, ident: int, dgram: Datagram) -> tuple[Datagram, ...]:
+        window = self._window
+        if window > 0:
+            cur = self._cur
+            if ts >= self._rotate_at or len(cur) >= _DEDUP_MAX_ENTRIES:
+                cur = self._rotate(ts)
+            key = (ident, dgram)
+            seen = cur.get(key)
+            if seen is None:
+                seen = self._prev.get(key)
+            if seen is not None and -window <= ts - seen <= window:
+                self._counts["duplicates"] += 1
+                return _NOTHING
+            cur[key] = ts
+        return (dgram,)
+
+
+def _skip_vlan_tags(frame: bytes, pos: int) -> tuple[int, int]:
+    """Read the EtherType at ``pos``, stepping over any stack of VLAN tags.
+
+    Returns ``(ethertype, payload offset)``, or ``(-1, 0)`` if the frame ends first.
+    """
+    n = len(frame)
+    while pos + 2 <= n:
+        etype = (frame[pos] << 8) | frame[pos + 1]
+        if etype not in _VLAN_TPIDS:
+            return etype, pos + 2
+        pos += 4
+    return -1, 0

@@ -1,0 +1,508 @@
+"""Placing the RTP packets of one call channel on the call's sample timeline, sans-I/O.
+
+A recording is evidence, so its timeline must match the wall clock of the call
+even when the RTP timestamps do not: senders restart, put calls on hold and
+resume with stale timestamps, or send garbage. RTP timestamps give the exact
+spacing between packets (loss and silence suppression become gaps of the right
+length); arrival time bounds how far they may drift from reality. A packet is
+placed at `anchor_pos + (ts - anchor_ts) * rate / clock`; the anchor is taken
+from the wall clock on the first packet of an SSRC and again whenever the
+timestamp position and the wall-clock position disagree by more than
+`resync_threshold`. Re-anchoring never moves a packet before audio this channel
+already produced, so a channel never overlaps itself. No packet is ever placed
+more than `resync_threshold` ahead of the wall clock (one that would have to be
+is dropped and counted as an overrun), so a flood cannot stretch the recording
+and a sender with a fast clock loses single packets rather than drifting away
+from the other party. Every audio position lies within `resync_threshold` of
+its packet's wall-clock position.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from .rtp import EVENT_NAMES, RtpPacket
+
+__all__ = [
+    "MAX_DTMF_EVENTS",
+    "MAX_SSRCS",
+    "AudioChunk",
+    "DtmfEvent",
+    "RtpStream",
+    "StreamStats",
+]
+
+MAX_DROPOUT: Final = 3000
+"""RFC 3550 A.1: a forward sequence jump up to this is loss, beyond it a restart."""
+MAX_MISORDER: Final = 100
+"""RFC 3550 A.1: a packet this far behind the newest is a late one, not a restart."""
+_WINDOW_BITS: Final = 128
+"""Duplicate detection window in sequence numbers; must exceed MAX_MISORDER."""
+_WINDOW_MASK: Final = (1 << _WINDOW_BITS) - 1
+
+MAX_SSRCS: Final = 16
+"""Per-SSRC state kept per channel; the least recently used one is dropped when
+a further SSRC appears (its loss count is kept)."""
+MAX_LISTED_SSRCS: Final = 64
+"""SSRC values reported in stats; later ones are only counted."""
+MAX_DTMF_EVENTS: Final = 4096
+"""DTMF events kept per channel; further events are only counted."""
+
+_AUDIO: Final = 0
+_CN: Final = 1
+_EVENT: Final = 2
+_IGNORED: Final = 3
+
+_G711: Final = frozenset(("PCMU", "PCMA"))
+_EVENT_HEADER: Final = struct.Struct("!BBH")
+_NO_END: Final = -(1 << 62)
+
+STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int]]] = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    5: ("DVI4", 8000),
+    6: ("DVI4", 16000),
+    7: ("LPC", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    10: ("L16", 44100),
+    11: ("L16", 44100),
+    12: ("QCELP", 8000),
+    13: ("CN", 8000),
+    14: ("MPA", 90000),
+    15: ("G728", 8000),
+    16: ("DVI4", 11025),
+    17: ("DVI4", 22050),
+    18: ("G729", 8000),
+}
+"""RFC 3551 static audio payload types; used where the SDP map is silent,
+because their meaning is fixed whatever the SDP said."""
+
+
+@dataclass(slots=True)
+class AudioChunk:
+    """Payload of one packet at `position` (samples at the stream rate from the
+    call origin; negative for audio before the origin)."""
+
+    position: int
+    encoding: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class DtmfEvent:
+    """One RFC 4733 event. It is appended when its first packet arrives and its
+    duration grows with later packets; `ended` tells whether an end packet was
+    seen (a digit without one was cut off by loss or by the end of the call)."""
+
+    digit: str
+    position: int
+    duration_ms: int
+    ended: bool = False
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Counters of one channel. `lost` is RFC 3550 expected minus received,
+    summed over SSRCs; duplicates are not counted as received, so it is never
+    negative. `overruns` are packets dropped because placing them would have
+    put the channel more than the resync threshold ahead of the wall clock."""
+
+    packets: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    out_of_order: int = 0
+    seq_jumps: int = 0
+    resyncs: int = 0
+    overruns: int = 0
+    cn_packets: int = 0
+    dtmf_packets: int = 0
+    dtmf_dropped: int = 0
+    rtcp_packets: int = 0
+    malformed: int = 0
+    ssrc_count: int = 0
+    ssrcs: list[int] = field(default_factory=list)
+    encodings: list[str] = field(default_factory=list)
+    first_arrival: float | None = None
+    last_arrival: float | None = None
+
+
+class _Source:
+    """State of one SSRC: RFC 3550 A.1 sequence tracking with a duplicate
+    bitmap, timestamp extension, the timeline anchor and the DTMF in progress.
+
+    Sequence numbers are extended (no wrap). Bit i of `window` says whether
+    `window_top - i` was received; every number in (window_top, max_seq] was,
+    so consecutive packets only advance max_seq and the bitmap is shifted only
+    when a gap appears. `missing` is expected minus received since `base_seq`."""
+
+    __slots__ = (
+        "max_seq",
+        "base_seq",
+        "bad_seq",
+        "window",
+        "window_top",
+        "missing",
+        "lost_prior",
+        "last_ts",
+        "last_ext_ts",
+        "anchor_clock",
+        "anchor_pos",
+        "anchor_ts",
+        "floor",
+        "last_used",
+        "ev_ts",
+        "ev",
+        "ev_code",
+        "ev_ended",
+        "ev_prior_units",
+        "ev_seg_units",
+    )
+
+    def __init__(self, seq: int, ts: int, arrival: float) -> None:
+        self.max_seq = seq - 1
+        self.base_seq = seq
+        self.bad_seq = -1
+        self.window = 0
+        self.window_top = seq - 1
+        self.missing = 0
+        self.lost_prior = 0
+        self.last_ts = ts
+        self.last_ext_ts = ts
+        self.anchor_clock = 0
+        self.anchor_pos = 0
+        self.anchor_ts = 0
+        self.floor = 0
+        self.last_used = arrival
+        self.ev_ts: int | None = None
+        self.ev: DtmfEvent | None = None
+        self.ev_code = -1
+        self.ev_ended = False
+        self.ev_prior_units = 0
+        self.ev_seg_units = 0
+
+    def lost(self) -> int:
+        return self.lost_prior + max(0, self.missing)
+
+
+_PtInfo = tuple[int, str, int, bool]
+"""(kind, encoding, clock rate, is G.711) of a payload type."""
+
+
+class RtpStream:
+    """All RTP of one (call, channel), every SSRC, turned into positioned chunks.
+
+    Memory is bounded: at most MAX_SSRCS sources of fixed size, MAX_DTMF_EVENTS
+    events and one stats entry per payload type."""
+
+    __slots__ = (
+        "origin",
+        "rate",
+        "dtmf",
+        "_threshold",
+        "_pt_info",
+        "_last_pt",
+        "_last_info",
+        "_sources",
+        "_src",
+        "_src_id",
+        "_last_end",
+        "_lost_evicted",
+        "_packets",
+        "_last_arrival",
+        "_stats",
+    )
+
+    def __init__(
+        self,
+        origin: float,
+        payload_types: dict[int, tuple[str, int]],
+        rate: int = 8000,
+        resync_threshold: float = 1.0,
+    ) -> None:
+        if rate <= 0 or resync_threshold <= 0:
+            raise ValueError("rate and resync_threshold must be positive")
+        self.origin = origin
+        self.rate = rate
+        self.dtmf: list[DtmfEvent] = []
+        self._threshold = round(resync_threshold * rate)
+        self._pt_info: dict[int, _PtInfo] = {}
+        self._last_pt = -1
+        self._last_info: _PtInfo = (_IGNORED, "", 0, False)
+        self._sources: dict[int, _Source] = {}
+        self._src: _Source | None = None
+        self._src_id = -1
+        self._last_end = _NO_END
+        self._lost_evicted = 0
+        self._packets = 0
+        self._last_arrival: float | None = None
+        self._stats = StreamStats()
+        self.set_payload_types(payload_types)
+
+    def set_payload_types(self, payload_types: dict[int, tuple[str, int]]) -> None:
+        """Replace the SDP payload type map (pt -> (encoding, clock rate)), e.g.
+        after a re-INVITE. ValueError for a PT outside 0-127 or a clock <= 0."""
+        info: dict[int, _PtInfo] = {}
+        for pt, (encoding, clock) in {**STATIC_PAYLOAD_TYPES, **payload_types}.items():
+            if not 0 <= pt <= 127 or clock <= 0:
+                raise ValueError(f"bad payload type entry {pt}: {encoding}/{clock}")
+            name = encoding.upper()
+            kind = _CN if name == "CN" else _EVENT if name == "TELEPHONE-EVENT" else _AUDIO
+            info[pt] = (kind, name, clock, name in _G711)
+        self._pt_info = info
+        self._last_pt = -1
+
+    @property
+    def end(self) -> int | None:
+        """End position of the audio produced so far, None before any."""
+        return None if self._last_end == _NO_END else self._last_end
+
+    @property
+    def stats(self) -> StreamStats:
+        """Snapshot of the counters (a copy; the stream keeps counting)."""
+        s = self._stats
+        lost = self._lost_evicted + sum(src.lost() for src in self._sources.values())
+        return StreamStats(
+            packets=self._packets,
+            duplicates=s.duplicates,
+            lost=lost,
+            out_of_order=s.out_of_order,
+            seq_jumps=s.seq_jumps,
+            resyncs=s.resyncs,
+            overruns=s.overruns,
+            cn_packets=s.cn_packets,
+            dtmf_packets=s.dtmf_packets,
+            dtmf_dropped=s.dtmf_dropped,
+            rtcp_packets=s.rtcp_packets,
+            malformed=s.malformed,
+            ssrc_count=s.ssrc_count,
+            ssrcs=list(s.ssrcs),
+            encodings=list(s.encodings),
+            first_arrival=s.first_arrival,
+            last_arrival=self._last_arrival,
+        )
+
+    def push(self, arrival: float, pkt: RtpPacket) -> AudioChunk | None:
+        """Account for `pkt` captured at `arrival`; its audio, or None."""
+        return self.push_fast(
+            arrival,
+            (pkt.payload_type, pkt.marker, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload),
+        )
+
+    def push_fast(
+        self, arrival: float, fields: tuple[int, bool, int, int, int, bytes]
+    ) -> AudioChunk | None:
+        """`push` for the tuple `parse_rtp_fast` returns, sparing the packet object."""
+        payload_type, marker, sequence, timestamp, ssrc, payload = fields
+        self._packets += 1
+        if payload_type == self._last_pt:
+            kind, encoding, clock, is_g711 = self._last_info
+        else:
+            kind, encoding, clock, is_g711 = self._lookup(payload_type)
+        if kind == _IGNORED:
+            self._stats.rtcp_packets += 1
+            return None
+        src = self._src
+        if ssrc != self._src_id or src is None:
+            src = self._switch(ssrc, sequence, timestamp, arrival)
+        self._last_arrival = arrival
+
+        udelta = (sequence - src.max_seq) & 0xFFFF
+        if udelta == 1:
+            src.max_seq += 1
+        elif not self._sequence(src, sequence, udelta):
+            return None
+
+        ext_ts = src.last_ext_ts + ((timestamp - src.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        src.last_ts = timestamp
+        src.last_ext_ts = ext_ts
+
+        if kind != _AUDIO:
+            if kind == _CN:
+                self._stats.cn_packets += 1
+            else:
+                self._event(src, arrival, marker, ext_ts, clock, payload)
+            return None
+
+        rate = self.rate
+        wall = round((arrival - self.origin) * rate)
+        if clock == src.anchor_clock:
+            if clock == rate:
+                pos = src.anchor_pos + ext_ts - src.anchor_ts
+            else:
+                pos = src.anchor_pos + (ext_ts - src.anchor_ts) * rate // clock
+            ahead = pos - wall
+            if ahead > self._threshold or ahead < src.floor:
+                pos = self._anchor(src, ext_ts, clock, wall)
+        else:
+            pos = self._anchor(src, ext_ts, clock, wall)
+        if pos is None:
+            return None
+        if is_g711:
+            end = pos + (len(payload) if rate == 8000 else len(payload) * rate // 8000)
+            if end > self._last_end:
+                self._last_end = end
+        elif pos > self._last_end:
+            self._last_end = pos
+        return AudioChunk(pos, encoding, payload)
+
+    def _lookup(self, pt: int) -> _PtInfo:
+        info = self._pt_info.get(pt)
+        if info is None:
+            # rtcp-mux (RFC 5761): RTCP types 200-204 read as PT 72-76 with M set.
+            info = (_IGNORED, "", 0, False) if 72 <= pt <= 76 else (_AUDIO, f"PT{pt}", 8000, False)
+            self._pt_info[pt] = info
+        if info[0] != _IGNORED and info[1] not in self._stats.encodings:
+            self._stats.encodings.append(info[1])
+        self._last_pt = pt
+        self._last_info = info
+        return info
+
+    def _switch(self, ssrc: int, seq: int, ts: int, arrival: float) -> _Source:
+        stats = self._stats
+        if self._src is not None and self._last_arrival is not None:
+            self._src.last_used = self._last_arrival
+        src = self._sources.get(ssrc)
+        if src is None:
+            if stats.first_arrival is None:
+                stats.first_arrival = arrival
+            if len(self._sources) >= MAX_SSRCS:
+                oldest = min(self._sources, key=lambda k: self._sources[k].last_used)
+                self._lost_evicted += self._sources.pop(oldest).lost()
+            src = _Source(seq, ts, arrival)
+            self._sources[ssrc] = src
+            stats.ssrc_count += 1
+            if len(stats.ssrcs) < MAX_LISTED_SSRCS:
+                stats.ssrcs.append(ssrc)
+        self._src = src
+        self._src_id = ssrc
+        return src
+
+    def _sequence(self, src: _Source, seq: int, udelta: int) -> bool:
+        """RFC 3550 A.1 outside the in-order case; False drops the packet."""
+        stats = self._stats
+        if udelta == 0:
+            stats.duplicates += 1
+            return False
+        if udelta < MAX_DROPOUT:
+            run = src.max_seq - src.window_top
+            window = src.window
+            if run >= _WINDOW_BITS:
+                window = _WINDOW_MASK
+            elif run:
+                window = ((window << run) | ((1 << run) - 1)) & _WINDOW_MASK
+            src.window = (window << (udelta - 1)) & _WINDOW_MASK
+            src.window_top = src.max_seq + udelta - 1
+            src.max_seq += udelta
+            src.missing += udelta - 1
+            return True
+        if udelta > 0x10000 - MAX_MISORDER:
+            ext = src.max_seq - (0x10000 - udelta)
+            if ext > src.window_top:
+                stats.duplicates += 1
+                return False
+            bit = 1 << (src.window_top - ext)
+            if src.window & bit:
+                stats.duplicates += 1
+                return False
+            src.window |= bit
+            stats.out_of_order += 1
+            if ext < src.base_seq:
+                src.missing += src.base_seq - ext - 1
+                src.base_seq = ext
+            else:
+                src.missing -= 1
+            return True
+        if seq == src.bad_seq:
+            # Two consecutive packets after a big jump: the sender restarted.
+            src.lost_prior = src.lost()
+            src.base_seq = src.max_seq = seq
+            src.window = 0
+            src.window_top = seq - 1
+            src.missing = 0
+            src.bad_seq = -1
+            return True
+        src.bad_seq = (seq + 1) & 0xFFFF
+        stats.seq_jumps += 1
+        return False
+
+    def _anchor(self, src: _Source, ext_ts: int, clock: int, wall: int) -> int | None:
+        pos = wall if wall > self._last_end else self._last_end
+        if pos - wall > self._threshold:
+            self._stats.overruns += 1
+            return None
+        if src.anchor_clock:
+            self._stats.resyncs += 1
+        src.anchor_pos = pos
+        src.anchor_ts = ext_ts
+        src.anchor_clock = clock
+        # Anchoring ahead of the wall clock (to avoid overlap) moves the lower
+        # bound with it, so the same drift is tolerated in both directions.
+        src.floor = pos - wall - self._threshold
+        return pos
+
+    def _event(
+        self, src: _Source, arrival: float, marker: bool, ext_ts: int, clock: int, payload: bytes
+    ) -> None:
+        stats = self._stats
+        stats.dtmf_packets += 1
+        if len(payload) < 4:
+            stats.malformed += 1
+            return
+        code, flags, units = _EVENT_HEADER.unpack_from(payload)
+        end = flags > 0x7F
+        if ext_ts == src.ev_ts:
+            if src.ev_ended:
+                return
+            if units > src.ev_seg_units:
+                src.ev_seg_units = units
+            if src.ev is not None:
+                src.ev.duration_ms = (src.ev_prior_units + src.ev_seg_units) * 1000 // clock
+                src.ev.ended = end
+            src.ev_ended = end
+            return
+        prev_ts = src.ev_ts
+        if prev_ts is not None and ext_ts < prev_ts:
+            return  # a straggler of an earlier event
+        if (
+            prev_ts is not None
+            and not marker
+            and not src.ev_ended
+            and code == src.ev_code
+            and src.ev_seg_units == 0xFFFF
+            and ext_ts == prev_ts + 0xFFFF
+        ):
+            # RFC 4733 2.5.1.3: a long event continues in a new segment.
+            src.ev_prior_units += 0xFFFF
+        else:
+            src.ev_prior_units = 0
+            src.ev = self._new_event(src, arrival, ext_ts, clock, code, units)
+        src.ev_ts = ext_ts
+        src.ev_code = code
+        src.ev_seg_units = units
+        src.ev_ended = end
+        if src.ev is not None:
+            src.ev.duration_ms = (src.ev_prior_units + units) * 1000 // clock
+            src.ev.ended = end
+
+    def _new_event(
+        self, src: _Source, arrival: float, ext_ts: int, clock: int, code: int, units: int
+    ) -> DtmfEvent | None:
+        if len(self.dtmf) >= MAX_DTMF_EVENTS:
+            self._stats.dtmf_dropped += 1
+            return None
+        rate = self.rate
+        # Updates arrive `units` after the event began, so the wall-clock start
+        # is the arrival minus the duration reported so far.
+        wall_start = round((arrival - self.origin) * rate) - units * rate // clock
+        pos = wall_start
+        if src.anchor_clock:
+            ts_pos = src.anchor_pos + (ext_ts - src.anchor_ts) * rate // clock
+            if src.floor <= ts_pos - wall_start <= self._threshold:
+                pos = ts_pos
+        event = DtmfEvent(EVENT_NAMES.get(code, f"event-{code}"), pos, units * 1000 // clock)
+        self.dtmf.append(event)
+        return event

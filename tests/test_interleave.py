@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder import g711
+from recorder.interleave import EncodingChange, StereoInterleaver, UnsupportedEncoding
+from recorder.rtp import RtpPacket, parse_rtp
+from recorder.stream import AudioChunk, RtpStream
+
+CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+ORIGIN = 2_000_000.0
+
+
+def capture(name: str) -> Path:
+    path = CAPTURES / name
+    if not path.is_file():
+        pytest.fail(f"capture {path} is missing: shared/captures must be beside the repository")
+    return path
+
+
+def chunk(position: int, value: int, size: int = 160, encoding: str = "PCMU") -> AudioChunk:
+    return AudioChunk(position, encoding, bytes([value]) * size)
+
+
+def frames(data: bytes, width: int = 1) -> tuple[bytes, bytes]:
+    """Split interleaved frames into the two channels."""
+    if width == 1:
+        return data[0::2], data[1::2]
+    samples = np.frombuffer(data, dtype="<i2")
+    return samples[0::2].tobytes(), samples[1::2].tobytes()
+
+
+def test_two_channels_interleave_with_silence() -> None:
+    il = StereoInterleaver("PCMU")
+    out = il.place(0, chunk(0, 1))
+    out += il.place(1, chunk(160, 2))
+    out += il.flush()
+    left, right = frames(out)
+    assert left == b"\x01" * 160 + b"\xff" * 160
+    assert right == b"\xff" * 160 + b"\x02" * 160
+    assert il.committed == 320
+
+
+def test_pcma_silence_and_commit() -> None:
+    il = StereoInterleaver("PCMA")
+    il.place(0, chunk(100, 7, 10, "PCMA"))
+    out = il.commit(50)
+    assert out == b"\xd5" * 100
+    assert il.commit(50) == b""
+    out = il.commit(120)
+    assert frames(out) == (b"\xd5" * 50 + b"\x07" * 10 + b"\xd5" * 10, b"\xd5" * 70)
+
+
+def test_commit_far_beyond_window_is_silence() -> None:
+    il = StereoInterleaver("PCMU", window_samples=800)
+    il.place(1, chunk(0, 3))
+    out = il.commit(5000)
+    left, right = frames(out)
+    assert left == b"\xff" * 5000
+    assert right == b"\x03" * 160 + b"\xff" * 4840
+    assert il.committed == 5000
+    assert il.place(1, chunk(4900, 3)) == b""
+    assert il.stats["late_samples"] == 100
+
+
+def test_late_chunk_is_trimmed_and_counted() -> None:
+    il = StereoInterleaver("PCMU")
+    il.place(0, chunk(0, 1))
+    il.commit(200)
+    il.place(1, chunk(100, 9, 160))  # 100 samples late
+    il.place(1, chunk(-500, 9, 160))  # entirely late
+    out = il.flush()
+    assert frames(out)[1] == b"\x09" * 60
+    assert il.stats["late_samples"] == 100 + 160
+    assert il.stats["late_chunks"] == 2
+
+
+def test_overlap_overwrites_and_is_counted() -> None:
+    il = StereoInterleaver("PCMU")
+    il.place(0, chunk(0, 1, 160))
+    il.place(0, chunk(100, 2, 160))
+    il.place(0, chunk(400, 3, 10))
+    il.place(0, chunk(300, 4, 50))  # fills a gap: no overlap
+    left, _ = frames(il.flush())
+    assert left == b"\x01" * 100 + b"\x02" * 160 + b"\xff" * 40 + b"\x04" * 50 + b"\xff" * 50 + b"\x03" * 10
+    assert il.stats["overlap_samples"] == 60
+    assert il.stats["overlaps"] == 1
+
+
+def test_chunks_wrap_around_the_ring() -> None:
+    il = StereoInterleaver("PCMU", window_samples=1000)
+    out = b""
+    for i in range(40):
+        out += il.place(i % 2, chunk(i * 70, i, 70))
+    out += il.flush()
+    left, right = frames(out)
+    assert len(out) == 2 * 40 * 70
+    for i in range(40):
+        mine, other = (left, right) if i % 2 == 0 else (right, left)
+        assert mine[i * 70 : (i + 1) * 70] == bytes([i]) * 70
+        assert other[i * 70 : (i + 1) * 70] == b"\xff" * 70
+
+
+def test_chunk_longer_than_window() -> None:
+    il = StereoInterleaver("PCMU", window_samples=100)
+    data = bytes(range(250))
+    out = il.place(0, AudioChunk(10, "PCMU", data)) + il.flush()
+    left, right = frames(out)
+    assert left == b"\xff" * 10 + data
+    assert right == b"\xff" * 260
+
+
+def test_encoding_change_then_l16() -> None:
+    il = StereoInterleaver("PCMU")
+    il.place(0, chunk(0, 0x10, 100))
+    with pytest.raises(EncodingChange) as info:
+        il.place(1, chunk(50, 0x20, 100, "PCMA"))
+    assert info.value.encoding == "PCMA"
+    assert il.encoding == "PCMU" and il.committed == 0
+    il.to_l16()
+    il.to_l16()  # idempotent
+    assert il.encoding == "L16"
+    il.place(1, chunk(50, 0x20, 100, "PCMA"))
+    il.place(0, chunk(150, 0x30, 10, "PCMU"))
+    left, right = frames(il.flush(), width=2)
+    u = int(g711.ULAW_TO_PCM16[0x10]).to_bytes(2, "little", signed=True)
+    u3 = int(g711.ULAW_TO_PCM16[0x30]).to_bytes(2, "little", signed=True)
+    a = int(g711.ALAW_TO_PCM16[0x20]).to_bytes(2, "little", signed=True)
+    assert left == u * 100 + bytes(2 * 50) + u3 * 10
+    assert right == bytes(2 * 50) + a * 100 + bytes(2 * 10)
+
+
+def test_l16_from_the_start() -> None:
+    il = StereoInterleaver("L16", window_samples=64)
+    out = b""
+    for i in range(10):
+        out += il.place(0, chunk(i * 20, 0x80 + i, 20, "PCMA"))
+    out += il.flush()
+    left, right = frames(out, width=2)
+    assert np.array_equal(
+        np.frombuffer(left, "<i2"), g711.ALAW_TO_PCM16[np.repeat(np.arange(0x80, 0x8A), 20)]
+    )
+    assert right == bytes(400)
+
+
+def test_rejects_bad_input() -> None:
+    il = StereoInterleaver("PCMU")
+    with pytest.raises(UnsupportedEncoding):
+        il.place(0, chunk(0, 1, encoding="G722"))
+    with pytest.raises(UnsupportedEncoding):
+        il.place(0, chunk(0, 1, encoding="PT97"))
+    for channel in (2, -1):
+        with pytest.raises(ValueError):
+            il.place(channel, chunk(0, 1))
+    with pytest.raises(ValueError):
+        StereoInterleaver("G722")
+    assert il.place(0, chunk(0, 1, 0)) == b""
+
+
+def test_memory_is_bounded_by_the_window() -> None:
+    il = StereoInterleaver("PCMU", window_samples=800)
+    rng = random.Random(7)
+    total = 0
+    for i in range(5000):
+        pos = i * 160 + rng.randint(-600, 600)
+        total += len(il.place(rng.randint(0, 1), chunk(pos, 1)))
+        assert all(len(r) == 800 for r in il._rings)
+        assert max(il._hi) - il.committed <= 800
+    il.to_l16()
+    assert all(len(r) == 1600 for r in il._rings)
+    total += 2 * len(il.flush()) // 2
+    assert il.committed == max(il._hi)
+
+
+def placements(draw_positions: list[int], size: int) -> list[tuple[int, AudioChunk]]:
+    return [(i % 2, chunk(p, i % 251, size)) for i, p in enumerate(draw_positions)]
+
+
+@given(
+    st.lists(st.integers(0, 3), min_size=1, max_size=150),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([80, 160, 240]),
+)
+@settings(max_examples=150)
+def test_reordering_within_window_gives_the_same_output(
+    skips: list[int], seed: int, size: int
+) -> None:
+    window = 4000
+    tolerance = window - window // 8 - size
+    pos = 0
+    positions = []
+    for skip in skips:
+        pos += skip * size
+        positions.append(pos)
+        positions.append(pos)  # same slot on the other channel
+        pos += size
+    items = placements(positions, size)
+
+    def output(order: list[tuple[int, AudioChunk]]) -> bytes:
+        il = StereoInterleaver("PCMU", window_samples=window)
+        out = b"".join(il.place(c, ch) for c, ch in order) + il.flush()
+        assert il.stats["late_samples"] == 0 and il.stats["overlaps"] == 0
+        return out
+
+    rng = random.Random(seed)
+    # Displace each chunk by a bounded amount of timeline: sort by a jittered key.
+    max_jitter = tolerance // 2
+    shuffled = sorted(items, key=lambda item: item[1].position + rng.randint(0, max_jitter))
+    assert output(shuffled) == output(items)
+
+
+@given(st.sets(st.integers(1, 298), max_size=120), st.integers(0, 2**32 - 1))
+@settings(max_examples=100)
+def test_loss_becomes_silence_of_exactly_the_missing_length(missing: set[int], seed: int) -> None:
+    rng = random.Random(seed)
+    streams = [RtpStream(ORIGIN, {0: ("PCMU", 8000)}) for _ in range(2)]
+    il = StereoInterleaver("PCMU")
+    arrivals = []
+    for channel in (0, 1):
+        for i in range(300):
+            if channel == 0 and i in missing:
+                continue
+            value = 1 + (i % 200)  # never the silence code
+            packet = RtpPacket(0, False, (7 + i) & 0xFFFF, 1000 + 160 * i, 55 + channel, bytes([value]) * 160)
+            jitter = rng.random() * 0.05 if i else 0.0  # the first packet anchors at 0
+            arrivals.append((ORIGIN + 0.02 * i + jitter, channel, packet))
+    arrivals.sort(key=lambda x: x[0])  # network jitter reorders up to 50 ms
+    out = b""
+    for when, channel, packet in arrivals:
+        c = streams[channel].push(when, packet)
+        assert c is not None
+        out += il.place(channel, c)
+    out += il.flush()
+    left, right = frames(out)
+    assert len(left) == 300 * 160
+    assert streams[0].stats.lost == len(missing)
+    for i in range(300):
+        expected = b"\xff" * 160 if i in missing else bytes([1 + i % 200]) * 160
+        assert left[i * 160 : (i + 1) * 160] == expected
+        assert right[i * 160 : (i + 1) * 160] == bytes([1 + i % 200]) * 160
+
+
+def test_comfort_noise_gaps_from_real_capture() -> None:
+    """rtp-protocol.pcap: both parties use silence suppression; the recording
+    must be silent exactly where they sent comfort noise and have the audio
+    exactly where the timestamps put it."""
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(capture("rtp-protocol.pcap")),
+            "-Y",
+            "rtp.version == 2 && rtp.ssrc",
+            "-o",
+            "rtp.heuristic_rtp:TRUE",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.payload",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = [line.split(",") for line in out.splitlines()]
+    origin = float(rows[0][0])
+    channel_of = {"6020": 0, "6040": 1}
+    streams = [RtpStream(origin, {8: ("PCMA", 8000)}) for _ in range(2)]
+    il = StereoInterleaver("PCMA")
+    wav = b""
+    expected: list[dict[int, bytes]] = [{}, {}]
+    for when, port, data in rows:
+        channel = channel_of[port]
+        packet = parse_rtp(bytes.fromhex(data))
+        assert packet is not None
+        c = streams[channel].push(float(when), packet)
+        if c is not None:
+            expected[channel][c.position] = c.payload
+            wav += il.place(channel, c)
+    wav += il.flush()
+    channels = frames(wav)
+    duration = float(rows[-1][0]) - origin
+    assert abs(len(channels[0]) / 8000 - duration) < 0.1
+    for channel in (0, 1):
+        audio = bytearray(b"\xd5" * len(channels[channel]))
+        for position, payload in expected[channel].items():
+            audio[position : position + len(payload)] = payload
+        assert channels[channel] == bytes(audio)
+        assert streams[channel].stats.resyncs == 0
+    # The 3.46 s pause of the 6020 side is silence in the file.
+    starts = sorted(expected[0])
+    gap_start, gap_end = max(
+        ((a + len(expected[0][a]), b) for a, b in zip(starts, starts[1:])), key=lambda g: g[1] - g[0]
+    )
+    assert gap_end - gap_start == 849445116 - (849415516 + 160)
+    assert channels[0][gap_start:gap_end] == b"\xd5" * (gap_end - gap_start)
