@@ -55,7 +55,10 @@ SILENCE_BYTE: Final[dict[str, int]] = {"PCMU": 0xFF, "PCMA": 0xD5}
 """Code used to fill gaps. 0xFF is mu-law zero; 0xD5 is the A-law code
 closest to zero (+8) and the value real devices send as silence."""
 
-_TABLES: Final[dict[str, npt.NDArray[np.int16]]] = {"PCMU": ULAW_TO_PCM16, "PCMA": ALAW_TO_PCM16}
+_TABLES: Final[dict[str, npt.NDArray[np.int16]]] = {
+    "PCMU": ULAW_TO_PCM16,
+    "PCMA": ALAW_TO_PCM16,
+}
 
 
 def table(law: str) -> npt.NDArray[np.int16]:

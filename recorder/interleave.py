@@ -69,7 +69,9 @@ class StereoInterleaver:
         self._overlaps = 0
         self._set_mode(encoding, None)
 
-    def _set_mode(self, encoding: str, rings: tuple[bytearray, bytearray] | None) -> None:
+    def _set_mode(
+        self, encoding: str, rings: tuple[bytearray, bytearray] | None
+    ) -> None:
         self._encoding = encoding
         self._shift = 1 if encoding == "L16" else 0
         fill = bytes(2) if encoding == "L16" else bytes((g711.SILENCE_BYTE[encoding],))
@@ -106,11 +108,16 @@ class StereoInterleaver:
         data = chunk.payload
         start = chunk.position
         hi = self._hi
-        if chunk.encoding == self._encoding and (channel == 0 or channel == 1) and start >= hi[channel]:
+        n = len(data)
+        if (
+            n
+            and chunk.encoding == self._encoding
+            and (channel == 0 or channel == 1)
+            and start >= hi[channel]
+        ):
             # In-order G.711 chunk (hi >= committed, so it is neither late nor
             # overlapping): copy it into the ring, nothing else to check.
             window = self._window
-            n = len(data)
             end = start + n
             out = b""
             if end > self._committed + window:
@@ -138,6 +145,8 @@ class StereoInterleaver:
     def _put(self, channel: int, start: int, data: bytes) -> bytes:
         shift = self._shift
         n = len(data) >> shift
+        if n == 0:
+            return b""
         committed = self._committed
         if start < committed:
             cut = committed - start
@@ -149,8 +158,6 @@ class StereoInterleaver:
             data = data[cut << shift :]
             start = committed
             n -= cut
-        if n == 0:
-            return b""
         window = self._window
         if n > window:
             parts = [
@@ -159,7 +166,11 @@ class StereoInterleaver:
             ]
             return b"".join(parts)
         end = start + n
-        out = self._emit(min(end - window + self._step, start)) if end > committed + window else b""
+        out = (
+            self._emit(min(end - window + self._step, start))
+            if end > committed + window
+            else b""
+        )
         ring = self._rings[channel]
         occ = self._occ[channel]
         i = start % window
@@ -253,7 +264,7 @@ class StereoInterleaver:
             return
         decode = g711.table(self._encoding)
         rings = []
-        for ring, occ in zip(self._rings, self._occ):
+        for ring, occ in zip(self._rings, self._occ, strict=True):
             samples = decode[np.frombuffer(ring, dtype=np.uint8)]
             samples[np.frombuffer(occ, dtype=np.uint8) == 0] = 0
             rings.append(bytearray(samples.tobytes()))

@@ -48,7 +48,7 @@ _IPV6_AH = 51
 _MAX_IPV6_EXT_HEADERS = 16
 
 _HOUSEKEEPING_INTERVAL = 1.0
-_DEDUP_MAX_ENTRIES = 32768
+_DEDUP_MAX_ENTRIES = 16384
 
 # Ethernet/IPv4/UDP in one go: ethertype, ver+ihl, total length, id, flags+frag
 # offset, protocol, src, dst, sport, dport, udp length.  Applied at offset 4 it reads
@@ -86,9 +86,10 @@ class PacketDecoder:
     packet keeps it, whereas a sender that really transmits identical bytes twice
     (a SIP UA answering an INVITE retransmission with a second, identical
     ``100 Trying`` 0.3 ms later) uses a new one, and both are kept as evidence.
-    Two generations of exact-match dicts
-    keep this O(1) per packet and bounded (each generation spans one window and
-    holds at most 32768 entries); equality is by bytes, never by hash alone.
+    Two generations of exact-match dicts keep this O(1) per packet; equality is by
+    bytes, never by hash alone.  Bound: the datagrams of the last two windows, and
+    at most 16384 per generation (a generation closes early when full, which at
+    more than 300k packets/s can let a late copy through).
     ``dedup_window <= 0`` disables it.
     """
 
@@ -144,7 +145,8 @@ class PacketDecoder:
                 and 8 <= ulen <= tlen - 20
                 and link + tlen <= len(frame)
             ):
-                return self._deliver_udp(ts, ident, (17, src, sport, dst, dport, frame[link + 28 : link + 20 + ulen]))
+                payload = frame[link + 28 : link + 20 + ulen]
+                return self._deliver_udp(ts, ident, (17, src, sport, dst, dport, payload))
         return self._decode_general(ts, linktype, frame)
 
     def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
@@ -194,7 +196,10 @@ class PacketDecoder:
             family = int.from_bytes(frame[:4], "big")
             if linktype == LINKTYPE_NULL and family > 0xFFFF:
                 family = int.from_bytes(frame[:4], "little")
-            etype = _ETHERTYPE_IPV4 if family == _BSD_AF_INET else _ETHERTYPE_IPV6 if family in _BSD_AF_INET6 else 0
+            if family == _BSD_AF_INET:
+                etype = _ETHERTYPE_IPV4
+            else:
+                etype = _ETHERTYPE_IPV6 if family in _BSD_AF_INET6 else 0
             off = 4
         else:
             return self._count("unsupported_linktype")
@@ -227,7 +232,8 @@ class PacketDecoder:
             return self._count("truncated")
         start = off + ihl
         if frag & 0x3FFF:
-            done = self._frag.feed(ts, (src, dst, ident, proto), proto, (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[start:end])
+            key = (src, dst, ident, proto)
+            done = self._frag.feed(ts, key, proto, (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[start:end])
             if done is None:
                 return _NOTHING
             proto, payload = done

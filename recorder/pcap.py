@@ -64,7 +64,6 @@ _LINKTYPE_MASK = 0x03FFFFFF  # upper bits of the pcap linktype field carry FCS i
 _ST_MAGIC = 0
 _ST_PCAP = 1
 _ST_PCAPNG = 2
-_ST_FAILED = 3
 
 _STAT_KEYS = (
     "records",
@@ -163,7 +162,6 @@ class CaptureDecoder:
             self.stats["records"] += len(out)
             self._failure = str(exc)
             self._failure_offset = exc.offset
-            self._state = _ST_FAILED
             self._pending = bytearray()
             raise
         self.stats["records"] += len(out)
@@ -318,9 +316,9 @@ class CaptureDecoder:
             return -1
         end = off + blen
         if self._u32.unpack_from(data, end - 4)[0] != blen:
-            raise self._fail(f"pcapng block trailer length does not match header (block type {btype:#x})", off)
+            raise self._fail(f"pcapng block trailer length does not match its header (type {btype:#x})", off)
         if btype == _BT_EPB:
-            self._enhanced_packet(data, off, blen, out)
+            self._enhanced_packet(data, off, blen)
         elif btype == _BT_SPB:
             self._simple_packet(data, off, blen, out)
         elif btype == _BT_PB:
@@ -384,12 +382,12 @@ class CaptureDecoder:
         self._interfaces.append(_Interface(linktype, snaplen, divisor, ts_offset))
         self.stats["interfaces"] += 1
 
-    def _enhanced_packet(self, data: bytes, off: int, blen: int, out: list[Frame]) -> None:
-        """EPBs the fast path in _parse_pcapng declined: report the fault or count the
-        unknown interface."""
+    def _enhanced_packet(self, data: bytes, off: int, blen: int) -> None:
+        """An EPB the fast path in _parse_pcapng declined: report the fault or count
+        the unknown interface."""
         if blen < 32:
             raise self._fail(f"bad pcapng packet block: block length {blen}", off)
-        ifid, _hi, _lo, caplen, _wirelen = Struct(self._endian + "5I").unpack_from(data, off + 8)
+        caplen = self._u32.unpack_from(data, off + 20)[0]
         if caplen > MAX_CAPLEN or 32 + caplen > blen:
             raise self._fail(f"bad pcapng packet block: captured length {caplen}, block length {blen}", off)
         self.stats["unknown_interface"] += 1

@@ -66,7 +66,9 @@ def parse_rtp(data: bytes) -> RtpPacket | None:
     if fields is None:
         return None
     pt, marker, seq, ts, ssrc, payload, csrc, profile, extension, padding = fields
-    return RtpPacket(pt, marker, seq, ts, ssrc, payload, csrc, profile, extension, padding)
+    return RtpPacket(
+        pt, marker, seq, ts, ssrc, payload, csrc, profile, extension, padding
+    )
 
 
 def parse_rtp_fast(data: bytes) -> tuple[int, bool, int, int, int, bytes] | None:
@@ -87,7 +89,10 @@ def parse_rtp_fast(data: bytes) -> tuple[int, bool, int, int, int, bytes] | None
 
 def _parse(
     data: bytes,
-) -> tuple[int, bool, int, int, int, bytes, tuple[int, ...], int | None, bytes, int] | None:
+) -> (
+    tuple[int, bool, int, int, int, bytes, tuple[int, ...], int | None, bytes, int]
+    | None
+):
     size = len(data)
     if size < 12:
         return None
@@ -119,7 +124,18 @@ def _parse(
         if padding == 0 or offset + padding > size:
             return None
     payload = data[offset : size - padding]
-    return b1 & 0x7F, b1 > 0x7F, seq, ts, ssrc, payload, csrc, profile, extension, padding
+    return (
+        b1 & 0x7F,
+        b1 > 0x7F,
+        seq,
+        ts,
+        ssrc,
+        payload,
+        csrc,
+        profile,
+        extension,
+        padding,
+    )
 
 
 def serialize_rtp(pkt: RtpPacket) -> bytes:
@@ -148,7 +164,9 @@ def serialize_rtp(pkt: RtpPacket) -> bytes:
             _CSRC[len(pkt.csrc)].pack(*pkt.csrc),
         ]
         if pkt.extension_profile is not None:
-            parts.append(_EXT_HEADER.pack(pkt.extension_profile, len(pkt.extension) // 4))
+            parts.append(
+                _EXT_HEADER.pack(pkt.extension_profile, len(pkt.extension) // 4)
+            )
             parts.append(pkt.extension)
     except struct.error as exc:
         raise ValueError(str(exc)) from None

@@ -42,23 +42,34 @@ class RtpDumpWriter:
         self.start = start
         # RD_hdr_t has room for IPv4 only; rtptools ignores it on playback.
         source = int(address) if address.version == 4 else 0
-        seconds = int(start)
-        micros = min(999_999, round((start - seconds) * 1_000_000))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        # Offsets are counted in whole microseconds, like rtptools' timevals,
+        # so float noise in `arrival - start` cannot move a packet a millisecond.
+        self._start_us = round(start * 1_000_000)
+        seconds, micros = divmod(self._start_us, 1_000_000)
+        flags = (
+            os.O_WRONLY
+            | os.O_CREAT
+            | os.O_EXCL
+            | os.O_NOFOLLOW
+            | getattr(os, "O_CLOEXEC", 0)
+        )
         fd = os.open(self.path, flags, 0o600)
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         self._file.write(f"#!rtpplay1.0 {address}/{port}\n".encode("ascii"))
-        self._file.write(_FILE_HEADER.pack(seconds & 0xFFFFFFFF, micros, source, port, 0))
+        self._file.write(
+            _FILE_HEADER.pack(seconds & 0xFFFFFFFF, micros, source, port, 0)
+        )
         self.packets = 0
 
     def write(self, arrival: float, rtp_bytes: bytes) -> None:
         """Record one packet captured at `arrival` (seconds, same clock as start).
 
-        Arrivals before `start` are recorded at offset 0. ValueError for a packet
-        longer than a record can hold (65527 bytes) or a closed writer."""
-        if len(rtp_bytes) > _MAX_PACKET:
-            raise ValueError("RTP packet too long for an rtpdump record")
-        offset = int((arrival - self.start) * 1000)
+        Arrivals before `start` are recorded at offset 0. ValueError for a
+        packet shorter than an RTP header (a zero length would mark it as RTCP)
+        or longer than a record can hold (65527 bytes), or a closed writer."""
+        if not 12 <= len(rtp_bytes) <= _MAX_PACKET:
+            raise ValueError("not an RTP packet length an rtpdump record can hold")
+        offset = (round(arrival * 1_000_000) - self._start_us) // 1000
         offset = 0 if offset < 0 else min(offset, _MAX_OFFSET)
         size = len(rtp_bytes)
         self._file.write(_RECORD_HEADER.pack(size + _RECORD_HEADER.size, size, offset))

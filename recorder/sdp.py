@@ -210,7 +210,7 @@ def _media_attribute(media: MediaDescription, name: str, value: str) -> None:
             media.ptime = ptime
 
 
-def parse_sdp(body: bytes) -> SessionDescription:
+def parse_sdp(body: bytes | bytearray | memoryview) -> SessionDescription:
     """Parse an SDP body. Raises only SdpParseError.
 
     The first line must be v=0 and an o= line with numeric version must precede the first m=.

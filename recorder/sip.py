@@ -373,12 +373,18 @@ def _parse_head(head: bytes | bytearray) -> tuple[SipMessage, int | None]:
     return SipMessage(method, request_uri, status, reason, headers), content_length
 
 
-def parse_sip(data: bytes) -> SipMessage:
+def parse_sip(data: bytes | bytearray | memoryview) -> SipMessage:
     """Parse one SIP message carried in one datagram (RFC 3261 §18.3 UDP rules).
 
     The body is whatever follows the empty line, cut to Content-Length when that header is
     present (surplus bytes are discarded as §18.3 requires); a Content-Length beyond the end of
     the datagram means truncation and is refused. Raises only SipParseError.
+
+    Required: Call-ID, a well-formed CSeq, From and To, each once (identical repeats are
+    tolerated), because no call can be attributed without them. Deliberately tolerated beyond
+    the grammar, as real equipment sends them: bare-LF line ends, a lower-case version string,
+    a status line without reason phrase. Header values may not contain control characters other
+    than HTAB after unfolding.
     """
     if not isinstance(data, bytes):
         if not isinstance(data, (bytearray, memoryview)):
@@ -399,7 +405,7 @@ def parse_sip(data: bytes) -> SipMessage:
     return message
 
 
-def looks_like_sip(payload: bytes) -> bool:
+def looks_like_sip(payload: bytes | bytearray) -> bool:
     """Cheap prefilter for UDP payloads: starts like a status line or a common request.
 
     RTP/RTCP (first byte 0x80..0xBF) fails on the first byte without any further work.
@@ -437,19 +443,19 @@ class SipStreamFramer:
         """Bytes currently held back waiting for the rest of a message."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[SipMessage | SipParseError]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[SipMessage | SipParseError]:
         buf = self._buf
         buf += data
         out: list[SipMessage | SipParseError] = []
         pos = 0
         while True:
             if self._pending is not None:
-                message, body_start, length = self._pending
-                if len(buf) - pos < body_start + length:
+                waiting, body_offset, body_length = self._pending
+                if len(buf) - pos < body_offset + body_length:
                     break
-                message.body = bytes(buf[pos + body_start : pos + body_start + length])
-                out.append(message)
-                pos += body_start + length
+                waiting.body = bytes(buf[pos + body_offset : pos + body_offset + body_length])
+                out.append(waiting)
+                pos += body_offset + body_length
                 self._pending = None
             size = len(buf)
             if self._head_scan < 0:

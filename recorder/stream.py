@@ -20,6 +20,7 @@ its packet's wall-clock position.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -56,6 +57,9 @@ _EVENT: Final = 2
 _IGNORED: Final = 3
 
 _G711: Final = frozenset(("PCMU", "PCMA"))
+_RECENT_EVENTS: Final = 8
+"""Start timestamps of finished events remembered per SSRC, so that their
+retransmitted end packets arriving late do not count as new events."""
 _EVENT_HEADER: Final = struct.Struct("!BBH")
 _NO_END: Final = -(1 << 62)
 
@@ -140,26 +144,27 @@ class _Source:
     when a gap appears. `missing` is expected minus received since `base_seq`."""
 
     __slots__ = (
-        "max_seq",
-        "base_seq",
-        "bad_seq",
-        "window",
-        "window_top",
-        "missing",
-        "lost_prior",
-        "last_ts",
-        "last_ext_ts",
         "anchor_clock",
         "anchor_pos",
         "anchor_ts",
-        "floor",
-        "last_used",
-        "ev_ts",
+        "bad_seq",
+        "base_seq",
         "ev",
         "ev_code",
         "ev_ended",
         "ev_prior_units",
         "ev_seg_units",
+        "ev_ts",
+        "ev_recent",
+        "floor",
+        "last_ext_ts",
+        "last_ts",
+        "last_used",
+        "lost_prior",
+        "max_seq",
+        "missing",
+        "window",
+        "window_top",
     )
 
     def __init__(self, seq: int, ts: int, arrival: float) -> None:
@@ -178,6 +183,7 @@ class _Source:
         self.floor = 0
         self.last_used = arrival
         self.ev_ts: int | None = None
+        self.ev_recent: deque[int] = deque(maxlen=_RECENT_EVENTS)
         self.ev: DtmfEvent | None = None
         self.ev_code = -1
         self.ev_ended = False
@@ -199,21 +205,21 @@ class RtpStream:
     events and one stats entry per payload type."""
 
     __slots__ = (
-        "origin",
-        "rate",
-        "dtmf",
-        "_threshold",
-        "_pt_info",
-        "_last_pt",
+        "_last_arrival",
+        "_last_end",
         "_last_info",
+        "_last_pt",
+        "_lost_evicted",
+        "_packets",
+        "_pt_info",
         "_sources",
         "_src",
         "_src_id",
-        "_last_end",
-        "_lost_evicted",
-        "_packets",
-        "_last_arrival",
         "_stats",
+        "_threshold",
+        "dtmf",
+        "origin",
+        "rate",
     )
 
     def __init__(
@@ -250,7 +256,9 @@ class RtpStream:
             if not 0 <= pt <= 127 or clock <= 0:
                 raise ValueError(f"bad payload type entry {pt}: {encoding}/{clock}")
             name = encoding.upper()
-            kind = _CN if name == "CN" else _EVENT if name == "TELEPHONE-EVENT" else _AUDIO
+            kind = (
+                _CN if name == "CN" else _EVENT if name == "TELEPHONE-EVENT" else _AUDIO
+            )
             info[pt] = (kind, name, clock, name in _G711)
         self._pt_info = info
         self._last_pt = -1
@@ -289,7 +297,14 @@ class RtpStream:
         """Account for `pkt` captured at `arrival`; its audio, or None."""
         return self.push_fast(
             arrival,
-            (pkt.payload_type, pkt.marker, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload),
+            (
+                pkt.payload_type,
+                pkt.marker,
+                pkt.sequence,
+                pkt.timestamp,
+                pkt.ssrc,
+                pkt.payload,
+            ),
         )
 
     def push_fast(
@@ -316,7 +331,11 @@ class RtpStream:
         elif not self._sequence(src, sequence, udelta):
             return None
 
-        ext_ts = src.last_ext_ts + ((timestamp - src.last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        ext_ts = (
+            src.last_ext_ts
+            + ((timestamp - src.last_ts + 0x80000000) & 0xFFFFFFFF)
+            - 0x80000000
+        )
         src.last_ts = timestamp
         src.last_ext_ts = ext_ts
 
@@ -329,6 +348,7 @@ class RtpStream:
 
         rate = self.rate
         wall = round((arrival - self.origin) * rate)
+        pos: int | None
         if clock == src.anchor_clock:
             if clock == rate:
                 pos = src.anchor_pos + ext_ts - src.anchor_ts
@@ -353,7 +373,11 @@ class RtpStream:
         info = self._pt_info.get(pt)
         if info is None:
             # rtcp-mux (RFC 5761): RTCP types 200-204 read as PT 72-76 with M set.
-            info = (_IGNORED, "", 0, False) if 72 <= pt <= 76 else (_AUDIO, f"PT{pt}", 8000, False)
+            info = (
+                (_IGNORED, "", 0, False)
+                if 72 <= pt <= 76
+                else (_AUDIO, f"PT{pt}", 8000, False)
+            )
             self._pt_info[pt] = info
         if info[0] != _IGNORED and info[1] not in self._stats.encodings:
             self._stats.encodings.append(info[1])
@@ -445,7 +469,13 @@ class RtpStream:
         return pos
 
     def _event(
-        self, src: _Source, arrival: float, marker: bool, ext_ts: int, clock: int, payload: bytes
+        self,
+        src: _Source,
+        arrival: float,
+        marker: bool,
+        ext_ts: int,
+        clock: int,
+        payload: bytes,
     ) -> None:
         stats = self._stats
         stats.dtmf_packets += 1
@@ -460,13 +490,17 @@ class RtpStream:
             if units > src.ev_seg_units:
                 src.ev_seg_units = units
             if src.ev is not None:
-                src.ev.duration_ms = (src.ev_prior_units + src.ev_seg_units) * 1000 // clock
+                src.ev.duration_ms = (
+                    (src.ev_prior_units + src.ev_seg_units) * 1000 // clock
+                )
                 src.ev.ended = end
             src.ev_ended = end
             return
+        if ext_ts in src.ev_recent:
+            return  # a late retransmission of an earlier event
         prev_ts = src.ev_ts
-        if prev_ts is not None and ext_ts < prev_ts:
-            return  # a straggler of an earlier event
+        if prev_ts is not None:
+            src.ev_recent.append(prev_ts)
         if (
             prev_ts is not None
             and not marker
@@ -489,7 +523,13 @@ class RtpStream:
             src.ev.ended = end
 
     def _new_event(
-        self, src: _Source, arrival: float, ext_ts: int, clock: int, code: int, units: int
+        self,
+        src: _Source,
+        arrival: float,
+        ext_ts: int,
+        clock: int,
+        code: int,
+        units: int,
     ) -> DtmfEvent | None:
         if len(self.dtmf) >= MAX_DTMF_EVENTS:
             self._stats.dtmf_dropped += 1
@@ -503,6 +543,8 @@ class RtpStream:
             ts_pos = src.anchor_pos + (ext_ts - src.anchor_ts) * rate // clock
             if src.floor <= ts_pos - wall_start <= self._threshold:
                 pos = ts_pos
-        event = DtmfEvent(EVENT_NAMES.get(code, f"event-{code}"), pos, units * 1000 // clock)
+        event = DtmfEvent(
+            EVENT_NAMES.get(code, f"event-{code}"), pos, units * 1000 // clock
+        )
         self.dtmf.append(event)
         return event

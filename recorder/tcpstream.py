@@ -126,6 +126,8 @@ class TcpReassembler:
             st = self._open(key, seq, -1, ts)
             delta = 0
         elif delta >= _RESYNC_DISTANCE or delta <= -_RESYNC_DISTANCE:
+            if not payload:
+                return b""
             self.stats["tcp_resyncs"] += 1
             st = self._open(key, seq, -1, ts)
             delta = 0

@@ -40,7 +40,9 @@ class WavLimitError(Exception):
     """Appending would exceed the 4 GiB RIFF size limit; nothing was written."""
 
 
-def _header(encoding: str, channels: int, rate: int, frames: int, padded: bool = False) -> bytes:
+def _header(
+    encoding: str, channels: int, rate: int, frames: int, padded: bool = False
+) -> bytes:
     # RIFF wants odd-sized chunks padded; the pad byte is only counted once it
     # is on disk (written by close), so a synced file's RIFF size is exact.
     tag = _FORMAT_TAGS[encoding]
@@ -52,14 +54,22 @@ def _header(encoding: str, channels: int, rate: int, frames: int, padded: bool =
         chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
     else:
         fmt = struct.pack("<HHIIHHH", tag, channels, rate, rate * block, block, 8, 0)
-        chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, frames)
+        chunks = (
+            b"fmt "
+            + struct.pack("<I", len(fmt))
+            + fmt
+            + b"fact"
+            + struct.pack("<II", 4, frames)
+        )
     chunks += b"data" + struct.pack("<I", data)
     riff = 4 + len(chunks) + data + (data & 1 if padded else 0)
     return b"RIFF" + struct.pack("<I", riff) + b"WAVE" + chunks
 
 
 def _create(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags = (
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    )
     return os.open(path, flags, 0o600)
 
 
@@ -80,7 +90,9 @@ def _fsync_dir(path: Path) -> None:
 class WavWriter:
     """A WAV file being recorded. Not thread-safe; one writer per file."""
 
-    def __init__(self, path: Path, encoding: str, channels: int = 2, rate: int = 8000) -> None:
+    def __init__(
+        self, path: Path, encoding: str, channels: int = 2, rate: int = 8000
+    ) -> None:
         if encoding not in _FORMAT_TAGS:
             raise ValueError(f"unsupported encoding {encoding!r}")
         if not 1 <= channels <= 0xFFFF or not 1 <= rate <= 0xFFFFFFFF // 4:
@@ -123,8 +135,8 @@ class WavWriter:
             raise ValueError("data is not a whole number of frames")
         if not data:
             return
-        size = self._header_size + (self._frames * self._block + len(data)) + 1 - 8
-        if size > _MAX_RIFF:
+        total = self._frames * self._block + len(data)
+        if self._header_size - 8 + total + (total & 1) > _MAX_RIFF:
             raise WavLimitError(f"{self.path} would exceed the RIFF size limit")
         _write_all(fd, data)
         self._frames += len(data) // self._block
@@ -132,7 +144,9 @@ class WavWriter:
     def sync(self) -> None:
         """Make the header match the data written and force both to disk."""
         fd = self._require_open()
-        header = _header(self.encoding, self.channels, self.rate, self._frames, self._padded)
+        header = _header(
+            self.encoding, self.channels, self.rate, self._frames, self._padded
+        )
         os.pwrite(fd, header, 0)
         os.fsync(fd)
 
@@ -206,7 +220,7 @@ def repair_wav(path: Path) -> int:
         head = os.pread(fd, _HEADER_SCAN, 0)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             raise WavFormatError(f"{path}: not a RIFF/WAVE file")
-        block = 0
+        block: int = 0
         fact_at = -1
         pos = 12
         while True:
@@ -227,8 +241,8 @@ def repair_wav(path: Path) -> int:
             raise WavFormatError(f"{path}: no usable fmt chunk before the data")
         data_at = pos + 8
         length = os.fstat(fd).st_size
-        (stored,) = struct.unpack_from("<I", head, pos + 4)
-        (riff,) = struct.unpack_from("<I", head, 4)
+        stored: int = struct.unpack_from("<I", head, pos + 4)[0]
+        riff: int = struct.unpack_from("<I", head, 4)[0]
         frames = stored // block
         fact_ok = fact_at < 0 or struct.unpack_from("<I", head, fact_at)[0] == frames
         if (

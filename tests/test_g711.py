@@ -19,7 +19,20 @@ def test_tables_match_sox(tmp_path: Path, law: str) -> None:
     codes.write_bytes(bytes(range(256)))
     out = tmp_path / "out.raw"
     subprocess.run(
-        ["sox", "-t", SOX_TYPES[law], "-r", "8000", "-c", "1", str(codes), "-t", "s16", "-L", str(out)],
+        [
+            "sox",
+            "-t",
+            SOX_TYPES[law],
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            str(codes),
+            "-t",
+            "s16",
+            "-L",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -59,7 +72,9 @@ def test_decode_is_little_endian_table_lookup(data: bytes, law: str) -> None:
     assert len(out) == 2 * len(data)
     tab = g711.table(law)
     for i, code in enumerate(data):
-        assert int.from_bytes(out[2 * i : 2 * i + 2], "little", signed=True) == tab[code]
+        assert (
+            int.from_bytes(out[2 * i : 2 * i + 2], "little", signed=True) == tab[code]
+        )
 
 
 def test_decode_rejects_other_encodings() -> None:

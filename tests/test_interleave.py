@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,15 @@ ORIGIN = 2_000_000.0
 def capture(name: str) -> Path:
     path = CAPTURES / name
     if not path.is_file():
-        pytest.fail(f"capture {path} is missing: shared/captures must be beside the repository")
+        pytest.fail(
+            f"capture {path} is missing: shared/captures must be beside the repository"
+        )
     return path
 
 
-def chunk(position: int, value: int, size: int = 160, encoding: str = "PCMU") -> AudioChunk:
+def chunk(
+    position: int, value: int, size: int = 160, encoding: str = "PCMU"
+) -> AudioChunk:
     return AudioChunk(position, encoding, bytes([value]) * size)
 
 
@@ -89,7 +95,15 @@ def test_overlap_overwrites_and_is_counted() -> None:
     il.place(0, chunk(400, 3, 10))
     il.place(0, chunk(300, 4, 50))  # fills a gap: no overlap
     left, _ = frames(il.flush())
-    assert left == b"\x01" * 100 + b"\x02" * 160 + b"\xff" * 40 + b"\x04" * 50 + b"\xff" * 50 + b"\x03" * 10
+    assert (
+        left
+        == b"\x01" * 100
+        + b"\x02" * 160
+        + b"\xff" * 40
+        + b"\x04" * 50
+        + b"\xff" * 50
+        + b"\x03" * 10
+    )
     assert il.stats["overlap_samples"] == 60
     assert il.stats["overlaps"] == 1
 
@@ -145,7 +159,8 @@ def test_l16_from_the_start() -> None:
     out += il.flush()
     left, right = frames(out, width=2)
     assert np.array_equal(
-        np.frombuffer(left, "<i2"), g711.ALAW_TO_PCM16[np.repeat(np.arange(0x80, 0x8A), 20)]
+        np.frombuffer(left, "<i2"),
+        g711.ALAW_TO_PCM16[np.repeat(np.arange(0x80, 0x8A), 20)],
     )
     assert right == bytes(400)
 
@@ -167,20 +182,19 @@ def test_rejects_bad_input() -> None:
 def test_memory_is_bounded_by_the_window() -> None:
     il = StereoInterleaver("PCMU", window_samples=800)
     rng = random.Random(7)
-    total = 0
+    emitted = 0
     for i in range(5000):
         pos = i * 160 + rng.randint(-600, 600)
-        total += len(il.place(rng.randint(0, 1), chunk(pos, 1)))
-        assert all(len(r) == 800 for r in il._rings)
+        emitted += len(il.place(rng.randint(0, 1), chunk(pos, 1)))
+        assert all(len(r) == 800 for r in il._rings) and all(
+            len(o) == 800 for o in il._occ
+        )
         assert max(il._hi) - il.committed <= 800
+        assert emitted == 2 * il.committed
     il.to_l16()
     assert all(len(r) == 1600 for r in il._rings)
-    total += 2 * len(il.flush()) // 2
+    il.flush()
     assert il.committed == max(il._hi)
-
-
-def placements(draw_positions: list[int], size: int) -> list[tuple[int, AudioChunk]]:
-    return [(i % 2, chunk(p, i % 251, size)) for i, p in enumerate(draw_positions)]
 
 
 @given(
@@ -201,7 +215,7 @@ def test_reordering_within_window_gives_the_same_output(
         positions.append(pos)
         positions.append(pos)  # same slot on the other channel
         pos += size
-    items = placements(positions, size)
+    items = [(i % 2, chunk(p, i % 251, size)) for i, p in enumerate(positions)]
 
     def output(order: list[tuple[int, AudioChunk]]) -> bytes:
         il = StereoInterleaver("PCMU", window_samples=window)
@@ -212,13 +226,17 @@ def test_reordering_within_window_gives_the_same_output(
     rng = random.Random(seed)
     # Displace each chunk by a bounded amount of timeline: sort by a jittered key.
     max_jitter = tolerance // 2
-    shuffled = sorted(items, key=lambda item: item[1].position + rng.randint(0, max_jitter))
+    shuffled = sorted(
+        items, key=lambda item: item[1].position + rng.randint(0, max_jitter)
+    )
     assert output(shuffled) == output(items)
 
 
 @given(st.sets(st.integers(1, 298), max_size=120), st.integers(0, 2**32 - 1))
 @settings(max_examples=100)
-def test_loss_becomes_silence_of_exactly_the_missing_length(missing: set[int], seed: int) -> None:
+def test_loss_becomes_silence_of_exactly_the_missing_length(
+    missing: set[int], seed: int
+) -> None:
     rng = random.Random(seed)
     streams = [RtpStream(ORIGIN, {0: ("PCMU", 8000)}) for _ in range(2)]
     il = StereoInterleaver("PCMU")
@@ -228,7 +246,14 @@ def test_loss_becomes_silence_of_exactly_the_missing_length(missing: set[int], s
             if channel == 0 and i in missing:
                 continue
             value = 1 + (i % 200)  # never the silence code
-            packet = RtpPacket(0, False, (7 + i) & 0xFFFF, 1000 + 160 * i, 55 + channel, bytes([value]) * 160)
+            packet = RtpPacket(
+                0,
+                False,
+                (7 + i) & 0xFFFF,
+                1000 + 160 * i,
+                55 + channel,
+                bytes([value]) * 160,
+            )
             jitter = rng.random() * 0.05 if i else 0.0  # the first packet anchors at 0
             arrivals.append((ORIGIN + 0.02 * i + jitter, channel, packet))
     arrivals.sort(key=lambda x: x[0])  # network jitter reorders up to 50 ms
@@ -303,7 +328,81 @@ def test_comfort_noise_gaps_from_real_capture() -> None:
     # The 3.46 s pause of the 6020 side is silence in the file.
     starts = sorted(expected[0])
     gap_start, gap_end = max(
-        ((a + len(expected[0][a]), b) for a, b in zip(starts, starts[1:])), key=lambda g: g[1] - g[0]
+        ((a + len(expected[0][a]), b) for a, b in pairwise(starts)),
+        key=lambda g: g[1] - g[0],
     )
     assert gap_end - gap_start == 849445116 - (849415516 + 160)
     assert channels[0][gap_start:gap_end] == b"\xd5" * (gap_end - gap_start)
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("place"),
+            st.integers(0, 1),
+            st.integers(-20, 600),
+            st.integers(0, 90),
+            st.integers(0, 254),
+        ),
+        st.tuples(st.just("commit"), st.integers(0, 700)),
+        st.tuples(st.just("l16")),
+    ),
+    max_size=60,
+)
+
+
+@given(operations, st.sampled_from(["PCMU", "PCMA"]), st.integers(8, 100))
+@settings(max_examples=300)
+def test_matches_a_reference_timeline(ops: list[tuple[Any, ...]], law: str, window: int) -> None:
+    """Against a dict-of-samples model of the documented rules: samples before
+    `committed` are late, later chunks overwrite, what is left of a chunk is
+    placed in pieces of at most `window`, each forcing a commit to
+    min(end - window + window // 8, start) if it reaches past the ring, and
+    unplaced samples are silence (0 once in L16)."""
+    il = StereoInterleaver(law, window_samples=window)
+    table = g711.table(law)
+    model: list[dict[int, int]] = [{}, {}]  # pending sample -> decoded value
+    final: list[list[int]] = [[], []]  # decoded values the file must hold
+    state = {"committed": 0, "late": 0, "overlap": 0, "silence": int(table[g711.SILENCE_BYTE[law]])}
+    emitted = [b"", b""]  # before and after the switch to L16
+
+    def advance(upto: int) -> None:
+        for s in range(state["committed"], upto):
+            for channel in (0, 1):
+                final[channel].append(model[channel].pop(s, state["silence"]))
+        state["committed"] = max(state["committed"], upto)
+
+    for op in ops:
+        mode = 1 if il.encoding == "L16" else 0
+        if op[0] == "place":
+            _, channel, pos, size, value = op
+            emitted[mode] += il.place(channel, AudioChunk(pos, law, bytes([value]) * size))
+            first = pos
+            if size and pos < state["committed"]:
+                state["late"] += min(state["committed"], pos + size) - pos
+                first = state["committed"]
+            for start in range(first, pos + size, window):
+                end = min(start + window, pos + size)
+                if end > state["committed"] + window:
+                    advance(min(end - window + window // 8, start))
+                for s in range(start, end):
+                    state["overlap"] += s in model[channel]
+                    model[channel][s] = int(table[value])
+        elif op[0] == "commit":
+            emitted[mode] += il.commit(op[1])
+            advance(op[1])
+        else:
+            il.to_l16()
+            state["silence"] = 0
+        assert il.committed == state["committed"]
+    mode = 1 if il.encoding == "L16" else 0
+    emitted[mode] += il.flush()
+    advance(max((max(m) + 1 for m in model if m), default=0))
+    assert il.committed == state["committed"]
+    assert il.stats["late_samples"] == state["late"]
+    assert il.stats["overlap_samples"] == state["overlap"]
+    decoded = np.concatenate(
+        [table[np.frombuffer(emitted[0], dtype=np.uint8)], np.frombuffer(emitted[1], dtype="<i2")]
+    ).reshape(-1, 2)
+    assert decoded[:, 0].tolist() == final[0]
+    assert decoded[:, 1].tolist() == final[1]

@@ -23,11 +23,11 @@ def split(data: bytes, size: int) -> list[tuple[int, bool, bytes]]:
 
 
 def feed_all(
-    reasm: FragmentReassembler, pieces: list[tuple[int, bool, bytes]], key: object = KEY4, proto: int = 17, ts: float = 0.0
+    reasm: FragmentReassembler, pieces: list[tuple[int, bool, bytes]], key: object = KEY4
 ) -> list[tuple[int, bytes]]:
     done = []
     for off, more, chunk in pieces:
-        result = reasm.feed(ts, key, proto, off, more, chunk)
+        result = reasm.feed(0.0, key, 17, off, more, chunk)
         if result is not None:
             done.append(result)
     return done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import shutil
@@ -45,7 +46,9 @@ def udp(payload: bytes, sport: int = 4000, dport: int = 5000, length: int | None
     return struct.pack("!HHHH", sport, dport, 8 + len(payload) if length is None else length, 0) + payload
 
 
-def tcp(payload: bytes, seq: int, flags: int = 0x18, sport: int = 5060, dport: int = 40000, doff: int = 5) -> bytes:
+def tcp(
+    payload: bytes, seq: int, flags: int = 0x18, sport: int = 5060, dport: int = 40000, doff: int = 5
+) -> bytes:
     head = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, doff << 4, flags, 65535, 0, 0)
     return head + bytes(max(0, doff * 4 - 20)) + payload
 
@@ -96,15 +99,19 @@ def sll2(payload: bytes, etype: int = 0x0800) -> bytes:
     return struct.pack("!HHIHBB8s", etype, 0, 3, 1, 0, 6, b"\x02" * 6 + b"\0\0") + payload
 
 
-def fragments4(transport: bytes, size: int, proto: int = 17, ident: int = 77, **kw: object) -> list[bytes]:
+def fragments4(
+    transport: bytes, size: int, proto: int = 17, ident: int = 77, src: bytes = S4, dst: bytes = D4
+) -> list[bytes]:
     out = []
     for off in range(0, len(transport), size):
-        more = off + size < len(transport)
-        out.append(ipv4(transport[off : off + size], proto, ident=ident, frag=(0x2000 if more else 0) | off // 8, **kw))  # type: ignore[arg-type]
+        flags = 0x2000 if off + size < len(transport) else 0
+        out.append(ipv4(transport[off : off + size], proto, src, dst, ident=ident, frag=flags | off // 8))
     return out
 
 
-def decode(frames: list[tuple[int, bytes]], dec: PacketDecoder | None = None, t0: float = 100.0) -> list[Datagram]:
+def decode(
+    frames: list[tuple[int, bytes]], dec: PacketDecoder | None = None, t0: float = 100.0
+) -> list[Datagram]:
     dec = dec or PacketDecoder()
     out: list[Datagram] = []
     for i, (linktype, frame) in enumerate(frames):
@@ -143,7 +150,8 @@ def test_ethernet_fcs_is_trimmed_by_ip_length() -> None:
 
 @pytest.mark.parametrize("linktype", [101, 12, 14])
 def test_raw_ip(linktype: int) -> None:
-    frames = [(linktype, ipv4(udp(RTP))), (linktype, ipv6(udp(SIP))), (linktype, b"\x50" + bytes(40)), (linktype, b"")]
+    packets = [ipv4(udp(RTP)), ipv6(udp(SIP)), b"\x50" + bytes(40), b""]
+    frames = [(linktype, p) for p in packets]
     dec = PacketDecoder()
     assert decode(frames, dec) == [(17, S4, 4000, D4, 5000, RTP), (17, S6, 4000, D6, 5000, SIP)]
     assert dec.stats["non_ip"] == 1
@@ -198,7 +206,13 @@ def test_non_ip_and_unsupported() -> None:
     dec = PacketDecoder()
     arp = eth(bytes(28), 0x0806)
     llc = eth(b"\xaa\xaa\x03" + bytes(40), 46)
-    frames = [(1, arp), (1, llc), (113, sll(bytes(28), 0x0806)), (147, ipv4(udp(RTP))), (0, struct.pack("<I", 7) + bytes(30))]
+    frames = [
+        (1, arp),
+        (1, llc),
+        (113, sll(bytes(28), 0x0806)),
+        (147, ipv4(udp(RTP))),
+        (0, struct.pack("<I", 7) + bytes(30)),
+    ]
     assert decode(frames, dec) == []
     assert dec.stats["non_ip"] == 4
     assert dec.stats["unsupported_linktype"] == 1
@@ -206,7 +220,13 @@ def test_non_ip_and_unsupported() -> None:
 
 @pytest.mark.parametrize(
     ("linktype", "frame"),
-    [(1, b"\x00" * 13), (1, eth(b"", 0x8100, pad=False)), (113, b"\x00" * 15), (276, b"\x00" * 19), (0, b"\x02\x00")],
+    [
+        (1, b"\x00" * 13),
+        (1, eth(b"", 0x8100, pad=False)),
+        (113, b"\x00" * 15),
+        (276, b"\x00" * 19),
+        (0, b"\x02\x00"),
+    ],
 )
 def test_short_link_headers_are_malformed(linktype: int, frame: bytes) -> None:
     dec = PacketDecoder()
@@ -276,7 +296,11 @@ def test_udp_length_shorter_than_ip_payload() -> None:
 
 def test_other_protocols_are_counted() -> None:
     dec = PacketDecoder()
-    frames = [(1, eth(ipv4(bytes(8), proto=1))), (1, eth(ipv6(bytes(8), nh=58), 0x86DD)), (101, ipv6(b"", nh=59))]
+    frames = [
+        (1, eth(ipv4(bytes(8), proto=1))),
+        (1, eth(ipv6(bytes(8), nh=58), 0x86DD)),
+        (101, ipv6(b"", nh=59)),
+    ]
     assert decode(frames, dec) == []
     assert dec.stats["other_proto"] == 3
 
@@ -363,7 +387,10 @@ def test_tcp_over_ipv4_and_ipv6() -> None:
         (1, eth(ipv4(tcp(b"", 111, flags=0x10), proto=6))),
         (1, eth(ipv6(tcp(b"INVITE", 5000, doff=8), nh=6), 0x86DD)),
     ]
-    assert decode(frames, dec) == [(6, S4, 5060, D4, 40000, b"hello world"), (6, S6, 5060, D6, 40000, b"INVITE")]
+    assert decode(frames, dec) == [
+        (6, S4, 5060, D4, 40000, b"hello world"),
+        (6, S6, 5060, D6, 40000, b"INVITE"),
+    ]
     assert dec.stats["tcp_segments"] == 5
 
 
@@ -498,7 +525,7 @@ def test_ipv6_fragment_capture_reassembles() -> None:
     assert max(len(d[5]) for d in got) > 1500
 
 
-def test_duplicated_capture_with_vlan_copies_yields_original(tmp_path: Path) -> None:
+def test_duplicated_capture_with_vlan_copies_yields_original() -> None:
     path = _captures() / "sip-rtp-g711.pcap"
     frames = list(read_capture(path))
     reference = decode([(lt, f) for _, lt, f in frames], PacketDecoder(dedup_window=0))
@@ -509,7 +536,7 @@ def test_duplicated_capture_with_vlan_copies_yields_original(tmp_path: Path) -> 
         copy[18 + 8] -= 1  # TTL
         got += dec.decode(ts, linktype, frame)
         got += dec.decode(ts + 0.0002, linktype, bytes(copy))
-    assert got == [d for d in reference]
+    assert got == reference
     assert dec.stats["duplicates"] == len(reference)
 
 
@@ -590,3 +617,43 @@ def test_fuzz_mutated_frames(plan: list[tuple[int, list[tuple[int, int]], int]])
         for pos, value in mutations:
             data[pos % len(data)] = value
         _check_output(dec.decode(i * 0.01, linktype, bytes(data[: len(data) - cut % 20])))
+
+
+@functools.cache
+def _real_frames() -> tuple[tuple[int, bytes], ...]:
+    src = _captures()
+    frames: list[tuple[int, bytes]] = []
+    for name, count in (("ipv6frag.pcap", 34), ("sip-over-tcp.pcap", 12), ("b2bua-asterisk.pcapng", 30)):
+        frames += [(linktype, frame) for _, linktype, frame in list(read_capture(src / name))[:count]]
+    return tuple(frames)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0),
+            st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=6),
+            st.integers(min_value=0, max_value=2000),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_fuzz_mutated_real_frames(plan: list[tuple[int, list[tuple[int, int]], int]]) -> None:
+    real = _real_frames()
+    dec = PacketDecoder()
+    for i, (which, mutations, cut) in enumerate(plan):
+        linktype, frame = real[which % len(real)]
+        data = bytearray(frame)
+        for pos, value in mutations:
+            data[pos % len(data)] = value
+        _check_output(dec.decode(i * 0.01, linktype, bytes(data[: max(0, len(data) - cut)])))
+
+
+def test_dedup_memory_is_bounded_per_generation() -> None:
+    dec = PacketDecoder()
+    for i in range(40000):
+        dec.decode(1.0, 1, eth(ipv4(udp(i.to_bytes(4, "big")), ident=i & 0xFFFF)))
+    assert len(dec._cur) <= 16384 and len(dec._prev) <= 16384
+    assert dec.decode(1.0, 1, eth(ipv4(udp((39999).to_bytes(4, "big")), ident=39999 & 0xFFFF))) == ()

@@ -24,18 +24,24 @@ CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 def capture(name: str) -> Path:
     path = CAPTURES / name
     if not path.is_file():
-        pytest.fail(f"capture {path} is missing: shared/captures must be beside the repository")
+        pytest.fail(
+            f"capture {path} is missing: shared/captures must be beside the repository"
+        )
     return path
 
 
-def header(b0: int = 0x80, b1: int = 0, seq: int = 1, ts: int = 2, ssrc: int = 3) -> bytes:
+def header(
+    b0: int = 0x80, b1: int = 0, seq: int = 1, ts: int = 2, ssrc: int = 3
+) -> bytes:
     return struct.pack("!BBHII", b0, b1, seq, ts, ssrc)
 
 
 def test_plain_packet() -> None:
     pkt = parse_rtp(header(0x80, 0x80 | 8, 65535, 0xFFFFFFFF, 0xDEADBEEF) + b"abc")
     assert pkt == RtpPacket(8, True, 65535, 0xFFFFFFFF, 0xDEADBEEF, b"abc")
-    assert parse_rtp_fast(header(0x80, 0x80 | 8, 65535, 0xFFFFFFFF, 0xDEADBEEF) + b"abc") == (
+    assert parse_rtp_fast(
+        header(0x80, 0x80 | 8, 65535, 0xFFFFFFFF, 0xDEADBEEF) + b"abc"
+    ) == (
         8,
         True,
         65535,
@@ -75,7 +81,9 @@ def test_csrc_extension_and_padding() -> None:
         header(0xC0),
         header(0x80 | 3) + b"\x00" * 8,  # 3 CSRCs announced, 2 present
         header(0x90) + b"\x00\x01",  # extension header cut short
-        header(0x90) + struct.pack("!HH", 1, 2) + b"\x00" * 7,  # extension data cut short
+        header(0x90)
+        + struct.pack("!HH", 1, 2)
+        + b"\x00" * 7,  # extension data cut short
         header(0xA0) + b"ab\x00",  # padding count 0
         header(0xA0) + b"ab\x04",  # padding longer than the payload
         header(0xA0),  # padding bit, no room for the count
@@ -121,7 +129,8 @@ def test_round_trip(pkt: RtpPacket) -> None:
         pkt.ssrc,
         pkt.payload,
     )
-    assert serialize_rtp(parse_rtp(wire)) == wire  # type: ignore[arg-type]
+    reparsed = parse_rtp(wire)
+    assert reparsed is not None and serialize_rtp(reparsed) == wire
 
 
 @given(st.binary(max_size=120))
@@ -131,7 +140,14 @@ def test_fuzz_never_raises_and_parsers_agree(data: bytes) -> None:
     if full is None:
         assert fast is None
     else:
-        assert fast == (full.payload_type, full.marker, full.sequence, full.timestamp, full.ssrc, full.payload)
+        assert fast == (
+            full.payload_type,
+            full.marker,
+            full.sequence,
+            full.timestamp,
+            full.ssrc,
+            full.payload,
+        )
         assert len(full.payload) <= len(data) - 12
 
 
@@ -153,8 +169,12 @@ def test_serialize_rejects_unrepresentable_fields(pkt: RtpPacket) -> None:
 
 
 def test_telephone_event() -> None:
-    assert parse_telephone_event(bytes([11, 0x80 | 10, 0x03, 0xC0])) == TelephoneEvent(11, True, 10, 960)
-    assert parse_telephone_event(bytes([5, 0x3F, 0, 0])) == TelephoneEvent(5, False, 63, 0)
+    assert parse_telephone_event(bytes([11, 0x80 | 10, 0x03, 0xC0])) == TelephoneEvent(
+        11, True, 10, 960
+    )
+    assert parse_telephone_event(bytes([5, 0x3F, 0, 0])) == TelephoneEvent(
+        5, False, 63, 0
+    )
     assert parse_telephone_event(b"\x01\x02\x03") is None
     assert [EVENT_NAMES[n] for n in range(17)] == list("0123456789*#ABCD") + ["flash"]
 
@@ -195,12 +215,20 @@ def tshark_rtp(path: Path) -> list[list[str]]:
     return [line.split(",") for line in out.splitlines()]
 
 
-@pytest.mark.parametrize("name", ["SIP_DTMF2.pcap", "rtp-protocol.pcap", "sip-rtp-g722.pcap", "g711a.pcap"])
+@pytest.mark.parametrize(
+    "name", ["SIP_DTMF2.pcap", "rtp-protocol.pcap", "sip-rtp-g722.pcap", "g711a.pcap"]
+)
 def test_parse_agrees_with_tshark(name: str) -> None:
     rows = tshark_rtp(capture(name))
     assert len(rows) > 200
     for pt, marker, seq, ts, ssrc, payload, udp in rows:
         fields = parse_rtp_fast(bytes.fromhex(udp))
         assert fields is not None
-        assert fields[:5] == (int(pt), marker in ("1", "True"), int(seq), int(ts), int(ssrc, 16))
+        assert fields[:5] == (
+            int(pt),
+            marker in ("1", "True"),
+            int(seq),
+            int(ts),
+            int(ssrc, 16),
+        )
         assert fields[5] == bytes.fromhex(payload.replace(":", ""))

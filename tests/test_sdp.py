@@ -50,7 +50,7 @@ FIELDS = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sdp_rows(capture: str) -> tuple[dict[str, list[str]], ...]:
     """tshark's view of every SDP-carrying frame: field name -> all occurrences."""
     if not CAPTURES.is_dir():
@@ -66,7 +66,7 @@ def sdp_rows(capture: str) -> tuple[dict[str, list[str]], ...]:
         cmd += ["-e", name]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return tuple(
-        {name: [v for v in value.split(SEP) if v] for name, value in zip(FIELDS, line.split("\t"))}
+        {name: [v for v in value.split(SEP) if v] for name, value in zip(FIELDS, line.split("\t"), strict=True)}
         for line in result.stdout.splitlines()
     )
 
@@ -121,9 +121,9 @@ def test_every_sdp_body_matches_tshark(capture: str) -> None:
                 assert media.fmtp[int(pt)] == params, frame
             elif name == "ptime":
                 assert media.ptime == int(value), frame
-        for pt in media.formats:
-            if pt not in mapped and pt < 96:
-                assert media.rtpmap[pt].clock_rate > 0, (frame, pt)
+        for fmt in media.formats:
+            if fmt not in mapped and fmt < 96:
+                assert media.rtpmap[fmt].clock_rate > 0, (frame, fmt)
         assert audio_media(sd) == [media]
 
 
@@ -222,6 +222,7 @@ def test_rtcp_attribute() -> None:
 def test_session_and_media_level_connection() -> None:
     sd = parse_sdp(sdp(
         "c=IN IP4 192.0.2.1",
+        "c=IN IP4 192.0.2.2",
         "m=audio 4000 RTP/AVP 0",
         "m=audio 4002 RTP/AVP 8",
         "c=IN IP4 198.51.100.7/127/2",
@@ -257,7 +258,12 @@ def test_ipv6_and_hostnames() -> None:
     [
         (["c=IN IP4 0.0.0.0", "m=audio 4000 RTP/AVP 0"], "sendrecv", "inactive", True),
         (["c=IN IP6 ::", "m=audio 4000 RTP/AVP 0"], "sendrecv", "inactive", True),
-        (["c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0", "c=IN IP4 0.0.0.0", "a=sendonly"], "sendonly", "inactive", True),
+        (
+            ["c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0", "c=IN IP4 0.0.0.0", "a=sendonly"],
+            "sendonly",
+            "inactive",
+            True,
+        ),
         (["c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0", "a=sendonly"], "sendonly", "sendonly", False),
         (["c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0", "a=inactive"], "inactive", "inactive", False),
         (["c=IN IP4 192.0.2.1", "a=recvonly", "m=audio 4000 RTP/AVP 0"], "recvonly", "recvonly", False),

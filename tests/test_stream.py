@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 import subprocess
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ PT_MAP = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 101: ("telephone-event", 8000)}
 def capture(name: str) -> Path:
     path = CAPTURES / name
     if not path.is_file():
-        pytest.fail(f"capture {path} is missing: shared/captures must be beside the repository")
+        pytest.fail(
+            f"capture {path} is missing: shared/captures must be beside the repository"
+        )
     return path
 
 
@@ -38,7 +41,9 @@ def pkt(
     return RtpPacket(pt, marker, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc, body)
 
 
-def run(stream: RtpStream, items: Iterable[tuple[float, RtpPacket]]) -> list[AudioChunk]:
+def run(
+    stream: RtpStream, items: Iterable[tuple[float, RtpPacket]]
+) -> list[AudioChunk]:
     chunks = []
     for arrival, packet in items:
         chunk = stream.push(arrival, packet)
@@ -48,11 +53,21 @@ def run(stream: RtpStream, items: Iterable[tuple[float, RtpPacket]]) -> list[Aud
 
 
 def regular(
-    count: int, *, seq0: int = 1000, ts0: int = 5000, t0: float = 0.0, ptime: int = 20, **kw: object
+    count: int,
+    *,
+    seq0: int = 1000,
+    ts0: int = 5000,
+    t0: float = 0.0,
+    ptime: int = 20,
+    pt: int = 0,
+    ssrc: int = 0x1111,
 ) -> list[tuple[float, RtpPacket]]:
     step = 8 * ptime
     return [
-        (ORIGIN + t0 + i * ptime / 1000, pkt(seq0 + i, ts0 + i * step, size=step, **kw))  # type: ignore[arg-type]
+        (
+            ORIGIN + t0 + i * ptime / 1000,
+            pkt(seq0 + i, ts0 + i * step, size=step, pt=pt, ssrc=ssrc),
+        )
         for i in range(count)
     ]
 
@@ -70,7 +85,10 @@ def test_in_order_stream() -> None:
     stats = s.stats
     assert (stats.packets, stats.lost, stats.duplicates, stats.resyncs) == (50, 0, 0, 0)
     assert stats.ssrcs == [0x1111] and stats.encodings == ["PCMU"]
-    assert stats.first_arrival == ORIGIN + 0.5 and stats.last_arrival == ORIGIN + 0.5 + 49 * 0.02
+    assert (
+        stats.first_arrival == ORIGIN + 0.5
+        and stats.last_arrival == ORIGIN + 0.5 + 49 * 0.02
+    )
     assert s.end == 4000 + 160 * 50
 
 
@@ -89,7 +107,12 @@ def test_sequence_wrap() -> None:
     chunks = run(s, regular(200, seq0=65500))
     assert positions(chunks) == [160 * i for i in range(200)]
     stats = s.stats
-    assert (stats.lost, stats.duplicates, stats.seq_jumps, stats.out_of_order) == (0, 0, 0, 0)
+    assert (stats.lost, stats.duplicates, stats.seq_jumps, stats.out_of_order) == (
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 def test_timestamp_wrap() -> None:
@@ -141,7 +164,10 @@ def test_packet_before_the_first_one_counts_as_received() -> None:
 def test_garbage_timestamp_jump_reanchors_to_wall_clock() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     items = regular(100)
-    jumped = [(a, pkt(p.sequence, p.timestamp + 123_456_789)) for a, p in regular(100, seq0=1100, t0=2.0)]
+    jumped = [
+        (a, pkt(p.sequence, p.timestamp + 123_456_789))
+        for a, p in regular(100, seq0=1100, t0=2.0)
+    ]
     chunks = run(s, items + jumped)
     assert positions(chunks) == [160 * i for i in range(200)]
     assert s.stats.resyncs == 1
@@ -150,7 +176,10 @@ def test_garbage_timestamp_jump_reanchors_to_wall_clock() -> None:
 def test_backward_timestamp_jump_never_overlaps() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     items = regular(100, ts0=10_000_000)
-    back = [(a, pkt(p.sequence, p.timestamp - 5_000_000)) for a, p in regular(100, seq0=1100, t0=2.0)]
+    back = [
+        (a, pkt(p.sequence, p.timestamp - 5_000_000))
+        for a, p in regular(100, seq0=1100, t0=2.0)
+    ]
     chunks = run(s, items + back)
     assert positions(chunks) == [160 * i for i in range(200)]
     assert s.stats.resyncs == 1
@@ -173,7 +202,9 @@ def test_silence_suppression_gap_follows_timestamps() -> None:
     first = regular(50)
     talk = [
         (a, pkt(p.sequence, p.timestamp, marker=i == 0))
-        for i, (a, p) in enumerate(regular(50, seq0=1050, ts0=5000 + 8000 * 3 + 160 * 7, t0=3.0 + 0.14 + 0.003))
+        for i, (a, p) in enumerate(
+            regular(50, seq0=1050, ts0=5000 + 8000 * 3 + 160 * 7, t0=3.0 + 0.14 + 0.003)
+        )
     ]
     chunks = run(s, first + talk)
     assert positions(chunks)[50:] == [8000 * 3 + 160 * 7 + 160 * i for i in range(50)]
@@ -183,10 +214,15 @@ def test_silence_suppression_gap_follows_timestamps() -> None:
 def test_comfort_noise_makes_no_audio() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     first = regular(10)
-    cn = [(ORIGIN + 0.2 + 0.1 * i, pkt(1010 + i, 5000 + 1600 + 800 * i, pt=13, size=1)) for i in range(5)]
+    cn = [
+        (ORIGIN + 0.2 + 0.1 * i, pkt(1010 + i, 5000 + 1600 + 800 * i, pt=13, size=1))
+        for i in range(5)
+    ]
     talk = regular(10, seq0=1015, ts0=5000 + 1600 + 800 * 5, t0=0.2 + 0.5)
     chunks = run(s, first + cn + talk)
-    assert positions(chunks) == [160 * i for i in range(10)] + [1600 + 4000 + 160 * i for i in range(10)]
+    assert positions(chunks) == [160 * i for i in range(10)] + [
+        1600 + 4000 + 160 * i for i in range(10)
+    ]
     assert s.stats.cn_packets == 5
     assert s.stats.lost == 0
 
@@ -212,7 +248,7 @@ def test_interleaved_ssrcs_keep_their_own_state() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     a = regular(20)
     b = regular(20, seq0=40000, ts0=3, ssrc=0x2222)
-    mixed = [x for pair in zip(a, b) for x in pair]
+    mixed = [x for pair in zip(a, b, strict=True) for x in pair]
     run(s, mixed)
     stats = s.stats
     assert (stats.lost, stats.duplicates, stats.seq_jumps) == (0, 0, 0)
@@ -250,14 +286,19 @@ def test_static_payload_types_apply_without_sdp() -> None:
 
 def test_muxed_rtcp_is_ignored() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
-    chunks = run(s, regular(3) + [(ORIGIN + 0.06, pkt(7, 99, pt=72 + i, ssrc=5)) for i in range(5)])
+    chunks = run(
+        s,
+        regular(3) + [(ORIGIN + 0.06, pkt(7, 99, pt=72 + i, ssrc=5)) for i in range(5)],
+    )
     assert len(chunks) == 3
     assert s.stats.rtcp_packets == 5 and s.stats.ssrcs == [0x1111]
 
 
 def test_wideband_clock_scales_to_the_timeline() -> None:
     s = RtpStream(ORIGIN, {96: ("OPUS", 48000)})
-    chunks = run(s, [(ORIGIN + i * 0.02, pkt(i, 960 * i, pt=96, size=60)) for i in range(10)])
+    chunks = run(
+        s, [(ORIGIN + i * 0.02, pkt(i, 960 * i, pt=96, size=60)) for i in range(10)]
+    )
     assert positions(chunks) == [160 * i for i in range(10)]
     assert s.stats.resyncs == 0
 
@@ -279,11 +320,18 @@ def event_packets(
     durations = list(range(step, total, step))
     for i, units in enumerate(durations):
         body = bytes([digit, 10]) + units.to_bytes(2, "big")
-        out.append((ORIGIN + t0 + units / 8000, pkt(seq, ts, pt=101, marker=i == 0, payload=body)))
+        out.append(
+            (
+                ORIGIN + t0 + units / 8000,
+                pkt(seq, ts, pt=101, marker=i == 0, payload=body),
+            )
+        )
         seq += 1
     for k in range(ends):
         body = bytes([digit, 0x80 | 10]) + total.to_bytes(2, "big")
-        out.append((ORIGIN + t0 + total / 8000 + 0.005 * k, pkt(seq, ts, pt=101, payload=body)))
+        out.append(
+            (ORIGIN + t0 + total / 8000 + 0.005 * k, pkt(seq, ts, pt=101, payload=body))
+        )
         seq += 1
     return out
 
@@ -292,7 +340,9 @@ def test_dtmf_realistic_sequence() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     audio = regular(50)
     five = event_packets(seq0=1050, ts=5000 + 8000, t0=1.0, digit=5)
-    hash_ = event_packets(seq0=1050 + len(five), ts=5000 + 8000 + 4000, t0=1.5, digit=11)
+    hash_ = event_packets(
+        seq0=1050 + len(five), ts=5000 + 8000 + 4000, t0=1.5, digit=11
+    )
     chunks = run(s, audio + five + hash_)
     assert len(chunks) == 50
     assert s.dtmf == [DtmfEvent("5", 8000, 200, True), DtmfEvent("#", 12000, 200, True)]
@@ -309,20 +359,49 @@ def test_dtmf_cut_off_and_retransmitted_and_straggling() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     one = event_packets(seq0=1, ts=1000, t0=0.0, digit=1, ends=0)  # end packets lost
     two = event_packets(seq0=10, ts=9000, t0=1.0, digit=2)
-    straggler = [(ORIGIN + 1.5, pkt(30, 1000, pt=101, payload=bytes([1, 0x8A, 6, 0x40])))]
+    straggler = [
+        (ORIGIN + 1.5, pkt(30, 1000, pt=101, payload=bytes([1, 0x8A, 6, 0x40])))
+    ]
     run(s, one + two + straggler)
     assert [(e.digit, e.ended) for e in s.dtmf] == [("1", False), ("2", True)]
     assert s.dtmf[0].duration_ms == 150
 
 
+def test_dtmf_after_a_backward_timestamp_jump_is_kept() -> None:
+    s = RtpStream(ORIGIN, PT_MAP)
+    one = event_packets(seq0=1, ts=900_000, t0=0.0, digit=1)
+    two = event_packets(seq0=20, ts=1000, t0=3.0, digit=2)  # sender restarted its clock
+    late_end = [(ORIGIN + 3.5, pkt(40, 900_000, pt=101, payload=bytes([1, 0x8A, 6, 0x40])))]
+    run(s, one + two + late_end)
+    assert [(e.digit, e.ended) for e in s.dtmf] == [("1", True), ("2", True)]
+    assert s.dtmf[1].position == 3 * 8000
+
+
 def test_dtmf_long_event_segments_merge() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     first = [
-        (ORIGIN + u / 8000, pkt(i, 0, pt=101, marker=i == 0, payload=bytes([0, 10]) + u.to_bytes(2, "big")))
+        (
+            ORIGIN + u / 8000,
+            pkt(
+                i,
+                0,
+                pt=101,
+                marker=i == 0,
+                payload=bytes([0, 10]) + u.to_bytes(2, "big"),
+            ),
+        )
         for i, u in enumerate([8000 * k for k in range(1, 9)] + [0xFFFF])
     ]
     second = [
-        (ORIGIN + (0xFFFF + u) / 8000, pkt(20 + i, 0xFFFF, pt=101, payload=bytes([0, 0x8A if last else 10]) + u.to_bytes(2, "big")))
+        (
+            ORIGIN + (0xFFFF + u) / 8000,
+            pkt(
+                20 + i,
+                0xFFFF,
+                pt=101,
+                payload=bytes([0, 0x8A if last else 10]) + u.to_bytes(2, "big"),
+            ),
+        )
         for i, (u, last) in enumerate([(8000, False), (16000, True)])
     ]
     run(s, first + second)
@@ -338,7 +417,10 @@ def test_malformed_event_is_counted() -> None:
 def test_dtmf_list_is_bounded() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     items = [
-        (ORIGIN + i * 0.001, pkt(i, i * 10, pt=101, marker=True, payload=bytes([1, 0x8A, 0, 80])))
+        (
+            ORIGIN + i * 0.001,
+            pkt(i, i * 10, pt=101, marker=True, payload=bytes([1, 0x8A, 0, 80])),
+        )
         for i in range(MAX_DTMF_EVENTS + 10)
     ]
     run(s, items)
@@ -383,7 +465,7 @@ def test_fast_sender_clock_stays_near_wall_clock() -> None:
     assert s.stats.overruns == len(dropped)
     # About 1 % of the packets must go: single ones, spread out.
     assert 90 <= len(dropped) <= 150
-    assert all(b - a > 50 for a, b in zip(dropped, dropped[1:]))
+    assert all(b - a > 50 for a, b in pairwise(dropped))
 
 
 def test_slow_sender_clock_gets_gaps_not_overlaps() -> None:
@@ -391,8 +473,11 @@ def test_slow_sender_clock_gets_gaps_not_overlaps() -> None:
     chunks = run(s, [(ORIGIN + i * 0.02 * 1.01, pkt(i, 160 * i)) for i in range(15000)])
     pos = positions(chunks)
     assert len(chunks) == 15000
-    assert all(b - a >= 160 for a, b in zip(pos, pos[1:]))
-    assert s.end is not None and abs(s.end - round(15000 * 0.02 * 1.01 * 8000)) <= 8000 + 160
+    assert all(b - a >= 160 for a, b in pairwise(pos))
+    assert (
+        s.end is not None
+        and abs(s.end - round(15000 * 0.02 * 1.01 * 8000)) <= 8000 + 160
+    )
 
 
 arrivals_and_packets = st.lists(
@@ -411,7 +496,9 @@ arrivals_and_packets = st.lists(
 
 @given(arrivals_and_packets)
 @settings(max_examples=200)
-def test_fuzz_positions_stay_bounded(items: list[tuple[float, int, bool, int, int, int, int]]) -> None:
+def test_fuzz_positions_stay_bounded(
+    items: list[tuple[float, int, bool, int, int, int, int]],
+) -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     now = ORIGIN
     for gap, pt, marker, seq, ts, ssrc, size in items:
@@ -426,7 +513,9 @@ def test_fuzz_positions_stay_bounded(items: list[tuple[float, int, bool, int, in
 
 
 @given(st.sets(st.integers(1, 198), max_size=60), st.randoms(use_true_random=False))
-def test_lost_is_exactly_the_missing_packets(missing: set[int], rnd: random.Random) -> None:
+def test_lost_is_exactly_the_missing_packets(
+    missing: set[int], rnd: random.Random
+) -> None:
     kept = [item for i, item in enumerate(regular(200)) if i not in missing]
     for i in range(1, len(kept) - 8, 8):  # reorder within blocks of 8
         block = kept[i : i + 8]
@@ -435,7 +524,9 @@ def test_lost_is_exactly_the_missing_packets(missing: set[int], rnd: random.Rand
     s = RtpStream(ORIGIN, PT_MAP)
     chunks = run(s, kept)
     assert s.stats.lost == len(missing)
-    assert sorted(positions(chunks)) == [160 * i for i in range(200) if i not in missing]
+    assert sorted(positions(chunks)) == [
+        160 * i for i in range(200) if i not in missing
+    ]
     assert s.stats.duplicates == 0
 
 
@@ -495,16 +586,18 @@ def test_loss_from_real_capture() -> None:
     chunks = run(s, mine)
     assert s.stats.lost == 2  # tshark -z rtp,streams agrees
     pos = positions(chunks)
-    gaps = [b - a for a, b in zip(pos, pos[1:]) if b - a != 240]
+    gaps = [b - a for a, b in pairwise(pos) if b - a != 240]
     assert gaps == [480, 480]  # two single 30 ms packets missing
 
 
 def test_comfort_noise_from_real_capture() -> None:
     rows = tshark_packets(capture("rtp-protocol.pcap"))
-    mine = [(when, parse_rtp(data)) for when, port, data in rows if port == 6020]
+    parsed = [(when, parse_rtp(data)) for when, port, data in rows if port == 6020]
+    mine = [(when, p) for when, p in parsed if p is not None]
+    assert len(mine) == len(parsed)
     s = RtpStream(mine[0][0], {8: ("PCMA", 8000)})
-    chunks = run(s, mine)  # type: ignore[arg-type]
-    first_ts = mine[0][1].timestamp  # type: ignore[union-attr]
-    audio_ts = [p.timestamp for _, p in mine if p is not None and p.payload_type == 8]
+    chunks = run(s, mine)
+    first_ts = mine[0][1].timestamp
+    audio_ts = [p.timestamp for _, p in mine if p.payload_type == 8]
     assert positions(chunks) == [ts - first_ts for ts in audio_ts]
     assert s.stats.cn_packets == 8 and s.stats.resyncs == 0

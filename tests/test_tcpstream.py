@@ -152,6 +152,8 @@ def test_far_away_sequence_number_resyncs() -> None:
     r = TcpReassembler()
     fwd(r, 0, flags=SYN)
     fwd(r, 1, b"a")
+    assert fwd(r, 0x80000000) == b""
+    assert r.stats["tcp_resyncs"] == 0
     assert fwd(r, 0x80000000, b"elsewhere") == b"elsewhere"
     assert fwd(r, 0x80000009, b"!") == b"!"
     assert r.stats["tcp_resyncs"] == 1
@@ -292,7 +294,8 @@ def _tshark(*args: str | Path) -> str:
 def tshark_follow(path: Path) -> dict[tuple[str, str], bytes]:
     """Per direction ``("ip:port", "ip:port") -> bytes`` as tshark's follow,tcp,raw reports it."""
     result: dict[tuple[str, str], bytes] = {}
-    streams = sorted(set(_tshark("-r", path, "-Y", "tcp", "-T", "fields", "-e", "tcp.stream").split()), key=int)
+    numbers = _tshark("-r", path, "-Y", "tcp", "-T", "fields", "-e", "tcp.stream").split()
+    streams = sorted(set(numbers), key=int)
     for stream in streams:
         nodes: dict[int, str] = {}
         data = {0: bytearray(), 1: bytearray()}
