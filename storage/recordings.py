@@ -15,7 +15,7 @@ import structlog
 
 from recorder.calls import Call
 from recorder.engine import CallResult
-from recorder.rtpdump import RtpDumpWriter
+from recorder.rtppcap import RtpPcapWriter
 from recorder.wavfile import WavWriter, sha256_file
 
 from .index import CallIndex
@@ -46,7 +46,7 @@ class FileRecording:
         self._folder = folder
         self.wav_path = folder / f"{record_id}.wav"
         self._wav = WavWriter(self.wav_path, encoding)
-        self._side: dict[int, RtpDumpWriter] = {}
+        self._side: dict[int, RtpPcapWriter] = {}
 
     def append(self, data: bytes) -> None:
         if data:
@@ -55,14 +55,15 @@ class FileRecording:
     def convert_to_l16(self) -> None:
         self._wav.convert_to_l16()
 
-    def side_packet(self, channel: int, arrival: float, rtp: bytes, address: str, port: int) -> None:
-        """Payloads we cannot decode, kept verbatim; the header names where
-        the first packet of the channel was sent."""
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
+        """Payloads we cannot decode, kept verbatim with where they travelled."""
         writer = self._side.get(channel)
         if writer is None:
-            path = self._folder / f"{self.record_id}.ch{channel}.rtpdump"
-            writer = self._side[channel] = RtpDumpWriter(path, address, port, arrival)
-        writer.write(arrival, rtp)
+            writer = self._side[channel] = RtpPcapWriter(self._side_path(channel))
+        writer.write(arrival, *flow, rtp)
+
+    def _side_path(self, channel: int) -> Path:
+        return self._folder / f"{self.record_id}.ch{channel}.rtp.pcap"
 
     def checkpoint(self) -> None:
         self._wav.sync()
@@ -74,7 +75,7 @@ class FileRecording:
         self._store.seal(result, self, frames)
 
     def side_files(self) -> list[str]:
-        return [self._store.relative(self._folder / f"{self.record_id}.ch{ch}.rtpdump") for ch in sorted(self._side)]
+        return [self._store.relative(self._side_path(ch)) for ch in sorted(self._side)]
 
 
 class RecordingStore:
