@@ -27,7 +27,7 @@ from .calls import (
 )
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder
-from .rtp import RtpPacket, parse_rtp
+from .rtp import parse_rtp_fast
 from .sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 from .stream import AudioChunk, DtmfEvent, RtpStream
 
@@ -278,10 +278,11 @@ class Recorder:
         return route
 
     def _media_packet(self, ts: float, media: CallMedia, channel: int, key: FlowKey, payload: bytes) -> None:
-        self.stats["rtp_packets"] += 1
-        call = media.call
-        if not call.classification.record:
-            self.stats["rtp_not_recorded"] += 1
+        """The per-packet path: kept flat, one parse and no objects beyond the chunk."""
+        stats = self.stats
+        stats["rtp_packets"] += 1
+        if not media.call.classification.record:
+            stats["rtp_not_recorded"] += 1
             return
         media.last_media = ts
         if media.origin is None:
@@ -290,28 +291,34 @@ class Recorder:
             if len(pending) > MAX_PENDING_PER_CALL:
                 pending.popleft()
             return
-        pkt = parse_rtp(payload)
-        if pkt is None:
-            self.stats["rtp_malformed"] += 1
+        fields = parse_rtp_fast(payload)
+        if fields is None:
+            stats["rtp_malformed"] += 1
             return
-        self._play(ts, media, channel, key, pkt, payload)
-
-    def _play(self, ts: float, media: CallMedia, channel: int, key: FlowKey, pkt: RtpPacket,
-              raw: bytes) -> None:
-        chunk = media.streams[channel].push(ts, pkt)
+        chunk = media.streams[channel].push_fast(ts, fields)
         if chunk is None:
             return
-        self.stats["rtp_recorded"] += 1
+        stats["rtp_recorded"] += 1
         if chunk.encoding in G711:
-            self._place(media, channel, chunk)
+            interleaver = media.interleaver
+            if interleaver is None or interleaver.encoding != chunk.encoding:
+                self._place(media, channel, chunk)
+            else:
+                data = interleaver.place(channel, chunk)
+                if data:
+                    media.handle.append(data)  # type: ignore[union-attr]
         else:
-            if chunk.encoding not in media.undecoded:
-                media.undecoded.add(chunk.encoding)
-                if media.interleaver is None:
-                    self._open(media, "L16")
-            assert media.handle is not None
-            media.handle.side_packet(channel, ts, raw, (str(ipaddress.ip_address(key[0])), key[1],
-                                                        str(ipaddress.ip_address(key[2])), key[3]))
+            self._undecoded(ts, media, channel, key, chunk.encoding, payload)
+
+    def _undecoded(self, ts: float, media: CallMedia, channel: int, key: FlowKey, encoding: str,
+                   raw: bytes) -> None:
+        if encoding not in media.undecoded:
+            media.undecoded.add(encoding)
+            if media.interleaver is None:
+                self._open(media, "L16")
+        assert media.handle is not None
+        media.handle.side_packet(channel, ts, raw, (str(ipaddress.ip_address(key[0])), key[1],
+                                                    str(ipaddress.ip_address(key[2])), key[3]))
 
     def _open(self, media: CallMedia, encoding: str) -> None:
         assert media.origin is not None
@@ -348,13 +355,9 @@ class Recorder:
         self.stats["recordings"] += 1
         pending, media.pending = media.pending, deque()
         for ts, channel, key, payload in pending:
-            if ts < media.origin:
-                continue
-            pkt = parse_rtp(payload)
-            if pkt is None:
-                self.stats["rtp_malformed"] += 1
-                continue
-            self._play(ts, media, channel, key, pkt, payload)
+            if ts >= media.origin:
+                self.stats["rtp_packets"] -= 1  # counted when it was held back
+                self._media_packet(ts, media, channel, key, payload)
 
     def _stop(self, media: CallMedia) -> None:
         call = media.call
