@@ -333,7 +333,6 @@ class Recorder:
         try:
             data = interleaver.place(channel, chunk)
         except EncodingChange:
-            handle.append(interleaver.commit(interleaver.committed))
             handle.convert_to_l16()
             interleaver.to_l16()
             data = interleaver.place(channel, chunk)

@@ -45,7 +45,7 @@ class EncodingChange(Exception):
 
 
 class UnsupportedEncoding(ValueError):
-    """A chunk that is not G.711; such media belongs in a side file (rtpdump)."""
+    """A chunk that is not G.711; such media belongs in a side file."""
 
 
 class StereoInterleaver:

@@ -110,10 +110,14 @@ class DtmfEvent:
 
 @dataclass(slots=True)
 class StreamStats:
-    """Counters of one channel. `lost` is RFC 3550 expected minus received,
-    summed over SSRCs; duplicates are not counted as received, so it is never
-    negative. `overruns` are packets dropped because placing them would have
-    put the channel more than the resync threshold ahead of the wall clock."""
+    """Counters of one channel. `packets` counts every packet pushed. `lost` is
+    RFC 3550 expected minus received, summed over SSRCs; duplicates are not
+    counted as received, so it is never negative. `seq_jumps` are packets
+    dropped as the first after a sequence jump (RFC 3550 A.1 waits for a
+    second one to accept a restart). `overruns` are packets dropped because
+    placing them would have put the channel more than the resync threshold
+    ahead of the wall clock. `rtcp_packets` are RTCP multiplexed on the RTP
+    port (RFC 5761), ignored."""
 
     packets: int = 0
     duplicates: int = 0

@@ -141,14 +141,18 @@ class WavWriter:
         _write_all(fd, data)
         self._frames += len(data) // self._block
 
-    def sync(self) -> None:
-        """Make the header match the data written and force both to disk."""
+    def sync(self, durable: bool = True) -> None:
+        """Make the header match the data written; with durable, force both
+        to disk.  Data is written unbuffered, so without durable the file is
+        still complete after the process dies, only not after a power loss;
+        the daemon batches durability for all files at once."""
         fd = self._require_open()
         header = _header(
             self.encoding, self.channels, self.rate, self._frames, self._padded
         )
         os.pwrite(fd, header, 0)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
 
     def close(self) -> int:
         """Finish the file (pad byte, final sizes, fsync); returns frames.

@@ -66,7 +66,11 @@ class FileRecording:
         return self._folder / f"{self.record_id}.ch{channel}.rtp.pcap"
 
     def checkpoint(self) -> None:
-        self._wav.sync()
+        """Called about once a second of capture time: the header follows
+        the data so a crash leaves a playable file."""
+        self._wav.sync(durable=False)
+        for writer in self._side.values():
+            writer.flush()
 
     def close(self, result: CallResult) -> None:
         frames = self._wav.close()

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 import subprocess
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -353,7 +353,9 @@ operations = st.lists(
 
 @given(operations, st.sampled_from(["PCMU", "PCMA"]), st.integers(8, 100))
 @settings(max_examples=300)
-def test_matches_a_reference_timeline(ops: list[tuple[Any, ...]], law: str, window: int) -> None:
+def test_matches_a_reference_timeline(
+    ops: list[tuple[Any, ...]], law: str, window: int
+) -> None:
     """Against a dict-of-samples model of the documented rules: samples before
     `committed` are late, later chunks overwrite, what is left of a chunk is
     placed in pieces of at most `window`, each forcing a commit to
@@ -363,7 +365,12 @@ def test_matches_a_reference_timeline(ops: list[tuple[Any, ...]], law: str, wind
     table = g711.table(law)
     model: list[dict[int, int]] = [{}, {}]  # pending sample -> decoded value
     final: list[list[int]] = [[], []]  # decoded values the file must hold
-    state = {"committed": 0, "late": 0, "overlap": 0, "silence": int(table[g711.SILENCE_BYTE[law]])}
+    state = {
+        "committed": 0,
+        "late": 0,
+        "overlap": 0,
+        "silence": int(table[g711.SILENCE_BYTE[law]]),
+    }
     emitted = [b"", b""]  # before and after the switch to L16
 
     def advance(upto: int) -> None:
@@ -376,7 +383,9 @@ def test_matches_a_reference_timeline(ops: list[tuple[Any, ...]], law: str, wind
         mode = 1 if il.encoding == "L16" else 0
         if op[0] == "place":
             _, channel, pos, size, value = op
-            emitted[mode] += il.place(channel, AudioChunk(pos, law, bytes([value]) * size))
+            emitted[mode] += il.place(
+                channel, AudioChunk(pos, law, bytes([value]) * size)
+            )
             first = pos
             if size and pos < state["committed"]:
                 state["late"] += min(state["committed"], pos + size) - pos
@@ -402,7 +411,10 @@ def test_matches_a_reference_timeline(ops: list[tuple[Any, ...]], law: str, wind
     assert il.stats["late_samples"] == state["late"]
     assert il.stats["overlap_samples"] == state["overlap"]
     decoded = np.concatenate(
-        [table[np.frombuffer(emitted[0], dtype=np.uint8)], np.frombuffer(emitted[1], dtype="<i2")]
+        [
+            table[np.frombuffer(emitted[0], dtype=np.uint8)],
+            np.frombuffer(emitted[1], dtype="<i2"),
+        ]
     ).reshape(-1, 2)
     assert decoded[:, 0].tolist() == final[0]
     assert decoded[:, 1].tolist() == final[1]

@@ -371,7 +371,9 @@ def test_dtmf_after_a_backward_timestamp_jump_is_kept() -> None:
     s = RtpStream(ORIGIN, PT_MAP)
     one = event_packets(seq0=1, ts=900_000, t0=0.0, digit=1)
     two = event_packets(seq0=20, ts=1000, t0=3.0, digit=2)  # sender restarted its clock
-    late_end = [(ORIGIN + 3.5, pkt(40, 900_000, pt=101, payload=bytes([1, 0x8A, 6, 0x40])))]
+    late_end = [
+        (ORIGIN + 3.5, pkt(40, 900_000, pt=101, payload=bytes([1, 0x8A, 6, 0x40])))
+    ]
     run(s, one + two + late_end)
     assert [(e.digit, e.ended) for e in s.dtmf] == [("1", True), ("2", True)]
     assert s.dtmf[1].position == 3 * 8000
