@@ -123,6 +123,7 @@ class Recorder:
         self._unmatched: set[FlowKey] = set()
         self._unmatched_generation = -1
         self._orphans: deque[tuple[float, FlowKey, bytes]] = deque()
+        self._orphan_generation = -1
         self._framers: dict[FlowKey, SipStreamFramer] = {}
         self._next_tick = 0.0
         self.now = 0.0
@@ -183,6 +184,11 @@ class Recorder:
         self._handle(self.tracker.on_message(ts, src, dst, msg))
 
     def _handle(self, events: list[CallEvent]) -> None:
+        if self._orphans and self._orphan_generation != self.tracker.endpoint_generation:
+            # New endpoints may explain RTP that came first; it joins its
+            # call before an answer fixes where the recording starts.
+            self._orphan_generation = self.tracker.endpoint_generation
+            self._adopt_orphans()
         for event in events:
             media = self._media.get(event.call.serial)
             if isinstance(event, CallAnswered):
@@ -203,8 +209,6 @@ class Recorder:
                     del self._media[event.call.serial]
                 if event.call.classification.record:
                     self.stats["unanswered"] += 1
-        if events and self._orphans:
-            self._adopt_orphans()
 
     # ---- media ------------------------------------------------------------
     @staticmethod

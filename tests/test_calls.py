@@ -17,39 +17,14 @@ from recorder.calls import (
     MediaChanged,
 )
 from recorder.sip import parse_sip
+from tests.builders import PBX, TRUNK, sdp
+from tests.builders import sip as msg
 
-TRUNK, PBX = "203.0.113.1", "192.0.2.10"
 POLICY = """
 numbering: {extension_pattern: '^[1-9][0-9]{2}$'}
 network: {trunk: [203.0.113.0/28]}
 excluded_lines: ["0263000000"]
 """
-
-
-def sdp(addr: str, port: int, direction: str = "sendrecv", codec: tuple[int, str] = (0, "PCMU")) -> str:
-    family = "IP6" if ":" in addr else "IP4"
-    return (f"v=0\r\no=- 1 1 IN {family} {addr}\r\ns=-\r\nc=IN {family} {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP {codec[0]} 101\r\na=rtpmap:{codec[0]} {codec[1]}/8000\r\n"
-            f"a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n")
-
-
-def msg(first: str, *, cseq: str, to_tag: str | None = None, from_tag: str = "f1",
-        call_id: str = "c1@x", body: str = "", extra: str = "",
-        caller: str = "0312345678", callee: str = "0263111111") -> bytes:
-    headers = [
-        first,
-        "Via: SIP/2.0/UDP 203.0.113.1;branch=z9hG4bK1",
-        f"From: <sip:{caller}@{TRUNK}>;tag={from_tag}",
-        f"To: <sip:{callee}@{PBX}>" + (f";tag={to_tag}" if to_tag else ""),
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq}",
-    ]
-    if extra:
-        headers.append(extra)
-    if body:
-        headers.append("Content-Type: application/sdp")
-    headers.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(headers) + "\r\n\r\n" + body).encode()
 
 
 def tracker() -> CallTracker:

@@ -18,6 +18,7 @@ from sipp.evidence import (
     EVENT_DIGITS, RATE, SILENCE, Placement, Replay, Rtp, Stream, WireCall, epoch, place, read_wav, replay,
     rtp_packets, runs_of, sip_messages, streams_by_call, unexplained, wire_calls,
 )
+from sipp.netns import need
 
 pytestmark = pytest.mark.netns
 
@@ -129,7 +130,8 @@ def _audio_problems(rec: Recorded, call: WireCall, row: dict, codec: str) -> lis
     problems: list[str] = []
     wav = read_wav(rec.replay.data_dir / row["audio_path"])
     if (wav.encoding, wav.channels, wav.rate, wav.bits) != (codec, 2, RATE, 8):
-        return [f"the WAV is {wav.encoding} {wav.channels} ch {wav.rate} Hz {wav.bits} bit, not {codec} stereo"]
+        return [f"the WAV is {wav.encoding}, {wav.channels} channels, {wav.rate} Hz, {wav.bits} bits; "
+                f"not {codec} stereo"]
     channels, placed = _placements(rec, call, row)
     for ch in (0, 1):
         problems += [f"channel {ch}: {pl.problem}" for pl in placed[ch] if pl.problem]
@@ -143,6 +145,10 @@ def _audio_problems(rec: Recorded, call: WireCall, row: dict, codec: str) -> lis
     if problems:
         return problems
     origin = _origin(placed)
+    assert call.answer is not None
+    if not call.invite - PLACEMENT_TOLERANCE <= origin <= call.answer + PLACEMENT_TOLERANCE:
+        problems.append(f"the recording starts {origin - call.invite:.3f} s after the INVITE, outside the "
+                        f"{call.answer - call.invite:.3f} s before the answer")
     for ch in (0, 1):
         for pl in placed[ch]:
             for start, _, first in pl.spans:
@@ -170,10 +176,12 @@ def test_capture_holds_the_planned_calls(recordings: Recordings, name: str) -> N
 
 
 def test_vlan_capture_is_tagged(recordings: Recordings) -> None:
-    for name, expect in (("vlan", "vlan.id == 100 && !ieee8021ad"), ("qinq", "ieee8021ad.id == 200 && vlan.id == 100")):
+    tags = {"vlan": "vlan.id == 100 && !ieee8021ad", "qinq": "ieee8021ad.id == 200 && vlan.id == 100"}
+    for name, expect in tags.items():
         path = recordings[name].capture.path
-        total = subprocess.run(["tshark", "-r", str(path)], capture_output=True, text=True, timeout=60).stdout
-        tagged = subprocess.run(["tshark", "-r", str(path), "-Y", expect], capture_output=True, text=True,
+        total = subprocess.run([need("tshark"), "-r", str(path)], capture_output=True, text=True,
+                               timeout=60).stdout
+        tagged = subprocess.run([need("tshark"), "-r", str(path), "-Y", expect], capture_output=True, text=True,
                                 timeout=60).stdout
         assert total and len(tagged.splitlines()) == len(total.splitlines()), f"{name}: not every frame is {expect}"
 
@@ -201,6 +209,7 @@ def test_every_answered_call_is_indexed_once(recordings: Recordings, name: str) 
                          "caller": CALLER, "callee": EXTENSION, "complete": True, "end_reason": "bye_remote",
                          "audio_format": plan.codec}, f"{name}: {call_id}"
         assert plan.codec in row["codecs"]
+        assert abs(epoch(row["started_at"]) - call.invite) <= INDEX_TOLERANCE, (row["started_at"], call.invite)
         assert abs(epoch(row["answered_at"]) - call.answer) <= INDEX_TOLERANCE, (row["answered_at"], call.answer)
         assert abs(epoch(row["ended_at"]) - call.bye) <= INDEX_TOLERANCE, (row["ended_at"], call.bye)
         assert abs(row["duration"] - (call.bye - call.answer)) <= INDEX_TOLERANCE, row["duration"]
@@ -224,12 +233,58 @@ def test_each_channel_holds_its_streams_payloads_byte_for_byte(recordings: Recor
     assert not problems, "\n".join(problems)
 
 
+def _seq_accounting(packets: list[Rtp]) -> tuple[int, int]:
+    """(lost, duplicates) of one SSRC as tshark's sequence numbers show them:
+    numbers missing between the first and the last, and repeats."""
+    extended, last, cycles, seen = [], None, 0, set()
+    for p in packets:
+        if last is not None and p.seq < last and last - p.seq > 0x8000:
+            cycles += 0x10000
+        last = p.seq
+        extended.append(cycles + p.seq)
+    duplicates = 0
+    for n in extended:
+        if n in seen:
+            duplicates += 1
+        seen.add(n)
+    return (max(seen) - min(seen) + 1) - len(seen), duplicates
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stream_reports_match_the_wire(recordings: Recordings, name: str) -> None:
+    rec = recordings[name]
+    for row in rec.replay.rows:
+        call = rec.calls[row["sip_call_id"]]
+        assert call.bye is not None
+        reports = {s["channel"]: s for s in row["streams"]}
+        assert sorted(reports) == [0, 1] and reports[0]["party"] == "local" and reports[1]["party"] == "remote"
+        for ch in (0, 1):
+            mine = [s for s in rec.streams[call.call_id] if _channel_of(s, row) == ch]
+            packets = [p for s in mine for p in s.packets if p.time <= call.bye]
+            by_ssrc: dict[int, list[Rtp]] = {}
+            for p in packets:
+                by_ssrc.setdefault(p.ssrc, []).append(p)
+            lost = sum(_seq_accounting(ps)[0] for ps in by_ssrc.values())
+            duplicates = sum(_seq_accounting(ps)[1] for ps in by_ssrc.values())
+            flows = {f"{_endpoint(p.src, p.sport)}>{_endpoint(p.dst, p.dport)}" for p in (s.packets[0] for s in mine)}
+            report = reports[ch]
+            got = {"packets": report["packets"], "ssrcs": sorted(report["ssrcs"]), "flows": set(report["flows"]),
+                   "lost": report["lost"], "duplicates": report["duplicates"]}
+            want = {"packets": len(packets), "ssrcs": sorted(by_ssrc), "flows": flows, "lost": lost,
+                    "duplicates": duplicates}
+            assert got == want, f"{name} call {call.call_id} channel {ch}"
+
+
 # ---- hold and resume --------------------------------------------------------
 def test_hold_leaves_the_held_party_silent_and_keeps_recording(recordings: Recordings) -> None:
     rec = recordings["hold"]
     (call,) = rec.answered.values()
-    assert [d for _, d in call.reinvites] == ["sendonly", "sendrecv"], call.reinvites
-    (hold_at, _), (resume_at, _) = call.reinvites
+    assert [d for _, d in call.reinvites.values()] == ["sendonly", "sendrecv"], call.reinvites
+    (hold_at, _), (resume_at, _) = call.reinvites.values()
     row = rec.row(call.call_id)
     channels, placed = _placements(rec, call, row)
     assert not [pl.problem for ch in placed for pl in ch if pl.problem]

@@ -10,6 +10,7 @@ only.  Addresses are documentation ranges only.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -274,11 +275,12 @@ class _Run:
             code = lab.finish(proc, RUN_TIMEOUT)
             if code != 0:
                 failures.append(f"UAC exited {code}:\n{_tail(log)}\n{_tail(log.with_name(log.stem + '_errors.log'))}")
-        code = lab.finish(uas, RUN_TIMEOUT)
-        if code != 0:
+        # A callee whose caller failed would wait for its calls until its own timeout.
+        code = lab.stop(uas) if failures else lab.finish(uas, RUN_TIMEOUT)
+        if code != 0 and not failures:
             failures.append(f"UAS exited {code}:\n{_tail(uas_log)}\n{_tail(self.run_dir / 'uas_errors.log')}")
         time.sleep(0.3)
-        lab.stop(tcpdump, sig=2)
+        lab.stop(tcpdump, sig=signal.SIGINT)
         if failures:
             raise LabError(f"capture {plan.name!r}: " + "\n".join(failures))
         if not self.path.is_file() or self.path.stat().st_size < 1000:

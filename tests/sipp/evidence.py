@@ -83,6 +83,7 @@ class Sip:
     call_id: str
     method: str
     status: int | None
+    cseq: int
     cseq_method: str
     from_user: str
     to_user: str
@@ -94,12 +95,12 @@ class Sip:
 def sip_messages(path: Path) -> list[Sip]:
     rows = _tshark(path, "sip", [
         "frame.time_epoch", "ip.src", "ipv6.src", "sip.Call-ID", "sip.Method", "sip.Status-Code",
-        "sip.CSeq.method", "sip.from.user", "sip.to.user", "sdp.connection_info.address", "sdp.media.port",
-        "sdp.media_attr"])
+        "sip.CSeq.seq", "sip.CSeq.method", "sip.from.user", "sip.to.user", "sdp.connection_info.address",
+        "sdp.media.port", "sdp.media_attr"])
     out = []
-    for t, s4, s6, call_id, method, status, cseq, from_user, to_user, address, port, attrs in rows:
-        out.append(Sip(float(t), s4 or s6, call_id, method, int(status) if status else None, cseq, from_user,
-                       to_user, address, int(port) if port else None,
+    for t, s4, s6, call_id, method, status, seq, cseq, from_user, to_user, address, port, attrs in rows:
+        out.append(Sip(float(t), s4 or s6, call_id, method, int(status) if status else None, int(seq), cseq,
+                       from_user, to_user, address, int(port) if port else None,
                        tuple(a for a in attrs.split("|") if a)))
     return out
 
@@ -118,7 +119,7 @@ class WireCall:
     bye: float | None = None
     caller_media: set[tuple[str, int]] = field(default_factory=set)
     callee_media: set[tuple[str, int]] = field(default_factory=set)
-    reinvites: list[tuple[float, str]] = field(default_factory=list)
+    reinvites: dict[int, tuple[float, str]] = field(default_factory=dict)
 
 
 def wire_calls(messages: list[Sip]) -> dict[str, WireCall]:
@@ -129,9 +130,9 @@ def wire_calls(messages: list[Sip]) -> dict[str, WireCall]:
             if m.method != "INVITE":
                 continue
             call = calls[m.call_id] = WireCall(m.call_id, m.from_user, m.to_user, m.src, "", m.time)
-        if m.method == "INVITE" and m.time > call.invite and call.answer is not None:
+        if m.method == "INVITE" and call.answer is not None and m.cseq not in call.reinvites:
             direction = next((a for a in m.sdp_attrs if a in ("sendonly", "recvonly", "inactive", "sendrecv")), "")
-            call.reinvites.append((m.time, direction))
+            call.reinvites[m.cseq] = (m.time, direction)
         if m.method == "BYE" and call.bye is None:
             call.bye = m.time
         if m.status == 200 and m.cseq_method == "INVITE" and call.answer is None:

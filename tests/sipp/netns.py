@@ -138,7 +138,8 @@ class Lab:
             if ready:
                 chunk = os.read(stream.fileno(), 4096)
                 if not chunk:
-                    raise LabError(f"{proc.args!r} exited ({proc.wait(timeout=5)}) before saying {needle!r}: {seen!r}")
+                    code = proc.wait(timeout=5)
+                    raise LabError(f"{proc.args!r} exited ({code}) before saying {needle!r}: {seen!r}")
                 seen += chunk
         return seen
 
