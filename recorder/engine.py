@@ -27,9 +27,8 @@ from .calls import (
 )
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder
-from .rtp import parse_rtp_fast
 from .sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
-from .stream import AudioChunk, DtmfEvent, RtpStream
+from .stream import DtmfEvent, RtpStream
 
 RATE = 8000
 G711 = frozenset(("PCMU", "PCMA"))
@@ -128,7 +127,7 @@ class Recorder:
         self._next_tick = 0.0
         self.now = 0.0
         self.stats = {
-            "rtp_packets": 0, "rtp_recorded": 0, "rtp_unmatched": 0, "rtp_malformed": 0,
+            "rtp_packets": 0, "rtp_unmatched": 0,
             "rtcp_packets": 0, "rtp_not_recorded": 0, "sip_malformed": 0, "udp_other": 0,
             "recordings": 0, "unanswered": 0,
         }
@@ -295,22 +294,21 @@ class Recorder:
             if len(pending) > MAX_PENDING_PER_CALL:
                 pending.popleft()
             return
-        fields = parse_rtp_fast(payload)
-        if fields is None:
-            stats["rtp_malformed"] += 1
-            return
-        chunk = media.streams[channel].push_fast(ts, fields)
+        chunk = media.streams[channel].push_raw(ts, payload)
         if chunk is None:
             return
-        stats["rtp_recorded"] += 1
         if chunk.encoding in G711:
             interleaver = media.interleaver
-            if interleaver is None or interleaver.encoding != chunk.encoding:
-                self._place(media, channel, chunk)
-            else:
+            if interleaver is None:
+                interleaver = self._open(media, chunk.encoding)
+            try:
                 data = interleaver.place(channel, chunk)
-                if data:
-                    media.handle.append(data)  # type: ignore[union-attr]
+            except EncodingChange:
+                media.handle.convert_to_l16()  # type: ignore[union-attr]
+                interleaver.to_l16()
+                data = interleaver.place(channel, chunk)
+            if data:
+                media.handle.append(data)  # type: ignore[union-attr]
         else:
             self._undecoded(ts, media, channel, key, chunk.encoding, payload)
 
@@ -324,24 +322,13 @@ class Recorder:
         media.handle.side_packet(channel, ts, raw, (str(ipaddress.ip_address(key[0])), key[1],
                                                     str(ipaddress.ip_address(key[2])), key[3]))
 
-    def _open(self, media: CallMedia, encoding: str) -> None:
+    def _open(self, media: CallMedia, encoding: str) -> StereoInterleaver:
+        """The recording's file is made when its first audio arrives, in the
+        law of that audio; a call with no decodable audio gets a PCM file."""
         assert media.origin is not None
         media.handle = self.sink.open_audio(media.call, media.origin, encoding)
         media.interleaver = StereoInterleaver(encoding, window_samples=RATE)
-
-    def _place(self, media: CallMedia, channel: int, chunk: AudioChunk) -> None:
-        if media.interleaver is None:
-            self._open(media, chunk.encoding)
-        interleaver, handle = media.interleaver, media.handle
-        assert interleaver is not None and handle is not None
-        try:
-            data = interleaver.place(channel, chunk)
-        except EncodingChange:
-            handle.convert_to_l16()
-            interleaver.to_l16()
-            data = interleaver.place(channel, chunk)
-        if data:
-            handle.append(data)
+        return media.interleaver
 
     def _start(self, media: CallMedia, now: float) -> None:
         """The call is answered: fix the timeline's origin, start the

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from .rtp import EVENT_NAMES, RtpPacket
+from .rtp import EVENT_NAMES, RtpPacket, parse_rtp_fast, serialize_rtp
 
 __all__ = [
     "MAX_DTMF_EVENTS",
@@ -61,6 +61,7 @@ _RECENT_EVENTS: Final = 8
 """Start timestamps of finished events remembered per SSRC, so that their
 retransmitted end packets arriving late do not count as new events."""
 _EVENT_HEADER: Final = struct.Struct("!BBH")
+_RTP_HEADER: Final = struct.Struct("!BBHII").unpack_from
 _NO_END: Final = -(1 << 62)
 
 STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int]]] = {
@@ -299,23 +300,22 @@ class RtpStream:
 
     def push(self, arrival: float, pkt: RtpPacket) -> AudioChunk | None:
         """Account for `pkt` captured at `arrival`; its audio, or None."""
-        return self.push_fast(
-            arrival,
-            (
-                pkt.payload_type,
-                pkt.marker,
-                pkt.sequence,
-                pkt.timestamp,
-                pkt.ssrc,
-                pkt.payload,
-            ),
-        )
+        return self.push_raw(arrival, serialize_rtp(pkt))
 
-    def push_fast(
-        self, arrival: float, fields: tuple[int, bool, int, int, int, bytes]
-    ) -> AudioChunk | None:
-        """`push` for the tuple `parse_rtp_fast` returns, sparing the packet object."""
-        payload_type, marker, sequence, timestamp, ssrc, payload = fields
+    def push_raw(self, arrival: float, data: bytes) -> AudioChunk | None:
+        """`push` for the packet's bytes as captured: the per-packet path,
+        parsing the common header inline to spare a call and a tuple."""
+        if len(data) >= 12 and data[0] == 0x80:
+            b0, b1, sequence, timestamp, ssrc = _RTP_HEADER(data, 0)
+            payload_type = b1 & 0x7F
+            marker = b1 > 0x7F
+            payload = data[12:]
+        else:
+            fields = parse_rtp_fast(data)
+            if fields is None:
+                self._stats.malformed += 1
+                return None
+            payload_type, marker, sequence, timestamp, ssrc, payload = fields
         self._packets += 1
         if payload_type == self._last_pt:
             kind, encoding, clock, is_g711 = self._last_info

@@ -1,0 +1,101 @@
+"""Replay benchmark: RTP packets per second and memory per active call.
+
+Generates N simultaneous G.711 calls (bench/gen_calls.py), replays them
+through the full recorder (decoding, de-duplication, SIP, RTP streams,
+interleaving, WAV writing, index) in this process, and reports the median of
+several runs, so a busy machine shifts the figures less.  tshark's
+`-q -z rtp,streams` on the same file is timed as a yardstick.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import structlog  # noqa: E402
+
+from bench.gen_calls import write_pcap  # noqa: E402
+from policy.decide import PolicyDecider  # noqa: E402
+from policy.schema import Policy  # noqa: E402
+from recorder.capture_file import CaptureFile  # noqa: E402
+from recorder.engine import Recorder  # noqa: E402
+from storage.index import CallIndex  # noqa: E402
+from storage.recordings import RecordingStore  # noqa: E402
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def replay_once(capture: Path) -> tuple[float, int, int, int]:
+    """(seconds, rtp packets, peak RSS growth KiB, recordings) for one replay."""
+    data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
+    try:
+        index = CallIndex(data / "index.sqlite3")
+        recorder = Recorder(PolicyDecider(Policy()), RecordingStore(data, index, ZoneInfo("Asia/Tokyo")))
+        gc.collect()
+        base = rss_kib()
+        peak = base
+        start = time.perf_counter()
+        for n, (ts, linktype, frame) in enumerate(CaptureFile(capture)):
+            recorder.feed_frame(ts, linktype, frame)
+            if n & 0xFFFF == 0:
+                peak = max(peak, rss_kib())
+        recorder.finish()
+        elapsed = time.perf_counter() - start
+        index.close()
+        return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"]
+    finally:
+        shutil.rmtree(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--capture", type=Path, help="replay this file instead of generating one")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    work = Path(tempfile.mkdtemp(prefix="callrec-bench-in-"))
+    try:
+        capture = args.capture
+        if capture is None:
+            capture = work / "calls.pcap"
+            with capture.open("wb") as out:
+                write_pcap(out, args.calls, args.seconds)
+        runs = [replay_once(capture) for _ in range(args.runs)]
+        seconds = statistics.median(r[0] for r in runs)
+        packets = runs[0][1]
+        growth = max(r[2] for r in runs)
+        print(f"capture: {capture.stat().st_size / 1e6:.0f} MB, {packets} RTP packets, {runs[0][3]} recordings")
+        print(f"callrec replay: {packets / seconds:,.0f} RTP packets/s (median of {args.runs}, one core)")
+        print(f"peak RSS growth: {growth / 1024:.1f} MiB, {growth / max(args.calls, 1):.1f} KiB per active call")
+        tshark = shutil.which("tshark")
+        if tshark:
+            start = time.perf_counter()
+            subprocess.run([tshark, "-r", str(capture), "-q", "-z", "rtp,streams"], check=True,
+                           capture_output=True)
+            took = time.perf_counter() - start
+            print(f"tshark -q -z rtp,streams: {packets / took:,.0f} RTP packets/s")
+        print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
