@@ -15,6 +15,8 @@ from policy.schema import Policy
 from recorder.engine import Recorder
 from storage.index import CallIndex
 from storage.recordings import RecordingStore, ensure_private_dir
+from storage.lock import DataDirBusy, DataDirLock
+from storage.recovery import recover_unfinished
 
 from . import logs
 from .config import Config, load_config
@@ -45,16 +47,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if missing:
         print(f"callrec: no such capture file: {missing[0]}", file=sys.stderr)
         return 2
+    ensure_private_dir(config.data_dir)
+    with DataDirLock(config.data_dir):
+        return _replay_locked(config, policy, args.captures)
+
+
+def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
     index = _open_index(config.data_dir)
     try:
-        store = RecordingStore(config.data_dir, index, ZoneInfo(policy.timezone))
+        tz = ZoneInfo(policy.timezone)
+        recover_unfinished(config.data_dir, index, tz)
+        store = RecordingStore(config.data_dir, index, tz)
         recorder = Recorder(PolicyDecider(policy), store)
-        failures = replay(recorder, args.captures)
+        failures = replay(recorder, captures)
         stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
     finally:
         index.close()
     return 1 if failures else 0
+
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
     config, _ = _settings(args)
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except PolicyError as exc:
+    except (PolicyError, DataDirBusy) as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -50,20 +50,23 @@ def replay(recorder: Recorder, captures: list[Path]) -> int:
     total = sum(p.stat().st_size for p in captures if p.exists())
     progress = Progress(total)
     done_before = 0
-    for path in captures:
-        capture = CaptureFile(path)
-        try:
-            for ts, linktype, frame in capture:
-                recorder.feed_frame(ts, linktype, frame)
-                if progress.enabled:
-                    progress.update(done_before + capture.bytes_read, path.name)
-        except CaptureFormatError as exc:
-            failures += 1
-            log.error("capture.unreadable", file=str(path), reason=str(exc))
-        except OSError as exc:
-            failures += 1
-            log.error("capture.unreadable", file=str(path), reason=exc.strerror or str(exc))
-        done_before += capture.size
-    recorder.finish()
-    progress.close()
+    try:
+        for path in captures:
+            capture = CaptureFile(path)
+            try:
+                for ts, linktype, frame in capture:
+                    recorder.feed_frame(ts, linktype, frame)
+                    if progress.enabled:
+                        progress.update(done_before + capture.bytes_read, path.name)
+            except CaptureFormatError as exc:
+                failures += 1
+                log.error("capture.unreadable", file=str(path), reason=str(exc))
+            except OSError as exc:
+                failures += 1
+                log.error("capture.unreadable", file=str(path), reason=exc.strerror or str(exc))
+            done_before += capture.size
+    finally:
+        # Also on Ctrl-C: every open call is closed, marked incomplete.
+        recorder.finish()
+        progress.close()
     return failures
