@@ -42,6 +42,7 @@ MAX_PENDING_PER_CALL = 512
 # Flows cached per channel; more (a flood aimed at a call's port) are
 # still recorded but classified packet by packet.
 MAX_FLOWS_PER_CHANNEL = 32
+MAX_REPORTED_FLOWS = 8
 MAX_NEGATIVE_FLOWS = 65536
 MAX_TCP_FRAMERS = 4096
 
@@ -96,6 +97,7 @@ class CallMedia:
     interleaver: StereoInterleaver | None = None
     handle: RecordingHandle | None = None
     flows: tuple[list[FlowKey], list[FlowKey]] = field(default_factory=lambda: ([], []))
+    seen_flows: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
     undecoded: set[str] = field(default_factory=set)
     last_media: float = 0.0
 
@@ -193,7 +195,7 @@ class Recorder:
             if isinstance(event, CallAnswered):
                 if event.call.classification.record:
                     media = media or self._media_for(event.call)
-                    self._start(media, self.now)
+                    self._start(media, event.call.answer_ts or self.now)
             elif isinstance(event, MediaChanged):
                 if media is not None:
                     self._forget_flows(media)
@@ -273,6 +275,10 @@ class Recorder:
         channel = call.channel_of(speaker)
         route = (media, channel)
         flows = media.flows[channel]
+        seen = media.seen_flows[channel]
+        name = f"{_addr(src, sport)}>{_addr(dst, dport)}"
+        if name not in seen and len(seen) < MAX_REPORTED_FLOWS:
+            seen.append(name)
         if len(flows) < MAX_FLOWS_PER_CHANNEL:
             flows.append(key)
             self._flows[key] = route
@@ -351,7 +357,6 @@ class Recorder:
 
     def _stop(self, media: CallMedia) -> None:
         call = media.call
-        flows = [list(f) for f in media.flows]
         self._forget_flows(media)
         del self._media[call.serial]
         if media.origin is None:
@@ -368,7 +373,7 @@ class Recorder:
             call=call, origin=media.origin, frames=frames,
             encoding=interleaver.encoding if interleaver is not None else None,
             streams=[
-                StreamReport(channel, [f"{_addr(k[0], k[1])}>{_addr(k[2], k[3])}" for k in flows[channel]],
+                StreamReport(channel, list(media.seen_flows[channel]),
                              dataclasses.asdict(stream.stats))
                 for channel, stream in enumerate(media.streams)
             ],

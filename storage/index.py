@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS calls (
     dtmf TEXT NOT NULL DEFAULT '[]',
     undecoded TEXT NOT NULL DEFAULT '[]',
     side_files TEXT NOT NULL DEFAULT '[]',
+    late_samples INTEGER NOT NULL DEFAULT 0,
     end_reason TEXT,
     complete INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'recording'

@@ -144,10 +144,11 @@ class RecordingStore:
             ],
             dtmf=[
                 {"channel": ch, "digit": ev.digit, "at": iso(result.origin + ev.position / 8000, self.tz),
-                 "offset": round(ev.position / 8000, 3), "duration_ms": ev.duration_ms}
+                 "offset": round(ev.position / 8000, 3), "duration_ms": ev.duration_ms, "ended": ev.ended}
                 for ch, ev in result.dtmf
             ],
             undecoded=result.undecoded,
+            late_samples=result.late_samples,
             end_reason=call.end_reason,
             complete=call.complete,
             state="sealed",
