@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -107,6 +108,39 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
         print(f"{key:16} {value if value is not None else '-'}")
     return 0
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(args.config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running daemon; non-zero when it is unhealthy or unreachable,
+    so monitoring can run this command as its check."""
+    config, _ = _settings(args)
+    path = config.status_path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError as exc:
+        print(f"callrec: no daemon answers on {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 3
+    status = json.loads(data)
+    if args.json:
+        json.dump(status, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{'healthy' if status['healthy'] else 'UNHEALTHY'}: {status['active_calls']} active calls, "
+              f"{status['packets_per_second']:.0f} packets/s, {status['kernel_drops']} kernel drops")
+        for problem in status["problems"]:
+            print(f"  {problem['code']}: {problem['message']}")
+    return 0 if status["healthy"] else 1
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
     policy = load_policy(args.file)
     print(f"{args.file}: ok ({policy.organisation or 'unnamed organisation'}, "
@@ -137,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calls_show)
+
+    p = sub.add_parser("run", help="record live from the configured interfaces (foreground, for systemd)")
+    p.add_argument("--config", type=Path, help="daemon config file (YAML); default: built-in, capture on lo")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="health of the running daemon (exit 1 when unhealthy)")
+    common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)
     p = pol.add_parser("check", help="validate a policy file")

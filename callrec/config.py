@@ -15,13 +15,41 @@ from policy.loader import PolicyError, line_of, plain
 DEFAULT_DATA_DIR = Path(os.environ.get("CALLREC_DATA_DIR", "callrec-data"))
 
 
+class Health(BaseModel):
+    """When silence on the mirror port means something is unplugged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quiet_sip_minutes: Annotated[float, Field(gt=0)] = 30.0
+    quiet_rtp_minutes: Annotated[float, Field(gt=0)] = 30.0
+    business_hours: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$")] = (
+        "08:30-17:15"
+    )
+    business_days: list[Annotated[int, Field(ge=0, le=6)]] = [0, 1, 2, 3, 4]
+    disk_warn_percent: Annotated[float, Field(gt=0, lt=100)] = 90.0
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_dir: Path = DEFAULT_DATA_DIR
     policy: Path | None = None
-    interfaces: Annotated[list[str], Field(max_length=16)] = ["lo"]
+    interfaces: Annotated[list[str], Field(min_length=1, max_length=16)] = ["lo"]
+    promiscuous: bool = True
+    sip_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [5060]
+    status_socket: Path | None = None
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
+    health: Health = Health()
+
+    @property
+    def status_path(self) -> Path:
+        """The admin socket; beside the data unless the unit puts it in /run."""
+        return self.status_socket or self.data_dir / "status.sock"
+
+    def restart_needed(self, other: Config) -> list[str]:
+        """Settings a running daemon cannot change without a restart."""
+        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket")
+        return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 
 def load_config(path: Path) -> Config:
@@ -47,4 +75,6 @@ def load_config(path: Path) -> Config:
         updates["data_dir"] = base / config.data_dir
     if config.policy is not None and not config.policy.is_absolute():
         updates["policy"] = base / config.policy
+    if config.status_socket is not None and not config.status_socket.is_absolute():
+        updates["status_socket"] = base / config.status_socket
     return config.model_copy(update=updates)

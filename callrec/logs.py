@@ -1,22 +1,37 @@
-"""structlog set-up: key=value lines on stderr, stable event names."""
+"""structlog set-up: journald entries under systemd, key=value lines on a
+terminal or a plain stderr otherwise.  Event names are stable (dotted,
+e.g. recording.sealed) so operators can search for them."""
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
+from .journal import JournalLoggerFactory, under_journald
 
-def configure(level: str = "info") -> None:
+
+def _pass_dict(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+def configure(level: str = "info", *, journal: bool | None = None) -> None:
+    use_journal = under_journald() if journal is None else journal
+    processors: list[Any] = [structlog.processors.add_log_level]
+    if use_journal:
+        processors.append(_pass_dict)
+        factory: Any = JournalLoggerFactory()
+    else:
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=False))
+        if sys.stderr.isatty():
+            processors.append(structlog.dev.ConsoleRenderer(colors=True))
+        else:
+            processors.append(structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]))
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=False),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-            if sys.stderr.isatty()
-            else structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )

@@ -1,0 +1,270 @@
+"""`callrec run`: the live recorder under systemd.
+
+Lifecycle as uvicorn does it: start (policy, index, crash recovery, capture
+sockets, status socket), READY=1, serve (capture readiness drives the
+recorder; a one-second timer drives time, health, STATUS and the watchdog),
+then on SIGTERM/SIGINT a graceful stop that closes every open recording
+(marked incomplete, playable, indexed) and exits 0.  SIGHUP reloads the
+policy; a broken file is refused and the running policy stays.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from policy.decide import PolicyDecider
+from policy.loader import PolicyError, load_policy
+from policy.schema import Policy
+from recorder.engine import Recorder
+from storage.index import CallIndex
+from storage.lock import DataDirLock
+from storage.recordings import RecordingStore, ensure_private_dir
+from storage.recovery import recover_unfinished
+
+from .config import Config, load_config
+from .health import Observations, Problem, assess
+from .sdnotify import Notifier, watchdog_interval
+
+log = structlog.get_logger("callrec.daemon")
+
+INDEX_FILE = "index.sqlite3"
+MAX_BLOCKS_PER_WAKEUP = 8
+
+
+class PacketSource(Protocol):
+    """What the daemon needs from a live capture (recorder.live_capture)."""
+
+    def fileno(self) -> int: ...
+    def read_blocks(self, max_blocks: int) -> list[tuple[float, int, bytes]]: ...
+    def stats(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+def open_live_source(interface: str, config: Config) -> PacketSource:
+    from recorder.live_capture import LiveCapture
+
+    return LiveCapture(interface, promiscuous=config.promiscuous, sip_ports=tuple(config.sip_ports))
+
+
+class Daemon:
+    """One running recorder; `run()` returns the process exit status."""
+
+    def __init__(self, config: Config, config_path: Path | None = None,
+                 open_source: Any = open_live_source) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._open_source = open_source
+        self.policy = Policy()
+        self._sources: dict[str, PacketSource] = {}
+        self._stopping = asyncio.Event()
+        self._notifier = Notifier()
+        self._started = time.time()
+        self._last_sip: float | None = None
+        self._last_rtp: float | None = None
+        self._seen_sip = 0
+        self._seen_rtp = 0
+        self._kernel_drops = 0
+        self._reported_drops = 0
+        self._problems: list[Problem] = []
+        self._packets_last = 0
+        self._pps = 0.0
+
+    # ---- start ------------------------------------------------------------
+    async def run(self) -> int:
+        config = self.config
+        try:
+            self.policy = load_policy(config.policy) if config.policy else Policy()
+        except PolicyError as exc:
+            log.error("policy.refused", reason=str(exc))
+            return 2
+        ensure_private_dir(config.data_dir)
+        with DataDirLock(config.data_dir):
+            index = CallIndex(config.data_dir / INDEX_FILE)
+            try:
+                return await self._serve(index)
+            finally:
+                index.close()
+
+    async def _serve(self, index: CallIndex) -> int:
+        config = self.config
+        tz = ZoneInfo(self.policy.timezone)
+        recovered = recover_unfinished(config.data_dir, index, tz)
+        self.store = RecordingStore(config.data_dir, index, tz)
+        self.recorder = Recorder(PolicyDecider(self.policy), self.store)
+        loop = asyncio.get_running_loop()
+        try:
+            for name in config.interfaces:
+                source = self._open_source(name, config)
+                self._sources[name] = source
+                loop.add_reader(source.fileno(), self._drain, source)
+        except OSError as exc:
+            log.error("capture.failed", interface=name, reason=exc.strerror or str(exc))
+            self._close_sources(loop)
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        status_server = await self._start_status_server()
+        log.info("daemon.started", interfaces=",".join(config.interfaces), recovered=len(recovered))
+        self._notifier.notify(READY=1, STATUS=self.status_line())
+        timer = asyncio.create_task(self._every_second())
+        try:
+            await self._stopping.wait()
+        finally:
+            self._notifier.notify(STOPPING=1, STATUS="closing open recordings")
+            timer.cancel()
+            for source in self._sources.values():
+                self._drain(source, drain_all=True)
+            self._close_sources(loop)
+            self.recorder.finish()
+            status_server.close()
+            await status_server.wait_closed()
+            self.config.status_path.unlink(missing_ok=True)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            log.info("daemon.stopped")
+            self._notifier.close()
+        return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _close_sources(self, loop: asyncio.AbstractEventLoop) -> None:
+        for source in self._sources.values():
+            loop.remove_reader(source.fileno())
+            source.close()
+        self._sources.clear()
+
+    # ---- serve ------------------------------------------------------------
+    def _drain(self, source: PacketSource, drain_all: bool = False) -> None:
+        """Frames from the kernel's ring into the recorder, a few blocks at a
+        time so that timers and signals still run under load."""
+        feed = self.recorder.feed_frame
+        while True:
+            frames = source.read_blocks(MAX_BLOCKS_PER_WAKEUP)
+            for ts, linktype, frame in frames:
+                feed(ts, linktype, frame)
+            if not frames or not drain_all:
+                return
+
+    async def _every_second(self) -> None:
+        interval = watchdog_interval()
+        last_ping = 0.0
+        while True:
+            await asyncio.sleep(1.0 if interval is None else min(1.0, interval))
+            now = time.time()
+            self.recorder.advance(now)
+            self._observe(now)
+            self._notifier.notify(STATUS=self.status_line())
+            if interval is not None and now - last_ping >= interval:
+                self._notifier.notify(WATCHDOG=1)
+                last_ping = now
+
+    def _observe(self, now: float) -> None:
+        counters = self.recorder.counters()
+        if counters["sip_messages"] > self._seen_sip:
+            self._seen_sip, self._last_sip = counters["sip_messages"], now
+        if counters["rtp_packets"] > self._seen_rtp:
+            self._seen_rtp, self._last_rtp = counters["rtp_packets"], now
+        packets = counters["frames"]
+        self._pps = float(packets - self._packets_last)
+        self._packets_last = packets
+        self._kernel_drops = sum(int(s.stats().get("drops", 0)) for s in self._sources.values())
+        usage = shutil.disk_usage(self.config.data_dir)
+        obs = Observations(
+            now=now, started=self._started, last_sip=self._last_sip, last_rtp=self._last_rtp,
+            kernel_drops=self._kernel_drops, disk_used_percent=100.0 * usage.used / usage.total,
+            active_calls=self.recorder.active_recordings(),
+            one_sided_calls=self.recorder.one_sided_recordings(now, 10.0),
+        )
+        local = datetime.fromtimestamp(now, ZoneInfo(self.policy.timezone))
+        problems = assess(obs, self.config.health, local, self._reported_drops)
+        self._reported_drops = self._kernel_drops
+        new = {p.code for p in problems} - {p.code for p in self._problems}
+        for problem in problems:
+            if problem.code in new or problem.code == "kernel_drops":
+                log.warning("health.problem", code=problem.code, detail=problem.message)
+        for code in {p.code for p in self._problems} - {p.code for p in problems}:
+            log.info("health.recovered", code=code)
+        self._problems = problems
+        self._disk_percent = obs.disk_used_percent
+
+    def status_line(self) -> str:
+        recorder = getattr(self, "recorder", None)
+        calls = recorder.active_recordings() if recorder is not None else 0
+        return (f"{calls} active calls, {self._pps:.0f} packets/s, {self._kernel_drops} kernel drops, "
+                f"disk {getattr(self, '_disk_percent', 0.0):.0f}% used")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "healthy": not self._problems,
+            "problems": [{"code": p.code, "message": p.message} for p in self._problems],
+            "active_calls": self.recorder.active_recordings(),
+            "packets_per_second": self._pps,
+            "kernel_drops": self._kernel_drops,
+            "last_sip": self._last_sip,
+            "last_rtp": self._last_rtp,
+            "interfaces": list(self._sources),
+            "policy": str(self.config.policy) if self.config.policy else "built-in default",
+            "uptime_seconds": round(time.time() - self._started),
+        }
+
+    async def _start_status_server(self) -> asyncio.AbstractServer:
+        path = self.config.status_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(json.dumps(self.status(), ensure_ascii=False).encode() + b"\n")
+            try:
+                await writer.drain()
+            finally:
+                writer.close()
+
+        old_umask = os.umask(0o117)
+        try:
+            server = await asyncio.start_unix_server(answer, path=str(path))
+        finally:
+            os.umask(old_umask)
+        return server
+
+    # ---- reload -----------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: a new policy for new calls; calls under way keep theirs."""
+        if self.config_path is not None:
+            try:
+                new_config = load_config(self.config_path)
+            except PolicyError as exc:
+                log.error("config.refused", reason=str(exc))
+                return
+            needs = self.config.restart_needed(new_config)
+            if needs:
+                log.warning("config.restart_needed", settings=",".join(needs))
+            self.config = self.config.model_copy(update={
+                "policy": new_config.policy, "log_level": new_config.log_level, "health": new_config.health})
+        try:
+            policy = load_policy(self.config.policy) if self.config.policy else Policy()
+        except PolicyError as exc:
+            log.error("policy.refused", file=exc.path, line=exc.line, field=exc.field, reason=exc.reason)
+            return
+        self.policy = policy
+        self.recorder.set_decider(PolicyDecider(policy))
+        log.info("policy.loaded", file=str(self.config.policy or "built-in default"))
+
+
+def run_daemon(config_path: Path | None) -> int:
+    config = load_config(config_path) if config_path is not None else Config()
+    from . import logs
+
+    logs.configure(config.log_level)
+    return asyncio.run(Daemon(config, config_path).run())
