@@ -139,3 +139,20 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
                  "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN", "SystemCallFilter=@system-service",
                  "PrivateTmp=yes", "ProtectHome=yes", "RestrictAddressFamilies="):
         assert line in unit
+
+
+def test_example_config_loads_and_names_restart_settings(tmp_path: Path) -> None:
+    from callrec.config import Config, load_config
+    from policy.loader import PolicyError
+
+    config = load_config(REPO / "config.example.yaml")
+    assert config.interfaces == ["eth1"] and config.status_path == Path("/run/callrec/status.sock")
+    assert Config().restart_needed(config) == ["data_dir", "interfaces", "status_socket"]
+    bad = tmp_path / "config.yaml"
+    bad.write_text("data_dir: /x\nhealth:\n  business_hours: '9-5'\n")
+    try:
+        load_config(bad)
+    except PolicyError as exc:
+        assert exc.line == 3 and exc.field == "health.business_hours"
+    else:
+        raise AssertionError("a bad business_hours must be refused")
