@@ -179,7 +179,7 @@ class Daemon:
         packets = counters["frames"]
         self._pps = float(packets - self._packets_last)
         self._packets_last = packets
-        self._kernel_drops = sum(int(s.stats().get("drops", 0)) for s in self._sources.values())
+        self._kernel_drops = sum(int(s.stats().get("kernel_drops", 0)) for s in self._sources.values())
         usage = shutil.disk_usage(self.config.data_dir)
         obs = Observations(
             now=now, started=self._started, last_sip=self._last_sip, last_rtp=self._last_rtp,

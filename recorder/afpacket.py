@@ -1,0 +1,319 @@
+"""Sans-I/O half of live capture: TPACKET_V3 ring blocks and the kernel filter.
+
+Linux hands captured frames to user space in blocks of a memory-mapped ring
+(``PACKET_RX_RING`` with ``TPACKET_V3``, see the kernel's
+Documentation/networking/packet_mmap.rst and ``<linux/if_packet.h>``).  This
+module knows the layout of those blocks and turns one into
+``(timestamp, linktype, frame)`` tuples, the same shape the pcap reader yields,
+so live frames take the recorder's existing path.  It also builds the classic
+BPF program the kernel runs on every packet before it is copied into the ring:
+only what can carry SIP or RTP costs ring space and Python time.
+
+Nothing here makes a system call; :mod:`recorder.live_capture` owns the socket
+and the mapping and passes the mapped ring in.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Sequence
+from struct import Struct
+
+__all__ = [
+    "BLOCK_DESC_LEN",
+    "BlockReader",
+    "Frame",
+    "Instruction",
+    "LINKTYPE_ETHERNET",
+    "PACKET_HDR_LEN",
+    "TP_STATUS_KERNEL",
+    "TP_STATUS_USER",
+    "TP_STATUS_VLAN_TPID_VALID",
+    "TP_STATUS_VLAN_VALID",
+    "block_status",
+    "pack_program",
+    "release_block",
+    "sip_rtp_filter",
+]
+
+Frame = tuple[float, int, bytes]
+"""``(seconds since the epoch, linktype, frame bytes)`` as fed to the recorder."""
+
+Instruction = tuple[int, int, int, int]
+"""One classic BPF instruction, ``(code, jt, jf, k)`` as in ``struct sock_filter``."""
+
+LINKTYPE_ETHERNET = 1
+
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1 << 0
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+
+BLOCK_DESC_LEN = 48
+"""``ALIGN_8(sizeof(struct tpacket_block_desc))``: the first packet never starts earlier."""
+PACKET_HDR_LEN = 48
+"""``TPACKET_ALIGN(sizeof(struct tpacket3_hdr))``; ``struct sockaddr_ll`` follows it."""
+_SOCKADDR_LL_LEN = 20
+_MIN_MAC_OFFSET = PACKET_HDR_LEN + _SOCKADDR_LL_LEN
+_ETH_ADDRS = 12
+
+# struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
+# block_status, num_pkts, offset_to_first_pkt, blk_len (read from offset 8).
+_BLOCK_STATUS_OFFSET = 8
+_BLOCK = Struct("=IIII").unpack_from
+_U32 = Struct("=I")
+# struct tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len,
+# tp_status, tp_mac, tp_net (skipped), hv1.tp_rxhash (skipped), hv1.tp_vlan_tci,
+# hv1.tp_vlan_tpid.
+_PACKET = Struct("=IIIIIIH6xIH").unpack_from
+_VLAN_TAG = Struct("!HH").pack
+_ETH_P_8021Q = 0x8100
+
+
+def block_status(ring: bytes | mmap.mmap, base: int) -> int:
+    """``block_status`` of the block at ``base``; TP_STATUS_USER set means ours to read."""
+    return _U32.unpack_from(ring, base + _BLOCK_STATUS_OFFSET)[0]
+
+
+def release_block(ring: bytearray | mmap.mmap, base: int) -> None:
+    """Give the block at ``base`` back to the kernel.  Until this is done the
+    kernel cannot write into it, so a block held too long costs drops."""
+    _U32.pack_into(ring, base + _BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
+
+
+class BlockReader:
+    """Turns ring blocks into frames and counts what it saw.
+
+    The kernel strips the outermost VLAN tag of a received frame into
+    ``tp_vlan_tci``/``tp_vlan_tpid``; the tag is written back between the MAC
+    addresses and the EtherType, as libpcap does, so a frame reads as it was on
+    the wire and the decoder sees the VLAN.
+
+    Frames are copies (slices of ``bytes`` or of an ``mmap``, never views): the
+    block goes back to the kernel right after it is read, and a frame must
+    outlive it.
+
+    A block that breaks the layout rules (a count, offset or length pointing
+    outside the block) stops the walk: frames before the fault are kept and
+    ``malformed`` is counted.  The kernel never writes such a block, so seeing
+    one means the ring was not set up as this reader assumes.  Bound: a block
+    yields at most ``block_size // PACKET_HDR_LEN`` frames.
+    """
+
+    __slots__ = ("block_size", "blocks", "frames", "vlan_restored", "truncated", "malformed")
+
+    def __init__(self, block_size: int) -> None:
+        if block_size < BLOCK_DESC_LEN + _MIN_MAC_OFFSET:
+            raise ValueError("block_size is smaller than one packet header")
+        self.block_size = block_size
+        self.blocks = 0
+        self.frames = 0
+        self.vlan_restored = 0
+        self.truncated = 0
+        self.malformed = 0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "blocks": self.blocks,
+            "frames": self.frames,
+            "vlan_restored": self.vlan_restored,
+            "truncated": self.truncated,
+            "malformed_blocks": self.malformed,
+        }
+
+    def read(self, ring: bytes | mmap.mmap, base: int, out: list[Frame]) -> int:
+        """Append the frames of the user-owned block at ``ring[base:]`` to
+        ``out``; returns how many.  A block still owned by the kernel yields none."""
+        size = self.block_size
+        end = base + size
+        if base < 0 or end > len(ring):
+            self.malformed += 1
+            return 0
+        status, count, first, used = _BLOCK(ring, base + _BLOCK_STATUS_OFFSET)
+        if not status & TP_STATUS_USER:
+            return 0
+        self.blocks += 1
+        if count > size // PACKET_HDR_LEN or first < BLOCK_DESC_LEN or used > size:
+            self.malformed += 1
+            return 0
+        append = out.append
+        pos = base + first
+        done = 0
+        vlans = 0
+        truncated = 0
+        for left in range(count - 1, -1, -1):
+            if pos + PACKET_HDR_LEN > end:
+                break
+            step, sec, nsec, snaplen, length, pstatus, mac, tci, tpid = _PACKET(ring, pos)
+            start = pos + mac
+            stop = start + snaplen
+            if mac < _MIN_MAC_OFFSET or stop > end:
+                break
+            if pstatus & TP_STATUS_VLAN_VALID and snaplen >= _ETH_ADDRS:
+                tag = _VLAN_TAG(tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else _ETH_P_8021Q, tci & 0xFFFF)
+                mid = start + _ETH_ADDRS
+                append((sec + nsec * 1e-9, LINKTYPE_ETHERNET, ring[start:mid] + tag + ring[mid:stop]))
+                vlans += 1
+            else:
+                append((sec + nsec * 1e-9, LINKTYPE_ETHERNET, ring[start:stop]))
+            if snaplen < length:
+                truncated += 1
+            done += 1
+            if left and step < PACKET_HDR_LEN:
+                break
+            pos += step
+        if done < count:
+            self.malformed += 1
+        self.frames += done
+        self.vlan_restored += vlans
+        self.truncated += truncated
+        return done
+
+
+# ---- the kernel filter --------------------------------------------------------
+
+# Classic BPF opcodes (<linux/filter.h>, <linux/bpf_common.h>).
+_LD_W_ABS = 0x20
+_LD_H_ABS = 0x28
+_LD_B_IND = 0x50
+_LD_H_IND = 0x48
+_LDX_IMM = 0x01
+_ALU_AND_K = 0x54
+_ALU_LSH_K = 0x64
+_ALU_ADD_X = 0x0C
+_TAX = 0x07
+_JEQ_K = 0x15
+_JSET_K = 0x45
+_RET_K = 0x06
+
+_SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE, as u32
+_PACKET_OUTGOING = 4
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+_ETHERTYPE_IPV4 = 0x0800
+_ETHERTYPE_IPV6 = 0x86DD
+_IPPROTO_TCP = 6
+_IPPROTO_UDP = 17
+_IPPROTO_FRAGMENT = 44
+_ACCEPT = 0xFFFFFFFF  # keep the whole packet; the ring block size is the only cap
+_REJECT = 0
+
+_Label = str
+_Op = tuple[int, _Label | int, _Label | int, int]
+
+
+def sip_rtp_filter(sip_ports: Sequence[int] = (5060,), *, drop_outgoing: bool = False) -> list[Instruction]:
+    """Classic BPF program for an Ethernet packet socket that keeps what a call
+    recorder can use.
+
+    Passed: every UDP datagram over IPv4 or IPv6 (RTP ports are negotiated, so
+    any port), every IPv4 fragment whose protocol is UDP or TCP and every IPv6
+    packet whose first header is a Fragment header for UDP or TCP (a non-first
+    fragment has no ports to look at, and the decoder reassembles), and TCP
+    from or to one of ``sip_ports`` over IPv4 or IPv6.  Each also behind up to
+    two VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8, the old QinQ 0x9100) still in
+    the frame data.  On receive the kernel has already moved the outermost tag
+    out of the data, so a frame that had three tags on the wire passes too;
+    where the tag is stripped does not matter, the offsets into the data are
+    the same.
+
+    Not followed: IPv6 extension headers other than Fragment in first position
+    (hop-by-hop or destination options before UDP are not seen on SIP trunks).
+
+    ``drop_outgoing`` rejects packets the host itself sends (``PACKET_OUTGOING``):
+    on loopback every packet is seen once leaving and once arriving.
+    """
+    ports = tuple(sip_ports)
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise ValueError(f"SIP ports must be 1..65535, got {ports!r}")
+    ops: list[_Op | _Label] = []
+    if drop_outgoing:
+        ops += [(_LD_W_ABS, 0, 0, _SKF_AD_PKTTYPE), (_JEQ_K, "reject", 0, _PACKET_OUTGOING)]
+    # X holds the number of tag bytes before the EtherType that matters: 0, 4 or 8.
+    ops += [(_LDX_IMM, 0, 0, 0), (_LD_H_ABS, 0, 0, 12)]
+    ops += _jump_if_vlan("tag1", "l3")
+    ops += ["tag1", (_LDX_IMM, 0, 0, 4), (_LD_H_ABS, 0, 0, 16)]
+    ops += _jump_if_vlan("tag2", "l3")
+    ops += ["tag2", (_LDX_IMM, 0, 0, 8), (_LD_H_ABS, 0, 0, 20)]
+    ops += [
+        "l3",
+        (_JEQ_K, "ipv4", 0, _ETHERTYPE_IPV4),
+        (_JEQ_K, "ipv6", "reject", _ETHERTYPE_IPV6),
+        "ipv4",
+        (_LD_B_IND, 0, 0, 14 + 9),  # protocol
+        (_JEQ_K, "accept", 0, _IPPROTO_UDP),
+        (_JEQ_K, 0, "reject", _IPPROTO_TCP),
+        (_LD_H_IND, 0, 0, 14 + 6),  # flags and fragment offset
+        (_JSET_K, "accept", 0, 0x3FFF),  # MF or an offset: a fragment
+        (_LD_B_IND, 0, 0, 14),  # version and IHL
+        (_ALU_AND_K, 0, 0, 0x0F),
+        (_ALU_LSH_K, 0, 0, 2),
+        (_ALU_ADD_X, 0, 0, 0),
+        (_TAX, 0, 0, 0),  # X = tag bytes + IPv4 header length
+        (_LD_H_IND, 0, 0, 14),  # source port
+        *_accept_if_port(ports),
+        (_LD_H_IND, 0, 0, 16),  # destination port
+        *_accept_if_port(ports),
+        (_RET_K, 0, 0, _REJECT),
+        "ipv6",
+        (_LD_B_IND, 0, 0, 14 + 6),  # next header
+        (_JEQ_K, "accept", 0, _IPPROTO_UDP),
+        (_JEQ_K, "tcp6", 0, _IPPROTO_TCP),
+        (_JEQ_K, 0, "reject", _IPPROTO_FRAGMENT),
+        (_LD_B_IND, 0, 0, 14 + 40),  # next header inside the fragment header
+        (_JEQ_K, "accept", 0, _IPPROTO_UDP),
+        (_JEQ_K, "accept", "reject", _IPPROTO_TCP),
+        "tcp6",
+        (_LD_H_IND, 0, 0, 14 + 40),
+        *_accept_if_port(ports),
+        (_LD_H_IND, 0, 0, 14 + 42),
+        *_accept_if_port(ports),
+        "reject",
+        (_RET_K, 0, 0, _REJECT),
+        "accept",
+        (_RET_K, 0, 0, _ACCEPT),
+    ]
+    return _assemble(ops)
+
+
+def _jump_if_vlan(tagged: _Label, untagged: _Label) -> list[_Op | _Label]:
+    *most, last = _VLAN_TPIDS
+    return [*((_JEQ_K, tagged, 0, tpid) for tpid in most), (_JEQ_K, tagged, untagged, last)]
+
+
+def _accept_if_port(ports: tuple[int, ...]) -> list[_Op | _Label]:
+    return [(_JEQ_K, "accept", 0, port) for port in ports]
+
+
+def _assemble(ops: list[_Op | _Label]) -> list[Instruction]:
+    """Resolve label jumps to the relative offsets classic BPF wants."""
+    labels: dict[str, int] = {}
+    body: list[_Op] = []
+    for op in ops:
+        if isinstance(op, str):
+            labels[op] = len(body)
+        else:
+            body.append(op)
+    program: list[Instruction] = []
+    for here, (code, jt, jf, k) in enumerate(body):
+        program.append((code, _offset(labels, here, jt), _offset(labels, here, jf), k))
+    return program
+
+
+def _offset(labels: dict[str, int], here: int, target: _Label | int) -> int:
+    if isinstance(target, int):
+        return target
+    distance = labels[target] - here - 1
+    if not 0 <= distance <= 255:
+        raise ValueError(f"BPF jump to {target!r} out of range ({distance})")
+    return distance
+
+
+_SOCK_FILTER = Struct("=HBBI")
+
+
+def pack_program(program: Sequence[Instruction]) -> bytes:
+    """The program as the array of ``struct sock_filter`` that ``SO_ATTACH_FILTER`` points to."""
+    if not 0 < len(program) <= 4096:  # BPF_MAXINSNS
+        raise ValueError("a classic BPF program has 1..4096 instructions")
+    return b"".join(_SOCK_FILTER.pack(*ins) for ins in program)
