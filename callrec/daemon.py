@@ -126,7 +126,7 @@ class Daemon:
             for source in self._sources.values():
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
-            self.recorder.finish()
+            self.recorder.finish("shutdown")
             status_server.close()
             await status_server.wait_closed()
             self.config.status_path.unlink(missing_ok=True)

@@ -381,14 +381,14 @@ class CallTracker:
                 del self._by_call_id[call_id]
         return events
 
-    def close_all(self, now: float) -> list[CallEvent]:
+    def close_all(self, now: float, reason: str = "capture_end") -> list[CallEvent]:
         """End of input: every open call ends here, incomplete."""
         events: list[CallEvent] = []
         for calls in self._by_call_id.values():
             for call in calls:
                 if call.state is CallState.ANSWERED:
                     call.end_ts = max(call.last_activity, now)
-                    call.end_reason = "capture_end"
+                    call.end_reason = reason
                     call.complete = False
                     self._end(call, events, answered=True)
                 elif call.state is not CallState.ENDED:

@@ -144,19 +144,54 @@ class Recorder:
         for proto, src, sport, dst, dport, payload in self.decoder.decode(ts, linktype, frame):
             key = (src, sport, dst, dport)
             if proto == 17:
-                route = self._flows.get(key)
-                if route is not None:
-                    self._media_packet(ts, route[0], route[1], key, payload)
-                elif looks_like_sip(payload):
-                    self._sip_datagram(ts, key, payload)
+                # A known media flow is the common case: one dict subscript.
+                try:
+                    media, channel = self._flows[key]
+                except KeyError:
+                    if looks_like_sip(payload):
+                        self._sip_datagram(ts, key, payload)
+                    else:
+                        self._classify_udp(ts, key, payload)
                 else:
-                    self._classify_udp(ts, key, payload)
+                    self._media_packet(ts, media, channel, key, payload)
             else:
                 self._sip_stream(ts, key, payload)
 
-    def finish(self) -> None:
-        """End of input: close every open call as incomplete."""
-        self._handle(self.tracker.close_all(self.now))
+    def finish(self, reason: str = "capture_end") -> None:
+        """End of input (or of the daemon): close every open call, incomplete."""
+        self._handle(self.tracker.close_all(self.now, reason))
+
+    def advance(self, now: float) -> None:
+        """Let time pass without packets (a live daemon on a quiet line):
+        timeouts fire and open recordings are committed up to `now`."""
+        if now > self.now:
+            self.now = now
+            if now >= self._next_tick:
+                self._tick(now)
+
+    def set_decider(self, decider: PolicyDecider) -> None:
+        """A reloaded policy: new calls follow it, calls under way keep the
+        classification they started with."""
+        self.decider = decider
+        self.tracker.decider = decider
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of the pipeline, for logs, status and health."""
+        return {**self.decoder.stats, **self.tracker.stats, **self.stats}
+
+    def active_recordings(self) -> int:
+        return sum(1 for media in self._media.values() if media.origin is not None)
+
+    def one_sided_recordings(self, now: float, after: float) -> list[str]:
+        """Calls recording for `after` seconds with RTP from one side only."""
+        found = []
+        for media in self._media.values():
+            if media.origin is None or now - media.origin < after or not media.streams:
+                continue
+            counts = [stream.stats.packets for stream in media.streams]
+            if (counts[0] == 0) != (counts[1] == 0):
+                found.append(media.call.call_id)
+        return found
 
     # ---- signalling -------------------------------------------------------
     def _sip_datagram(self, ts: float, key: FlowKey, payload: bytes) -> None:
@@ -287,36 +322,41 @@ class Recorder:
         return route
 
     def _media_packet(self, ts: float, media: CallMedia, channel: int, key: FlowKey, payload: bytes) -> None:
-        """The per-packet path: kept flat, one parse and no objects beyond the chunk."""
-        stats = self.stats
-        stats["rtp_packets"] += 1
-        if not media.call.classification.record:
-            stats["rtp_not_recorded"] += 1
-            return
-        media.last_media = ts
+        """The per-packet path: kept flat, one parse, and no object beyond the
+        (position, encoding, audio) tuple the stream hands to the interleaver.
+
+        Only a recorded call gets an origin, so a started recording skips the
+        policy lookup (two more objects to fetch per packet)."""
+        self.stats["rtp_packets"] += 1
         if media.origin is None:
+            if not media.call.classification.record:
+                self.stats["rtp_not_recorded"] += 1
+                return
+            media.last_media = ts
             pending = media.pending
             pending.append((ts, channel, key, payload))
             if len(pending) > MAX_PENDING_PER_CALL:
                 pending.popleft()
             return
-        chunk = media.streams[channel].push_raw(ts, payload)
-        if chunk is None:
+        media.last_media = ts
+        located = media.streams[channel].locate(ts, payload)
+        if located is None:
             return
-        if chunk.encoding in G711:
+        position, encoding, audio = located
+        if encoding in G711:
             interleaver = media.interleaver
             if interleaver is None:
-                interleaver = self._open(media, chunk.encoding)
+                interleaver = self._open(media, encoding)
             try:
-                data = interleaver.place(channel, chunk)
+                data = interleaver.place_samples(channel, position, encoding, audio)
             except EncodingChange:
                 media.handle.convert_to_l16()  # type: ignore[union-attr]
                 interleaver.to_l16()
-                data = interleaver.place(channel, chunk)
+                data = interleaver.place_samples(channel, position, encoding, audio)
             if data:
                 media.handle.append(data)  # type: ignore[union-attr]
         else:
-            self._undecoded(ts, media, channel, key, chunk.encoding, payload)
+            self._undecoded(ts, media, channel, key, encoding, payload)
 
     def _undecoded(self, ts: float, media: CallMedia, channel: int, key: FlowKey, encoding: str,
                    raw: bytes) -> None:

@@ -12,15 +12,26 @@ window_samples - window_samples // 8 samples before the end of the newest chunk.
 Anything older is late: the part before `committed` is dropped and counted.
 
 Memory per interleaver: two rings of window_samples samples (1 byte each for
-G.711, 2 for L16), two occupancy maps of window_samples bytes (to count
-overlaps and to silence untouched samples on an L16 switch), and constant
-silence and fill patterns of the same sizes. The returned bytes are as long as
-the timeline advance they cover: callers that commit by wall clock as time
-passes keep each one small.
+G.711, 2 for L16) and two occupancy maps of window_samples bytes (to count
+overlaps and to silence untouched samples on an L16 switch). The constant
+silence and fill patterns are shared by all interleavers of one window size
+(at most _MAX_PATTERNS of them are kept), so a recorder with hundreds of calls
+copies from one cache-warm buffer instead of hundreds of cold ones. The
+returned bytes are as long as the timeline advance they cover: callers that
+commit by wall clock as time passes keep each one small.
+
+The per-packet case, a G.711 chunk that starts exactly where its channel
+ended and fits before the ring's end and the commit limit, is one slice copy.
+Contiguous audio is not marked in the occupancy maps as it arrives: each
+channel has a run [run, hi) known to be filled, which is marked only when the
+map is about to be read (an overlapping chunk, the L16 switch) or a gap ends
+the run. In-order audio thus never touches the maps, and commits clear them
+only where something was marked.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -32,6 +43,14 @@ __all__ = ["EncodingChange", "StereoInterleaver", "UnsupportedEncoding"]
 
 _G711: Final = frozenset(("PCMU", "PCMA"))
 _MODES: Final = frozenset(("PCMU", "PCMA", "L16"))
+_MAX_PATTERNS: Final = 32
+"""Distinct (fill, size) constant patterns kept for sharing between interleavers."""
+
+
+@lru_cache(maxsize=_MAX_PATTERNS)
+def _pattern(fill: bytes, count: int) -> memoryview:
+    """`fill` repeated `count` times, read-only and shared between interleavers."""
+    return memoryview(fill * count)
 
 
 class EncodingChange(Exception):
@@ -51,6 +70,28 @@ class UnsupportedEncoding(ValueError):
 class StereoInterleaver:
     """Two-channel timeline writer; see the module docstring for the window rules."""
 
+    __slots__ = (
+        "_committed",
+        "_encoding",
+        "_frame_silence",
+        "_hi",
+        "_late_chunks",
+        "_late_samples",
+        "_limit",
+        "_marked",
+        "_occ",
+        "_ones",
+        "_overlap_samples",
+        "_overlaps",
+        "_rings",
+        "_run",
+        "_shift",
+        "_silence",
+        "_step",
+        "_window",
+        "_zeros",
+    )
+
     def __init__(self, encoding: str, window_samples: int = 8000) -> None:
         if encoding not in _MODES:
             raise ValueError(f"unsupported file encoding {encoding!r}")
@@ -59,10 +100,18 @@ class StereoInterleaver:
         self._window = window_samples
         self._step = window_samples // 8
         self._committed = 0
+        # committed + window: a chunk ending beyond it forces a commit.
+        self._limit = window_samples
         self._hi = [0, 0]
+        # Per channel, [max(run, committed), hi) is filled but not yet marked
+        # in the occupancy map; see _settle.
+        self._run = [0, 0]
         self._occ = (bytearray(window_samples), bytearray(window_samples))
-        self._ones = memoryview(b"\x01" * window_samples)
-        self._zeros = memoryview(bytes(window_samples))
+        # End of the furthest position ever marked in either map: when it is
+        # not beyond what a commit covers, the maps are clear there already.
+        self._marked = 0
+        self._ones = _pattern(b"\x01", window_samples)
+        self._zeros = _pattern(b"\x00", window_samples)
         self._late_samples = 0
         self._late_chunks = 0
         self._overlap_samples = 0
@@ -75,7 +124,7 @@ class StereoInterleaver:
         self._encoding = encoding
         self._shift = 1 if encoding == "L16" else 0
         fill = bytes(2) if encoding == "L16" else bytes((g711.SILENCE_BYTE[encoding],))
-        self._silence = memoryview(fill * self._window)
+        self._silence = _pattern(fill, self._window)
         self._frame_silence = fill * 2
         self._rings = rings or (bytearray(self._silence), bytearray(self._silence))
 
@@ -105,42 +154,56 @@ class StereoInterleaver:
 
         Raises EncodingChange for the other G.711 law in G.711 mode,
         UnsupportedEncoding for non-G.711 chunks, ValueError for a bad channel."""
-        data = chunk.payload
-        start = chunk.position
+        return self.place_samples(channel, chunk.position, chunk.encoding, chunk.payload)
+
+    def place_samples(self, channel: int, start: int, encoding: str, data: bytes) -> bytes:
+        """`place` for a chunk given by its fields: the per-packet path, which
+        spares the caller an AudioChunk per packet."""
         hi = self._hi
-        n = len(data)
-        if (
-            n
-            and chunk.encoding == self._encoding
-            and (channel == 0 or channel == 1)
-            and start >= hi[channel]
-        ):
-            # In-order G.711 chunk (hi >= committed, so it is neither late nor
-            # overlapping): copy it into the ring, nothing else to check.
+        if channel in (0, 1) and start == hi[channel] and encoding == self._encoding:
+            # Contiguous chunk in the file's law: not late, no overlap, and its
+            # occupancy is implied by the run (see _settle).
             window = self._window
-            end = start + n
-            out = b""
-            if end > self._committed + window:
-                if n > window:
-                    return self._put(channel, start, data)
-                out = self._emit(min(end - window + self._step, start))
             i = start % window
-            j = i + n
-            if j > window:
-                return out + self._put(channel, start, data)
-            self._rings[channel][i:j] = data
-            self._occ[channel][i:j] = self._ones[:n]
-            hi[channel] = end
-            return out
+            j = i + len(data)
+            end = start + len(data)
+            if j <= window and end <= self._limit:
+                self._rings[channel][i:j] = data
+                hi[channel] = end
+                return b""
+            return self._put(channel, start, data)
         if channel != 0 and channel != 1:
             raise ValueError(f"channel must be 0 or 1, not {channel!r}")
-        if chunk.encoding != self._encoding:
-            if chunk.encoding not in _G711:
-                raise UnsupportedEncoding(chunk.encoding)
+        if encoding != self._encoding:
+            if encoding not in _G711:
+                raise UnsupportedEncoding(encoding)
             if self._encoding != "L16":
-                raise EncodingChange(chunk.encoding)
-            data = g711.decode(chunk.encoding, data)
+                raise EncodingChange(encoding)
+            data = g711.decode(encoding, data)
         return self._put(channel, start, data)
+
+    def _settle(self, channel: int) -> None:
+        """Mark the channel's run in the occupancy map, before the map is read
+        or a gap ends the run."""
+        hi = self._hi[channel]
+        lo = max(self._run[channel], self._committed)
+        self._run[channel] = hi
+        if lo < hi:
+            self._mark(channel, lo, hi)
+
+    def _mark(self, channel: int, lo: int, hi: int) -> None:
+        """Mark timeline positions [lo, hi) (within the window) as placed."""
+        if hi > self._marked:
+            self._marked = hi
+        window = self._window
+        occ = self._occ[channel]
+        i = lo % window
+        j = i + hi - lo
+        if j <= window:
+            occ[i:j] = self._ones[: j - i]
+        else:
+            occ[i:] = self._ones[: window - i]
+            occ[: j - window] = self._ones[: j - window]
 
     def _put(self, channel: int, start: int, data: bytes) -> bytes:
         shift = self._shift
@@ -171,11 +234,13 @@ class StereoInterleaver:
             if end > committed + window
             else b""
         )
-        ring = self._rings[channel]
-        occ = self._occ[channel]
         i = start % window
         j = i + n
-        if start < self._hi[channel]:
+        hi = self._hi[channel]
+        if start < hi:
+            # The chunk may land on placed samples: count them on an exact map.
+            self._settle(channel)
+            occ = self._occ[channel]
             if j <= window:
                 hits = occ.count(1, i, j)
             else:
@@ -183,17 +248,23 @@ class StereoInterleaver:
             if hits:
                 self._overlap_samples += hits
                 self._overlaps += 1
+            self._mark(channel, start, end)
+            if end > hi:
+                self._hi[channel] = end
+            self._run[channel] = self._hi[channel]
+        else:
+            if start > hi:
+                # A gap ends the run; this chunk starts the next one.
+                self._settle(channel)
+                self._run[channel] = start
+            self._hi[channel] = end
+        ring = self._rings[channel]
         if j <= window:
             ring[i << shift : j << shift] = data
-            occ[i:j] = self._ones[:n]
         else:
             k = window - i
             ring[i << shift :] = data[: k << shift]
             ring[: (j - window) << shift] = data[k << shift :]
-            occ[i:] = self._ones[:k]
-            occ[: j - window] = self._ones[: n - k]
-        if end > self._hi[channel]:
-            self._hi[channel] = end
         return out
 
     def commit(self, upto: int) -> bytes:
@@ -214,6 +285,7 @@ class StereoInterleaver:
         if count > window:
             head = self._emit(committed + window)
             self._committed = upto
+            self._limit = upto + window
             hi = self._hi
             hi[0] = max(hi[0], upto)
             hi[1] = max(hi[1], upto)
@@ -238,10 +310,12 @@ class StereoInterleaver:
             buf[0::2] = a
             buf[1::2] = b
             out = bytes(buf)
-        self._clear(i, min(j, window))
+        marked = self._marked > committed
+        self._clear(i, min(j, window), marked)
         if j > window:
-            self._clear(0, j - window)
+            self._clear(0, j - window, marked)
         self._committed = upto
+        self._limit = upto + window
         hi = self._hi
         if hi[0] < upto:
             hi[0] = upto
@@ -249,19 +323,25 @@ class StereoInterleaver:
             hi[1] = upto
         return out
 
-    def _clear(self, i: int, j: int) -> None:
+    def _clear(self, i: int, j: int, marked: bool) -> None:
+        """Silence ring slots [i, j) for reuse, and clear their occupancy if
+        any may be marked: in-order audio leaves the maps untouched, and so
+        the maps of hundreds of calls stay out of the cache."""
         shift = self._shift
         silence = self._silence[: (j - i) << shift]
         self._rings[0][i << shift : j << shift] = silence
         self._rings[1][i << shift : j << shift] = silence
-        self._occ[0][i:j] = self._zeros[: j - i]
-        self._occ[1][i:j] = self._zeros[: j - i]
+        if marked:
+            self._occ[0][i:j] = self._zeros[: j - i]
+            self._occ[1][i:j] = self._zeros[: j - i]
 
     def to_l16(self) -> None:
         """Switch to 16-bit PCM, decoding what is pending; samples nothing was
         placed on become 0 rather than the decoded G.711 silence code."""
         if self._encoding == "L16":
             return
+        self._settle(0)
+        self._settle(1)
         decode = g711.table(self._encoding)
         rings = []
         for ring, occ in zip(self._rings, self._occ, strict=True):

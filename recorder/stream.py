@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final
 
 from .rtp import EVENT_NAMES, RtpPacket, parse_rtp_fast, serialize_rtp
@@ -61,7 +62,8 @@ _RECENT_EVENTS: Final = 8
 """Start timestamps of finished events remembered per SSRC, so that their
 retransmitted end packets arriving late do not count as new events."""
 _EVENT_HEADER: Final = struct.Struct("!BBH")
-_RTP_HEADER: Final = struct.Struct("!BBHII").unpack_from
+_RTP_HEADER: Final = struct.Struct("!HHII").unpack_from
+"""Version/flags and marker/PT bytes as one number, sequence, timestamp, SSRC."""
 _NO_END: Final = -(1 << 62)
 
 STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int]]] = {
@@ -146,7 +148,17 @@ class _Source:
     Sequence numbers are extended (no wrap). Bit i of `window` says whether
     `window_top - i` was received; every number in (window_top, max_seq] was,
     so consecutive packets only advance max_seq and the bitmap is shifted only
-    when a gap appears. `missing` is expected minus received since `base_seq`."""
+    when a gap appears. `missing` is expected minus received since `base_seq`,
+    so the packets received are derived (`received`) rather than counted.
+
+    Timestamps are extended as `timestamp + ts_base`, `ts_base` being the
+    multiple of 2**32 that puts the last timestamp (`last_ts`, as on the wire)
+    on the extended scale; it moves by a cycle when consecutive timestamps
+    differ by 2**31 or more. `offset` and `unit_clock` restate the anchor for
+    the common case of a clock equal to the stream rate, where the position is
+    `timestamp + offset` (extension and anchor in one addition); `unit_clock`
+    is 0 (never a payload clock) while the anchor is in another clock or there
+    is none."""
 
     __slots__ = (
         "anchor_clock",
@@ -162,12 +174,15 @@ class _Source:
         "ev_ts",
         "ev_recent",
         "floor",
-        "last_ext_ts",
         "last_ts",
         "last_used",
         "lost_prior",
         "max_seq",
         "missing",
+        "offset",
+        "received_prior",
+        "ts_base",
+        "unit_clock",
         "window",
         "window_top",
     )
@@ -180,11 +195,14 @@ class _Source:
         self.window_top = seq - 1
         self.missing = 0
         self.lost_prior = 0
+        self.received_prior = 0
         self.last_ts = ts
-        self.last_ext_ts = ts
+        self.ts_base = 0
         self.anchor_clock = 0
         self.anchor_pos = 0
         self.anchor_ts = 0
+        self.offset = 0
+        self.unit_clock = 0
         self.floor = 0
         self.last_used = arrival
         self.ev_ts: int | None = None
@@ -198,9 +216,37 @@ class _Source:
     def lost(self) -> int:
         return self.lost_prior + max(0, self.missing)
 
+    def received(self) -> int:
+        """Packets accepted (neither duplicate nor a dropped jump), restarts included."""
+        return self.received_prior + self.max_seq - self.base_seq + 1 - self.missing
 
-_PtInfo = tuple[int, str, int, bool]
-"""(kind, encoding, clock rate, is G.711) of a payload type."""
+    def unwrap(self, timestamp: int) -> None:
+        """`timestamp` is 2**31 or more from the last one: the nearer reading
+        is a cycle up (it wrapped) or down (a late one from before the wrap)."""
+        step = 0x100000000 if timestamp < self.last_ts else -0x100000000
+        self.ts_base += step
+        self.offset += step
+
+
+_PtInfo = tuple[int, str, int, int]
+"""(kind, encoding, clock rate, G.711 width) of a payload type. The width tells
+how a payload's length becomes samples at the stream rate: 0 not G.711, 1 one
+sample per byte (the stream rate is 8000), 2 scaled to the stream rate."""
+
+_MAX_SHARED_INFO: Final = 256
+"""Distinct payload type descriptions kept for sharing between streams."""
+
+
+@lru_cache(maxsize=_MAX_SHARED_INFO)
+def _shared_info(kind: int, encoding: str, clock: int, width: int) -> _PtInfo:
+    """One tuple (and encoding string) per distinct description, shared by all
+    streams: every packet reads it, and with hundreds of calls a per-stream
+    copy would be one more cache miss per packet."""
+    return (kind, encoding, clock, width)
+
+
+Located = tuple[int, str, bytes]
+"""(position, encoding, payload): an AudioChunk's fields, as `locate` returns them."""
 
 
 class RtpStream:
@@ -211,12 +257,12 @@ class RtpStream:
 
     __slots__ = (
         "_last_arrival",
+        "_last_head",
         "_last_end",
         "_last_info",
-        "_last_pt",
         "_lost_evicted",
-        "_packets",
         "_pt_info",
+        "_received_evicted",
         "_sources",
         "_src",
         "_src_id",
@@ -241,14 +287,15 @@ class RtpStream:
         self.dtmf: list[DtmfEvent] = []
         self._threshold = round(resync_threshold * rate)
         self._pt_info: dict[int, _PtInfo] = {}
-        self._last_pt = -1
-        self._last_info: _PtInfo = (_IGNORED, "", 0, False)
+        self._last_head = -1
+        self._last_info: _PtInfo = (_IGNORED, "", 0, 0)
         self._sources: dict[int, _Source] = {}
-        self._src: _Source | None = None
+        # A placeholder until the first packet: _src_id -1 matches no SSRC.
+        self._src = _Source(0, 0, origin)
         self._src_id = -1
         self._last_end = _NO_END
         self._lost_evicted = 0
-        self._packets = 0
+        self._received_evicted = 0
         self._last_arrival: float | None = None
         self._stats = StreamStats()
         self.set_payload_types(payload_types)
@@ -264,9 +311,15 @@ class RtpStream:
             kind = (
                 _CN if name == "CN" else _EVENT if name == "TELEPHONE-EVENT" else _AUDIO
             )
-            info[pt] = (kind, name, clock, name in _G711)
+            info[pt] = _shared_info(kind, name, clock, self._g711_width(name))
         self._pt_info = info
-        self._last_pt = -1
+        self._last_head = -1
+
+    def _g711_width(self, encoding: str) -> int:
+        """See _PtInfo."""
+        if encoding not in _G711:
+            return 0
+        return 1 if self.rate == 8000 else 2
 
     @property
     def end(self) -> int | None:
@@ -278,8 +331,11 @@ class RtpStream:
         """Snapshot of the counters (a copy; the stream keeps counting)."""
         s = self._stats
         lost = self._lost_evicted + sum(src.lost() for src in self._sources.values())
+        received = self._received_evicted + sum(src.received() for src in self._sources.values())
         return StreamStats(
-            packets=self._packets,
+            # Every packet past the header parse is RTCP, a duplicate, a
+            # dropped sequence jump or received: derived, not counted per packet.
+            packets=s.rtcp_packets + s.duplicates + s.seq_jumps + received,
             duplicates=s.duplicates,
             lost=lost,
             out_of_order=s.out_of_order,
@@ -303,30 +359,31 @@ class RtpStream:
         return self.push_raw(arrival, serialize_rtp(pkt))
 
     def push_raw(self, arrival: float, data: bytes) -> AudioChunk | None:
-        """`push` for the packet's bytes as captured: the per-packet path,
-        parsing the common header inline to spare a call and a tuple."""
-        if len(data) >= 12 and data[0] == 0x80:
-            b0, b1, sequence, timestamp, ssrc = _RTP_HEADER(data, 0)
-            payload_type = b1 & 0x7F
-            marker = b1 > 0x7F
+        """`push` for the packet's bytes as captured."""
+        located = self.locate(arrival, data)
+        return None if located is None else AudioChunk(*located)
+
+    def locate(self, arrival: float, data: bytes) -> Located | None:
+        """`push_raw` returning the chunk's fields as a tuple: the per-packet
+        path, which spares the recorder an AudioChunk per packet.
+
+        Kept flat for the common packet (12-byte header, the payload type and
+        SSRC of the previous packet, next sequence number, an anchor in the
+        stream's clock): one header parse and no method calls."""
+        try:
+            head, sequence, timestamp, ssrc = _RTP_HEADER(data, 0)
+        except struct.error:
+            self._stats.malformed += 1
+            return None
+        if head == self._last_head:
+            kind, encoding, clock, g711 = self._last_info
             payload = data[12:]
         else:
-            fields = parse_rtp_fast(data)
-            if fields is None:
-                self._stats.malformed += 1
+            described = self._describe(head, data)
+            if described is None:
                 return None
-            payload_type, marker, sequence, timestamp, ssrc, payload = fields
-        self._packets += 1
-        if payload_type == self._last_pt:
-            kind, encoding, clock, is_g711 = self._last_info
-        else:
-            kind, encoding, clock, is_g711 = self._lookup(payload_type)
-        if kind == _IGNORED:
-            self._stats.rtcp_packets += 1
-            return None
-        src = self._src
-        if ssrc != self._src_id or src is None:
-            src = self._switch(ssrc, sequence, timestamp, arrival)
+            kind, encoding, clock, g711, payload = described
+        src = self._src if ssrc == self._src_id else self._switch(ssrc, sequence, timestamp, arrival)
         self._last_arrival = arrival
 
         udelta = (sequence - src.max_seq) & 0xFFFF
@@ -335,63 +392,75 @@ class RtpStream:
         elif not self._sequence(src, sequence, udelta):
             return None
 
-        ext_ts = (
-            src.last_ext_ts
-            + ((timestamp - src.last_ts + 0x80000000) & 0xFFFFFFFF)
-            - 0x80000000
-        )
+        if not -0x80000000 <= timestamp - src.last_ts < 0x80000000:
+            src.unwrap(timestamp)
         src.last_ts = timestamp
-        src.last_ext_ts = ext_ts
 
         if kind != _AUDIO:
             if kind == _CN:
                 self._stats.cn_packets += 1
             else:
-                self._event(src, arrival, marker, ext_ts, clock, payload)
+                self._event(src, arrival, bool(head & 0x80), timestamp + src.ts_base, clock, payload)
             return None
 
-        rate = self.rate
-        wall = round((arrival - self.origin) * rate)
-        pos: int | None
-        if clock == src.anchor_clock:
-            if clock == rate:
-                pos = src.anchor_pos + ext_ts - src.anchor_ts
-            else:
-                pos = src.anchor_pos + (ext_ts - src.anchor_ts) * rate // clock
-            ahead = pos - wall
-            if ahead > self._threshold or ahead < src.floor:
-                pos = self._anchor(src, ext_ts, clock, wall)
+        wall = round((arrival - self.origin) * self.rate)
+        if clock == src.unit_clock:
+            pos = timestamp + src.offset
         else:
-            pos = self._anchor(src, ext_ts, clock, wall)
-        if pos is None:
-            return None
-        if is_g711:
-            end = pos + (len(payload) if rate == 8000 else len(payload) * rate // 8000)
-            if end > self._last_end:
-                self._last_end = end
-        elif pos > self._last_end:
-            self._last_end = pos
-        return AudioChunk(pos, encoding, payload)
+            pos = self._scaled(src, timestamp + src.ts_base, clock)
+        if pos is None or not src.floor <= pos - wall <= self._threshold:
+            pos = self._anchor(src, timestamp + src.ts_base, clock, wall)
+            if pos is None:
+                return None
+        if g711 == 1:
+            end = pos + len(payload)
+        elif g711:
+            end = pos + len(payload) * self.rate // 8000
+        else:
+            end = pos
+        if end > self._last_end:
+            self._last_end = end
+        return pos, encoding, payload
 
-    def _lookup(self, pt: int) -> _PtInfo:
+    def _describe(self, head: int, data: bytes) -> tuple[int, str, int, int, bytes] | None:
+        """Payload and payload type information of a packet whose first two
+        header bytes differ from the previous packet's; None (counted) if it
+        is malformed or RTCP on the RTP port.
+
+        Only a plain 12-byte header (version byte 0x80) of an RTP payload type
+        is remembered for the next packet, so that a match in `locate` means
+        the payload starts at byte 12 and is not RTCP."""
+        if head >> 8 == 0x80:
+            payload = data[12:]
+        else:
+            fields = parse_rtp_fast(data)
+            if fields is None:
+                self._stats.malformed += 1
+                return None
+            payload = fields[5]
+        pt = head & 0x7F
         info = self._pt_info.get(pt)
         if info is None:
             # rtcp-mux (RFC 5761): RTCP types 200-204 read as PT 72-76 with M set.
             info = (
-                (_IGNORED, "", 0, False)
+                _shared_info(_IGNORED, "", 0, 0)
                 if 72 <= pt <= 76
-                else (_AUDIO, f"PT{pt}", 8000, False)
+                else _shared_info(_AUDIO, f"PT{pt}", 8000, 0)
             )
             self._pt_info[pt] = info
-        if info[0] != _IGNORED and info[1] not in self._stats.encodings:
+        if info[0] == _IGNORED:
+            self._stats.rtcp_packets += 1
+            return None
+        if info[1] not in self._stats.encodings:
             self._stats.encodings.append(info[1])
-        self._last_pt = pt
-        self._last_info = info
-        return info
+        if head >> 8 == 0x80:
+            self._last_head = head
+            self._last_info = info
+        return info[0], info[1], info[2], info[3], payload
 
     def _switch(self, ssrc: int, seq: int, ts: int, arrival: float) -> _Source:
         stats = self._stats
-        if self._src is not None and self._last_arrival is not None:
+        if self._last_arrival is not None:
             self._src.last_used = self._last_arrival
         src = self._sources.get(ssrc)
         if src is None:
@@ -399,7 +468,9 @@ class RtpStream:
                 stats.first_arrival = arrival
             if len(self._sources) >= MAX_SSRCS:
                 oldest = min(self._sources, key=lambda k: self._sources[k].last_used)
-                self._lost_evicted += self._sources.pop(oldest).lost()
+                evicted = self._sources.pop(oldest)
+                self._lost_evicted += evicted.lost()
+                self._received_evicted += evicted.received()
             src = _Source(seq, ts, arrival)
             self._sources[ssrc] = src
             stats.ssrc_count += 1
@@ -447,6 +518,7 @@ class RtpStream:
         if seq == src.bad_seq:
             # Two consecutive packets after a big jump: the sender restarted.
             src.lost_prior = src.lost()
+            src.received_prior = src.received()
             src.base_seq = src.max_seq = seq
             src.window = 0
             src.window_top = seq - 1
@@ -456,6 +528,14 @@ class RtpStream:
         src.bad_seq = (seq + 1) & 0xFFFF
         stats.seq_jumps += 1
         return False
+
+    def _scaled(self, src: _Source, ext_ts: int, clock: int) -> int | None:
+        """Position of a packet whose clock is not the anchor's unit clock:
+        scaled from the anchor if that is in the packet's clock, else None
+        (there is no anchor for it yet)."""
+        if clock != src.anchor_clock:
+            return None
+        return src.anchor_pos + (ext_ts - src.anchor_ts) * self.rate // clock
 
     def _anchor(self, src: _Source, ext_ts: int, clock: int, wall: int) -> int | None:
         pos = wall if wall > self._last_end else self._last_end
@@ -467,6 +547,8 @@ class RtpStream:
         src.anchor_pos = pos
         src.anchor_ts = ext_ts
         src.anchor_clock = clock
+        src.offset = src.ts_base + pos - ext_ts
+        src.unit_clock = clock if clock == self.rate else 0
         # Anchoring ahead of the wall clock (to avoid overlap) moves the lower
         # bound with it, so the same drift is tolerated in both directions.
         src.floor = pos - wall - self._threshold

@@ -37,8 +37,20 @@ def ensure_private_dir(path: Path) -> None:
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
 
+_WRITE_BATCH = 32 * 1024
+"""Bytes of frames gathered before they are written even without a checkpoint:
+the bound on what a recording holds in memory."""
+
+
 class FileRecording:
-    """One recording being written: its WAV and any side files."""
+    """One recording being written: its WAV and any side files.
+
+    Frames are gathered and written at each checkpoint (about once a second
+    of capture time), together with the header update, rather than at every
+    interleaver commit: one write call per call and second instead of about
+    five.  What is gathered is at most _WRITE_BATCH plus the latest append;
+    a crash loses the frames committed since the last checkpoint, at most
+    about a second, besides what the interleaver had not committed yet."""
 
     def __init__(self, store: RecordingStore, record_id: str, folder: Path, encoding: str) -> None:
         self._store = store
@@ -47,12 +59,25 @@ class FileRecording:
         self.wav_path = folder / f"{record_id}.wav"
         self._wav = WavWriter(self.wav_path, encoding)
         self._side: dict[int, RtpPcapWriter] = {}
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def append(self, data: bytes) -> None:
         if data:
-            self._wav.append(data)
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size >= _WRITE_BATCH:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        pending = self._pending
+        if pending:
+            self._wav.append(pending[0] if len(pending) == 1 else b"".join(pending))
+            pending.clear()
+            self._pending_size = 0
 
     def convert_to_l16(self) -> None:
+        self._write_pending()
         self._wav.convert_to_l16()
 
     def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
@@ -68,11 +93,13 @@ class FileRecording:
     def checkpoint(self) -> None:
         """Called about once a second of capture time: the header follows
         the data so a crash leaves a playable file."""
+        self._write_pending()
         self._wav.sync(durable=False)
         for writer in self._side.values():
             writer.flush()
 
     def close(self, result: CallResult) -> None:
+        self._write_pending()
         frames = self._wav.close()
         for writer in self._side.values():
             writer.close()

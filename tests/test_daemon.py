@@ -1,0 +1,167 @@
+"""`callrec run` live: the daemon captures on the loopback of a network
+namespace of its own while real UDP sockets there play a PBX and a trunk.
+systemd's side is played by a notify socket of the test."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from tests.builders import PBX, TRUNK
+from tests.interop import REPO, calls, read_wav, run_cli
+from tests.sipp.netns import Lab, preflight
+
+
+class LiveDaemon:
+    """The daemon, its namespace and what it told systemd."""
+
+    def __init__(self, lab: Lab, ns: str, tmp: Path) -> None:
+        self.lab, self.ns, self.tmp = lab, ns, tmp
+        self.data = tmp / "data"
+        self.policy = tmp / "policy.yaml"
+        self.policy.write_text("network: {trunk: [203.0.113.0/28]}\n")
+        self.config = tmp / "config.yaml"
+        self.config.write_text(f"data_dir: {self.data}\npolicy: {self.policy}\ninterfaces: [lo]\n"
+                               f"status_socket: {tmp / 'status.sock'}\n")
+        self.notify_path = tmp / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        self.log = open(self.tmp / f"daemon{self.runs}.log", "wb")
+        self.proc = self.lab.start(
+            self.ns, ["env", f"NOTIFY_SOCKET={self.notify_path}", "WATCHDOG_USEC=4000000",
+                      sys.executable, "-m", "callrec", "run", "--config", str(self.config)],
+            cwd=REPO, stdout=self.log, stderr=self.log)
+        self.expect("READY=1", 30)
+
+    def expect(self, needle: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            self.notify.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                message = self.notify.recv(4096).decode()
+            except TimeoutError:
+                break
+            seen.append(message)
+            if needle in message:
+                return message
+        raise AssertionError(f"daemon never notified {needle!r}; got {seen}; log:\n{self.logtext()}")
+
+    def logtext(self) -> str:
+        return (self.tmp / f"daemon{self.runs}.log").read_text(errors="replace")
+
+    def call(self, call_id: str, seconds: float, tport: int, *, bye: bool = True, wait: bool = True
+             ) -> tuple[subprocess.Popen[bytes], Path]:
+        record = self.tmp / f"{call_id}.json"
+        argv = [sys.executable, str(REPO / "tests" / "live_sender.py"), "--call-id", call_id,
+                "--seconds", str(seconds), "--tport", str(tport), "--pport", str(tport + 20000),
+                "--record", str(record)] + ([] if bye else ["--no-bye"])
+        proc = self.lab.start(self.ns, argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if wait:
+            assert self.lab.finish(proc, seconds + 30) == 0
+        return proc, record
+
+    def row(self, call_id: str, timeout: float = 15, sealed: bool = True) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.data / "index.sqlite3").exists():
+                rows = [r for r in calls(self.data) if r["sip_call_id"] == call_id]
+                if rows and (rows[0]["state"] == "sealed" or not sealed):
+                    return rows[0]
+            time.sleep(0.3)
+        raise AssertionError(f"no {'sealed ' if sealed else ''}row for {call_id}; log:\n{self.logtext()}")
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path):
+    preflight()
+    with Lab() as lab:
+        ns = lab.namespace(f"live{tmp_path.name[-6:]}")
+        for cidr in (f"{TRUNK}/32", f"{PBX}/32"):
+            lab.address(ns, "lo", cidr)
+        live = LiveDaemon(lab, ns, tmp_path)
+        try:
+            yield live
+        finally:
+            if live.proc is not None and live.proc.poll() is None:
+                lab.stop(live.proc)
+            live.notify.close()
+
+
+def _assert_audio(live: LiveDaemon, row: dict, record: Path, complete: bool) -> None:
+    sent = json.loads(record.read_text())
+    wav = read_wav(live.data / row["audio_path"])
+    local, remote = wav.channel(0), wav.channel(1)
+    local_sent = b"".join(bytes.fromhex(h) for h in sent["local"])
+    remote_sent = b"".join(bytes.fromhex(h) for h in sent["remote"])
+    if complete:
+        assert local_sent in local and remote_sent in remote
+    else:
+        assert local_sent[:8000] in local and remote_sent[:8000] in remote
+    info = soundfile.info(str(live.data / row["audio_path"]))
+    assert info.channels == 2 and info.frames == row["audio_frames"]
+
+
+def test_live_call_status_reload_and_graceful_stop(daemon: LiveDaemon) -> None:
+    daemon.start()
+    _, record = daemon.call("live-a@test", 3.0, 20000)
+    row = daemon.row("live-a@test")
+    assert row["complete"] and row["direction"] == "inbound" and row["end_reason"] == "bye_remote"
+    _assert_audio(daemon, row, record, complete=True)
+    daemon.expect("WATCHDOG=1", 10)
+
+    status = run_cli("status", "--config", daemon.config, "--json", check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    state = json.loads(status.stdout)
+    assert state["healthy"] and state["kernel_drops"] == 0 and state["interfaces"] == ["lo"]
+
+    daemon.policy.write_text("network:\n  trunk: [203.0.113.0/28]\n  pbx: [nonsense]\n")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert daemon.proc.poll() is None
+    assert "policy.refused" in daemon.logtext() and "network.pbx" in daemon.logtext()
+
+    sender, record_b = daemon.call("live-b@test", 20.0, 20002, bye=False, wait=False)
+    daemon.row("live-b@test", sealed=False)
+    time.sleep(2.0)
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.expect("STOPPING=1", 10)
+    assert daemon.lab.finish(daemon.proc, 30) == 0
+    daemon.lab.stop(sender)
+    row_b = daemon.row("live-b@test")
+    assert not row_b["complete"] and row_b["end_reason"] == "shutdown"
+    _assert_audio(daemon, row_b, record_b, complete=False)
+
+
+def test_kill_9_then_restart_recovers_the_open_recording(daemon: LiveDaemon) -> None:
+    daemon.start()
+    sender, record = daemon.call("live-c@test", 20.0, 20004, bye=False, wait=False)
+    daemon.row("live-c@test", sealed=False)
+    time.sleep(2.5)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+    daemon.lab.stop(sender)
+    daemon.start()
+    row = daemon.row("live-c@test")
+    assert row["end_reason"] == "recovered_after_crash" and not row["complete"]
+    _assert_audio(daemon, row, record, complete=False)
+    _, record_d = daemon.call("live-d@test", 2.0, 20006)
+    row_d = daemon.row("live-d@test")
+    assert row_d["complete"]
+    _assert_audio(daemon, row_d, record_d, complete=True)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.lab.finish(daemon.proc, 30) == 0
