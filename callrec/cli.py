@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def main(argv: list[str] | None = None) -> int:
+    # Recordings, the index and its journal are the daemon's alone.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -61,7 +61,8 @@ def test_defaults_without_options(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "callrec-data" / "index.sqlite3").is_file()
+    index = tmp_path / "callrec-data" / "index.sqlite3"
+    assert index.is_file() and oct(index.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "callrec-data").stat().st_mode & 0o777) == "0o700"
     wavs = list((tmp_path / "callrec-data").rglob("*.wav"))
     assert len(wavs) == 2 and all(oct(w.stat().st_mode & 0o777) == "0o600" for w in wavs)
