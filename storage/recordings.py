@@ -5,6 +5,7 @@ anything that arrived on the wire, so no SIP header can steer a path.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from datetime import datetime
@@ -16,13 +17,14 @@ import structlog
 from recorder.calls import Call
 from recorder.engine import CallResult
 from recorder.rtppcap import RtpPcapWriter
-from recorder.wavfile import WavWriter, sha256_file
+from recorder.wavfile import WavWriter, repair_wav, sha256_file
 
 from .index import CallIndex
 
 log = structlog.get_logger("callrec.storage")
 
 DIR_MODE = 0o700
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 RECORDINGS = "recordings"
 
 
@@ -57,13 +59,35 @@ class FileRecording:
         self.record_id = record_id
         self._folder = folder
         self.wav_path = folder / f"{record_id}.wav"
-        self._wav = WavWriter(self.wav_path, encoding)
         self._side: dict[int, RtpPcapWriter] = {}
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self.failure: str | None = None
+        self._wav: WavWriter | None = None
+        try:
+            if not store.space_left():
+                raise OSError(errno.ENOSPC, "free space below the floor")
+            self._wav = WavWriter(self.wav_path, encoding)
+        except OSError as exc:
+            self.wav_path.unlink(missing_ok=True)
+            self._fail(exc)
+
+    @property
+    def has_audio(self) -> bool:
+        return self._wav is not None
+
+    def _fail(self, exc: OSError) -> None:
+        """A full or failing disk stops this recording, cleanly: what is on
+        disk stays playable and the row says why it is short.  Later calls
+        try again, so recording resumes when space returns."""
+        if self.failure is None:
+            self.failure = exc.strerror or str(exc)
+            log.error("recording.write_failed", call_id=self.record_id, reason=self.failure)
+        self._pending.clear()
+        self._pending_size = 0
 
     def append(self, data: bytes) -> None:
-        if data:
+        if data and self.failure is None:
             self._pending.append(data)
             self._pending_size += len(data)
             if self._pending_size >= _WRITE_BATCH:
@@ -71,38 +95,67 @@ class FileRecording:
 
     def _write_pending(self) -> None:
         pending = self._pending
-        if pending:
-            self._wav.append(pending[0] if len(pending) == 1 else b"".join(pending))
+        if pending and self._wav is not None and self.failure is None:
+            try:
+                self._wav.append(pending[0] if len(pending) == 1 else b"".join(pending))
+            except OSError as exc:
+                self._fail(exc)
             pending.clear()
             self._pending_size = 0
 
     def convert_to_l16(self) -> None:
         self._write_pending()
-        self._wav.convert_to_l16()
+        if self._wav is not None and self.failure is None:
+            try:
+                self._wav.convert_to_l16()
+            except OSError as exc:
+                self._fail(exc)
 
     def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
         """Payloads we cannot decode, kept verbatim with where they travelled."""
-        writer = self._side.get(channel)
-        if writer is None:
-            writer = self._side[channel] = RtpPcapWriter(self._side_path(channel))
-        writer.write(arrival, *flow, rtp)
+        if self.failure is not None:
+            return
+        try:
+            writer = self._side.get(channel)
+            if writer is None:
+                writer = self._side[channel] = RtpPcapWriter(self._side_path(channel))
+            writer.write(arrival, *flow, rtp)
+        except OSError as exc:
+            self._fail(exc)
 
     def _side_path(self, channel: int) -> Path:
         return self._folder / f"{self.record_id}.ch{channel}.rtp.pcap"
 
     def checkpoint(self) -> None:
         """Called about once a second of capture time: the header follows
-        the data so a crash leaves a playable file."""
+        the data so a crash leaves a playable file.  Below the free-space
+        floor the recording stops here, leaving room for the index to seal it."""
+        if self.failure is None and not self._store.space_left():
+            self._fail(OSError(errno.ENOSPC, "free space below the floor"))
         self._write_pending()
-        self._wav.sync(durable=False)
-        for writer in self._side.values():
-            writer.flush()
+        if self.failure is not None or self._wav is None:
+            return
+        try:
+            self._wav.sync(durable=False)
+            for writer in self._side.values():
+                writer.flush()
+        except OSError as exc:
+            self._fail(exc)
 
     def close(self, result: CallResult) -> None:
         self._write_pending()
-        frames = self._wav.close()
+        frames = 0
+        if self._wav is not None:
+            try:
+                frames = self._wav.close()
+            except OSError as exc:
+                self._fail(exc)
+                frames = repair_wav(self.wav_path)
         for writer in self._side.values():
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:
+                self._fail(exc)
         self._store.seal(result, self, frames)
 
     def side_files(self) -> list[str]:
@@ -112,12 +165,20 @@ class FileRecording:
 class RecordingStore:
     """Implements the recorder's RecordingSink over a data folder."""
 
-    def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo) -> None:
+    def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo,
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
         self.data_dir = data_dir
         self.index = index
         self.tz = tz
+        self.min_free_bytes = min_free_bytes
         self._ids: dict[int, str] = {}
         ensure_private_dir(data_dir / RECORDINGS)
+
+    def space_left(self) -> bool:
+        """Whether the filesystem is above the floor that keeps the index
+        writable (VoIPmonitor's emergency cleaning plays the same part)."""
+        st = os.statvfs(self.data_dir)
+        return st.f_bavail * st.f_frsize >= self.min_free_bytes
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.data_dir).as_posix()
@@ -145,7 +206,8 @@ class RecordingStore:
         folder = self.data_dir / RECORDINGS / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
         ensure_private_dir(folder)
         handle = FileRecording(self, record_id, folder, encoding)
-        self.index.update(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
+        if handle.has_audio:
+            self.index.update(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
         return handle
 
     def finish_without_audio(self, result: CallResult) -> None:
@@ -180,7 +242,9 @@ class RecordingStore:
             complete=call.complete,
             state="sealed",
         )
-        if handle is not None:
+        if handle is not None and handle.failure is not None:
+            values.update(end_reason="write_failed", complete=False)
+        if handle is not None and handle.has_audio:
             values["sha256"] = sha256_file(handle.wav_path)
             values["audio_format"] = result.encoding
             values["side_files"] = handle.side_files()
