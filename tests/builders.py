@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 from typing import Iterable
 
+from recorder.rtp import RtpPacket
+
 TRUNK, PBX = "203.0.113.1", "192.0.2.10"
 
 
@@ -38,6 +40,13 @@ def sip(first: str, *, cseq: str, to_tag: str | None = None, from_tag: str = "f1
 
 def rtp(seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 0, marker: bool = False) -> bytes:
     return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def rtp_packet(seq: int, ts: int, *, pt: int = 0, size: int = 160, ssrc: int = 0x1111, marker: bool = False,
+               payload: bytes | None = None) -> RtpPacket:
+    """A parsed packet; the default payload is size bytes of the low byte of seq, so each packet is tellable."""
+    body = payload if payload is not None else bytes([seq & 0xFF]) * size
+    return RtpPacket(pt, marker, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc, body)
 
 
 def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes, ident: int = 0,

@@ -1,5 +1,6 @@
-"""Helpers shared by the interop tests: tshark as the reference decoder,
-and raw access to the recorded WAV files."""
+"""Helpers shared by the tests: the public captures (read in place, loud
+when missing), tshark as the reference decoder, the callrec CLI, and raw
+access to the recorded WAV files."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,30 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO.parent / "shared" / "captures"
+# Every public capture: the container and link-layer tests run over all of them.
+CAPTURE_NAMES = (
+    "SIP_DTMF2.pcap",
+    "aaa.pcap",
+    "b2bua-asterisk.pcapng",
+    "g711a.pcap",
+    "ipv6frag.pcap",
+    "rtp-protocol.pcap",
+    "sip-over-tcp.pcap",
+    "sip-rtp-g711.pcap",
+    "sip-rtp-g722.pcap",
+)
+TSHARK_SECONDS = 120
+# Heuristic RTP on, as a person would in Wireshark for a capture whose SDP it missed.
+HEURISTIC_RTP = ("-o", "rtp.heuristic_rtp:TRUE")
+# RTP that tshark dissected down to the SSRC: a complete version-2 header.
+DISSECTED_RTP = "rtp.version == 2 && rtp.ssrc"
 
 
 def capture(name: str) -> Path:
@@ -30,7 +49,29 @@ def need(tool: str) -> str:
     return found
 
 
-@dataclass(frozen=True)
+def tshark_fields(path: Path, fields: Sequence[str], display_filter: str | None = None,
+                  options: Sequence[str] = ()) -> list[list[str]]:
+    """One row of tab-separated field values per (matching) frame.  -n: name
+    resolution would only slow the suite down and never changes a field."""
+    argv = [need("tshark"), "-n", "-r", str(path)]
+    if display_filter is not None:
+        argv += ["-Y", display_filter]
+    argv += ["-T", "fields", *options]
+    for name in fields:
+        argv += ["-e", name]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TSHARK_SECONDS)
+    if done.returncode != 0:
+        raise AssertionError(f"tshark failed on {path}: {done.stderr.strip()}")
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def rtp_datagrams(path: Path) -> list[tuple[float, int, bytes]]:
+    """(arrival, UDP source port, UDP payload) of every RTP packet tshark dissects."""
+    rows = tshark_fields(path, ("frame.time_epoch", "udp.srcport", "udp.payload"), DISSECTED_RTP, HEURISTIC_RTP)
+    return [(float(when), int(port), bytes.fromhex(data)) for when, port, data in rows]
+
+
+@dataclass(frozen=True, slots=True)
 class RtpRow:
     time: float
     src: str
@@ -45,30 +86,29 @@ class RtpRow:
 
 
 def tshark_rtp(path: Path) -> list[RtpRow]:
-    """Every RTP packet as tshark dissects it (heuristic RTP on, like a
-    person would in Wireshark for a capture whose SDP it missed)."""
-    out = subprocess.run(
-        [need("tshark"), "-r", str(path), "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp && !rtcp && !icmp && !icmpv6",
-         "-T", "fields", "-E", "separator=,", "-e", "frame.time_epoch", "-e", "ip.src", "-e", "ipv6.src",
-         "-e", "udp.srcport", "-e", "ip.dst", "-e", "ipv6.dst", "-e", "udp.dstport", "-e", "rtp.ssrc",
-         "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.p_type", "-e", "rtp.payload"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout
-    rows = []
-    for line in out.splitlines():
-        t, s4, s6, sp, d4, d6, dp, ssrc, seq, ts, pt, payload = line.split(",")
+    """Every RTP packet as tshark dissects it (not RTCP, not the copies quoted in ICMP errors)."""
+    rows = tshark_fields(
+        path, ("frame.time_epoch", "ip.src", "ipv6.src", "udp.srcport", "ip.dst", "ipv6.dst", "udp.dstport",
+               "rtp.ssrc", "rtp.seq", "rtp.timestamp", "rtp.p_type", "rtp.payload"),
+        "rtp && !rtcp && !icmp && !icmpv6", HEURISTIC_RTP)
+    out = []
+    for t, s4, s6, sp, d4, d6, dp, ssrc, seq, ts, pt, payload in rows:
         if not ssrc or not payload:
             continue
-        rows.append(RtpRow(float(t), s4 or s6, int(sp), d4 or d6, int(dp), int(ssrc, 16), int(seq), int(ts),
-                           int(pt), bytes.fromhex(payload.replace(":", ""))))
-    return rows
+        out.append(RtpRow(float(t), s4 or s6, int(sp), d4 or d6, int(dp), int(ssrc, 16), int(seq), int(ts),
+                          int(pt), bytes.fromhex(payload.replace(":", ""))))
+    return out
 
 
-def run_cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "callrec", *map(str, args)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+def run_cli(*args: str | Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    command = f"callrec {' '.join(map(str, args))}"
+    try:
+        result = subprocess.run([sys.executable, "-m", "callrec", *map(str, args)], cwd=REPO,
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{command} ran over {timeout} s") from None
     if check and result.returncode != 0:
-        raise AssertionError(f"callrec {' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr}")
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stderr}")
     return result
 
 
@@ -80,7 +120,10 @@ def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-@dataclass(frozen=True)
+WAVE_FORMATS = {1: "L16", 6: "PCMA", 7: "PCMU"}
+
+
+@dataclass(frozen=True, slots=True)
 class Wav:
     format_tag: int
     channels: int
@@ -88,31 +131,43 @@ class Wav:
     bits: int
     data: bytes
 
+    @property
+    def encoding(self) -> str:
+        return WAVE_FORMATS.get(self.format_tag, f"format {self.format_tag}")
+
+    @property
+    def frames(self) -> int:
+        return len(self.data) // (self.bits // 8 * self.channels)
+
     def channel(self, index: int) -> bytes:
+        """The raw codes (or 16-bit samples) of one channel, as written."""
         width = self.bits // 8
         frame = width * self.channels
         return b"".join(self.data[i + index * width:i + (index + 1) * width]
                         for i in range(0, len(self.data) - frame + 1, frame)) if width > 1 \
             else self.data[index::self.channels]
 
-    @property
-    def frames(self) -> int:
-        return len(self.data) // (self.bits // 8 * self.channels)
-
 
 def read_wav(path: Path) -> Wav:
-    """The RIFF chunks read by hand: soundfile would decode G.711, and the
-    tests must see the bytes as stored."""
+    """The RIFF chunks read by hand: the wave module refuses G.711 and
+    soundfile would decode it, and the tests must see the bytes as stored.
+    A WAVE_FORMAT_EXTENSIBLE file reports its subformat's tag."""
     raw = path.read_bytes()
-    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE", path
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        raise AssertionError(f"{path} is not a RIFF/WAVE file")
     pos, fmt, data = 12, None, None
     while pos + 8 <= len(raw):
         cid, size = raw[pos:pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
         body = raw[pos + 8:pos + 8 + size]
         if cid == b"fmt ":
-            fmt = struct.unpack_from("<HHIIHH", body)
+            fmt = body
         elif cid == b"data":
             data = body
         pos += 8 + size + (size & 1)
-    assert fmt is not None and data is not None, path
-    return Wav(fmt[0], fmt[1], fmt[2], fmt[5], data)
+    if fmt is None or data is None:
+        raise AssertionError(f"{path} lacks a fmt or data chunk")
+    tag, channels, rate = struct.unpack_from("<HHI", fmt)
+    bits = struct.unpack_from("<H", fmt, 14)[0]
+    if tag == 0xFFFE and len(fmt) >= 26:
+        tag = struct.unpack_from("<H", fmt, 24)[0]
+    return Wav(tag, channels, rate, bits, data)

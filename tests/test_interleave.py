@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import random
-import subprocess
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,20 +11,12 @@ from hypothesis import strategies as st
 
 from recorder import g711
 from recorder.interleave import EncodingChange, StereoInterleaver, UnsupportedEncoding
-from recorder.rtp import RtpPacket, parse_rtp
+from recorder.rtp import parse_rtp
 from recorder.stream import AudioChunk, RtpStream
+from tests.builders import rtp_packet
+from tests.interop import capture, rtp_datagrams
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 ORIGIN = 2_000_000.0
-
-
-def capture(name: str) -> Path:
-    path = CAPTURES / name
-    if not path.is_file():
-        pytest.fail(
-            f"capture {path} is missing: shared/captures must be beside the repository"
-        )
-    return path
 
 
 def chunk(
@@ -246,14 +236,7 @@ def test_loss_becomes_silence_of_exactly_the_missing_length(
             if channel == 0 and i in missing:
                 continue
             value = 1 + (i % 200)  # never the silence code
-            packet = RtpPacket(
-                0,
-                False,
-                (7 + i) & 0xFFFF,
-                1000 + 160 * i,
-                55 + channel,
-                bytes([value]) * 160,
-            )
+            packet = rtp_packet(7 + i, 1000 + 160 * i, ssrc=55 + channel, payload=bytes([value]) * 160)
             jitter = rng.random() * 0.05 if i else 0.0  # the first packet anchors at 0
             arrivals.append((ORIGIN + 0.02 * i + jitter, channel, packet))
     arrivals.sort(key=lambda x: x[0])  # network jitter reorders up to 50 ms
@@ -276,48 +259,24 @@ def test_comfort_noise_gaps_from_real_capture() -> None:
     """rtp-protocol.pcap: both parties use silence suppression; the recording
     must be silent exactly where they sent comfort noise and have the audio
     exactly where the timestamps put it."""
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(capture("rtp-protocol.pcap")),
-            "-Y",
-            "rtp.version == 2 && rtp.ssrc",
-            "-o",
-            "rtp.heuristic_rtp:TRUE",
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "frame.time_epoch",
-            "-e",
-            "udp.srcport",
-            "-e",
-            "udp.payload",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rows = [line.split(",") for line in out.splitlines()]
-    origin = float(rows[0][0])
-    channel_of = {"6020": 0, "6040": 1}
+    rows = rtp_datagrams(capture("rtp-protocol.pcap"))
+    origin = rows[0][0]
+    channel_of = {6020: 0, 6040: 1}
     streams = [RtpStream(origin, {8: ("PCMA", 8000)}) for _ in range(2)]
     il = StereoInterleaver("PCMA")
     wav = b""
     expected: list[dict[int, bytes]] = [{}, {}]
     for when, port, data in rows:
         channel = channel_of[port]
-        packet = parse_rtp(bytes.fromhex(data))
+        packet = parse_rtp(data)
         assert packet is not None
-        c = streams[channel].push(float(when), packet)
+        c = streams[channel].push(when, packet)
         if c is not None:
             expected[channel][c.position] = c.payload
             wav += il.place(channel, c)
     wav += il.flush()
     channels = frames(wav)
-    duration = float(rows[-1][0]) - origin
+    duration = rows[-1][0] - origin
     assert abs(len(channels[0]) / 8000 - duration) < 0.1
     for channel in (0, 1):
         audio = bytearray(b"\xd5" * len(channels[channel]))

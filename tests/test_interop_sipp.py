@@ -15,10 +15,11 @@ import pytest
 
 from sipp.captures import CALLER, DTMF_PLAN, EXCLUDED, EXTENSION, HOLD_PLAN, PLANS, Capture, Captures
 from sipp.evidence import (
-    EVENT_DIGITS, RATE, SILENCE, Placement, Replay, Rtp, Stream, WireCall, epoch, place, read_wav, replay,
-    rtp_packets, runs_of, sip_messages, streams_by_call, unexplained, wire_calls,
+    EVENT_DIGITS, RATE, SILENCE, Placement, Replay, Rtp, Stream, WireCall, place, replay, rtp_packets, runs_of,
+    sip_messages, streams_by_call, unexplained, wire_calls,
 )
 from sipp.netns import need
+from tests.interop import epoch, read_wav
 
 pytestmark = pytest.mark.netns
 

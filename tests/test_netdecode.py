@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import random
-import shutil
 import socket
 import struct
 import subprocess
@@ -17,19 +16,8 @@ from hypothesis import strategies as st
 
 from recorder.capture_file import read_capture
 from recorder.netdecode import Datagram, PacketDecoder
+from tests.interop import CAPTURE_NAMES, capture, need, tshark_fields
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
-CAPTURE_NAMES = (
-    "SIP_DTMF2.pcap",
-    "aaa.pcap",
-    "b2bua-asterisk.pcapng",
-    "g711a.pcap",
-    "ipv6frag.pcap",
-    "rtp-protocol.pcap",
-    "sip-over-tcp.pcap",
-    "sip-rtp-g711.pcap",
-    "sip-rtp-g722.pcap",
-)
 
 S4 = socket.inet_pton(socket.AF_INET, "192.0.2.10")
 D4 = socket.inet_pton(socket.AF_INET, "198.51.100.20")
@@ -458,15 +446,6 @@ def test_non_finite_timestamps_do_not_break_anything() -> None:
 # -- real captures ----------------------------------------------------------------------
 
 
-def _captures() -> Path:
-    if not CAPTURES.is_dir():
-        pytest.fail(f"real captures missing: {CAPTURES} (CI must provide shared/captures beside the clone)")
-    for tool in ("tshark", "editcap"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is required (apt package tshark)")
-    return CAPTURES
-
-
 def _pton(text: str) -> bytes:
     text = text.split(",")[0]
     return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
@@ -474,19 +453,13 @@ def _pton(text: str) -> bytes:
 
 def tshark_udp(path: Path) -> list[Datagram]:
     """UDP datagrams as tshark dissects them, after its default IP reassembly."""
-    out = subprocess.run(
-        [
-            "tshark", "-r", str(path), "-Y", "udp and not icmp and not icmpv6", "-T", "fields",
-            "-e", "ip.src", "-e", "ipv6.src", "-e", "udp.srcport",
-            "-e", "ip.dst", "-e", "ipv6.dst", "-e", "udp.dstport", "-e", "udp.payload",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    rows = tshark_fields(
+        path,
+        ("ip.src", "ipv6.src", "udp.srcport", "ip.dst", "ipv6.dst", "udp.dstport", "udp.payload"),
+        "udp and not icmp and not icmpv6",
+    )
     result: list[Datagram] = []
-    for line in out.splitlines():
-        src4, src6, sport, dst4, dst6, dport, payload = line.split("\t")
+    for src4, src6, sport, dst4, dst6, dport, payload in rows:
         result.append(
             (17, _pton(src4 or src6), int(sport), _pton(dst4 or dst6), int(dport), bytes.fromhex(payload))
         )
@@ -503,13 +476,13 @@ def decode_file(path: Path, **kw: float) -> tuple[list[Datagram], dict[str, int]
 
 @pytest.mark.parametrize("name", CAPTURE_NAMES)
 def test_udp_matches_tshark_in_every_container(name: str, tmp_path: Path) -> None:
-    path = _captures() / name
+    path = capture(name)
     expected = tshark_udp(path)
     assert expected
     ng = tmp_path / "conv.pcapng"
     nsec = tmp_path / "conv.nsec.pcap"
-    subprocess.run(["editcap", "-F", "pcapng", str(path), str(ng)], check=True, capture_output=True)
-    subprocess.run(["editcap", "-F", "nsecpcap", str(path), str(nsec)], check=True, capture_output=True)
+    subprocess.run([need("editcap"), "-F", "pcapng", str(path), str(ng)], check=True, capture_output=True)
+    subprocess.run([need("editcap"), "-F", "nsecpcap", str(path), str(nsec)], check=True, capture_output=True)
     for variant in (path, ng, nsec):
         got, stats = decode_file(variant)
         udp_only = [d for d in got if d[0] == 17]
@@ -519,14 +492,14 @@ def test_udp_matches_tshark_in_every_container(name: str, tmp_path: Path) -> Non
 
 
 def test_ipv6_fragment_capture_reassembles() -> None:
-    got, stats = decode_file(_captures() / "ipv6frag.pcap")
+    got, stats = decode_file(capture("ipv6frag.pcap"))
     assert stats["fragments"] == 4
     assert stats["reassembled"] == 2
     assert max(len(d[5]) for d in got) > 1500
 
 
 def test_duplicated_capture_with_vlan_copies_yields_original() -> None:
-    path = _captures() / "sip-rtp-g711.pcap"
+    path = capture("sip-rtp-g711.pcap")
     frames = list(read_capture(path))
     reference = decode([(lt, f) for _, lt, f in frames], PacketDecoder(dedup_window=0))
     dec = PacketDecoder()
@@ -541,7 +514,7 @@ def test_duplicated_capture_with_vlan_copies_yields_original() -> None:
 
 
 def test_real_sip_fragmented_and_shuffled_matches_tshark() -> None:
-    path = _captures() / "rtp-protocol.pcap"
+    path = capture("rtp-protocol.pcap")
     expected = tshark_udp(path)
     rng = random.Random(3)
     frames: list[tuple[int, bytes]] = []
@@ -621,10 +594,9 @@ def test_fuzz_mutated_frames(plan: list[tuple[int, list[tuple[int, int]], int]])
 
 @functools.cache
 def _real_frames() -> tuple[tuple[int, bytes], ...]:
-    src = _captures()
     frames: list[tuple[int, bytes]] = []
     for name, count in (("ipv6frag.pcap", 34), ("sip-over-tcp.pcap", 12), ("b2bua-asterisk.pcapng", 30)):
-        frames += [(linktype, frame) for _, linktype, frame in list(read_capture(src / name))[:count]]
+        frames += [(linktype, frame) for _, linktype, frame in list(read_capture(capture(name)))[:count]]
     return tuple(frames)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -15,19 +14,8 @@ from hypothesis import strategies as st
 
 from recorder.capture_file import CaptureFile, read_capture
 from recorder.pcap import MAX_CAPLEN, CaptureDecoder, CaptureFormatError
+from tests.interop import CAPTURE_NAMES, capture, need, tshark_fields
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
-CAPTURE_NAMES = (
-    "SIP_DTMF2.pcap",
-    "aaa.pcap",
-    "b2bua-asterisk.pcapng",
-    "g711a.pcap",
-    "ipv6frag.pcap",
-    "rtp-protocol.pcap",
-    "sip-over-tcp.pcap",
-    "sip-rtp-g711.pcap",
-    "sip-rtp-g722.pcap",
-)
 
 Frame = tuple[float, int, bytes]
 
@@ -107,28 +95,14 @@ def decode_all(data: bytes, chunk: int | None = None) -> list[Frame]:
     return out
 
 
-def captures_dir() -> Path:
-    if not CAPTURES.is_dir():
-        pytest.fail(f"real captures missing: {CAPTURES} (CI must provide shared/captures beside the clone)")
-    return CAPTURES
-
-
-def run(*cmd: str | Path) -> str:
-    if shutil.which(str(cmd[0])) is None:
-        pytest.fail(f"{cmd[0]} is required (apt package tshark)")
-    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True).stdout
+def run(tool: str, *args: str | Path) -> str:
+    return subprocess.run([need(tool), *map(str, args)], check=True, capture_output=True, text=True).stdout
 
 
 def tshark_frames(path: Path) -> list[tuple[float, int, str]]:
-    out = run(
-        "tshark", "-o", "frame.generate_md5_hash:TRUE", "-r", path,
-        "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.cap_len", "-e", "frame.md5_hash",
-    )
-    rows = []
-    for line in out.splitlines():
-        ts, caplen, md5 = line.split("\t")
-        rows.append((float(ts), int(caplen), md5))
-    return rows
+    rows = tshark_fields(path, ("frame.time_epoch", "frame.cap_len", "frame.md5_hash"),
+                         options=("-o", "frame.generate_md5_hash:TRUE"))
+    return [(float(ts), int(caplen), md5) for ts, caplen, md5 in rows]
 
 
 def to_big_endian_pcap(data: bytes) -> bytes:
@@ -457,11 +431,10 @@ def test_pcapng_option_overrunning_block() -> None:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """Every capture in several container formats, all holding the same frames."""
-    src = captures_dir()
     root = tmp_path_factory.mktemp("formats")
     result: dict[str, dict[str, Path]] = {}
     for name in CAPTURE_NAMES:
-        original = src / name
+        original = capture(name)
         variants = {"original": original}
         for fmt in ("pcap", "nsecpcap", "pcapng"):
             out = root / f"{name}.{fmt}"
@@ -479,7 +452,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, P
 
 @pytest.mark.parametrize("name", CAPTURE_NAMES)
 def test_real_capture_matches_tshark(name: str) -> None:
-    path = captures_dir() / name
+    path = capture(name)
     frames = list(read_capture(path))
     expected = tshark_frames(path)
     assert len(frames) == len(expected)
@@ -509,14 +482,13 @@ def test_nanosecond_pcapng_declares_its_resolution(converted: dict[str, dict[str
 
 
 def test_merged_pcapng_with_two_linktypes(tmp_path: Path) -> None:
-    src = captures_dir()
     merged = tmp_path / "merged.pcapng"
-    run("mergecap", "-w", merged, src / "ipv6frag.pcap", src / "sip-over-tcp.pcap")
+    run("mergecap", "-w", merged, capture("ipv6frag.pcap"), capture("sip-over-tcp.pcap"))
     frames = list(read_capture(merged))
     sll = [f for f in frames if f[1] == 113]
     eth = [f for f in frames if f[1] == 1]
-    same_frames(sll, list(read_capture(src / "ipv6frag.pcap")))
-    same_frames(eth, list(read_capture(src / "sip-over-tcp.pcap")))
+    same_frames(sll, list(read_capture(capture("ipv6frag.pcap"))))
+    same_frames(eth, list(read_capture(capture("sip-over-tcp.pcap"))))
     assert [f[0] for f in frames] == sorted(f[0] for f in frames)
 
 
@@ -524,7 +496,7 @@ def test_merged_pcapng_with_two_linktypes(tmp_path: Path) -> None:
 
 
 def test_capture_file_progress_and_repeatable_iteration() -> None:
-    path = captures_dir() / "sip-rtp-g711.pcap"
+    path = capture("sip-rtp-g711.pcap")
     cap = CaptureFile(path, chunk_size=10000)
     assert cap.bytes_read == 0
     first = list(cap)
@@ -534,7 +506,7 @@ def test_capture_file_progress_and_repeatable_iteration() -> None:
 
 
 def test_capture_file_truncated_yields_then_raises(tmp_path: Path) -> None:
-    data = (captures_dir() / "rtp-protocol.pcap").read_bytes()
+    data = (capture("rtp-protocol.pcap")).read_bytes()
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(data[:-7])
     got: list[Frame] = []
@@ -542,7 +514,7 @@ def test_capture_file_truncated_yields_then_raises(tmp_path: Path) -> None:
         for frame in read_capture(cut, chunk_size=5000):
             got.append(frame)
     assert len(got) == 258
-    assert got == list(read_capture(captures_dir() / "rtp-protocol.pcap"))[:258]
+    assert got == list(read_capture(capture("rtp-protocol.pcap")))[:258]
 
 
 def test_capture_file_corrupt_mid_file_yields_everything_before(tmp_path: Path) -> None:
@@ -628,9 +600,8 @@ def test_fuzz_mutated_captures(sample: bytes, mutations: list[tuple[int, int]], 
 
 @functools.cache
 def _real_heads() -> tuple[bytes, ...]:
-    src = captures_dir()
     names = ("b2bua-asterisk.pcapng", "ipv6frag.pcap", "sip-over-tcp.pcap")
-    return tuple((src / name).read_bytes()[:6000] for name in names)
+    return tuple(capture(name).read_bytes()[:6000] for name in names)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

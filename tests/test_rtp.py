@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,18 +15,7 @@ from recorder.rtp import (
     parse_telephone_event,
     serialize_rtp,
 )
-
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
-
-
-def capture(name: str) -> Path:
-    path = CAPTURES / name
-    if not path.is_file():
-        pytest.fail(
-            f"capture {path} is missing: shared/captures must be beside the repository"
-        )
-    return path
-
+from tests.interop import DISSECTED_RTP, HEURISTIC_RTP, capture, tshark_fields
 
 def header(
     b0: int = 0x80, b1: int = 0, seq: int = 1, ts: int = 2, ssrc: int = 3
@@ -179,47 +166,14 @@ def test_telephone_event() -> None:
     assert [EVENT_NAMES[n] for n in range(17)] == list("0123456789*#ABCD") + ["flash"]
 
 
-def tshark_rtp(path: Path) -> list[list[str]]:
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(path),
-            "-o",
-            "rtp.heuristic_rtp:TRUE",
-            "-Y",
-            "rtp.version == 2 && rtp.ssrc",
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "rtp.p_type",
-            "-e",
-            "rtp.marker",
-            "-e",
-            "rtp.seq",
-            "-e",
-            "rtp.timestamp",
-            "-e",
-            "rtp.ssrc",
-            "-e",
-            "rtp.payload",
-            "-e",
-            "udp.payload",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [line.split(",") for line in out.splitlines()]
+RTP_FIELDS = ("rtp.p_type", "rtp.marker", "rtp.seq", "rtp.timestamp", "rtp.ssrc", "rtp.payload", "udp.payload")
 
 
 @pytest.mark.parametrize(
     "name", ["SIP_DTMF2.pcap", "rtp-protocol.pcap", "sip-rtp-g722.pcap", "g711a.pcap"]
 )
 def test_parse_agrees_with_tshark(name: str) -> None:
-    rows = tshark_rtp(capture(name))
+    rows = tshark_fields(capture(name), RTP_FIELDS, DISSECTED_RTP, HEURISTIC_RTP)
     assert len(rows) > 200
     for pt, marker, seq, ts, ssrc, payload, udp in rows:
         fields = parse_rtp_fast(bytes.fromhex(udp))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +18,7 @@ from recorder.sdp import (
     parse_sdp,
 )
 from recorder.sip import parse_sip
-
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+from tests.interop import capture, tshark_fields
 
 # SDP bodies per capture as tshark 4.0 counts them; pinned so the cross-check cannot be vacuous.
 SDP_CAPTURES = {
@@ -51,23 +47,12 @@ FIELDS = (
 
 
 @functools.cache
-def sdp_rows(capture: str) -> tuple[dict[str, list[str]], ...]:
+def sdp_rows(name: str) -> tuple[dict[str, list[str]], ...]:
     """tshark's view of every SDP-carrying frame: field name -> all occurrences."""
-    if not CAPTURES.is_dir():
-        pytest.fail(f"shared captures missing: {CAPTURES}")
-    path = CAPTURES / capture
-    if not path.is_file():
-        pytest.fail(f"capture missing: {path}")
-    exe = shutil.which("tshark")
-    if exe is None:
-        pytest.fail("tshark is not installed (apt-get install tshark)")
-    cmd = [exe, "-n", "-r", str(path), "-Y", "sdp", "-T", "fields", "-E", "occurrence=a", "-E", f"aggregator={SEP}"]
-    for name in FIELDS:
-        cmd += ["-e", name]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = tshark_fields(capture(name), FIELDS, "sdp", ("-E", "occurrence=a", "-E", f"aggregator={SEP}"))
     return tuple(
-        {name: [v for v in value.split(SEP) if v] for name, value in zip(FIELDS, line.split("\t"), strict=True)}
-        for line in result.stdout.splitlines()
+        {field: [v for v in value.split(SEP) if v] for field, value in zip(FIELDS, row, strict=True)}
+        for row in rows
     )
 
 

@@ -4,10 +4,7 @@ plus hand-written messages for the syntax corners the captures do not exercise."
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -28,8 +25,7 @@ from recorder.sip import (
     split_header_list,
     uri_number,
 )
-
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+from tests.interop import capture, tshark_fields
 
 # SIP messages per capture as tshark 4.0 counts them (see captures/README.md); pinned so that a
 # tshark that silently decodes nothing cannot make the cross-check vacuous.
@@ -45,21 +41,10 @@ UDP_SIP_CAPTURES = {
 
 
 @functools.cache
-def tshark(capture: str, display_filter: str, fields: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+def tshark(name: str, display_filter: str, fields: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
     """Rows of tshark field output (first occurrence of each field) for one capture."""
-    if not CAPTURES.is_dir():
-        pytest.fail(f"shared captures missing: {CAPTURES}")
-    path = CAPTURES / capture
-    if not path.is_file():
-        pytest.fail(f"capture missing: {path}")
-    exe = shutil.which("tshark")
-    if exe is None:
-        pytest.fail("tshark is not installed (apt-get install tshark)")
-    cmd = [exe, "-n", "-r", str(path), "-Y", display_filter, "-T", "fields", "-E", "occurrence=f"]
-    for name in fields:
-        cmd += ["-e", name]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return tuple(tuple(line.split("\t")) for line in result.stdout.splitlines())
+    rows = tshark_fields(capture(name), fields, display_filter, ("-E", "occurrence=f"))
+    return tuple(tuple(row) for row in rows)
 
 
 def build(

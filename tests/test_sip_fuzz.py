@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
-import subprocess
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +23,8 @@ from recorder.sip import (
     parse_sip,
     parse_uri,
 )
+from tests.interop import capture, tshark_fields
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 FUZZ = settings(
     max_examples=300,
     deadline=timedelta(seconds=2),
@@ -64,19 +60,10 @@ NAME_ADDR_ALPHABET = 'abc019+-.%@:;,=<>"\\ \t[]?&*#()sipteSIPTE\x00\x7f\u00e9'
 @functools.cache
 def capture_messages() -> tuple[bytes, ...]:
     """The SIP datagrams of a few shared captures, as seeds for mutation."""
-    if not CAPTURES.is_dir():
-        pytest.fail(f"shared captures missing: {CAPTURES}")
-    exe = shutil.which("tshark")
-    if exe is None:
-        pytest.fail("tshark is not installed (apt-get install tshark)")
     seeds = []
-    for capture in ("rtp-protocol.pcap", "ipv6frag.pcap", "b2bua-asterisk.pcapng"):
-        path = CAPTURES / capture
-        if not path.is_file():
-            pytest.fail(f"capture missing: {path}")
-        cmd = [exe, "-n", "-r", str(path), "-Y", "sip && udp", "-T", "fields", "-e", "udp.payload"]
-        output = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        seeds += [bytes.fromhex(line) for line in output.split()]
+    for name in ("rtp-protocol.pcap", "ipv6frag.pcap", "b2bua-asterisk.pcapng"):
+        rows = tshark_fields(capture(name), ("udp.payload",), "sip && udp")
+        seeds += [bytes.fromhex(payload) for payload, in rows if payload]
     assert len(seeds) > 50
     return tuple(seeds)
 

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import random
-import subprocess
 from collections.abc import Iterable
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,33 +10,11 @@ from hypothesis import strategies as st
 
 from recorder.rtp import RtpPacket, parse_rtp
 from recorder.stream import MAX_DTMF_EVENTS, MAX_SSRCS, AudioChunk, DtmfEvent, RtpStream
+from tests.builders import rtp_packet as pkt
+from tests.interop import capture, rtp_datagrams
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 ORIGIN = 1_000_000.0
 PT_MAP = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 101: ("telephone-event", 8000)}
-
-
-def capture(name: str) -> Path:
-    path = CAPTURES / name
-    if not path.is_file():
-        pytest.fail(
-            f"capture {path} is missing: shared/captures must be beside the repository"
-        )
-    return path
-
-
-def pkt(
-    seq: int,
-    ts: int,
-    *,
-    pt: int = 0,
-    size: int = 160,
-    ssrc: int = 0x1111,
-    marker: bool = False,
-    payload: bytes | None = None,
-) -> RtpPacket:
-    body = payload if payload is not None else bytes([seq & 0xFF]) * size
-    return RtpPacket(pt, marker, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc, body)
 
 
 def run(
@@ -532,40 +508,8 @@ def test_lost_is_exactly_the_missing_packets(
     assert s.stats.duplicates == 0
 
 
-def tshark_packets(path: Path) -> list[tuple[float, int, bytes]]:
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(path),
-            "-o",
-            "rtp.heuristic_rtp:TRUE",
-            "-Y",
-            "rtp.version == 2 && rtp.ssrc",
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "frame.time_epoch",
-            "-e",
-            "udp.srcport",
-            "-e",
-            "udp.payload",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rows = []
-    for line in out.splitlines():
-        when, port, data = line.split(",")
-        rows.append((float(when), int(port), bytes.fromhex(data)))
-    return rows
-
-
 def test_dtmf_from_real_capture() -> None:
-    rows = tshark_packets(capture("SIP_DTMF2.pcap"))
+    rows = rtp_datagrams(capture("SIP_DTMF2.pcap"))
     packets = [(when, parse_rtp(data)) for when, _, data in rows]
     mine = [(when, p) for when, p in packets if p is not None and p.ssrc == 0x5711BF84]
     origin = mine[0][0]
@@ -581,7 +525,7 @@ def test_dtmf_from_real_capture() -> None:
 
 
 def test_loss_from_real_capture() -> None:
-    rows = tshark_packets(capture("SIP_DTMF2.pcap"))
+    rows = rtp_datagrams(capture("SIP_DTMF2.pcap"))
     packets = [(when, parse_rtp(data)) for when, _, data in rows]
     mine = [(when, p) for when, p in packets if p is not None and p.ssrc == 0x9A7B5382]
     s = RtpStream(mine[0][0], {8: ("PCMA", 8000)})
@@ -593,7 +537,7 @@ def test_loss_from_real_capture() -> None:
 
 
 def test_comfort_noise_from_real_capture() -> None:
-    rows = tshark_packets(capture("rtp-protocol.pcap"))
+    rows = rtp_datagrams(capture("rtp-protocol.pcap"))
     parsed = [(when, parse_rtp(data)) for when, port, data in rows if port == 6020]
     mine = [(when, p) for when, p in parsed if p is not None]
     assert len(mine) == len(parsed)

@@ -8,50 +8,27 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-from .netns import need
+from tests.interop import HEURISTIC_RTP, RtpRow, run_cli, tshark_fields
 
-REPO = Path(__file__).resolve().parents[2]
 RATE = 8000
-TSHARK_SECONDS = 120
 CLI_SECONDS = 300
-WAVE_FORMATS = {1: "L16", 6: "PCMA", 7: "PCMU"}
 SILENCE = {"PCMU": frozenset((0xFF, 0x7F)), "PCMA": frozenset((0xD5, 0x55))}
 AUDIO_PT = {0: "PCMU", 8: "PCMA"}
 EVENT_DIGITS = "0123456789*#ABCD"
 
 
 def _tshark(path: Path, display_filter: str, fields: list[str]) -> list[list[str]]:
-    argv = [need("tshark"), "-r", str(path), "-o", "rtp.heuristic_rtp:TRUE", "-Y", display_filter,
-            "-T", "fields", "-E", "separator=/t", "-E", "aggregator=|", "-E", "occurrence=a"]
-    for name in fields:
-        argv += ["-e", name]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=TSHARK_SECONDS)
-    if done.returncode != 0:
-        raise AssertionError(f"tshark failed on {path}: {done.stderr.strip()}")
-    return [line.split("\t") for line in done.stdout.splitlines() if line]
+    return tshark_fields(path, fields, display_filter, (*HEURISTIC_RTP, "-E", "aggregator=|", "-E", "occurrence=a"))
 
 
 # ---- RTP -------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Rtp:
-    time: float
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    ssrc: int
-    seq: int
-    timestamp: int
-    pt: int
-    payload: bytes
+class Rtp(RtpRow):
     event: int | None
     end: bool
 
@@ -205,51 +182,6 @@ def segments(packets: list[Rtp]) -> list[list[Rtp]]:
 
 # ---- what callrec wrote ----------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Wav:
-    encoding: str
-    channels: int
-    rate: int
-    bits: int
-    data: bytes
-
-    @property
-    def frames(self) -> int:
-        return len(self.data) // (self.channels * self.bits // 8)
-
-    def channel(self, index: int) -> bytes:
-        """The raw codes (or 16-bit samples) of one channel, as written."""
-        width = self.bits // 8
-        if width == 1:
-            return self.data[index::self.channels]
-        step = width * self.channels
-        return b"".join(self.data[i:i + width] for i in range(index * width, len(self.data), step))
-
-
-def read_wav(path: Path) -> Wav:
-    """The WAV's format and data chunk read raw (the wave module refuses
-    G.711, and soundfile would decode it)."""
-    blob = path.read_bytes()
-    if blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
-        raise AssertionError(f"{path} is not a RIFF/WAVE file")
-    pos, fmt, data = 12, None, None
-    while pos + 8 <= len(blob):
-        cid, size = blob[pos:pos + 4], struct.unpack_from("<I", blob, pos + 4)[0]
-        body = blob[pos + 8:pos + 8 + size]
-        if cid == b"fmt ":
-            fmt = body
-        elif cid == b"data":
-            data = body
-        pos += 8 + size + (size & 1)
-    if fmt is None or data is None:
-        raise AssertionError(f"{path} lacks a fmt or data chunk")
-    tag, channels, rate = struct.unpack_from("<HHI", fmt)
-    bits = struct.unpack_from("<H", fmt, 14)[0]
-    if tag == 0xFFFE and len(fmt) >= 26:
-        tag = struct.unpack_from("<H", fmt, 24)[0]
-    return Wav(WAVE_FORMATS.get(tag, f"format {tag}"), channels, rate, bits, data)
-
-
-@dataclass(frozen=True, slots=True)
 class Replay:
     data_dir: Path
     rows: list[dict]
@@ -257,15 +189,7 @@ class Replay:
 
 
 def run_callrec(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "callrec", *map(str, args)]
-    try:
-        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=CLI_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"`callrec {' '.join(map(str, args))}` ran over {CLI_SECONDS} s") from None
-    if done.returncode != 0:
-        raise AssertionError(f"`callrec {' '.join(map(str, args))}` exited {done.returncode}:\n"
-                             f"{done.stderr[-3000:]}")
-    return done
+    return run_cli(*args, timeout=CLI_SECONDS)
 
 
 def replay(capture: Path, data_dir: Path, policy: Path) -> Replay:
@@ -273,10 +197,6 @@ def replay(capture: Path, data_dir: Path, policy: Path) -> Replay:
     listed = run_callrec("calls", "list", "--json", "--data-dir", data_dir)
     rows = json.loads(listed.stdout)
     return Replay(data_dir, rows, first.stdout + first.stderr + listed.stdout + listed.stderr)
-
-
-def epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 # ---- the comparison --------------------------------------------------------
