@@ -22,6 +22,7 @@ from storage.recovery import recover_unfinished
 
 from . import logs
 from .config import Config, load_config
+from .daemon import run_daemon
 from .replay import replay
 
 INDEX_FILE = "index.sqlite3"
@@ -110,8 +111,6 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import run_daemon
-
     return run_daemon(args.config)
 
 

@@ -26,11 +26,13 @@ from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
+from recorder.live_capture import LiveCapture
 from storage.index import CallIndex
 from storage.lock import DataDirLock
 from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
 
+from . import logs
 from .config import Config, load_config
 from .health import Observations, Problem, assess
 from .sdnotify import Notifier, watchdog_interval
@@ -51,8 +53,6 @@ class PacketSource(Protocol):
 
 
 def open_live_source(interface: str, config: Config) -> PacketSource:
-    from recorder.live_capture import LiveCapture
-
     return LiveCapture(interface, promiscuous=config.promiscuous, sip_ports=tuple(config.sip_ports))
 
 
@@ -264,7 +264,5 @@ class Daemon:
 
 def run_daemon(config_path: Path | None) -> int:
     config = load_config(config_path) if config_path is not None else Config()
-    from . import logs
-
     logs.configure(config.log_level)
     return asyncio.run(Daemon(config, config_path).run())

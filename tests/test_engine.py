@@ -2,7 +2,9 @@
 captures lack, each aimed at one rule of the issue."""
 from __future__ import annotations
 
+import ipaddress
 import random
+import struct
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -138,8 +140,6 @@ def test_mirror_duplicates_and_vlan_copies_change_nothing(tmp_path: Path) -> Non
 
 
 def _ends(frame: bytes) -> tuple[str, int, str, int]:
-    import ipaddress
-    import struct
     sport, dport = struct.unpack_from("!HH", frame, 34)
     return str(ipaddress.ip_address(frame[26:30])), sport, str(ipaddress.ip_address(frame[30:34])), dport
 
