@@ -13,38 +13,26 @@ import structlog
 
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
+from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
-from storage.index import CallIndex
-from storage.recordings import RecordingStore, ensure_private_dir
+from storage.keys import MasterKeyError
 from storage.lock import DataDirBusy, DataDirLock
+from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
+from storage.store import StoreError
 
-from . import logs
-from .config import Config, load_config
+from . import cmd_records, logs
+from .config import Config
+from .context import open_index, open_store, settings
 from .daemon import run_daemon
 from .replay import replay
 
-INDEX_FILE = "index.sqlite3"
 log = structlog.get_logger("callrec.cli")
 
-def _settings(args: argparse.Namespace) -> tuple[Config, Policy]:
-    config = load_config(args.config) if getattr(args, "config", None) else Config()
-    updates: dict[str, Path] = {}
-    if getattr(args, "data_dir", None):
-        updates["data_dir"] = args.data_dir
-    if getattr(args, "policy", None):
-        updates["policy"] = args.policy
-    config = config.model_copy(update=updates)
-    policy = load_policy(config.policy) if config.policy else Policy()
-    return config, policy
-
-def _open_index(data_dir: Path) -> CallIndex:
-    ensure_private_dir(data_dir)
-    return CallIndex(data_dir / INDEX_FILE)
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    config, policy = _settings(args)
+    config, policy = settings(args)
     logs.configure(config.log_level)
     missing = [p for p in args.captures if not p.is_file()]
     if missing:
@@ -56,25 +44,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
-    index = _open_index(config.data_dir)
+    data = open_store(config, policy, create_key=True)
     try:
-        tz = ZoneInfo(policy.timezone)
-        recover_unfinished(config.data_dir, index, tz)
-        store = RecordingStore(config.data_dir, index, tz)
+        recover_unfinished(config.data_dir, data.index, data.tz, data.master)
+        store = RecordingStore(config.data_dir, data.index, data.tz, data.master)
         recorder = Recorder(PolicyDecider(policy), store)
         failures = replay(recorder, captures)
         stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
     finally:
-        index.close()
+        data.close()
     return 1 if failures else 0
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
-    config, _ = _settings(args)
-    index = _open_index(config.data_dir)
+    config, _ = settings(args)
+    index = open_index(config)
     try:
-        rows = [r.values for r in index.rows()]
+        rows = [r.values for r in (index.rows() if args.all else index.kept())]
     finally:
         index.close()
     if args.json:
@@ -91,8 +78,8 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_calls_show(args: argparse.Namespace) -> int:
-    config, _ = _settings(args)
-    index = _open_index(config.data_dir)
+    config, _ = settings(args)
+    index = open_index(config)
     try:
         row = index.get(args.id)
     finally:
@@ -117,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Ask the running daemon; non-zero when it is unhealthy or unreachable,
     so monitoring can run this command as its check."""
-    config, _ = _settings(args)
+    config, _ = settings(args)
     path = config.status_path
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -142,18 +129,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate, then say the rule in plain words (Japanese, then English)
+    so the section manager can check it says what the guideline says."""
     policy = load_policy(args.file)
     print(f"{args.file}: ok ({policy.organisation or 'unnamed organisation'}, "
           f"{len(policy.excluded_lines)} excluded line(s), time zone {policy.timezone})")
+    for lang in ("ja", "en"):
+        print()
+        for line in describe(policy, lang):
+            print(f"  {line}")
     return 0
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callrec", description="Call recorder for a PBX mirror port.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, policy: bool = False) -> None:
         p.add_argument("--config", type=Path, help="daemon config file (YAML)")
         p.add_argument("--data-dir", type=Path, help="data folder (default ./callrec-data)")
+        if policy:
+            p.add_argument("--policy", type=Path, help="policy file (YAML); default: the config's")
 
     p = sub.add_parser("replay", help="record the calls in capture files (pcap/pcapng)")
     p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
@@ -165,12 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = calls.add_parser("list", help="list recorded calls")
     common(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="also the rows of erased recordings")
     p.set_defaults(func=cmd_calls_list)
     p = calls.add_parser("show", help="show one recorded call")
     p.add_argument("id")
     common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calls_show)
+
+    cmd_records.add_parsers(sub, calls, common)
 
     p = sub.add_parser("run", help="record live from the configured interfaces (foreground, for systemd)")
     p.add_argument("--config", type=Path, help="daemon config file (YAML); default: built-in, capture on lo")
@@ -193,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (PolicyError, DataDirBusy) as exc:
+    except (PolicyError, DataDirBusy, StoreError, MasterKeyError) as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

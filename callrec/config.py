@@ -38,6 +38,8 @@ class Config(BaseModel):
     promiscuous: bool = True
     sip_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [5060]
     status_socket: Path | None = None
+    key_file: Path | None = None
+    create_key: bool = True
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     health: Health = Health()
 
@@ -48,7 +50,7 @@ class Config(BaseModel):
 
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
-        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket")
+        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 
@@ -77,4 +79,6 @@ def load_config(path: Path) -> Config:
         updates["policy"] = base / config.policy
     if config.status_socket is not None and not config.status_socket.is_absolute():
         updates["status_socket"] = base / config.status_socket
+    if config.key_file is not None and not config.key_file.is_absolute():
+        updates["key_file"] = base / config.key_file
     return config.model_copy(update=updates)

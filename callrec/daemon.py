@@ -27,10 +27,11 @@ from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
-from storage.index import CallIndex
+from storage.keys import MasterKeyError
 from storage.lock import DataDirLock
 from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
+from storage.store import Store, StoreError
 
 from . import logs
 from .config import Config, load_config
@@ -39,7 +40,6 @@ from .sdnotify import Notifier, watchdog_interval
 
 log = structlog.get_logger("callrec.daemon")
 
-INDEX_FILE = "index.sqlite3"
 MAX_BLOCKS_PER_WAKEUP = 8
 
 
@@ -89,17 +89,23 @@ class Daemon:
             return 2
         ensure_private_dir(config.data_dir)
         with DataDirLock(config.data_dir):
-            index = CallIndex(config.data_dir / INDEX_FILE)
             try:
-                return await self._serve(index)
+                store = Store.open(config.data_dir, ZoneInfo(self.policy.timezone), config.key_file,
+                                   create_key=config.create_key)
+            except (StoreError, MasterKeyError) as exc:
+                log.error("store.refused", reason=str(exc))
+                return 2
+            try:
+                return await self._serve(store)
             finally:
-                index.close()
+                store.close()
 
-    async def _serve(self, index: CallIndex) -> int:
+    async def _serve(self, data: Store) -> int:
         config = self.config
-        tz = ZoneInfo(self.policy.timezone)
-        recovered = recover_unfinished(config.data_dir, index, tz)
-        self.store = RecordingStore(config.data_dir, index, tz)
+        tz = data.tz
+        recovered = recover_unfinished(config.data_dir, data.index, tz, data.master)
+        self.data = data
+        self.store = RecordingStore(config.data_dir, data.index, tz, data.master)
         self.recorder = Recorder(PolicyDecider(self.policy), self.store)
         loop = asyncio.get_running_loop()
         try:

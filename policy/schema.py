@@ -12,6 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .announcement import Announcement
+from .retention import Listening, Retention
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -81,6 +84,9 @@ class Policy(_Strict):
     network: NetworkRoles = NetworkRoles()
     recording: Recording = Recording()
     excluded_lines: list[ExcludedLine] = []
+    retention: Retention = Retention()
+    announcement: Announcement = Announcement()
+    listening: Listening = Listening()
 
     @field_validator("version")
     @classmethod

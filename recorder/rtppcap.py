@@ -3,15 +3,14 @@
 The packets are kept verbatim in a classic pcap with raw-IP link type, with
 IP and UDP headers rebuilt from the addresses they travelled between, so any
 Wireshark or tshark (Debian's 4.0 included, which cannot read rtpdump) and
-any later decoder of ours can play them.  The adapter writes as it goes and
-the file stays readable after a crash, since pcap has no trailer.
+any later decoder of ours can play them.  The store appends these records
+to an encrypted side file as they come; pcap has no trailer, so what a crash
+leaves is still a readable capture.
 """
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
-from pathlib import Path
 
 LINKTYPE_RAW = 101
 _GLOBAL = struct.Struct("<IHHiIII")
@@ -35,28 +34,14 @@ def udp_packet(src: str, sport: int, dst: str, dport: int, payload: bytes) -> by
     return _IPV6.pack(6 << 28, len(udp), 17, 64, _v6(s), _v6(d)) + udp
 
 
-class RtpPcapWriter:
-    """Appends RTP packets to a new pcap file (0600, never an existing file)."""
+def pcap_file_header() -> bytes:
+    """The global header that starts every side file."""
+    return _GLOBAL.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "wb")
-        self._file.write(_GLOBAL.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
-        self.packets = 0
 
-    def write(self, arrival: float, src: str, sport: int, dst: str, dport: int, rtp: bytes) -> None:
-        packet = udp_packet(src, sport, dst, dport, rtp)
-        seconds = int(arrival)
-        micros = min(int(round((arrival - seconds) * 1_000_000)), 999_999)
-        self._file.write(_RECORD.pack(seconds, micros, len(packet), len(packet)))
-        self._file.write(packet)
-        self.packets += 1
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+def pcap_record(arrival: float, src: str, sport: int, dst: str, dport: int, rtp: bytes) -> bytes:
+    """One RTP packet as a pcap record, stamped with its arrival."""
+    packet = udp_packet(src, sport, dst, dport, rtp)
+    seconds = int(arrival)
+    micros = min(int(round((arrival - seconds) * 1_000_000)), 999_999)
+    return _RECORD.pack(seconds, micros, len(packet), len(packet)) + packet

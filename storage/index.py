@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,10 +44,40 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 CREATE INDEX IF NOT EXISTS calls_sip_call_id ON calls(sip_call_id);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("recorded_at", "REAL"),
+    ("size_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("held", "INTEGER NOT NULL DEFAULT 0"),
+    ("hold_reason", "TEXT"),
+    ("held_since", "TEXT"),
+    ("erased_at", "TEXT"),
+    ("erased_reason", "TEXT"),
+    ("notice_id", "INTEGER"),
+    ("announced_at", "TEXT"),
+)
+"""Columns the storage issue added; an index made by an older version gets
+them on open, so an upgrade never needs a manual migration."""
+
+LATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS calls_kept ON calls(held, recorded_at) WHERE erased_at IS NULL;
+"""
+
+ERASED_CLEAR: dict[str, Any] = {
+    "sip_call_id": "", "local_number": None, "remote_number": None, "caller": None, "callee": None,
+    "streams": [], "dtmf": [], "audio_path": None, "side_files": [], "size_bytes": 0, "hold_reason": None,
+}
+"""What erasure clears from a row.  The row itself stays, so `verify` can
+tell an erasure by the rules from a file that went missing, but nothing
+personal is left: no numbers, no SIP identifiers, no stream addresses."""
+
 JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files")
-BOOL_COLUMNS = ("caller_withheld", "complete")
+BOOL_COLUMNS = ("caller_withheld", "complete", "held")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +100,14 @@ class CallIndex:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        present = {r["name"] for r in self._db.execute("PRAGMA table_info(calls)")}
+        for name, decl in ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
+        self._db.executescript(LATE_INDEXES)
 
     def close(self) -> None:
         self._db.close()
@@ -98,6 +136,71 @@ class CallIndex:
 
     def unfinished(self) -> list[CallRow]:
         return [self._decode(r) for r in self._db.execute("SELECT * FROM calls WHERE state = 'recording'")]
+
+    def setting(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_setting(self, name: str, value: str) -> None:
+        self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def kept(self) -> Iterator[CallRow]:
+        """Rows whose recording has not been erased, oldest first."""
+        for row in self._db.execute("SELECT * FROM calls WHERE erased_at IS NULL ORDER BY recorded_at, id"):
+            yield self._decode(row)
+
+    def expired(self, cutoff: float) -> list[tuple[str, float, int]]:
+        """Sealed, unheld recordings made before `cutoff`: (id, recorded_at, size)."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND held = 0 "
+            "AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id", (cutoff,))]
+
+    def oldest_unheld(self) -> Iterator[tuple[str, float, int]]:
+        """Sealed, unheld recordings, oldest first, fetched lazily: the
+        capacity ring rarely needs more than the first few."""
+        cursor = self._db.execute(
+            "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND held = 0 "
+            "AND state = 'sealed' ORDER BY recorded_at, id")
+        while batch := cursor.fetchmany(256):
+            yield from ((r[0], r[1], r[2]) for r in batch)
+
+    def used_bytes(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL").fetchone()
+        return int(row[0])
+
+    def held_bytes(self) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL AND held = 1").fetchone()
+        return int(row[0])
+
+    def intake_since(self, since: float) -> int:
+        """Bytes recorded since `since` (epoch), for the capacity forecast."""
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE recorded_at >= ?",
+                               (since,)).fetchone()
+        return int(row[0])
+
+    def mark_erased(self, call_id: str, at: str, reason: str) -> None:
+        self.update(call_id, **ERASED_CLEAR, erased_at=at, erased_reason=reason)
+
+    def compact(self) -> None:
+        """Rewrite the file without free pages and empty the WAL, so what
+        erasure cleared is not left in either (secure_delete zeroes pages
+        freed from then on; VACUUM also rewrites the rest)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group changes into one commit (the connection autocommits otherwise)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @staticmethod
     def _encode(column: str, value: Any) -> Any:

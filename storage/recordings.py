@@ -16,10 +16,12 @@ import structlog
 
 from recorder.calls import Call
 from recorder.engine import CallResult
-from recorder.rtppcap import RtpPcapWriter
-from recorder.wavfile import WavWriter, repair_wav, sha256_file
+from recorder.rtppcap import pcap_record
 
+from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
 from .index import CallIndex
+from .keys import MasterKey
+from .vault import shred
 
 log = structlog.get_logger("callrec.storage")
 
@@ -45,31 +47,32 @@ the bound on what a recording holds in memory."""
 
 
 class FileRecording:
-    """One recording being written: its WAV and any side files.
+    """One recording being written: its audio and any side files, encrypted.
 
     Frames are gathered and written at each checkpoint (about once a second
-    of capture time), together with the header update, rather than at every
-    interleaver commit: one write call per call and second instead of about
-    five.  What is gathered is at most _WRITE_BATCH plus the latest append;
-    a crash loses the frames committed since the last checkpoint, at most
-    about a second, besides what the interleaver had not committed yet."""
+    of capture time) as one vault record, rather than at every interleaver
+    commit: one write call per call and second instead of about five.  What
+    is gathered is at most _WRITE_BATCH plus the latest append; a crash loses
+    the frames committed since the last checkpoint, at most about a second,
+    besides what the interleaver had not committed yet."""
 
     def __init__(self, store: RecordingStore, record_id: str, folder: Path, encoding: str) -> None:
         self._store = store
         self.record_id = record_id
         self._folder = folder
-        self.wav_path = folder / f"{record_id}.wav"
-        self._side: dict[int, RtpPcapWriter] = {}
+        self.wav_path = folder / f"{record_id}.wav.vault"
+        self._side: dict[int, SideWriter] = {}
         self._pending: list[bytes] = []
         self._pending_size = 0
         self.failure: str | None = None
-        self._wav: WavWriter | None = None
+        self._wav: AudioWriter | None = None
         try:
             if not store.space_left():
                 raise OSError(errno.ENOSPC, "free space below the floor")
-            self._wav = WavWriter(self.wav_path, encoding)
+            self._wav = AudioWriter(self.wav_path, store.master, record_id, encoding)
         except OSError as exc:
-            self.wav_path.unlink(missing_ok=True)
+            if self.wav_path.exists():
+                shred(self.wav_path)
             self._fail(exc)
 
     @property
@@ -104,12 +107,23 @@ class FileRecording:
             self._pending_size = 0
 
     def convert_to_l16(self) -> None:
+        """The call switched G.711 law: from here on the recording is
+        16-bit PCM.  The converted copy is complete and named by the row
+        before the G.711 file is erased."""
         self._write_pending()
-        if self._wav is not None and self.failure is None:
-            try:
-                self._wav.convert_to_l16()
-            except OSError as exc:
-                self._fail(exc)
+        if self._wav is None or self.failure is not None or self._wav.encoding == "L16":
+            return
+        old = self.wav_path
+        new = self._folder / f"{self.record_id}.l16.wav.vault"
+        try:
+            self._wav.close()
+            self._wav = convert_to_l16(old, new, self._store.master, self.record_id)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self.wav_path = new
+        self._store.index.update(self.record_id, audio_path=self._store.relative(new), audio_format="L16")
+        shred(old)
 
     def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
         """Payloads we cannot decode, kept verbatim with where they travelled."""
@@ -118,17 +132,18 @@ class FileRecording:
         try:
             writer = self._side.get(channel)
             if writer is None:
-                writer = self._side[channel] = RtpPcapWriter(self._side_path(channel))
-            writer.write(arrival, *flow, rtp)
+                writer = self._side[channel] = SideWriter(self._side_path(channel), self._store.master,
+                                                          self.record_id, channel)
+            writer.write(pcap_record(arrival, *flow, rtp))
         except OSError as exc:
             self._fail(exc)
 
     def _side_path(self, channel: int) -> Path:
-        return self._folder / f"{self.record_id}.ch{channel}.rtp.pcap"
+        return self._folder / f"{self.record_id}.ch{channel}.rtp.pcap.vault"
 
     def checkpoint(self) -> None:
-        """Called about once a second of capture time: the header follows
-        the data so a crash leaves a playable file.  Below the free-space
+        """Called about once a second of capture time: what was gathered
+        becomes a record a crash cannot take back.  Below the free-space
         floor the recording stops here, leaving room for the index to seal it."""
         if self.failure is None and not self._store.space_left():
             self._fail(OSError(errno.ENOSPC, "free space below the floor"))
@@ -138,7 +153,7 @@ class FileRecording:
         try:
             self._wav.sync(durable=False)
             for writer in self._side.values():
-                writer.flush()
+                writer.sync(durable=False)
         except OSError as exc:
             self._fail(exc)
 
@@ -150,7 +165,7 @@ class FileRecording:
                 frames = self._wav.close()
             except OSError as exc:
                 self._fail(exc)
-                frames = repair_wav(self.wav_path)
+                frames = self._wav.frames
         for writer in self._side.values():
             try:
                 writer.close()
@@ -158,17 +173,25 @@ class FileRecording:
                 self._fail(exc)
         self._store.seal(result, self, frames)
 
-    def side_files(self) -> list[str]:
-        return [self._store.relative(self._side_path(ch)) for ch in sorted(self._side)]
+    def side_files(self) -> list[dict[str, object]]:
+        return [{"channel": ch, "path": self._store.relative(self._side_path(ch)),
+                 "sha256": side_digest(self._side_path(ch), self._store.master, self.record_id)}
+                for ch in sorted(self._side)]
+
+    def size_bytes(self) -> int:
+        """What the recording occupies at rest, for the capacity ring."""
+        paths = [self.wav_path, *(self._side_path(ch) for ch in self._side)]
+        return sum(p.stat().st_size for p in paths if p.exists())
 
 
 class RecordingStore:
     """Implements the recorder's RecordingSink over a data folder."""
 
-    def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo,
+    def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo, master: MasterKey,
                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
         self.data_dir = data_dir
         self.index = index
+        self.master = master
         self.tz = tz
         self.min_free_bytes = min_free_bytes
         self._ids: dict[int, str] = {}
@@ -196,7 +219,7 @@ class RecordingStore:
             started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
             direction=str(c.direction), local_number=c.local_number, remote_number=c.remote_number,
             caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
-            codecs=call.codecs, state="recording",
+            codecs=call.codecs, state="recording", recorded_at=call.answer_ts or call.invite_ts,
         )
         log.info("recording.started", call_id=record_id, direction=str(c.direction))
 
@@ -245,9 +268,15 @@ class RecordingStore:
         if handle is not None and handle.failure is not None:
             values.update(end_reason="write_failed", complete=False)
         if handle is not None and handle.has_audio:
-            values["sha256"] = sha256_file(handle.wav_path)
-            values["audio_format"] = result.encoding
-            values["side_files"] = handle.side_files()
+            try:
+                audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id)
+                values["audio_frames"] = audio.frames
+                values["audio_format"] = audio.encoding
+                values["side_files"] = handle.side_files()
+                values["size_bytes"] = handle.size_bytes()
+            except OSError as exc:
+                log.error("recording.seal_failed", call_id=record_id, reason=exc.strerror or str(exc))
+                values.update(end_reason="write_failed", complete=False)
         self.index.update(record_id, **values)
         log.info("recording.sealed", call_id=record_id, direction=str(call.classification.direction),
                  complete=call.complete, end_reason=call.end_reason, frames=frames)

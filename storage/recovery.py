@@ -1,32 +1,33 @@
-"""After a crash: every recording that was being written is made playable,
+"""After a crash: every recording that was being written is made readable,
 sealed as incomplete and indexed, before anything new is recorded."""
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import soundfile
 import structlog
 
-from recorder.wavfile import WavFormatError, repair_wav, sha256_file
-
+from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallIndex
+from .keys import MasterKey
 from .recordings import iso
+from .vault import VaultError, repair_vault, shred
 
 log = structlog.get_logger("callrec.storage")
 
-_SUBTYPES = {"ULAW": "PCMU", "ALAW": "PCMA", "PCM_16": "L16"}
 END_REASON = "recovered_after_crash"
+_SIDE = re.compile(r"\.ch([01])\.rtp\.pcap\.vault$")
 
 
-def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo) -> list[str]:
+def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: MasterKey) -> list[str]:
     """Repair and seal what a crash left open; returns the recovered ids.
 
-    The audio up to the crash is kept (the WAV writer appends unbuffered and
-    its header is repaired from the file length); the end time is the file's
-    last modification, which is when its last audio was written.
+    Every complete vault record is kept (a record is written about once a
+    second), so the audio up to the crash survives; the end time is the
+    file's last modification, which is when its last audio was written.
     """
     recovered = []
     for row in index.unfinished():
@@ -36,20 +37,15 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo) -> list[s
         if values["audio_path"]:
             path = data_dir / values["audio_path"]
             try:
-                frames = repair_wav(path)
-            except (OSError, WavFormatError) as exc:
+                update.update(_recover_files(data_dir, path, record_id, master))
+            except (OSError, VaultError, AudioFileError) as exc:
                 log.error("recording.unrepairable", call_id=record_id, reason=str(exc))
                 update["end_reason"] = "lost_in_crash"
                 index.update(record_id, **update)
                 recovered.append(record_id)
                 continue
             ended = os.stat(path).st_mtime
-            update.update(
-                audio_frames=frames,
-                audio_format=_SUBTYPES.get(soundfile.info(str(path)).subtype, values["audio_format"]),
-                sha256=sha256_file(path),
-                ended_at=iso(ended, tz),
-            )
+            update["ended_at"] = iso(ended, tz)
             if values["answered_at"]:
                 answered = datetime.fromisoformat(values["answered_at"]).timestamp()
                 update["duration"] = round(max(0.0, ended - answered), 3)
@@ -57,3 +53,26 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo) -> list[s
         log.warning("recording.recovered", call_id=record_id)
         recovered.append(record_id)
     return recovered
+
+
+def _recover_files(data_dir: Path, path: Path, record_id: str, master: MasterKey) -> dict[str, object]:
+    """Seal the recording's vaults and erase the leftovers of a law change
+    that the crash interrupted (the file the row does not name)."""
+    repair_vault(path, master)
+    audio, digest = wav_digest(path, master, record_id)
+    sides: list[dict[str, object]] = []
+    size = path.stat().st_size
+    for other in sorted(path.parent.glob(f"{record_id}.*")):
+        if other == path:
+            continue
+        side = _SIDE.search(other.name)
+        if side is None:
+            shred(other)
+            log.warning("recording.leftover_erased", call_id=record_id)
+            continue
+        repair_vault(other, master)
+        sides.append({"channel": int(side.group(1)), "path": other.relative_to(data_dir).as_posix(),
+                      "sha256": side_digest(other, master, record_id)})
+        size += other.stat().st_size
+    return {"audio_frames": audio.frames, "audio_format": audio.encoding, "sha256": digest,
+            "side_files": sides, "size_bytes": size}

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from storage.audiofile import side_bytes, wav_bytes
+from storage.keys import MasterKey, create_key_file, load_master_key
+from storage.store import default_key_file
+
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO.parent / "shared" / "captures"
 # Every public capture: the container and link-layer tests run over all of them.
@@ -148,11 +152,40 @@ class Wav:
             else self.data[index::self.channels]
 
 
+def store_key(data_dir: Path) -> MasterKey:
+    """The master key of a test's data folder, where the CLI keeps it by
+    default (beside the folder); made on first use like `callrec replay`."""
+    path = default_key_file(data_dir)
+    if not path.exists():
+        return create_key_file(path)
+    return load_master_key(path, data_dir, {})
+
+
+def recording_bytes(data_dir: Path, row: dict) -> bytes:
+    """The recording of an index row exactly as the store hands it out
+    (`callrec calls audio`): decrypted, authenticated, header made."""
+    _, stream = wav_bytes(data_dir / row["audio_path"], store_key(data_dir), row["id"])
+    return b"".join(stream)
+
+
+def side_file_bytes(data_dir: Path, row: dict, index: int = 0) -> bytes:
+    """A side capture of undecoded payloads, as handed out."""
+    return b"".join(side_bytes(data_dir / row["side_files"][index]["path"], store_key(data_dir), row["id"]))
+
+
+def recording(data_dir: Path, row: dict) -> Wav:
+    """The recording of an index row, parsed (see read_wav)."""
+    return parse_wav(recording_bytes(data_dir, row), row["id"])
+
+
 def read_wav(path: Path) -> Wav:
+    return parse_wav(path.read_bytes(), str(path))
+
+
+def parse_wav(raw: bytes, path: str) -> Wav:
     """The RIFF chunks read by hand: the wave module refuses G.711 and
     soundfile would decode it, and the tests must see the bytes as stored.
     A WAVE_FORMAT_EXTENSIBLE file reports its subformat's tag."""
-    raw = path.read_bytes()
     if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
         raise AssertionError(f"{path} is not a RIFF/WAVE file")
     pos, fmt, data = 12, None, None

@@ -2,6 +2,8 @@
 policies, a crash in the middle of recording."""
 from __future__ import annotations
 
+import io
+
 import os
 import signal
 import sqlite3
@@ -13,7 +15,7 @@ from pathlib import Path
 import soundfile
 
 from bench.gen_calls import write_pcap
-from tests.interop import REPO, calls, capture, run_cli
+from tests.interop import REPO, calls, capture, recording_bytes, run_cli
 
 
 def test_truncated_capture_keeps_what_came_before(tmp_path: Path) -> None:
@@ -64,7 +66,7 @@ def test_defaults_without_options(tmp_path: Path) -> None:
     index = tmp_path / "callrec-data" / "index.sqlite3"
     assert index.is_file() and oct(index.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "callrec-data").stat().st_mode & 0o777) == "0o700"
-    wavs = list((tmp_path / "callrec-data").rglob("*.wav"))
+    wavs = list((tmp_path / "callrec-data").rglob("*.wav.vault"))
     assert len(wavs) == 2 and all(oct(w.stat().st_mode & 0o777) == "0o600" for w in wavs)
 
 
@@ -111,7 +113,7 @@ def test_kill_9_mid_call_leaves_playable_indexed_recordings(tmp_path: Path) -> N
     for row in rows:
         assert row["state"] == "sealed" and not row["complete"]
         assert row["end_reason"] == "recovered_after_crash"
-        info = soundfile.info(str(data / row["audio_path"]))
+        info = soundfile.info(io.BytesIO(recording_bytes(data, row)))
         assert info.channels == 2 and info.frames == row["audio_frames"] > 0
-        audio, _ = soundfile.read(str(data / row["audio_path"]), dtype="int16")
+        audio, _ = soundfile.read(io.BytesIO(recording_bytes(data, row)), dtype="int16")
         assert len(audio) == row["audio_frames"]

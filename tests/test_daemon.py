@@ -3,6 +3,8 @@ namespace of its own while real UDP sockets there play a PBX and a trunk.
 systemd's side is played by a notify socket of the test."""
 from __future__ import annotations
 
+import io
+
 import json
 import signal
 import socket
@@ -15,7 +17,7 @@ import pytest
 import soundfile
 
 from tests.builders import PBX, TRUNK
-from tests.interop import REPO, calls, read_wav, run_cli
+from tests.interop import REPO, calls, recording, recording_bytes, run_cli
 from tests.sipp.netns import Lab, preflight
 
 
@@ -102,7 +104,7 @@ def daemon(tmp_path: Path):
 
 def _assert_audio(live: LiveDaemon, row: dict, record: Path, complete: bool) -> None:
     sent = json.loads(record.read_text())
-    wav = read_wav(live.data / row["audio_path"])
+    wav = recording(live.data, row)
     local, remote = wav.channel(0), wav.channel(1)
     local_sent = b"".join(bytes.fromhex(h) for h in sent["local"])
     remote_sent = b"".join(bytes.fromhex(h) for h in sent["remote"])
@@ -110,7 +112,7 @@ def _assert_audio(live: LiveDaemon, row: dict, record: Path, complete: bool) -> 
         assert local_sent in local and remote_sent in remote
     else:
         assert local_sent[:8000] in local and remote_sent[:8000] in remote
-    info = soundfile.info(str(live.data / row["audio_path"]))
+    info = soundfile.info(io.BytesIO(recording_bytes(live.data, row)))
     assert info.channels == 2 and info.frames == row["audio_frames"]
 
 

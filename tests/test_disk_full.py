@@ -2,6 +2,8 @@
 recording resumes when space returns (a small tmpfs of the test's own)."""
 from __future__ import annotations
 
+import io
+
 import hashlib
 import os
 import subprocess
@@ -16,6 +18,7 @@ from recorder.engine import Recorder
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
+from tests.interop import recording_bytes, store_key
 from tests.test_engine import POLICY, T0, bye, media, signalling
 
 
@@ -26,7 +29,7 @@ def test_disk_full_stops_cleanly_and_recording_resumes(tmp_path: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(data)], check=True, timeout=30)
     try:
         index = CallIndex(data / "index.sqlite3")
-        store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), min_free_bytes=512 * 1024)
+        store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), store_key(data), min_free_bytes=512 * 1024)
         recorder = Recorder(PolicyDecider(parse_policy(POLICY)), store)
         filler = data / "filler"
         free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
@@ -44,11 +47,11 @@ def test_disk_full_stops_cleanly_and_recording_resumes(tmp_path: Path) -> None:
         first, second = [r.values for r in index.rows()]
         index.close()
         assert first["end_reason"] == "write_failed" and not first["complete"]
-        path = data / first["audio_path"]
-        info = soundfile.info(str(path))
+        kept = recording_bytes(data, first)
+        info = soundfile.info(io.BytesIO(kept))
         assert info.frames == first["audio_frames"] and 8000 * 10 < info.frames < 8000 * 90
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == first["sha256"]
+        assert hashlib.sha256(kept).hexdigest() == first["sha256"]
         assert second["complete"] and second["end_reason"] == "bye_remote"
-        assert soundfile.info(str(data / second["audio_path"])).frames > 8000 * 5
+        assert soundfile.info(io.BytesIO(recording_bytes(data, second))).frames > 8000 * 5
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False, timeout=30)

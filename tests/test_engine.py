@@ -2,6 +2,8 @@
 captures lack, each aimed at one rule of the issue."""
 from __future__ import annotations
 
+import io
+
 import ipaddress
 import random
 import struct
@@ -19,7 +21,7 @@ from recorder.g711 import decode
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK, rtp, sdp, sip, udp_frame, write_pcap
-from tests.interop import read_wav, run_cli
+from tests.interop import recording, recording_bytes, run_cli, store_key
 
 T0 = 1_764_000_000.0
 POLICY = "network: {trunk: [203.0.113.0/28]}\nexcluded_lines: ['0263000000']\n"
@@ -28,7 +30,8 @@ POLICY = "network: {trunk: [203.0.113.0/28]}\nexcluded_lines: ['0263000000']\n"
 def replay(tmp_path: Path, frames: list[tuple[float, bytes]], policy: str = POLICY) -> tuple[Path, list[dict], Recorder]:
     data = tmp_path / "data"
     index = CallIndex(_mkdir(data) / "index.sqlite3")
-    recorder = Recorder(PolicyDecider(parse_policy(policy)), RecordingStore(data, index, ZoneInfo("Asia/Tokyo")))
+    recorder = Recorder(PolicyDecider(parse_policy(policy)), RecordingStore(data, index, ZoneInfo("Asia/Tokyo"),
+                                                                          store_key(data)))
     for ts, frame in sorted(frames, key=lambda f: f[0]):
         recorder.feed_frame(ts, 1, frame)
     recorder.finish()
@@ -79,7 +82,7 @@ def test_inbound_call_channels_and_bytes(tmp_path: Path) -> None:
     [row] = rows
     assert row["direction"] == "inbound" and row["complete"] and row["audio_format"] == "PCMU"
     assert (row["local_number"], row["remote_number"]) == ("0263111111", "0312345678")
-    wav = read_wav(data / row["audio_path"])
+    wav = recording(data, row)
     local, remote = wav.channel(0), wav.channel(1)
     assert b"".join(down_payloads) in local, "channel 0 is the local party (what the PBX side sends)"
     assert b"".join(up_payloads) in remote
@@ -95,7 +98,7 @@ def test_law_change_mid_call_becomes_pcm_with_the_same_audio(tmp_path: Path) -> 
     data, rows, _ = replay(tmp_path, signalling() + first + reinvite + second + bye(T0 + 5.5))
     [row] = rows
     assert row["audio_format"] == "L16"
-    pcm, rate = soundfile.read(str(data / row["audio_path"]), dtype="int16")
+    pcm, rate = soundfile.read(io.BytesIO(recording_bytes(data, row)), dtype="int16")
     local = pcm[:, 0].tobytes()
     assert decode("PCMU", b"".join(first_payloads)) in local
     assert decode("PCMA", b"".join(second_payloads)) in local
@@ -119,14 +122,14 @@ def test_excluded_line_leaves_no_trace(tmp_path: Path) -> None:
         if path.is_file():
             content = path.read_bytes()
             assert b"0263000000" not in content and b"263000000" not in content, path
-    assert len(list(data.rglob("*.wav"))) == 1
+    assert len(list(data.rglob("*.vault"))) == 1
 
 
 def test_rtp_before_the_answer_is_seen(tmp_path: Path) -> None:
     early, payloads = media(T0 + 0.7, 2, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
     data, rows, _ = replay(tmp_path, signalling() + early + bye(T0 + 3))
     [row] = rows
-    assert b"".join(payloads) in read_wav(data / row["audio_path"]).channel(1)
+    assert b"".join(payloads) in recording(data, row).channel(1)
 
 
 def test_mirror_duplicates_and_vlan_copies_change_nothing(tmp_path: Path) -> None:
@@ -135,7 +138,7 @@ def test_mirror_duplicates_and_vlan_copies_change_nothing(tmp_path: Path) -> Non
     data1, [row1], _ = replay(tmp_path / "once", frames)
     copies = [(ts + 0.0001, udp_frame(*_ends(f), _payload(f), ident=_ident(f), vlans=[100])) for ts, f in frames]
     data2, [row2], rec = replay(tmp_path / "twice", frames + copies)
-    assert read_wav(data1 / row1["audio_path"]).data == read_wav(data2 / row2["audio_path"]).data
+    assert recording(data1, row1).data == recording(data2, row2).data
     assert rec.decoder.stats["duplicates"] == len(frames)
 
 
@@ -184,7 +187,7 @@ def test_hold_gap_and_garbage_timestamps_stay_wall_clock_bounded(tmp_path: Path)
     garbage, _ = media(T0 + 65.05, 1, src=(PBX, 40000), dst=(TRUNK, 20000), ssrc=2, seq0=200,
                        ts0=2**31, seed=6)
     data, [row], _ = replay(tmp_path, signalling() + before + after + garbage + bye(T0 + 66.5))
-    wav = read_wav(data / row["audio_path"])
+    wav = recording(data, row)
     duration = 66.5 - (T0 + 1.0 - T0)
     assert abs(wav.frames / 8000 - duration) < 1.5
     local = wav.channel(0)
@@ -200,5 +203,5 @@ def test_answered_call_without_rtp_has_an_empty_recording_row(tmp_path: Path) ->
 def test_interleaved_pcm_reads_with_soundfile(tmp_path: Path) -> None:
     up, _ = media(T0 + 1.05, 1, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
     data, [row], _ = replay(tmp_path, signalling() + up + bye(T0 + 2.5))
-    pcm, rate = soundfile.read(str(data / row["audio_path"]), dtype="int16")
+    pcm, rate = soundfile.read(io.BytesIO(recording_bytes(data, row)), dtype="int16")
     assert rate == 8000 and pcm.shape[1] == 2 and np.abs(pcm[:, 1]).max() > 0

@@ -2,13 +2,16 @@
 with tshark as the reference decoder of every RTP packet."""
 from __future__ import annotations
 
+import hashlib
+import io
+
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import soundfile
 
-from tests.interop import RtpRow, capture, calls, epoch, read_wav, run_cli, tshark_rtp
+from tests.interop import RtpRow, capture, calls, epoch, recording, recording_bytes, run_cli, side_file_bytes, tshark_rtp
 
 G711_PT = {0: 7, 8: 6}  # payload type -> WAV format tag
 
@@ -32,7 +35,7 @@ def assert_channels_hold_streams(data: Path, call: dict, rows: list[RtpRow]) -> 
     """Every G.711 payload tshark saw during the call is in one channel of the
     WAV, byte for byte, at the place its RTP timestamp gives; returns the
     channel each stream went to."""
-    wav = read_wav(data / call["audio_path"])
+    wav = recording(data, call)
     assert wav.channels == 2 and wav.rate == 8000
     channels = [wav.channel(0), wav.channel(1)]
     placed = {}
@@ -59,9 +62,9 @@ def test_sip_rtp_g711_two_calls_pcmu_then_pcma_open_at_end(tmp_path: Path) -> No
     rtp = tshark_rtp(capture("sip-rtp-g711.pcap"))
     for row, law, tag in ((first, "PCMU", 7), (second, "PCMA", 6)):
         assert row["audio_format"] == law and row["codecs"][0] == law
-        assert read_wav(data / row["audio_path"]).format_tag == tag
+        assert recording(data, row).format_tag == tag
         assert_channels_hold_streams(data, row, rtp)
-        info = soundfile.info(str(data / row["audio_path"]))
+        info = soundfile.info(io.BytesIO(recording_bytes(data, row)))
         assert info.channels == 2 and info.samplerate == 8000
         assert abs(info.frames / 8000 - (epoch(row["ended_at"]) - epoch(row["answered_at"]))) < 2.5
         assert len(row["sha256"]) == 64
@@ -74,7 +77,7 @@ def test_rtp_protocol_comfort_noise_gaps_are_silence(tmp_path: Path) -> None:
     rtp = tshark_rtp(capture("rtp-protocol.pcap"))
     placed = assert_channels_hold_streams(data, row, rtp)
     assert sorted(placed.values()) == [0, 1]
-    wav = read_wav(data / row["audio_path"])
+    wav = recording(data, row)
     for (src, sport, dst, dport, ssrc), ch in placed.items():
         packets = sorted((r for r in rtp if r.ssrc == ssrc and r.pt == 8), key=lambda r: r.timestamp)
         covered = sum(len(p.payload) for p in packets)
@@ -124,7 +127,10 @@ def test_g722_kept_in_side_file(tmp_path: Path) -> None:
     row = rows[0]
     assert row["undecoded"] == ["G722"] and row["audio_format"] == "L16"
     assert len(row["side_files"]) == 1
-    kept = [(r.src, r.sport, r.dst, r.dport, r.seq, r.payload) for r in tshark_rtp(data / row["side_files"][0])]
+    side = tmp_path / "side.pcap"
+    side.write_bytes(side_file_bytes(data, row))
+    assert hashlib.sha256(side.read_bytes()).hexdigest() == row["side_files"][0]["sha256"]
+    kept = [(r.src, r.sport, r.dst, r.dport, r.seq, r.payload) for r in tshark_rtp(side)]
     original = [(r.src, r.sport, r.dst, r.dport, r.seq, r.payload) for r in tshark_rtp(capture("sip-rtp-g722.pcap"))
                 if r.time >= epoch(row["answered_at"]) - 2]
     assert kept == original and len(kept) > 400

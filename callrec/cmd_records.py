@@ -1,0 +1,240 @@
+"""Commands that hand out, hold, check or erase recordings; each such act
+goes into the ledger (通話記録管理簿) with who did it and why."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from recorder.wavfile import write_new_file
+from storage.audiofile import AudioFileError, side_bytes, wav_bytes
+from storage.ledger import Event
+from storage.lock import DataDirLock
+from storage.store import Store, actor, default_key_file
+from storage.vault import VaultError
+from storage.verify import verify_store
+from storage.wipe import destroy_key_file, wipe_all
+
+from .context import open_store, settings
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"callrec: {message}", file=sys.stderr)
+    return status
+
+
+def _sealed_row(store: Store, call_id: str) -> tuple[dict | None, str | None]:
+    row = store.index.get(call_id)
+    if row is None:
+        return None, f"no call with id {call_id}"
+    values = row.values
+    if values["erased_at"]:
+        return None, f"{call_id} was erased on {values['erased_at']} ({values['erased_reason']})"
+    if values["state"] != "sealed":
+        return None, f"{call_id} is still being recorded"
+    return values, None
+
+
+def cmd_calls_audio(args: argparse.Namespace) -> int:
+    """The recording exactly as sealed, for an authorised reader."""
+    config, policy = settings(args)
+    if policy.listening.reason_required and not (args.reason or "").strip():
+        return _fail("this site's policy lets recordings be heard only for a stated reason: give --reason TEXT", 2)
+    if args.output.exists():
+        return _fail(f"{args.output} exists; callrec never overwrites a file", 2)
+    store = open_store(config, policy)
+    try:
+        values, problem = _sealed_row(store, args.id)
+        if values is None:
+            return _fail(str(problem))
+        if not values["audio_path"]:
+            return _fail(f"{args.id} has no audio ({values['end_reason']})")
+        outputs = [args.output]
+        try:
+            _, stream = wav_bytes(store.data_dir / values["audio_path"], store.master, args.id)
+            digest = write_new_file(args.output, stream)
+            if digest != values["sha256"]:
+                args.output.unlink()
+                return _fail(f"{args.id}: the stored audio does not match its sealed SHA-256 "
+                             f"({digest} != {values['sha256']}); nothing was handed out — run `callrec verify`")
+            for side in values["side_files"]:
+                out = args.output.with_name(f"{args.output.name}.ch{side['channel']}.rtp.pcap")
+                side_digest = write_new_file(out, side_bytes(store.data_dir / side["path"], store.master, args.id))
+                outputs.append(out)
+                if side_digest != side["sha256"]:
+                    for path in outputs:
+                        path.unlink(missing_ok=True)
+                    return _fail(f"{args.id}: side file {side['path']} does not match its sealed SHA-256")
+        except (VaultError, AudioFileError) as exc:
+            for path in outputs:
+                path.unlink(missing_ok=True)
+            return _fail(f"{args.id}: {exc}")
+        try:
+            store.ledger.append(Event.AUDIO_ACCESS, actor(), store.now(), reason=args.reason, call_id=args.id,
+                                sha256=digest, files=[str(p.resolve()) for p in outputs])
+        except BaseException:
+            for path in outputs:
+                path.unlink(missing_ok=True)
+            raise
+    finally:
+        store.close()
+    print(f"{args.output}: {args.id}, SHA-256 {digest} (as sealed)"
+          + "".join(f"\n{p}: undecoded payloads" for p in outputs[1:]))
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    """Legal hold (matsumoto 第7条5): kept past every rule until released."""
+    config, policy = settings(args)
+    if not args.reason.strip():
+        return _fail("a hold needs a reason (--reason TEXT)", 2)
+    store = open_store(config, policy)
+    try:
+        values, problem = _sealed_row(store, args.id)
+        if values is None:
+            return _fail(str(problem))
+        adding = args.hold_command == "add"
+        if values["held"] == adding:
+            return _fail(f"{args.id} is {'already' if adding else 'not'} held")
+        now = store.now()
+        store.index.update(args.id, held=adding, hold_reason=args.reason if adding else None,
+                           held_since=now.isoformat(timespec="seconds") if adding else None)
+        store.ledger.append(Event.HOLD_ADDED if adding else Event.HOLD_RELEASED, actor(), now,
+                            reason=args.reason, approved_by=args.approved_by, call_id=args.id)
+    finally:
+        store.close()
+    print(f"{args.id}: {'held' if adding else 'released'}")
+    return 0
+
+
+def cmd_hold_list(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    store = open_store(config, policy)
+    try:
+        held = [r.values for r in store.index.rows() if r.values["held"] and not r.values["erased_at"]]
+    finally:
+        store.close()
+    for row in held:
+        print(f"{row['id']:27} since {row['held_since']}  {row['hold_reason']}")
+    return 0
+
+
+def cmd_ledger_list(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    store = open_store(config, policy)
+    try:
+        entries = list(store.ledger.entries())
+    finally:
+        store.close()
+    if args.json:
+        json.dump([e.as_json() for e in entries], sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for e in entries:
+        details = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in e.details.items())
+        extra = "".join(f" {label}={json.dumps(v, ensure_ascii=False)}"
+                        for label, v in (("reason", e.reason), ("approved_by", e.approved_by)) if v)
+        print(f"{e.seq:6} {e.at} {e.event:22} {e.actor}{extra} {details}")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    store = open_store(config, policy)
+    try:
+        problems = store.ledger.verify()
+        count = 0 if problems else sum(1 for _ in store.ledger.entries())
+    finally:
+        store.close()
+    for problem in problems:
+        print(f"ledger {problem}")
+    if problems:
+        return 1
+    print(f"ledger: {count} entries, chain intact")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 1 naming every recording or ledger entry that does not match."""
+    config, policy = settings(args)
+    store = open_store(config, policy)
+    try:
+        report = verify_store(store)
+        store.ledger.append(Event.VERIFICATION, actor(), store.now(), result="ok" if report.ok else "mismatch",
+                            recordings=report.recordings, findings=len(report.findings))
+    finally:
+        store.close()
+    for finding in report.findings:
+        print(finding)
+    print(f"{'ok' if report.ok else 'MISMATCH'}: {report.recordings} recordings checked, {report.erased} erased, "
+          f"{report.in_progress} being recorded, {len(report.findings)} problem(s)")
+    return 0 if report.ok else 1
+
+
+def cmd_wipe(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    if not args.all:
+        return _fail("say what to wipe: `callrec wipe --all` erases every recording and key", 2)
+    if not args.yes:
+        print(f"This erases EVERY recording in {config.data_dir} and the master key, so that nothing can be "
+              "restored (decommissioning). The ledger stays. Type WIPE to go on: ", end="", file=sys.stderr)
+        if sys.stdin.readline().strip() != "WIPE":
+            return _fail("nothing was erased", 1)
+    with DataDirLock(config.data_dir):
+        store = open_store(config, policy)
+        try:
+            result = wipe_all(store, actor(), args.reason)
+        finally:
+            store.close()
+    key_file = config.key_file or default_key_file(config.data_dir)
+    key_gone = destroy_key_file(key_file)
+    print(f"wiped: {result.files} files shredded, {result.rows} recordings erased, ledger entry {result.ledger_seq}")
+    print(f"master key file {key_file} shredded" if key_gone else
+          "the master key is a systemd credential: remove it too (rm /etc/credstore.encrypted/callrec-master-key)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersAction,  # type: ignore[type-arg]
+                common: Callable[..., None]) -> None:
+    p = calls.add_parser("audio", help="write one recording exactly as sealed (recorded in the ledger)")
+    p.add_argument("id")
+    p.add_argument("-o", "--output", type=Path, required=True, help="new WAV file to write")
+    p.add_argument("--reason", help="why it is needed (required where the policy restricts listening)")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_calls_audio)
+
+    hold = sub.add_parser("hold", help="legal hold: keep a recording past its period").add_subparsers(
+        dest="hold_command", required=True)
+    for name, text in (("add", "keep this recording until released"), ("release", "end a hold")):
+        p = hold.add_parser(name, help=text)
+        p.add_argument("id")
+        p.add_argument("--reason", required=True)
+        p.add_argument("--approved-by", help="who approved it (管理責任者)")
+        common(p, policy=True)
+        p.set_defaults(func=cmd_hold)
+    p = hold.add_parser("list", help="recordings under hold")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_hold_list)
+
+    ledger = sub.add_parser("ledger", help="通話記録管理簿: what happened to the records").add_subparsers(
+        dest="ledger_command", required=True)
+    p = ledger.add_parser("list", help="every entry")
+    p.add_argument("--json", action="store_true")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_ledger_list)
+    p = ledger.add_parser("verify", help="check the keyed hash chain")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_ledger_verify)
+
+    p = sub.add_parser("verify", help="check every recording against its seal, and the ledger (exit 1 on mismatch)")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("wipe", help="decommissioning: erase every recording and the key")
+    p.add_argument("--all", action="store_true", help="everything (required)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
+    p.add_argument("--reason", help="e.g. lease return")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_wipe)

@@ -1,0 +1,39 @@
+"""What every command starts from: the config, the policy and the data folder."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from policy.loader import load_policy
+from policy.schema import Policy
+from storage.index import CallIndex
+from storage.recordings import ensure_private_dir
+from storage.store import INDEX_FILE, Store
+
+from .config import Config, load_config
+
+
+def settings(args: argparse.Namespace) -> tuple[Config, Policy]:
+    config = load_config(args.config) if getattr(args, "config", None) else Config()
+    updates: dict[str, Path] = {}
+    if getattr(args, "data_dir", None):
+        updates["data_dir"] = args.data_dir
+    if getattr(args, "policy", None):
+        updates["policy"] = args.policy
+    config = config.model_copy(update=updates)
+    policy = load_policy(config.policy) if config.policy else Policy()
+    return config, policy
+
+
+def open_index(config: Config) -> CallIndex:
+    """The index alone, for commands that show metadata but no audio."""
+    ensure_private_dir(config.data_dir)
+    return CallIndex(config.data_dir / INDEX_FILE)
+
+
+def open_store(config: Config, policy: Policy, create_key: bool = False) -> Store:
+    """The index with the master key and the ledger, for commands that read
+    or erase audio or write the ledger."""
+    return Store.open(config.data_dir, ZoneInfo(policy.timezone), config.key_file,
+                      create_key=create_key and config.create_key)

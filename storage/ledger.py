@@ -1,0 +1,366 @@
+"""The 通話記録管理簿 (matsumoto 第10条, REQUIREMENTS U5): who did what to
+which recordings, when, why and approved by whom, kept so that an auditor
+can prove nothing was edited, removed or inserted afterwards.
+
+Format: `ledger.jsonl`, one JSON object per line::
+
+    {"seq": n, "at": ISO 8601 with offset, "event": str, "actor": str,
+     "reason": str|null, "approved_by": str|null, "details": {...},
+     "prev": hex, "mac": hex}
+
+mac = HMAC-SHA256(ledger key, canonical JSON of the entry without "mac"),
+canonical = sort_keys, separators (",", ":"), ensure_ascii=False, UTF-8;
+prev = mac of entry seq-1 (the first entry: 64 zeros). The key is derived
+from the master key (label KEY_LABEL), so a forger who can write the file
+but lacks the key cannot rebuild a chain that verifies: a plain hash chain
+could be recomputed by anyone after an edit.
+
+`ledger.head` holds the last seq and mac under a MAC of its own and is
+replaced atomically after each append, so cutting entries off the end
+(which leaves a valid chain) is still detected.
+
+Crash rule: a line is fsynced before the head moves. After a crash the
+ledger may therefore end in a torn line (no newline; never acknowledged to
+its caller) or in one complete entry the head does not cover yet. verify()
+reports the torn line as a problem; the next append() cuts it off and
+carries on, because that entry was never recorded. append() refuses to
+continue a ledger whose end does not match its head (entries removed, head
+deleted or forged): appending would rewrite the head and hide that.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("callrec.ledger")
+
+KEY_LABEL = "callrec ledger v1"
+LEDGER_FILE = "ledger.jsonl"
+HEAD_FILE = "ledger.head"
+GENESIS = "0" * 64
+_HEAD_DOMAIN = b"callrec ledger head v1\n"
+_FIELDS = ("seq", "at", "event", "actor", "reason", "approved_by", "details", "prev", "mac")
+_TAIL_WINDOW = 64 * 1024
+
+
+class Event(StrEnum):
+    """The event names written to the ledger; stable, auditors grep them."""
+
+    ERASURE = "erasure"  # one per sweep: count, period from-to, rule
+    HOLD_ADDED = "hold_added"
+    HOLD_RELEASED = "hold_released"
+    POLICY_CHANGED = "policy_changed"  # sha256 of the new policy
+    VERIFICATION = "verification"  # result
+    MINIMUM_PERIOD_BREACH = "minimum_period_breach"
+    WIPE = "wipe"
+    AUDIO_ACCESS = "audio_access"  # call id, reason
+    CAPACITY_WARNING = "capacity_warning"
+    EXPORT = "export"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be appended to safely; `callrec ledger verify` says why."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    seq: int
+    at: datetime
+    event: str
+    actor: str
+    reason: str | None
+    approved_by: str | None
+    details: dict[str, Any] = field(hash=False)
+    prev: str
+    mac: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as stored (and as `ledger list --json` shows it)."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(timespec="milliseconds"),
+            "event": self.event,
+            "actor": self.actor,
+            "reason": self.reason,
+            "approved_by": self.approved_by,
+            "details": self.details,
+            "prev": self.prev,
+            "mac": self.mac,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    line: int | None
+    seq: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.seq is not None:
+            where.append(f"seq {self.seq}")
+        return f"{', '.join(where) or 'ledger'}: {self.problem}"
+
+
+def canonical(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _entry_mac(key: bytes, entry: dict[str, Any]) -> str:
+    body = {name: value for name, value in entry.items() if name != "mac"}
+    return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
+
+
+def _head_mac(key: bytes, seq: int, mac: str) -> str:
+    return hmac.new(key, _HEAD_DOMAIN + canonical({"seq": seq, "mac": mac}), hashlib.sha256).hexdigest()
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """A stored entry with the right fields and types, or ValueError."""
+    entry = json.loads(line)
+    if not isinstance(entry, dict) or sorted(entry) != sorted(_FIELDS):
+        raise ValueError("not a ledger entry (fields missing or extra)")
+    checks = (
+        isinstance(entry["seq"], int) and not isinstance(entry["seq"], bool) and entry["seq"] >= 1,
+        all(isinstance(entry[name], str) for name in ("at", "event", "actor", "prev", "mac")),
+        all(entry[name] is None or isinstance(entry[name], str) for name in ("reason", "approved_by")),
+        isinstance(entry["details"], dict),
+    )
+    if not all(checks):
+        raise ValueError("a field has the wrong type")
+    datetime.fromisoformat(entry["at"])
+    return entry
+
+
+def _to_entry(entry: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(**{**entry, "at": datetime.fromisoformat(entry["at"])})
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class Ledger:
+    """An append-only, keyed hash chain shared by the daemon and the CLI."""
+
+    def __init__(self, path: Path, head_path: Path, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the ledger key is at least 32 bytes (MasterKey.derive(KEY_LABEL))")
+        self.path = path
+        self.head_path = head_path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._key = key
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path, key: bytes) -> Ledger:
+        return cls(data_dir / LEDGER_FILE, data_dir / HEAD_FILE, key)
+
+    def append(
+        self,
+        event: Event | str,
+        actor: str,
+        now: datetime,
+        reason: str | None = None,
+        approved_by: str | None = None,
+        **details: Any,
+    ) -> LedgerEntry:
+        """Adds one entry, durably, before returning it.
+
+        Several processes may call this at once: an flock on a lock file
+        beside the ledger serialises them (the lock file, not the ledger,
+        so that reading never waits).
+        """
+        if now.utcoffset() is None:
+            raise ValueError("ledger times carry their UTC offset; pass an aware datetime")
+        event = Event(event)
+        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                seq, prev = self._tail(fd)
+                body: dict[str, Any] = {
+                    "seq": seq + 1,
+                    "at": now.isoformat(timespec="milliseconds"),
+                    "event": event.value,
+                    "actor": actor,
+                    "reason": reason,
+                    "approved_by": approved_by,
+                    "details": details,
+                    "prev": prev,
+                }
+                entry = {**body, "mac": _entry_mac(self._key, body)}
+                _write_all(fd, canonical(entry) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if seq == 0:
+                _fsync_dir(self.path.parent)
+            self._write_head(entry["seq"], entry["mac"])
+        finally:
+            os.close(lock_fd)
+        log.info("ledger.appended", seq=entry["seq"], ledger_event=event.value, actor=actor)
+        return _to_entry(entry)
+
+    def _tail(self, fd: int) -> tuple[int, str]:
+        """(seq, mac) to chain onto, after checking the end against the head
+        and cutting off a torn line."""
+        size = os.fstat(fd).st_size
+        window = min(size, _TAIL_WINDOW)
+        while True:
+            data = os.pread(fd, window, size - window)
+            lines = data.split(b"\n")
+            torn = lines.pop()
+            if len(lines) >= 2 or window == size:
+                break
+            window = min(size, window * 2)
+        last = None
+        if lines:
+            try:
+                last = _parse(lines[-1])
+            except ValueError as exc:
+                raise LedgerError(
+                    f"{self.path}: the last entry cannot be read ({exc}); run `callrec ledger verify`"
+                ) from None
+        head = self._read_head()
+        if isinstance(head, str):
+            raise LedgerError(f"{self.head_path}: {head}; run `callrec ledger verify`")
+        if head is None and last is not None:
+            raise LedgerError(f"{self.head_path} is missing but the ledger has entries; run `callrec ledger verify`")
+        if head is not None:
+            head_seq, head_mac = head
+            covered = last is not None and (last["seq"], last["mac"]) == (head_seq, head_mac)
+            next_to_head = last is not None and last["seq"] == head_seq + 1 and last["prev"] == head_mac
+            if not (covered or next_to_head):
+                raise LedgerError(
+                    f"{self.path} does not end where {self.head_path.name} says (seq {head_seq}): "
+                    "entries were removed or the head was replaced; run `callrec ledger verify`"
+                )
+        if torn:
+            os.ftruncate(fd, size - len(torn))
+            os.fsync(fd)
+            log.warning("ledger.torn_tail_removed", bytes=len(torn))
+        return (0, GENESIS) if last is None else (last["seq"], last["mac"])
+
+    def _read_head(self) -> tuple[int, str] | str | None:
+        """(seq, mac); None when absent; a reason string when it is bad."""
+        try:
+            raw = self.head_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            head = json.loads(raw)
+            seq, mac, head_mac = head["seq"], head["mac"], head["head_mac"]
+            if not (isinstance(seq, int) and isinstance(mac, str) and isinstance(head_mac, str)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return "head is not readable"
+        if not hmac.compare_digest(head_mac, _head_mac(self._key, seq, mac)):
+            return "head fails its MAC (edited or written without the key)"
+        return seq, mac
+
+    def _write_head(self, seq: int, mac: str) -> None:
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.head_path)
+        _fsync_dir(self.head_path.parent)
+
+    def _lines(self) -> tuple[list[bytes], bytes]:
+        """Complete lines and the torn rest (bytes after the last newline)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return [], b""
+        with os.fdopen(fd, "rb") as file:
+            lines = file.read().split(b"\n")
+        return lines[:-1], lines[-1]
+
+    def entries(self) -> Iterator[LedgerEntry]:
+        """Every complete entry in file order, unchecked (verify() checks);
+        a torn last line is not an entry."""
+        lines, _ = self._lines()
+        for number, line in enumerate(lines, 1):
+            try:
+                yield _to_entry(_parse(line))
+            except ValueError as exc:
+                raise LedgerError(f"{self.path}: line {number} is not a ledger entry ({exc})") from None
+
+    def verify(self) -> list[LedgerProblem]:
+        """Everything that does not match, each naming its line and seq; an
+        empty list is a ledger nobody has altered."""
+        problems: list[LedgerProblem] = []
+        lines, torn = self._lines()
+        expected_seq, expected_prev = 1, GENESIS
+        last: dict[str, Any] | None = None
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = _parse(line)
+            except ValueError as exc:
+                problems.append(LedgerProblem(number, None, f"unparseable line ({exc})"))
+                continue
+            seq = entry["seq"]
+            if not hmac.compare_digest(entry["mac"], _entry_mac(self._key, entry)):
+                problems.append(LedgerProblem(number, seq, "bad MAC: the entry was edited or forged without the key"))
+            if seq != expected_seq:
+                kind = "repeated or out-of-order" if seq < expected_seq else "gap:"
+                problems.append(LedgerProblem(number, seq, f"{kind} seq (expected {expected_seq})"))
+            if entry["prev"] != expected_prev:
+                problems.append(
+                    LedgerProblem(number, seq, "broken chain: prev is not the MAC of the entry before "
+                                  "(an entry was removed, inserted or moved)")
+                )
+            expected_seq, expected_prev, last = seq + 1, entry["mac"], entry
+        if torn:
+            problems.append(
+                LedgerProblem(len(lines) + 1, None, "torn last entry (no newline): a crash during an append; "
+                              "that entry was never recorded and the next append removes it")
+            )
+        head = self._read_head()
+        if isinstance(head, str):
+            problems.append(LedgerProblem(None, None, head))
+        elif head is None:
+            if last is not None:
+                problems.append(LedgerProblem(None, None, "head is missing but the ledger has entries"))
+        else:
+            head_seq, head_mac = head
+            if last is None or last["seq"] < head_seq:
+                ends = "is empty" if last is None else f"ends at seq {last['seq']}"
+                problems.append(
+                    LedgerProblem(None, head_seq, f"tail missing: the head says seq {head_seq} but the ledger {ends}")
+                )
+            elif last["seq"] == head_seq and last["mac"] != head_mac:
+                problems.append(LedgerProblem(len(lines), head_seq, "last entry is not the one the head recorded"))
+            elif last["seq"] > head_seq + 1 or (last["seq"] == head_seq + 1 and last["prev"] != head_mac):
+                problems.append(
+                    LedgerProblem(len(lines), last["seq"], f"entries after seq {head_seq} that the head never recorded")
+                )
+        return problems

@@ -1,0 +1,84 @@
+"""A data folder opened for use: the index, the master key and the ledger.
+
+Opening checks that the master key is the one the recordings were written
+under before anything is recorded, so a wrong or replaced key is refused at
+start rather than discovered when a recording is needed.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from .index import CallIndex
+from .keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file, load_master_key
+from .ledger import KEY_LABEL, Ledger
+from .recordings import ensure_private_dir
+
+INDEX_FILE = "index.sqlite3"
+KEY_ID_SETTING = "master_key_id"
+
+
+class StoreError(Exception):
+    """The data folder cannot be used as it is; says why and what to do."""
+
+
+def default_key_file(data_dir: Path) -> Path:
+    """Beside the data folder, never inside it: a copy of the folder alone
+    (a stolen disk image of it, a backup) must not carry its own key."""
+    return data_dir.parent / f"{data_dir.name}.key"
+
+
+def actor() -> str:
+    """Who is acting, for the ledger: the login behind sudo, if any."""
+    user = getpass.getuser()
+    behind = os.environ.get("SUDO_USER")
+    return f"{user} (sudo by {behind})" if behind and behind != user else user
+
+
+@dataclass
+class Store:
+    data_dir: Path
+    index: CallIndex
+    master: MasterKey
+    ledger: Ledger
+    tz: ZoneInfo
+
+    @classmethod
+    def open(cls, data_dir: Path, tz: ZoneInfo, key_file: Path | None = None,
+             environ: Mapping[str, str] = os.environ, create_key: bool = False) -> Store:
+        """`create_key` makes a key file on first use, for the embedded
+        default; it is refused when the folder already holds recordings."""
+        ensure_private_dir(data_dir)
+        key_path = key_file or default_key_file(data_dir)
+        index = CallIndex(data_dir / INDEX_FILE)
+        try:
+            known = index.setting(KEY_ID_SETTING)
+            try:
+                master = load_master_key(key_path, data_dir, environ)
+            except MasterKeyMissing as exc:
+                if not create_key or known is not None:
+                    raise StoreError(f"{exc}; the recordings in {data_dir} need the key they were written "
+                                     "under" if known else str(exc)) from None
+                master = create_key_file(key_path)
+            except MasterKeyError as exc:
+                raise StoreError(str(exc)) from None
+            if known is None:
+                index.set_setting(KEY_ID_SETTING, master.key_id)
+            elif known != master.key_id:
+                raise StoreError(f"{data_dir} was written under master key {known}, but the key loaded is "
+                                 f"{master.key_id}: give callrec the right key (systemd credential or key file)")
+        except BaseException:
+            index.close()
+            raise
+        return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL)), tz)
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz)
+
+    def close(self) -> None:
+        self.index.close()

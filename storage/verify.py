@@ -1,0 +1,103 @@
+"""`callrec verify`: proof for an auditor that nothing was altered.
+
+Every kept recording is read back, each vault record authenticated, and the
+SHA-256 of the WAV it hands out compared with the one sealed when the call
+ended; erased recordings must have left no file; files no row names are
+reported; and the ledger's keyed hash chain is checked end to end.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audiofile import AudioFileError, side_digest, wav_digest
+from .index import CallRow
+from .recordings import RECORDINGS
+from .store import Store
+from .vault import VaultError
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing that does not match, named so an auditor can find it."""
+
+    subject: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    recordings: int
+    erased: int
+    in_progress: int
+    ledger_entries: int
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def _check_row(store: Store, row: CallRow) -> Iterator[Finding]:
+    values = row.values
+    subject = f"recording {row.id}"
+    if not values["audio_path"]:
+        return
+    path = store.data_dir / values["audio_path"]
+    if not path.exists():
+        yield Finding(subject, f"audio file {values['audio_path']} is missing")
+        return
+    try:
+        audio, digest = wav_digest(path, store.master, row.id)
+    except (VaultError, AudioFileError, OSError) as exc:
+        yield Finding(subject, f"audio file does not authenticate: {exc}")
+        return
+    if values["sha256"] != digest:
+        yield Finding(subject, f"audio SHA-256 {digest} differs from the sealed {values['sha256']}")
+    elif audio.frames != values["audio_frames"]:
+        yield Finding(subject, f"{audio.frames} frames on disk, {values['audio_frames']} sealed")
+    if not audio.sealed:
+        yield Finding(subject, "audio file was cut short (no final record)")
+    for side in values["side_files"]:
+        side_path = store.data_dir / str(side["path"])
+        try:
+            if side_digest(side_path, store.master, row.id) != side["sha256"]:
+                yield Finding(subject, f"side file {side['path']} differs from its sealed SHA-256")
+        except (VaultError, AudioFileError, OSError) as exc:
+            yield Finding(subject, f"side file {side['path']}: {exc}")
+
+
+def verify_store(store: Store) -> Report:
+    findings: list[Finding] = []
+    on_disk: dict[str, list[Path]] = {}
+    for path in sorted((store.data_dir / RECORDINGS).rglob("*.vault")):
+        on_disk.setdefault(path.name.split(".", 1)[0], []).append(path)
+    recordings = erased = in_progress = 0
+    for row in store.index.rows():
+        values = row.values
+        files = on_disk.pop(row.id, [])
+        if values["erased_at"]:
+            erased += 1
+            findings.extend(Finding(f"recording {row.id}", f"erased {values['erased_at']} but "
+                                    f"{path.relative_to(store.data_dir)} is still on disk") for path in files)
+            continue
+        if values["state"] != "sealed":
+            in_progress += 1
+            continue
+        recordings += 1
+        named = {store.data_dir / str(side["path"]) for side in values["side_files"]}
+        if values["audio_path"]:
+            named.add(store.data_dir / values["audio_path"])
+        findings.extend(_check_row(store, row))
+        findings.extend(Finding(str(path.relative_to(store.data_dir)), "no index row names this file")
+                        for path in files if path not in named)
+    findings.extend(Finding(str(path.relative_to(store.data_dir)), "no index row names this file")
+                    for paths in on_disk.values() for path in paths)
+    ledger_problems = store.ledger.verify()
+    findings.extend(Finding("ledger", str(problem)) for problem in ledger_problems)
+    entries = sum(1 for _ in store.ledger.entries()) if not ledger_problems else 0
+    return Report(recordings, erased, in_progress, entries, findings)
