@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from recorder.wavfile import write_new_file
 from storage.audiofile import AudioFileError, side_bytes, wav_bytes
 from storage.ledger import Event
 from storage.lock import DataDirLock
 from storage.store import Store, actor, default_key_file
+from storage.sweep import sweep
 from storage.vault import VaultError
 from storage.verify import verify_store
 from storage.wipe import destroy_key_file, wipe_all
@@ -196,6 +200,50 @@ def cmd_wipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str | None, tz: ZoneInfo) -> float:
+    """--now as ISO 8601; without an offset it is the policy's local time."""
+    if text is None:
+        return time.time()
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    """One sweep now, or what it would do (--dry-run), as of --now."""
+    config, policy = settings(args)
+    tz = ZoneInfo(policy.timezone)
+    try:
+        now = _instant(args.now, tz)
+    except ValueError:
+        return _fail(f"--now {args.now!r} is not an ISO 8601 date and time (e.g. 2027-04-01T00:00:00+09:00)", 2)
+    store = open_store(config, policy)
+    try:
+        result = sweep(store, policy.retention, now, actor(), dry_run=args.dry_run)
+    finally:
+        store.close()
+    plan = result.plan
+    if args.json:
+        json.dump({"as_of": datetime.fromtimestamp(now, tz).isoformat(), "dry_run": args.dry_run,
+                   "erase": [{"id": e.id, "reason": e.reason, "recorded_at": datetime.fromtimestamp(
+                       e.recorded_at, tz).isoformat(), "breaches_minimum": e.breaches_minimum} for e in plan.erase],
+                   "stop_recording": plan.stop_recording,
+                   "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings]},
+                  sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"as of {datetime.fromtimestamp(now, tz).isoformat(timespec='seconds')}: {verb} {len(plan.erase)} "
+          f"recording(s) ({len(plan.ids('retention'))} past their period, {len(plan.ids('capacity'))} for capacity)")
+    for e in plan.erase:
+        print(f"  {e.id}  recorded {datetime.fromtimestamp(e.recorded_at, tz).isoformat(timespec='seconds')}  "
+              f"{e.reason}{'  (inside its minimum period)' if e.breaches_minimum else ''}")
+    for w in plan.warnings:
+        print(f"warning {w.code}: {w.message}")
+    if plan.stop_recording:
+        print("new calls are NOT recorded until space is freed")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersAction,  # type: ignore[type-arg]
                 common: Callable[..., None]) -> None:
     p = calls.add_parser("audio", help="write one recording exactly as sealed (recorded in the ledger)")
@@ -227,6 +275,15 @@ def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersActi
     p = ledger.add_parser("verify", help="check the keyed hash chain")
     common(p, policy=True)
     p.set_defaults(func=cmd_ledger_verify)
+
+    retention = sub.add_parser("retention", help="the retention rule").add_subparsers(
+        dest="retention_command", required=True)
+    p = retention.add_parser("run", help="sweep now: erase what the policy says must go")
+    p.add_argument("--now", help="act as of this ISO 8601 time (auditors, tests); default: now")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be erased")
+    p.add_argument("--json", action="store_true")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_retention_run)
 
     p = sub.add_parser("verify", help="check every recording against its seal, and the ledger (exit 1 on mismatch)")
     common(p, policy=True)
