@@ -39,6 +39,7 @@ class Config(BaseModel):
     sip_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [5060]
     status_socket: Path | None = None
     key_file: Path | None = None
+    sweep_interval_seconds: Annotated[float, Field(ge=5, le=86400)] = 60.0
     create_key: bool = True
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     health: Health = Health()

@@ -10,6 +10,7 @@ policy; a broken file is refused and the running policy stays.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -28,10 +29,12 @@ from policy.schema import Policy
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
 from storage.keys import MasterKeyError
+from storage.ledger import Event
 from storage.lock import DataDirLock
 from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
 from storage.store import Store, StoreError
+from storage.sweep import sweep
 
 from . import logs
 from .config import Config, load_config
@@ -41,6 +44,11 @@ from .sdnotify import Notifier, watchdog_interval
 log = structlog.get_logger("callrec.daemon")
 
 MAX_BLOCKS_PER_WAKEUP = 8
+DAEMON_ACTOR = "callrec daemon"
+POLICY_HASH_SETTING = "policy_sha256"
+BYTES_PER_CALL_SECOND = 16_000
+"""Stereo G.711 at rest, about: the reserve a sweep keeps for calls under way."""
+UNHEALTHY_RETENTION = frozenset({"minimum_period_at_risk", "only_held_left"})
 
 
 class PacketSource(Protocol):
@@ -78,6 +86,8 @@ class Daemon:
         self._problems: list[Problem] = []
         self._packets_last = 0
         self._pps = 0.0
+        self._retention: list[Problem] = []
+        self._sweeping: asyncio.Task[None] | None = None
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -106,6 +116,7 @@ class Daemon:
         recovered = recover_unfinished(config.data_dir, data.index, tz, data.master)
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master)
+        self._note_policy()
         self.recorder = Recorder(PolicyDecider(self.policy), self.store)
         loop = asyncio.get_running_loop()
         try:
@@ -124,11 +135,15 @@ class Daemon:
         log.info("daemon.started", interfaces=",".join(config.interfaces), recovered=len(recovered))
         self._notifier.notify(READY=1, STATUS=self.status_line())
         timer = asyncio.create_task(self._every_second())
+        sweeper = asyncio.create_task(self._sweep_periodically())
         try:
             await self._stopping.wait()
         finally:
             self._notifier.notify(STOPPING=1, STATUS="closing open recordings")
             timer.cancel()
+            sweeper.cancel()
+            if self._sweeping is not None:
+                await asyncio.gather(self._sweeping, return_exceptions=True)
             for source in self._sources.values():
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
@@ -150,6 +165,48 @@ class Daemon:
             loop.remove_reader(source.fileno())
             source.close()
         self._sources.clear()
+
+    # ---- retention ----------------------------------------------------------
+    async def _sweep_periodically(self) -> None:
+        """At start and then every sweep interval, in a worker thread with
+        its own index connection, so erasing never stalls capture."""
+        while True:
+            reserve = int(self.recorder.active_recordings() * (self.config.sweep_interval_seconds + 60)
+                          * BYTES_PER_CALL_SECOND)
+            self._sweeping = asyncio.create_task(asyncio.to_thread(self._sweep_once, time.time(), reserve))
+            try:
+                await asyncio.shield(self._sweeping)
+            except Exception as exc:  # a failed sweep must not stop recording; it is logged and retried
+                log.error("retention.sweep_failed", reason=str(exc))
+            await asyncio.sleep(self.config.sweep_interval_seconds)
+
+    def _sweep_once(self, now: float, reserve: int) -> None:
+        store = self.data.for_thread()
+        try:
+            result = sweep(store, self.policy.retention, now, DAEMON_ACTOR, incoming_bytes=reserve)
+        finally:
+            store.close()
+        plan = result.plan
+        self._retention = [Problem(w.code, w.message) for w in plan.warnings]
+        refusing = next((w.message for w in plan.warnings if plan.stop_recording), None)
+        if refusing != self.store.refusing:
+            if refusing:
+                log.critical("recording.stopped_by_retention", reason=refusing)
+            else:
+                log.warning("recording.resumed")
+            self.store.refusing = refusing
+
+    def _note_policy(self) -> None:
+        """A ledger entry whenever the policy in force changes (its hash)."""
+        path = self.config.policy
+        content = path.read_bytes() if path else self.policy.model_dump_json().encode()
+        digest = hashlib.sha256(content).hexdigest()
+        index = self.data.index
+        if index.setting(POLICY_HASH_SETTING) != digest:
+            self.data.ledger.append(Event.POLICY_CHANGED, DAEMON_ACTOR, self.data.now(), sha256=digest,
+                                    file=str(path) if path else "built-in default",
+                                    organisation=self.policy.organisation)
+            index.set_setting(POLICY_HASH_SETTING, digest)
 
     # ---- serve ------------------------------------------------------------
     def _drain(self, source: PacketSource, drain_all: bool = False) -> None:
@@ -202,7 +259,7 @@ class Daemon:
                 log.warning("health.problem", code=problem.code, detail=problem.message)
         for code in {p.code for p in self._problems} - {p.code for p in problems}:
             log.info("health.recovered", code=code)
-        self._problems = problems
+        self._problems = problems + [p for p in self._retention if p.code in UNHEALTHY_RETENTION]
         self._disk_percent = obs.disk_used_percent
 
     def status_line(self) -> str:
@@ -215,6 +272,9 @@ class Daemon:
         return {
             "healthy": not self._problems,
             "problems": [{"code": p.code, "message": p.message} for p in self._problems],
+            "warnings": [{"code": p.code, "message": p.message} for p in self._retention
+                         if p.code not in UNHEALTHY_RETENTION],
+            "recording_stopped": self.store.refusing,
             "active_calls": self.recorder.active_recordings(),
             "packets_per_second": self._pps,
             "kernel_drops": self._kernel_drops,
@@ -265,6 +325,7 @@ class Daemon:
             return
         self.policy = policy
         self.recorder.set_decider(PolicyDecider(policy))
+        self._note_policy()
         log.info("policy.loaded", file=str(self.config.policy or "built-in default"))
 
 

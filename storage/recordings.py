@@ -60,12 +60,17 @@ class FileRecording:
         self._store = store
         self.record_id = record_id
         self._folder = folder
-        self.wav_path = folder / f"{record_id}.wav.vault"
         self._side: dict[int, SideWriter] = {}
+        self.wav_path = folder / f"{record_id}.wav.vault"
         self._pending: list[bytes] = []
         self._pending_size = 0
         self.failure: str | None = None
+        self.failure_code = "write_failed"
         self._wav: AudioWriter | None = None
+        if store.refusing is not None:
+            self.failure_code = "not_recorded_retention"
+            self._fail(OSError(errno.ENOSPC, store.refusing))
+            return
         try:
             if not store.space_left():
                 raise OSError(errno.ENOSPC, "free space below the floor")
@@ -194,6 +199,9 @@ class RecordingStore:
         self.master = master
         self.tz = tz
         self.min_free_bytes = min_free_bytes
+        self.refusing: str | None = None
+        """Why new calls are not recorded, when the retention policy says
+        so (stop_recording rather than cut a minimum period short)."""
         self._ids: dict[int, str] = {}
         ensure_private_dir(data_dir / RECORDINGS)
 
@@ -266,7 +274,7 @@ class RecordingStore:
             state="sealed",
         )
         if handle is not None and handle.failure is not None:
-            values.update(end_reason="write_failed", complete=False)
+            values.update(end_reason=handle.failure_code, complete=False)
         if handle is not None and handle.has_audio:
             try:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id)

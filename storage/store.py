@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -76,6 +76,11 @@ class Store:
             index.close()
             raise
         return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL)), tz)
+
+    def for_thread(self) -> Store:
+        """The same store over a connection of its own, for a worker thread
+        (an sqlite3 connection stays in the thread that made it)."""
+        return replace(self, index=CallIndex(self.index.path))
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
