@@ -17,6 +17,7 @@ from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
 from storage.keys import MasterKeyError
+from storage.ledger import LedgerError
 from storage.lock import DataDirBusy, DataDirLock
 from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
@@ -189,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     # Recordings, the index and its journal are the daemon's alone.
     os.umask(0o077)
     args = build_parser().parse_args(argv)
+    # Commands speak through their output; the log says only what went wrong
+    # (replay and run set their own level from the config).
+    logs.configure("warning")
     try:
         return int(args.func(args))
-    except (PolicyError, DataDirBusy, StoreError, MasterKeyError) as exc:
+    except (PolicyError, DataDirBusy, StoreError, MasterKeyError, LedgerError) as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from recorder.wavfile import write_new_file
 from storage.audiofile import AudioFileError, side_bytes, wav_bytes
-from storage.ledger import Event
+from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
 from storage.store import Store, actor, default_key_file
 from storage.sweep import sweep
@@ -166,8 +166,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = open_store(config, policy)
     try:
         report = verify_store(store)
-        store.ledger.append(Event.VERIFICATION, actor(), store.now(), result="ok" if report.ok else "mismatch",
-                            recordings=report.recordings, findings=len(report.findings))
+        try:
+            store.ledger.append(Event.VERIFICATION, actor(), store.now(), result="ok" if report.ok else "mismatch",
+                                recordings=report.recordings, findings=len(report.findings))
+        except LedgerError as exc:
+            print(f"ledger: this verification could not be recorded: {exc}")
     finally:
         store.close()
     for finding in report.findings:

@@ -78,7 +78,7 @@ def parse_size(value: object) -> int:
         if factor is None:
             raise ValueError(f"unknown unit {unit!r} in {value!r}; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB")
         whole, _, fraction = number.partition(".")
-        size = int(whole) * factor + (int(fraction) * factor) // 10 ** len(fraction) if fraction else int(whole) * factor
+        size = int(whole) * factor + (int(fraction or 0) * factor) // 10 ** len(fraction)
     else:
         raise ValueError("give a size with a unit, e.g. '200 GiB'")
     if size < MIN_SIZE:
@@ -333,7 +333,8 @@ def _describe_en(r: Retention, zone: str) -> list[str]:
             lines.append(f"Recordings are kept within the device's capacity ({format_size(r.capacity)}); "
                          "when it is full, the oldest are erased (overwritten) first.")
         else:
-            lines.append("Recordings are kept until the storage is full; then the oldest are erased (overwritten) first.")
+            lines.append("Recordings are kept until the storage is full; "
+                         "then the oldest are erased (overwritten) first.")
     else:
         if r.keep.counted:
             lines.append(f"Recordings are erased by the first sweep after {r.keep.words('en')} have passed, "

@@ -15,9 +15,10 @@ and every rule stays monotonic in the recording time.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from itertools import chain
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, tzinfo
 from typing import Iterable, Iterator, Literal
 
 from policy.retention import ONE_DAY, Period, Retention
@@ -27,8 +28,12 @@ DAY_SECONDS = 86400.0
 Reason = Literal["retention", "capacity"]
 
 
+@lru_cache(maxsize=8192)
 def start_of_day(day: date, tz: tzinfo) -> float:
-    """The first instant (epoch seconds) whose date on the zone's clock is `day`."""
+    """The first instant (epoch seconds) whose date on the zone's clock is `day`.
+
+    Cached because a sweep asks for the same few days for every recording.
+    """
     midnight = datetime.combine(day, time())
     first = midnight.replace(tzinfo=tz, fold=0).timestamp()
     second = midnight.replace(tzinfo=tz, fold=1).timestamp()
@@ -295,6 +300,7 @@ def forecast(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable[S
     """
     today = day_of(now, tz)
     horizon = rules.warn_days_before
+    want_minimum, want_deadline = rules.minimum is not None, rules.keep is not None
     minimum_cut: float | None = None
     deadline_cut: float | None = None
     freed = 0
@@ -307,9 +313,9 @@ def forecast(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable[S
         return held_to is not None and cut < held_to, ends is not None
 
     for item in chain(oldest_unheld, [None]):
-        days = (limit - used_bytes + freed) / daily_intake_bytes - 1.0
-        cut = now + max(0.0, days) * DAY_SECONDS
-        if (day_of(cut, tz) - today).days > horizon:
+        days = max(0.0, (limit - used_bytes + freed) / daily_intake_bytes - 1.0)
+        # The first test keeps far-off dates (years ahead on a large disk) out of the calendar.
+        if days > horizon + 2 or (day_of(cut := now + days * DAY_SECONDS, tz) - today).days > horizon:
             break
         recorded_at = item.recorded_at if item is not None else now
         into_minimum, before_deadline = due(recorded_at, cut)
@@ -317,7 +323,8 @@ def forecast(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable[S
             minimum_cut = cut
         if before_deadline and deadline_cut is None:
             deadline_cut = cut
-        if item is None or (minimum_cut is not None and deadline_cut is not None):
+        if item is None or ((minimum_cut is not None or not want_minimum)
+                            and (deadline_cut is not None or not want_deadline)):
             break
         freed += item.size_bytes
     return Forecast(minimum_cut, deadline_cut)
