@@ -65,7 +65,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
 them on open, so an upgrade never needs a manual migration."""
 
 LATE_INDEXES = """
-CREATE INDEX IF NOT EXISTS calls_kept ON calls(held, recorded_at) WHERE erased_at IS NULL;
+CREATE INDEX IF NOT EXISTS calls_kept ON calls(held, state, recorded_at, size_bytes) WHERE erased_at IS NULL;
 """
 
 ERASED_CLEAR: dict[str, Any] = {
@@ -176,8 +176,8 @@ class CallIndex:
 
     def intake_since(self, since: float) -> int:
         """Bytes recorded since `since` (epoch), for the capacity forecast."""
-        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE recorded_at >= ?",
-                               (since,)).fetchone()
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
+                               "AND held IN (0, 1) AND recorded_at >= ?", (since,)).fetchone()
         return int(row[0])
 
     def mark_erased(self, call_id: str, at: str, reason: str) -> None:

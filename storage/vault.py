@@ -470,4 +470,4 @@ def shred(path: Path) -> None:
         os.close(fd)
     os.unlink(path)
     _fsync_dir(path.parent)
-    log.info("vault.shredded", path=str(path), bytes=st.st_size)
+    log.debug("vault.shredded", path=str(path), bytes=st.st_size)
