@@ -259,7 +259,7 @@ class Daemon:
                 log.warning("health.problem", code=problem.code, detail=problem.message)
         for code in {p.code for p in self._problems} - {p.code for p in problems}:
             log.info("health.recovered", code=code)
-        self._problems = problems + [p for p in self._retention if p.code in UNHEALTHY_RETENTION]
+        self._problems = problems
         self._disk_percent = obs.disk_used_percent
 
     def status_line(self) -> str:
@@ -269,9 +269,10 @@ class Daemon:
                 f"disk {getattr(self, '_disk_percent', 0.0):.0f}% used")
 
     def status(self) -> dict[str, Any]:
+        problems = self._problems + [p for p in self._retention if p.code in UNHEALTHY_RETENTION]
         return {
-            "healthy": not self._problems,
-            "problems": [{"code": p.code, "message": p.message} for p in self._problems],
+            "healthy": not problems,
+            "problems": [{"code": p.code, "message": p.message} for p in problems],
             "warnings": [{"code": p.code, "message": p.message} for p in self._retention
                          if p.code not in UNHEALTHY_RETENTION],
             "recording_stopped": self.store.refusing,

@@ -4,7 +4,6 @@ systemd's side is played by a notify socket of the test."""
 from __future__ import annotations
 
 import io
-
 import json
 import signal
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from tests.builders import PBX, TRUNK
+from tests.builders import PBX, TRUNK, write_pcap
 from tests.interop import REPO, calls, recording, recording_bytes, run_cli
 from tests.sipp.netns import Lab, preflight
 
@@ -167,3 +166,57 @@ def test_kill_9_then_restart_recovers_the_open_recording(daemon: LiveDaemon) -> 
     _assert_audio(daemon, row_d, record_d, complete=True)
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.lab.finish(daemon.proc, 30) == 0
+
+
+def _status(daemon: LiveDaemon) -> dict:
+    return json.loads(run_cli("status", "--config", daemon.config, "--json", check=False).stdout)
+
+
+def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def test_minimum_period_at_risk_stops_recording_until_capacity_grows(daemon: LiveDaemon, tmp_path: Path) -> None:
+    """羽島市-like policy: capacity must never cut the minimum period short,
+    and the policy chooses stop_recording.  A store already over capacity
+    with only recordings inside their minimum makes the daemon stop
+    recording new calls, say so in `callrec status` (unhealthy) and the log;
+    raising the capacity (SIGHUP) resumes recording at the next sweep."""
+    from tests.test_engine import bye, media, signalling
+
+    start = time.time() - 300
+    up, _ = media(start + 1.05, 70, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
+    frames = signalling("old@test", t=start, tport=21000, pport=41000) + up + bye(start + 72, "old@test")
+    run_cli("replay", write_pcap(tmp_path / "old.pcap", frames), "--data-dir", daemon.data)
+    [old] = calls(daemon.data)
+    assert old["size_bytes"] > 1024 * 1024
+    small = ("network: {trunk: [203.0.113.0/28]}\n"
+             "retention: {keep: until_overwritten, minimum: {days: 1}, if_minimum_at_risk: stop_recording,"
+             " capacity: 1 MiB, free_space_floor: 1 MiB}\n")
+    daemon.policy.write_text(small)
+    daemon.config.write_text(daemon.config.read_text() + "sweep_interval_seconds: 5\n")
+    daemon.start()
+    state = _wait_for(lambda: (s := _status(daemon)) and s["recording_stopped"] and s, 20, "recording never stopped")
+    assert not state["healthy"] and "minimum_period_at_risk" in [p["code"] for p in state["problems"]]
+    assert "recording.stopped_by_retention" in daemon.logtext()
+    daemon.call("refused@test", 2.0, 20010)
+    refused = daemon.row("refused@test")
+    assert refused["end_reason"] == "not_recorded_retention" and refused["audio_path"] is None
+    assert [r["id"] for r in calls(daemon.data) if r["id"] == old["id"]], "the protected recording is kept"
+
+    daemon.policy.write_text(small.replace("capacity: 1 MiB", "capacity: 64 MiB"))
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    _wait_for(lambda: _status(daemon)["recording_stopped"] is None, 20, "recording never resumed")
+    _, record = daemon.call("resumed@test", 2.0, 20012)
+    row = daemon.row("resumed@test")
+    assert row["complete"] and row["audio_path"]
+    _assert_audio(daemon, row, record, complete=True)
+    events = [json.loads(line)["event"] for line in (daemon.data / "ledger.jsonl").read_text().splitlines()]
+    assert events.count("policy_changed") == 2, events
