@@ -249,52 +249,44 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersAction,  # type: ignore[type-arg]
                 common: Callable[..., None]) -> None:
-    p = calls.add_parser("audio", help="write one recording exactly as sealed (recorded in the ledger)")
+    def command(group: argparse._SubParsersAction, name: str, text: str,  # type: ignore[type-arg]
+                func: Callable[[argparse.Namespace], int], *, json_output: bool = False) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=text)
+        if json_output:
+            p.add_argument("--json", action="store_true")
+        common(p, policy=True)
+        p.set_defaults(func=func)
+        return p
+
+    p = command(calls, "audio", "write one recording exactly as sealed (recorded in the ledger)", cmd_calls_audio)
     p.add_argument("id")
     p.add_argument("-o", "--output", type=Path, required=True, help="new WAV file to write")
     p.add_argument("--reason", help="why it is needed (required where the policy restricts listening)")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_calls_audio)
 
     hold = sub.add_parser("hold", help="legal hold: keep a recording past its period").add_subparsers(
         dest="hold_command", required=True)
     for name, text in (("add", "keep this recording until released"), ("release", "end a hold")):
-        p = hold.add_parser(name, help=text)
+        p = command(hold, name, text, cmd_hold)
         p.add_argument("id")
         p.add_argument("--reason", required=True)
         p.add_argument("--approved-by", help="who approved it (管理責任者)")
-        common(p, policy=True)
-        p.set_defaults(func=cmd_hold)
-    p = hold.add_parser("list", help="recordings under hold")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_hold_list)
+    command(hold, "list", "recordings under hold", cmd_hold_list)
 
     ledger = sub.add_parser("ledger", help="通話記録管理簿: what happened to the records").add_subparsers(
         dest="ledger_command", required=True)
-    p = ledger.add_parser("list", help="every entry")
-    p.add_argument("--json", action="store_true")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_ledger_list)
-    p = ledger.add_parser("verify", help="check the keyed hash chain")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_ledger_verify)
+    command(ledger, "list", "every entry", cmd_ledger_list, json_output=True)
+    command(ledger, "verify", "check the keyed hash chain", cmd_ledger_verify)
 
     retention = sub.add_parser("retention", help="the retention rule").add_subparsers(
         dest="retention_command", required=True)
-    p = retention.add_parser("run", help="sweep now: erase what the policy says must go")
+    p = command(retention, "run", "sweep now: erase what the policy says must go", cmd_retention_run,
+                json_output=True)
     p.add_argument("--now", help="act as of this ISO 8601 time (auditors, tests); default: now")
     p.add_argument("--dry-run", action="store_true", help="only say what would be erased")
-    p.add_argument("--json", action="store_true")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_retention_run)
 
-    p = sub.add_parser("verify", help="check every recording against its seal, and the ledger (exit 1 on mismatch)")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_verify)
+    command(sub, "verify", "check every recording against its seal, and the ledger (exit 1 on mismatch)", cmd_verify)
 
-    p = sub.add_parser("wipe", help="decommissioning: erase every recording and the key")
+    p = command(sub, "wipe", "decommissioning: erase every recording and the key", cmd_wipe)
     p.add_argument("--all", action="store_true", help="everything (required)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     p.add_argument("--reason", help="e.g. lease return")
-    common(p, policy=True)
-    p.set_defaults(func=cmd_wipe)

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .durable import fsync_dir, write_all
+
 log = structlog.get_logger("callrec.keys")
 
 KEY_SIZE = 32
@@ -177,16 +179,10 @@ def create_key_file(path: Path) -> MasterKey:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        data = raw.hex().encode() + b"\n"
-        while data:
-            data = data[os.write(fd, data):]
+        write_all(fd, raw.hex().encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     log.warning("keys.created", key_id=key.key_id, path=str(path))
     return key

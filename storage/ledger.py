@@ -43,6 +43,8 @@ from typing import Any
 
 import structlog
 
+from .durable import fsync_dir, write_all
+
 log = structlog.get_logger("callrec.ledger")
 
 KEY_LABEL = "callrec ledger v1"
@@ -149,20 +151,6 @@ def _to_entry(entry: dict[str, Any]) -> LedgerEntry:
     return LedgerEntry(**{**entry, "at": datetime.fromisoformat(entry["at"])})
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 class Ledger:
     """An append-only, keyed hash chain shared by the daemon and the CLI."""
 
@@ -213,12 +201,12 @@ class Ledger:
                     "prev": prev,
                 }
                 entry = {**body, "mac": _entry_mac(self._key, body)}
-                _write_all(fd, canonical(entry) + b"\n")
+                write_all(fd, canonical(entry) + b"\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if seq == 0:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             self._write_head(entry["seq"], entry["mac"])
         finally:
             os.close(lock_fd)
@@ -287,12 +275,12 @@ class Ledger:
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            _write_all(fd, canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}) + b"\n")
+            write_all(fd, canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.head_path)
-        _fsync_dir(self.head_path.parent)
+        fsync_dir(self.head_path.parent)
 
     def _lines(self) -> tuple[list[bytes], bytes]:
         """Complete lines and the torn rest (bytes after the last newline)."""

@@ -39,6 +39,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .durable import fsync_dir, pwrite_all
 from .keys import MasterKey, MasterKeyError
 
 log = structlog.get_logger("callrec.vault")
@@ -91,22 +92,6 @@ def _canonical_meta(meta: dict[str, Any]) -> bytes:
     return raw
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 class VaultWriter:
     """Writes one vault; append() and flush() may raise OSError (ENOSPC)
     and the file then still reads up to its last complete record."""
@@ -124,9 +109,9 @@ class VaultWriter:
         self._aead = AESGCM(data_key)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            _pwrite_all(self._fd, header, 0)
+            pwrite_all(self._fd, header, 0)
             os.fsync(self._fd)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except BaseException:
             os.close(self._fd)
             os.unlink(path)
@@ -182,7 +167,7 @@ class VaultWriter:
         finally:
             self._closed = True
             os.close(self._fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         log.debug("vault.sealed", path=str(self.path), plaintext_length=self._length, records=self._index)
         return self._length
 
@@ -206,7 +191,7 @@ class VaultWriter:
         if self._pending is None:
             return
         try:
-            _pwrite_all(self._fd, self._pending, self._end)
+            pwrite_all(self._fd, self._pending, self._end)
         except OSError:
             # A partly written record would read as torn: cut it off so the
             # file stays a clean prefix. Shrinking needs no space.
@@ -432,11 +417,11 @@ def repair_vault(path: Path, master: MasterKey) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.ftruncate(fd, end)
-        _pwrite_all(fd, final, end)
+        pwrite_all(fd, final, end)
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     log.warning("vault.repaired", path=str(path), plaintext_length=length, cut_bytes=reader.torn_at is not None)
     return length
 
@@ -463,11 +448,11 @@ def shred(path: Path) -> None:
         offset = 0
         while offset < st.st_size:
             piece = secrets.token_bytes(min(_SHRED_CHUNK, st.st_size - offset))
-            _pwrite_all(fd, piece, offset)
+            pwrite_all(fd, piece, offset)
             offset += len(piece)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.unlink(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     log.debug("vault.shredded", path=str(path), bytes=st.st_size)
