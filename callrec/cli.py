@@ -21,7 +21,8 @@ from storage.ledger import LedgerError
 from storage.lock import DataDirBusy, DataDirLock
 from storage.recordings import RecordingStore, ensure_private_dir
 from storage.recovery import recover_unfinished
-from storage.store import StoreError
+from storage.notices import NoticeLog
+from storage.store import INDEX_FILE, StoreError
 
 from . import cmd_records, logs
 from .config import Config
@@ -88,11 +89,18 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
     if row is None:
         print(f"callrec: no call with id {args.id}", file=sys.stderr)
         return 1
+    values = dict(row.values)
+    if values["notice_id"]:
+        notices = NoticeLog(config.data_dir / INDEX_FILE)
+        try:
+            values["notice"] = notices.get(values["notice_id"])
+        finally:
+            notices.close()
     if args.json:
-        json.dump(row.values, sys.stdout, ensure_ascii=False, indent=2)
+        json.dump(values, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
-    for key, value in row.values.items():
+    for key, value in values.items():
         if isinstance(value, (list, dict)):
             value = json.dumps(value, ensure_ascii=False)
         print(f"{key:16} {value if value is not None else '-'}")

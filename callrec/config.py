@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from pydantic import BaseModel, ConfigDict, Field
 
-from policy.loader import PolicyError, line_of, plain
+from announcer.config import AnnouncerConfig
+from policy.loader import read_yaml, validate
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CALLREC_DATA_DIR", "callrec-data"))
 
@@ -43,6 +42,7 @@ class Config(BaseModel):
     create_key: bool = True
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     health: Health = Health()
+    announcer: AnnouncerConfig | None = None
 
     @property
     def status_path(self) -> Path:
@@ -57,21 +57,7 @@ class Config(BaseModel):
 
 def load_config(path: Path) -> Config:
     """Read the config file; errors name file, line and field like policy errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(str(path), None, "", f"cannot read: {exc}") from None
-    try:
-        tree = YAML(typ="rt").load(text) or {}
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise PolicyError(str(path), mark.line + 1 if mark else None, "", f"not valid YAML: {exc.problem}") from None
-    try:
-        config = Config.model_validate(plain(tree))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        raise PolicyError(str(path), line_of(tree, loc), ".".join(map(str, loc)), err["msg"]) from None
+    config = validate(Config, read_yaml(path), str(path))
     base = path.parent
     updates: dict[str, Path] = {}
     if not config.data_dir.is_absolute():
@@ -82,4 +68,6 @@ def load_config(path: Path) -> Config:
         updates["status_socket"] = base / config.status_socket
     if config.key_file is not None and not config.key_file.is_absolute():
         updates["key_file"] = base / config.key_file
+    if config.announcer is not None:
+        updates["announcer"] = config.announcer.relative_to(base)
     return config.model_copy(update=updates)

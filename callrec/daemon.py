@@ -28,6 +28,8 @@ from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
+from announcer.audio import AnnouncementAudio, AudioError
+from announcer.service import AnnouncerService
 from storage.keys import MasterKeyError
 from storage.ledger import Event
 from storage.lock import DataDirLock
@@ -87,6 +89,7 @@ class Daemon:
         self._packets_last = 0
         self._pps = 0.0
         self._retention: list[Problem] = []
+        self.announcer: AnnouncerService | None = None
         self._sweeping: asyncio.Task[None] | None = None
 
     # ---- start ------------------------------------------------------------
@@ -131,6 +134,15 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if config.announcer is not None:
+            try:
+                self.announcer = AnnouncerService(config.announcer, self.policy, self._announcement(self.policy),
+                                                  data.index.path)
+                await self.announcer.start()
+            except (AudioError, OSError) as exc:
+                log.error("announcer.failed", reason=str(exc))
+                self._close_sources(loop)
+                return 1
         status_server = await self._start_status_server()
         log.info("daemon.started", interfaces=",".join(config.interfaces), recovered=len(recovered))
         self._notifier.notify(READY=1, STATUS=self.status_line())
@@ -142,6 +154,8 @@ class Daemon:
             self._notifier.notify(STOPPING=1, STATUS="closing open recordings")
             timer.cancel()
             sweeper.cancel()
+            if self.announcer is not None:
+                await self.announcer.stop()
             if self._sweeping is not None:
                 await asyncio.gather(self._sweeping, return_exceptions=True)
             for source in self._sources.values():
@@ -195,6 +209,10 @@ class Daemon:
             else:
                 log.warning("recording.resumed")
             self.store.refusing = refusing
+
+    def _announcement(self, policy: Policy) -> AnnouncementAudio:
+        """The policy's announcement, a relative path read beside the policy file."""
+        return policy.announcement.load_audio(self.config.policy.parent if self.config.policy else None)
 
     def _note_policy(self) -> None:
         """A ledger entry whenever the policy in force changes (its hash)."""
@@ -276,6 +294,7 @@ class Daemon:
             "warnings": [{"code": p.code, "message": p.message} for p in self._retention
                          if p.code not in UNHEALTHY_RETENTION],
             "recording_stopped": self.store.refusing,
+            "announcer_calls": self.announcer.active_calls if self.announcer is not None else None,
             "active_calls": self.recorder.active_recordings(),
             "packets_per_second": self._pps,
             "kernel_drops": self._kernel_drops,
@@ -324,6 +343,12 @@ class Daemon:
         except PolicyError as exc:
             log.error("policy.refused", file=exc.path, line=exc.line, field=exc.field, reason=exc.reason)
             return
+        if self.announcer is not None:
+            try:
+                self.announcer.update_policy(policy, self._announcement(policy))
+            except AudioError as exc:
+                log.error("policy.refused", file=str(self.config.policy), reason=str(exc))
+                return
         self.policy = policy
         self.recorder.set_decider(PolicyDecider(policy))
         self._note_policy()

@@ -67,6 +67,10 @@ class PolicyDecider:
             return False
         return any(ip in net for net in self._trunk)
 
+    def normalise(self, number: str | None) -> str | None:
+        """The number as the index stores it (national form at home)."""
+        return normalise_number(number, self._cc)
+
     def is_extension(self, number: str | None) -> bool:
         return bool(number) and self._extension.fullmatch(number) is not None
 

@@ -7,14 +7,16 @@ edit.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from .schema import Policy
+
+M = TypeVar("M", bound=BaseModel)
 
 MAX_POLICY_BYTES = 1 << 20
 
@@ -46,30 +48,23 @@ def line_of(tree: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_policy(text: str, path: str = "<policy>") -> Policy:
-    """Validate policy text; raise PolicyError on the first problem."""
-    yaml = YAML(typ="rt")
+def parse_yaml(text: str, path: str) -> CommentedMap:
+    """A YAML mapping that remembers the line of every key."""
     try:
-        tree = yaml.load(text)
+        tree = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise PolicyError(path, line, "", f"not valid YAML: {exc.problem or exc.context}") from None
     if tree is None:
-        tree = CommentedMap()
+        return CommentedMap()
     if not isinstance(tree, CommentedMap):
-        raise PolicyError(path, 1, "", "the policy must be a mapping of settings")
-    try:
-        return Policy.model_validate(plain(tree))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc)
-        raise PolicyError(path, line_of(tree, loc), field, err["msg"]) from None
+        raise PolicyError(path, 1, "", "the file must be a mapping of settings")
+    return tree
 
 
-def load_policy(path: Path) -> Policy:
-    """Read and validate a policy file."""
+def read_yaml(path: Path) -> CommentedMap:
+    """A settings file read with bounds: one MiB of UTF-8 at most."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -80,7 +75,28 @@ def load_policy(path: Path) -> Policy:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError(str(path), None, "", "file is not UTF-8") from None
-    return parse_policy(text, str(path))
+    return parse_yaml(text, str(path))
+
+
+def validate(model: type[M], tree: Any, path: str, prefix: tuple[str, ...] = (), section: Any = None) -> M:
+    """The model from (a section of) the tree; the first problem names
+    the file, the line and the field."""
+    try:
+        return model.model_validate(plain(tree if section is None else section))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = prefix + tuple(err["loc"])
+        raise PolicyError(path, line_of(tree, loc), ".".join(str(p) for p in loc), err["msg"]) from None
+
+
+def parse_policy(text: str, path: str = "<policy>") -> Policy:
+    """Validate policy text; raise PolicyError on the first problem."""
+    return validate(Policy, parse_yaml(text, path), path)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file."""
+    return validate(Policy, read_yaml(path), str(path))
 
 
 def plain(node: Any) -> Any:

@@ -18,6 +18,19 @@ from .retention import Listening, Retention
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def networks(value: object) -> object:
+    """Addresses or networks as written in YAML (pydantic checks the list)."""
+    if not isinstance(value, list):
+        return value
+    out = []
+    for item in value:
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,18 +57,7 @@ class NetworkRoles(_Strict):
     trunk: list[Network] = []
     pbx: list[Network] = []
 
-    @field_validator("trunk", "pbx", mode="before")
-    @classmethod
-    def _networks(cls, value: object) -> object:
-        if not isinstance(value, list):
-            return value
-        out = []
-        for item in value:
-            try:
-                out.append(ipaddress.ip_network(str(item), strict=False))
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network") from None
-        return out
+    _networks = field_validator("trunk", "pbx", mode="before")(networks)
 
 
 class ExcludedLine(_Strict):

@@ -58,7 +58,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("held_since", "TEXT"),
     ("erased_at", "TEXT"),
     ("erased_reason", "TEXT"),
-    ("notice_id", "INTEGER"),
+    ("notice_id", "TEXT"),
     ("announced_at", "TEXT"),
 )
 """Columns the storage issue added; an index made by an older version gets

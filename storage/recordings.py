@@ -14,12 +14,14 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from policy.decide import Direction
 from recorder.calls import Call
 from recorder.engine import CallResult
 from recorder.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
 from .index import CallIndex
+from .notices import NoticeLog
 from .keys import MasterKey
 from .vault import shred
 
@@ -40,6 +42,11 @@ def iso(ts: float | None, tz: ZoneInfo) -> str | None:
 def ensure_private_dir(path: Path) -> None:
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
+
+NOTICE_SLACK = 5.0
+"""Seconds around an inbound call within which the announcer's notice of
+it may have been received (clocks of mirror and announcer differ a little)."""
+NOTICE_HEARD = ("announced",)
 
 _WRITE_BATCH = 32 * 1024
 """Bytes of frames gathered before they are written even without a checkpoint:
@@ -199,6 +206,7 @@ class RecordingStore:
         self.master = master
         self.tz = tz
         self.min_free_bytes = min_free_bytes
+        self._notices: NoticeLog | None = None
         self.refusing: str | None = None
         """Why new calls are not recorded, when the retention policy says
         so (stop_recording rather than cut a minimum period short)."""
@@ -241,6 +249,23 @@ class RecordingStore:
             self.index.update(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
         return handle
 
+    def _notice_for(self, call: Call) -> dict[str, object] | None:
+        """The announcer's record of this inbound call, if it handled it.
+
+        The announcer's leg has a Call-ID of its own, so the call is found
+        by its numbers (both normalised by the same policy) and by time: the
+        PBX sends it to the announcer between the INVITE and the end."""
+        c = call.classification
+        if c.direction is not Direction.INBOUND or call.invite_ts is None:
+            return None
+        if self._notices is None:
+            self._notices = NoticeLog(self.index.path, str(self.tz))
+        end = call.end_ts if call.end_ts is not None else call.invite_ts
+        for notice in self._notices.near(call.invite_ts - NOTICE_SLACK, end + NOTICE_SLACK):
+            if notice["calling_number"] == c.remote_number and notice["called_number"] == c.local_number:
+                return notice
+        return None
+
     def finish_without_audio(self, result: CallResult) -> None:
         self._seal_row(result, None, 0)
 
@@ -275,6 +300,10 @@ class RecordingStore:
         )
         if handle is not None and handle.failure is not None:
             values.update(end_reason=handle.failure_code, complete=False)
+        notice = self._notice_for(call)
+        if notice is not None:
+            values.update(notice_id=notice["id"], announced_at=notice["announced_from"]
+                          if notice["outcome"] in NOTICE_HEARD else None)
         if handle is not None and handle.has_audio:
             try:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id)

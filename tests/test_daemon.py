@@ -220,3 +220,32 @@ def test_minimum_period_at_risk_stops_recording_until_capacity_grows(daemon: Liv
     _assert_audio(daemon, row, record, complete=True)
     events = [json.loads(line)["event"] for line in (daemon.data / "ledger.jsonl").read_text().splitlines()]
     assert events.count("policy_changed") == 2, events
+
+
+OPTIONS_PROBE = """
+import socket, sys
+probe = (b"OPTIONS sip:announcer@127.0.0.1:5070 SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKprobe\\r\\n"
+         b"From: <sip:probe@127.0.0.1>;tag=p\\r\\nTo: <sip:announcer@127.0.0.1>\\r\\nCall-ID: probe@test\\r\\n"
+         b"CSeq: 1 OPTIONS\\r\\nMax-Forwards: 70\\r\\nContent-Length: 0\\r\\n\\r\\n")
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 5999))
+sock.settimeout(10)
+sock.sendto(probe, ("127.0.0.1", 5070))
+sys.stdout.write(sock.recv(4096).split(b"\\r\\n")[0].decode())
+"""
+
+
+def test_daemon_runs_the_announcer_beside_the_recorder(daemon: LiveDaemon) -> None:
+    daemon.config.write_text(daemon.config.read_text() + "announcer:\n  listen_address: 127.0.0.1\n"
+                             "  listen_port: 5070\n  pbx: [127.0.0.1/32]\n  operator: '9000'\n")
+    daemon.start()
+    assert "announcer.ready" in daemon.logtext()
+    probe = daemon.lab.start(daemon.ns, [sys.executable, "-c", OPTIONS_PROBE], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    out, err = probe.communicate(timeout=20)
+    assert out.decode() == "SIP/2.0 200 OK", err.decode()
+    assert _status(daemon)["announcer_calls"] == 0
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.lab.finish(daemon.proc, 30) == 0
+    assert "announcer.stopped" in daemon.logtext()

@@ -1,0 +1,118 @@
+"""The announcement audio: any file libsndfile reads, made into 8 kHz G.711 once at load time.
+
+Encoding follows the ITU-T G.711 reference (Sun's g711.c linear2ulaw/linear2alaw) as a
+65,536-entry table per law, so encoding is one numpy lookup and exact. Resampling is an FFT
+brick-wall at 4 kHz over the whole file: announcements are seconds long, and this needs nothing
+beyond numpy. Files already at 8 kHz are not resampled at all, so the shipped default is bit-exact.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+from recorder.g711 import SILENCE_BYTE
+
+from .rtp import SAMPLES_PER_FRAME
+
+RATE = 8000
+MIN_SECONDS = 0.5
+SILENT_DBFS = -50.0
+MAX_FILE_BYTES = 64 << 20
+
+
+class AudioError(ValueError):
+    """An announcement file that cannot be used; names the file and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _ulaw_table() -> npt.NDArray[np.uint8]:
+    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 2
+    mask = np.where(pcm < 0, 0x7F, 0xFF)
+    value = np.minimum(np.abs(pcm), 8159) + 0x21
+    ends = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
+    seg = np.searchsorted(ends, value)
+    code = np.where(seg >= 8, 0x7F, (seg << 4) | ((value >> (seg + 1)) & 0xF))
+    return ((code ^ mask) & 0xFF).astype(np.uint8)
+
+
+def _alaw_table() -> npt.NDArray[np.uint8]:
+    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 3
+    mask = np.where(pcm >= 0, 0xD5, 0x55)
+    value = np.where(pcm >= 0, pcm, -pcm - 1)
+    ends = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+    seg = np.searchsorted(ends, value)
+    low = np.where(seg < 2, value >> 1, value >> np.maximum(seg, 1)) & 0xF
+    code = np.where(seg >= 8, 0x7F, (seg << 4) | low)
+    return ((code ^ mask) & 0xFF).astype(np.uint8)
+
+
+_ENCODE = {"PCMU": _ulaw_table(), "PCMA": _alaw_table()}
+
+
+def encode(law: str, pcm: npt.NDArray[np.int16]) -> bytes:
+    """int16 samples to G.711 bytes of law ('PCMU' or 'PCMA')."""
+    return _ENCODE[law][pcm.astype(np.int32) + 32768].tobytes()
+
+
+def resample(samples: npt.NDArray[np.float64], rate: int) -> npt.NDArray[np.float64]:
+    if rate == RATE:
+        return samples
+    n_out = max(1, round(len(samples) * RATE / rate))
+    spectrum = np.fft.rfft(samples)
+    bins = n_out // 2 + 1
+    if len(spectrum) >= bins:
+        spectrum = spectrum[:bins]
+    else:
+        spectrum = np.concatenate([spectrum, np.zeros(bins - len(spectrum), dtype=spectrum.dtype)])
+    return np.fft.irfft(spectrum, n_out) * (n_out / len(samples))
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementAudio:
+    """The announcement in both laws, whole 20 ms frames, and the source file's hash."""
+
+    path: Path
+    sha256: str
+    seconds: float
+    g711: dict[str, bytes]
+
+
+def load_audio(path: Path, max_seconds: float) -> AnnouncementAudio:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AudioError(path, f"cannot read the file: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise AudioError(path, "file is larger than 64 MiB")
+    try:
+        with soundfile.SoundFile(path) as sf:
+            rate = sf.samplerate
+            samples = sf.read(dtype="float64", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(path, f"not a sound file that can be read (WAV, FLAC...): {exc}") from None
+    if samples.size == 0:
+        raise AudioError(path, "the file holds no audio")
+    seconds = len(samples) / rate
+    if seconds > max_seconds:
+        raise AudioError(path, f"the announcement is {seconds:.1f} s long; at most {max_seconds:g} s is allowed")
+    if seconds < MIN_SECONDS:
+        raise AudioError(path, f"the announcement is {seconds:.2f} s long; at least {MIN_SECONDS} s is needed")
+    mono = resample(samples.mean(axis=1), rate)
+    peak = float(np.max(np.abs(mono)))
+    if peak <= 10 ** (SILENT_DBFS / 20):
+        raise AudioError(path, f"the announcement is silent (peak below {SILENT_DBFS:g} dBFS)")
+    pcm = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+    g711 = {}
+    for law in ("PCMU", "PCMA"):
+        data = encode(law, pcm)
+        short = -len(data) % SAMPLES_PER_FRAME
+        g711[law] = data + bytes([SILENCE_BYTE[law]]) * short
+    return AnnouncementAudio(path, hashlib.sha256(raw).hexdigest(), seconds, g711)

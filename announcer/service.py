@@ -1,0 +1,343 @@
+"""The asyncio adapters around the UA core: SIP over UDP and TCP, RTP sockets, one pacing clock,
+the core's timers, and the notice log.
+
+Pacing: every stream is sent from one grid of absolute deadlines (start + k × 20 ms) kept with
+loop.call_at, so 200 streams cost one timer callback per 20 ms and no stream drifts: a late tick
+sends the frames that are due (at most CATCH_UP per stream) and the next deadline stays on the
+grid instead of being 20 ms after the late one.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from policy.decide import PolicyDecider
+from policy.schema import Policy
+from recorder.sip import SipParseError, SipStreamFramer
+from storage.notices import Notice, NoticeLog
+
+from .audio import AnnouncementAudio
+from .config import AnnouncerConfig
+from .effects import CallEnded, CallKey, ReleasePort, RetargetPlayback, StartPlayback, StopPlayback
+from .media import Stream
+from .rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
+from .sipmsg import Peer
+from .transaction import Send
+from .ua import UserAgent
+
+log = structlog.get_logger("callrec.announcer")
+
+TICK = FRAME_MS / 1000
+CATCH_UP = 5
+
+
+@dataclass(slots=True)
+class _Playback:
+    sock: socket.socket
+    stream: Stream
+    packetiser: Packetiser
+    frames: list[bytes]
+    index: int = 0
+
+
+class _RtpPorts:
+    """Even ports of the configured range (RFC 3550 §11), each bound to a socket while in use."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, low: int, high: int) -> None:
+        self._loop = loop
+        self._address = address
+        self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._free = list(range(low + (low % 2), high + 1, 2))
+        self.sockets: dict[int, socket.socket] = {}
+
+    def open(self) -> int | None:
+        for _ in range(len(self._free)):
+            port = self._free.pop(0)
+            sock = socket.socket(self._family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self._address, port))
+            except OSError:
+                sock.close()
+                self._free.append(port)  # another program holds it now; it may be free later
+                continue
+            sock.setblocking(False)
+            self._loop.add_reader(sock.fileno(), self._drain, sock)
+            self.sockets[port] = sock
+            return port
+        return None
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        """The PBX's RTP towards us is not needed; read it so the socket buffer never fills."""
+        try:
+            while True:
+                sock.recv(2048)
+        except OSError:
+            return
+
+    def release(self, port: int) -> None:
+        sock = self.sockets.pop(port, None)
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+            self._free.append(port)
+
+    def close(self) -> None:
+        for port in list(self.sockets):
+            self.release(port)
+
+
+class _SipDatagrams(asyncio.DatagramProtocol):
+    def __init__(self, service: AnnouncerService) -> None:
+        self.service = service
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        self.service.sip_datagram(data, Peer("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("announcer.udp_error", reason=str(exc))
+
+
+class AnnouncerService:
+    """The announcer as a service the daemon (or `python -m announcer`) runs: start(), stop()."""
+
+    def __init__(self, config: AnnouncerConfig, policy: Policy, audio: AnnouncementAudio, index_path: Path) -> None:
+        self.config = config
+        self.policy = policy
+        self.audio = audio
+        self.index_path = index_path
+        self.core: UserAgent | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._conns: dict[tuple[str, int], asyncio.StreamWriter] = {}
+        self._pending_tcp: dict[tuple[str, int], list[bytes]] = {}
+        self._ports: _RtpPorts | None = None
+        self._playing: dict[CallKey, _Playback] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self._notices: NoticeLog | None = None
+        self._idle = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.core.calls) if self.core is not None else 0
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self._notices = NoticeLog(self.index_path, self.policy.timezone)
+        self._ports = _RtpPorts(loop, cfg.listen_address, *cfg.rtp_ports)
+        self.core = UserAgent(cfg, PolicyDecider(self.policy), self.audio, self._ports.open)
+        if "udp" in cfg.transports:
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _SipDatagrams(self), local_addr=(cfg.listen_address, cfg.listen_port))
+        if "tcp" in cfg.transports:
+            self._tcp = await asyncio.start_server(self._tcp_connection, cfg.listen_address, cfg.listen_port)
+        self.core.start(loop.time())
+        self._service()
+        log.info("announcer.ready", address=cfg.listen_address, port=cfg.listen_port, transports=cfg.transports,
+                 hand_over=str(cfg.hand_over), announcement_sha256=self.audio.sha256)
+
+    def update_policy(self, policy: Policy, audio: AnnouncementAudio) -> None:
+        """SIGHUP: new calls get the new rules and announcement; calls under way keep theirs."""
+        self.policy, self.audio = policy, audio
+        if self.core is not None:
+            self.core.decider = PolicyDecider(policy)
+            self.core.audio = audio
+
+    async def stop(self) -> None:
+        """Calls in progress are handed over at once; waits for them up to stop_timeout."""
+        if self.core is None or self._loop is None:
+            return
+        self.core.stop(self._loop.time())
+        self._service()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.stop_timeout)
+        except TimeoutError:
+            log.error("announcer.stop_timeout", calls=len(self.core.calls))
+        for handle in (self._timer, self._tick):
+            if handle is not None:
+                handle.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        for writer in list(self._conns.values()):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._ports is not None:
+            self._ports.close()
+        if self._notices is not None:
+            self._notices.close()
+        log.info("announcer.stopped")
+
+    # ---- SIP in ---------------------------------------------------------------------
+    def sip_datagram(self, data: bytes, peer: Peer) -> None:
+        assert self.core is not None and self._loop is not None
+        self.core.receive_datagram(data, peer, self._loop.time())
+        self._service()
+
+    async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        await self._read_tcp(Peer("tcp", host, port), reader, writer)
+
+    async def _read_tcp(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.core is not None and self._loop is not None
+        self._conns[(peer.host, peer.port)] = writer
+        framer = SipStreamFramer()
+        try:
+            while data := await reader.read(65536):
+                for item in framer.feed(data):
+                    if isinstance(item, SipParseError):
+                        log.debug("announcer.unparsable", peer=peer.host, reason=str(item))
+                        continue
+                    self.core.receive(item, peer, self._loop.time())
+                self._service()
+        except ConnectionError:
+            pass
+        finally:
+            if self._conns.get((peer.host, peer.port)) is writer:
+                del self._conns[(peer.host, peer.port)]
+            writer.close()
+
+    # ---- SIP out --------------------------------------------------------------------
+    def _send(self, send: Send) -> None:
+        peer = send.peer
+        if peer.transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(send.data, (peer.host, peer.port))
+            return
+        writer = self._conns.get((peer.host, peer.port))
+        if writer is not None and not writer.is_closing():
+            writer.write(send.data)
+            return
+        queue = self._pending_tcp.setdefault((peer.host, peer.port), [])
+        queue.append(send.data)
+        if len(queue) == 1:
+            task = asyncio.ensure_future(self._connect(peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, peer: Peer) -> None:
+        """A TCP flow we open (registration, or a PBX that dropped its connection)."""
+        try:
+            reader, writer = await asyncio.open_connection(peer.host, peer.port)
+        except OSError as exc:
+            log.error("announcer.tcp_connect_failed", peer=peer.host, port=peer.port, reason=str(exc))
+            self._pending_tcp.pop((peer.host, peer.port), None)
+            return
+        for data in self._pending_tcp.pop((peer.host, peer.port), []):
+            writer.write(data)
+        await self._read_tcp(peer, reader, writer)
+
+    # ---- effects and timers -----------------------------------------------------------
+    def _service(self) -> None:
+        core, loop = self.core, self._loop
+        assert core is not None and loop is not None
+        for effect in core.pop_effects():
+            if isinstance(effect, Send):
+                self._send(effect)
+            elif isinstance(effect, StartPlayback):
+                self._start_playback(effect)
+            elif isinstance(effect, RetargetPlayback):
+                self._retarget(effect)
+            elif isinstance(effect, StopPlayback):
+                self._playing.pop(effect.key, None)
+            elif isinstance(effect, ReleasePort):
+                assert self._ports is not None
+                self._ports.release(effect.port)
+            elif isinstance(effect, CallEnded):
+                self._record(effect)
+        deadline = core.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer) if deadline is not None else None
+            self._timer_at = deadline
+        if core.idle and core.stopping:
+            self._idle.set()
+
+    def _on_timer(self) -> None:
+        assert self.core is not None and self._loop is not None
+        self._timer = self._timer_at = None
+        self.core.handle_timer(self._loop.time())
+        self._service()
+
+    def _record(self, ended: CallEnded) -> None:
+        assert self._notices is not None and self._loop is not None
+        offset = time.time() - self._loop.time()
+
+        def wall(t: float | None) -> float | None:
+            return None if t is None else t + offset
+
+        notice = Notice(
+            sip_call_id=ended.sip_call_id, received_at=ended.received_at + offset, outcome=ended.outcome,
+            hand_over=ended.hand_over, announced_from=wall(ended.announced_from),
+            announced_to=wall(ended.announced_to), calling_number=ended.calling_number,
+            called_number=ended.called_number, destination=ended.destination,
+            announcement_sha256=self.audio.sha256 if ended.announced_from is not None else None,
+            reason=ended.reason)
+        notice_id = self._notices.record(notice)
+        log.info("announcer.notice_recorded", notice_id=notice_id, call_id=ended.sip_call_id,
+                 outcome=str(ended.outcome))
+
+    # ---- RTP ----------------------------------------------------------------------------
+    def _start_playback(self, start: StartPlayback) -> None:
+        assert self._ports is not None and self._loop is not None
+        sock = self._ports.sockets[start.port]
+        packetiser = Packetiser(start.stream.payload_type, secrets.randbits(32), secrets.randbits(16),
+                                secrets.randbits(32))
+        self._playing[start.key] = _Playback(sock, start.stream, packetiser, frames(start.audio))
+        if self._tick is None:
+            self._next_tick = self._loop.time() + TICK
+            self._tick = self._loop.call_at(self._next_tick, self._on_tick)
+
+    def _retarget(self, change: RetargetPlayback) -> None:
+        playback = self._playing.get(change.key)
+        if playback is None:
+            return
+        playback.stream = change.stream
+        playback.frames = frames(change.audio)
+        playback.packetiser.switch(PAYLOAD_TYPES[change.stream.law])
+
+    def _on_tick(self) -> None:
+        loop, core = self._loop, self.core
+        assert loop is not None and core is not None
+        now = loop.time()
+        due = min(CATCH_UP, int((now - self._next_tick) / TICK) + 1)
+        finished = []
+        for key, playback in self._playing.items():
+            stream = playback.stream
+            for _ in range(due):
+                if playback.index >= len(playback.frames):
+                    break
+                packet = playback.packetiser.packet(playback.frames[playback.index])
+                playback.index += 1
+                if stream.sends:
+                    try:
+                        playback.sock.sendto(packet, (stream.host, stream.port))
+                    except (BlockingIOError, ConnectionRefusedError):
+                        pass
+            if playback.index >= len(playback.frames):
+                finished.append(key)
+        for key in finished:
+            core.playback_done(key, now)
+        if finished:
+            self._service()
+        self._next_tick += TICK * max(due, int((now - self._next_tick) / TICK) + 1)
+        if self._playing:
+            self._tick = loop.call_at(self._next_tick, self._on_tick)
+        else:
+            self._tick = None

@@ -1,0 +1,129 @@
+"""Proof of notice: one row per call the announcer handled, in the index file.
+
+Shinagawa 第5条 asks that whether (and when) a caller was told of the recording can be shown
+later; the recorder links its recording to the row of the same call (find()). The row is written
+once the call has left the announcer, in one short transaction, in WAL mode like the calls table.
+Rows of excluded lines keep no number at all (matsumoto §3(2)): the caller must not be traceable
+through the notice log either.
+"""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notices (
+    id TEXT PRIMARY KEY,
+    sip_call_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    received_epoch REAL NOT NULL,
+    announced_from TEXT,
+    announced_to TEXT,
+    calling_number TEXT,
+    called_number TEXT,
+    announcement_sha256 TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    hand_over TEXT NOT NULL,
+    destination TEXT
+);
+CREATE INDEX IF NOT EXISTS notices_received ON notices(received_epoch);
+"""
+
+
+class NoticeOutcome(StrEnum):
+    ANNOUNCED = "announced"
+    CALLER_HUNG_UP = "caller_hung_up"
+    NO_NOTICE_LINE = "no_notice_line"
+    EXCLUDED = "excluded"
+    NOT_INBOUND = "not_inbound"
+    DISABLED = "disabled"
+    INTERRUPTED = "interrupted"  # the announcer was stopped during the announcement
+
+
+class HandOverResult(StrEnum):
+    REFER = "refer"
+    REDIRECT_302 = "redirect_302"
+    FALLBACK_OPERATOR = "fallback_operator"
+    FAILED = "failed"
+    NONE = "none"  # the caller hung up before a hand-over was due
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One handled call; times are Unix epoch seconds."""
+
+    sip_call_id: str
+    received_at: float
+    outcome: NoticeOutcome
+    hand_over: HandOverResult
+    announced_from: float | None = None
+    announced_to: float | None = None
+    calling_number: str | None = None
+    called_number: str | None = None
+    destination: str | None = None
+    announcement_sha256: str | None = None
+    reason: str = ""
+
+
+class NoticeLog:
+    """The notices table of the index file at path."""
+
+    def __init__(self, path: Path, timezone: str = "Asia/Tokyo") -> None:
+        self.path = path
+        self._zone = ZoneInfo(timezone)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _iso(self, epoch: float | None) -> str | None:
+        if epoch is None:
+            return None
+        return datetime.fromtimestamp(epoch, self._zone).isoformat(timespec="milliseconds")
+
+    def record(self, notice: Notice) -> str:
+        """Store notice; returns its id. Numbers of an excluded line are dropped here as well,
+        whatever the caller passed."""
+        excluded = notice.outcome is NoticeOutcome.EXCLUDED
+        row_id = uuid.uuid4().hex
+        self._db.execute(
+            "INSERT INTO notices (id, sip_call_id, received_at, received_epoch, announced_from, announced_to,"
+            " calling_number, called_number, announcement_sha256, outcome, reason, hand_over, destination)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row_id, notice.sip_call_id, self._iso(notice.received_at), notice.received_at,
+             self._iso(notice.announced_from), self._iso(notice.announced_to),
+             None if excluded else notice.calling_number, None if excluded else notice.called_number,
+             notice.announcement_sha256, str(notice.outcome), notice.reason, str(notice.hand_over),
+             None if excluded else notice.destination))
+        return row_id
+
+    def get(self, notice_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM notices WHERE id = ?", (notice_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def near(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Rows received between start and end (epoch), in order."""
+        rows = self._db.execute("SELECT * FROM notices WHERE received_epoch BETWEEN ? AND ? ORDER BY received_epoch",
+                                (start, end)).fetchall()
+        return [dict(row) for row in rows]
+
+    def find(self, calling: str | None, called: str | None, around: float, window: float) -> list[dict[str, Any]]:
+        """Rows of the call between calling and called received within window seconds of around
+        (epoch), nearest first: how the recorder finds the notice of the call it recorded, whose
+        leg to the announcer has another Call-ID than the leg it saw."""
+        rows = self._db.execute(
+            "SELECT * FROM notices WHERE received_epoch BETWEEN ? AND ?"
+            " AND calling_number IS ? AND called_number IS ? ORDER BY abs(received_epoch - ?)",
+            (around - window, around + window, calling, called, around)).fetchall()
+        return [dict(row) for row in rows]
