@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -74,9 +75,10 @@ class FileRecording:
         self.failure: str | None = None
         self.failure_code = "write_failed"
         self._wav: AudioWriter | None = None
-        if store.refusing is not None:
-            self.failure_code = "not_recorded_retention"
-            self._fail(OSError(errno.ENOSPC, store.refusing))
+        refusal = store.refusal(record_id)
+        if refusal is not None:
+            self.failure_code, reason = refusal
+            self._fail(OSError(errno.ENOSPC, reason))
             return
         try:
             if not store.space_left():
@@ -207,6 +209,7 @@ class RecordingStore:
         self.tz = tz
         self.min_free_bytes = min_free_bytes
         self._notices: NoticeLog | None = None
+        self._unindexed: set[str] = set()
         self.refusing: str | None = None
         """Why new calls are not recorded, when the retention policy says
         so (stop_recording rather than cut a minimum period short)."""
@@ -230,13 +233,17 @@ class RecordingStore:
         record_id = self._new_id(origin)
         self._ids[call.serial] = record_id
         c = call.classification
-        self.index.insert(
-            id=record_id, sip_call_id=call.call_id,
-            started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
-            direction=str(c.direction), local_number=c.local_number, remote_number=c.remote_number,
-            caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
-            codecs=call.codecs, state="recording", recorded_at=call.answer_ts or call.invite_ts,
-        )
+        try:
+            self.index.insert(
+                id=record_id, sip_call_id=call.call_id,
+                started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
+                direction=str(c.direction), local_number=c.local_number, remote_number=c.remote_number,
+                caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
+                codecs=call.codecs, state="recording", recorded_at=call.answer_ts or call.invite_ts,
+            )
+        except sqlite3.Error as exc:
+            log.error("index.write_failed", call_id=record_id, reason=str(exc))
+            self._unindexed.add(record_id)
         log.info("recording.started", call_id=record_id, direction=str(c.direction))
 
     def open_audio(self, call: Call, origin: float, encoding: str) -> FileRecording:
@@ -246,8 +253,28 @@ class RecordingStore:
         ensure_private_dir(folder)
         handle = FileRecording(self, record_id, folder, encoding)
         if handle.has_audio:
-            self.index.update(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
+            self._write_row(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
         return handle
+
+    def refusal(self, record_id: str) -> tuple[str, str] | None:
+        """Why this recording must not write audio, as (end reason, message):
+        audio with no row would be evidence nobody can find or erase."""
+        if record_id in self._unindexed:
+            return "not_recorded_index", "the index could not be written"
+        if self.refusing is not None:
+            return "not_recorded_retention", self.refusing
+        return None
+
+    def _write_row(self, record_id: str, **values: object) -> None:
+        """A row update that a failing index (full disk) cannot turn into a
+        crash: it is logged, and a row left in `recording` is sealed by the
+        next start's recovery."""
+        if record_id in self._unindexed:
+            return
+        try:
+            self.index.update(record_id, **values)
+        except sqlite3.Error as exc:
+            log.error("index.write_failed", call_id=record_id, reason=str(exc))
 
     def _notice_for(self, call: Call) -> dict[str, object] | None:
         """The announcer's record of this inbound call, if it handled it.
@@ -314,6 +341,9 @@ class RecordingStore:
             except OSError as exc:
                 log.error("recording.seal_failed", call_id=record_id, reason=exc.strerror or str(exc))
                 values.update(end_reason="write_failed", complete=False)
-        self.index.update(record_id, **values)
+        if record_id in self._unindexed:
+            self._unindexed.discard(record_id)
+            return
+        self._write_row(record_id, **values)
         log.info("recording.sealed", call_id=record_id, direction=str(call.classification.direction),
                  complete=call.complete, end_reason=call.end_reason, frames=frames)

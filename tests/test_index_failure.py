@@ -1,0 +1,65 @@
+"""An index that cannot be written (a full disk, a read-only file) never
+crashes the recorder and never leaves audio nobody could find: the call is
+not recorded, the failure is logged, and later calls record again."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from policy.decide import PolicyDecider
+from policy.loader import parse_policy
+from recorder.engine import Recorder
+from storage.index import CallIndex
+from storage.recordings import RecordingStore
+from tests.builders import PBX, TRUNK
+from tests.interop import store_key
+from tests.test_engine import POLICY, T0, bye, media, signalling
+
+
+class FailingIndex(CallIndex):
+    """The real index, with writes refused while `failing` is set, as SQLite
+    refuses them on a full disk ("database or disk is full")."""
+
+    failing = False
+
+    def insert(self, **values: object) -> None:
+        if self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        super().insert(**values)
+
+    def update(self, call_id: str, **values: object) -> None:
+        if self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        super().update(call_id, **values)
+
+
+def call(recorder: Recorder, n: int) -> None:
+    start = T0 + n * 30
+    port = 20000 + 2 * n
+    up, _ = media(start + 1.05, 3, src=(TRUNK, port), dst=(PBX, port + 20000), ssrc=n + 1)
+    frames = signalling(f"c{n}@x", t=start, tport=port, pport=port + 20000) + up + bye(start + 5, f"c{n}@x")
+    for ts, frame in sorted(frames, key=lambda f: f[0]):
+        recorder.feed_frame(ts, 1, frame)
+
+
+def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    index = FailingIndex(data / "index.sqlite3")
+    store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), store_key(data))
+    recorder = Recorder(PolicyDecider(parse_policy(POLICY)), store)
+    with structlog.testing.capture_logs() as logs:
+        index.failing = True
+        call(recorder, 0)
+        index.failing = False
+        call(recorder, 1)
+        recorder.finish()
+    rows = [r.values for r in index.rows()]
+    index.close()
+    assert [r["sip_call_id"] for r in rows] == ["c1@x"] and rows[0]["complete"]
+    files = [p.name for p in (data / "recordings").rglob("*.vault")]
+    assert files == [Path(rows[0]["audio_path"]).name], "no audio without a row"
+    assert any(e["event"] == "index.write_failed" for e in logs)
