@@ -245,6 +245,7 @@ class Daemon:
             await asyncio.sleep(1.0 if interval is None else min(1.0, interval))
             now = time.time()
             self.recorder.advance(now)
+            self.store.retry_rows()
             self._observe(now)
             self._notifier.notify(STATUS=self.status_line())
             if interval is not None and now - last_ping >= interval:

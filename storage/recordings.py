@@ -158,18 +158,19 @@ class FileRecording:
     def checkpoint(self) -> None:
         """Called about once a second of capture time: what was gathered
         becomes a record a crash cannot take back.  Below the free-space
-        floor the recording stops here, leaving room for the index to seal it."""
+        floor the recording stops here, after keeping what it gathered (the
+        floor leaves room for that), with room left for the index to seal it."""
+        self._write_pending()
+        if self.failure is None and self._wav is not None:
+            try:
+                self._wav.sync(durable=False)
+                for writer in self._side.values():
+                    writer.sync(durable=False)
+            except OSError as exc:
+                self._fail(exc)
         if self.failure is None and not self._store.space_left():
             self._fail(OSError(errno.ENOSPC, "free space below the floor"))
-        self._write_pending()
-        if self.failure is not None or self._wav is None:
-            return
-        try:
-            self._wav.sync(durable=False)
-            for writer in self._side.values():
-                writer.sync(durable=False)
-        except OSError as exc:
-            self._fail(exc)
+        self._store.retry_rows()
 
     def close(self, result: CallResult) -> None:
         self._write_pending()
@@ -210,6 +211,7 @@ class RecordingStore:
         self.min_free_bytes = min_free_bytes
         self._notices: NoticeLog | None = None
         self._unindexed: set[str] = set()
+        self._unwritten: dict[str, dict[str, object]] = {}
         self.refusing: str | None = None
         """Why new calls are not recorded, when the retention policy says
         so (stop_recording rather than cut a minimum period short)."""
@@ -267,14 +269,21 @@ class RecordingStore:
 
     def _write_row(self, record_id: str, **values: object) -> None:
         """A row update that a failing index (full disk) cannot turn into a
-        crash: it is logged, and a row left in `recording` is sealed by the
-        next start's recovery."""
+        crash: it is logged and kept, and tried again at every checkpoint
+        until the disk has room (or the next start's recovery seals it)."""
         if record_id in self._unindexed:
             return
+        pending = self._unwritten.pop(record_id, {})
+        pending.update(values)
         try:
-            self.index.update(record_id, **values)
+            self.index.update(record_id, **pending)
         except sqlite3.Error as exc:
+            self._unwritten[record_id] = pending
             log.error("index.write_failed", call_id=record_id, reason=str(exc))
+
+    def retry_rows(self) -> None:
+        for record_id in list(self._unwritten):
+            self._write_row(record_id)
 
     def _notice_for(self, call: Call) -> dict[str, object] | None:
         """The announcer's record of this inbound call, if it handled it.
@@ -346,4 +355,4 @@ class RecordingStore:
             return
         self._write_row(record_id, **values)
         log.info("recording.sealed", call_id=record_id, direction=str(call.classification.direction),
-                 complete=call.complete, end_reason=call.end_reason, frames=frames)
+                 complete=values["complete"], end_reason=values["end_reason"], frames=frames)

@@ -35,6 +35,9 @@ class FailingIndex(CallIndex):
             raise sqlite3.OperationalError("database or disk is full")
         super().update(call_id, **values)
 
+    def get_row_state(self, sip_call_id: str) -> str:
+        return next(r.values["state"] for r in self.rows() if r.values["sip_call_id"] == sip_call_id)
+
 
 def call(recorder: Recorder, n: int) -> None:
     start = T0 + n * 30
@@ -63,3 +66,25 @@ def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -
     files = [p.name for p in (data / "recordings").rglob("*.vault")]
     assert files == [Path(rows[0]["audio_path"]).name], "no audio without a row"
     assert any(e["event"] == "index.write_failed" for e in logs)
+
+
+def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    index = FailingIndex(data / "index.sqlite3")
+    store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), store_key(data))
+    recorder = Recorder(PolicyDecider(parse_policy(POLICY)), store)
+    up, _ = media(T0 + 1.05, 3, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
+    for ts, frame in sorted(signalling("c0@x", t=T0) + up, key=lambda f: f[0]):
+        recorder.feed_frame(ts, 1, frame)
+    index.failing = True
+    for ts, frame in bye(T0 + 5, "c0@x"):
+        recorder.feed_frame(ts, 1, frame)
+    assert index.get_row_state("c0@x") == "recording"
+    index.failing = False
+    call(recorder, 1)
+    recorder.finish()
+    rows = {r.values["sip_call_id"]: r.values for r in index.rows()}
+    index.close()
+    assert rows["c0@x"]["state"] == "sealed" and rows["c0@x"]["complete"] and rows["c0@x"]["sha256"]
+    assert rows["c1@x"]["state"] == "sealed"
