@@ -124,7 +124,7 @@ class SweepWarning:
     """Something an operator must hear about; `code` is stable for logs and
     `callrec status`, `at` is when it happens (now, or the forecast date)."""
 
-    code: Literal["minimum_period_at_risk", "only_held_left", "capacity_near"]
+    code: Literal["minimum_period_at_risk", "only_held_left", "capacity_near", "floor_unreachable"]
     at: float
     message: str
 
@@ -171,13 +171,21 @@ class SweepPlan:
         return next((w for w in self.warnings if w.code == code), None)
 
 
+def floor_reachable(rules: Retention, usage: Usage) -> bool:
+    """Whether erasing recordings can bring the free space up to the floor
+    at all.  On a filesystem smaller than the floor it cannot, and obeying
+    the floor would erase every recording at every sweep: evidence lost to
+    a setting that does not fit the disk."""
+    return usage.free_bytes is None or usage.used_bytes + usage.free_bytes > rules.free_space_floor
+
+
 def limit_bytes(rules: Retention, usage: Usage) -> int | None:
     """The most the store may hold: the device capacity, and no more than
-    leaves the free-space floor on the filesystem."""
+    leaves the free-space floor on the filesystem (when the disk can)."""
     limits = []
     if rules.capacity is not None:
         limits.append(rules.capacity)
-    if usage.free_bytes is not None:
+    if usage.free_bytes is not None and floor_reachable(rules, usage):
         limits.append(usage.used_bytes + usage.free_bytes - rules.free_space_floor)
     return min(limits) if limits else None
 
@@ -235,6 +243,12 @@ def plan_sweep(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable
 
     limit = limit_bytes(rules, usage)
     stop = False
+    if not floor_reachable(rules, usage):
+        warnings["floor_unreachable"] = SweepWarning(
+            "floor_unreachable", now,
+            f"the filesystem holds {usage.used_bytes} bytes of recordings and has {usage.free_bytes} bytes free: "
+            f"less than free_space_floor ({rules.free_space_floor} bytes) even if every recording were erased; "
+            "the floor is not applied (lower free_space_floor to fit this disk)")
     if limit is not None:
         while used + usage.incoming_bytes > limit:
             item = oldest.peek()

@@ -514,3 +514,15 @@ def test_the_listing_is_read_only_as_far_as_needed() -> None:
     expired = len(plan.ids("retention"))
     assert 950_000 < expired < 960_000 and plan.ids("capacity") == []
     assert next(read) < expired + 31 * 1440 + 2
+
+
+def test_a_floor_larger_than_the_disk_erases_nothing_and_says_so() -> None:
+    """A 1 GiB floor on a 500 MiB disk: obeying it would erase every
+    recording at every sweep; the planner keeps them and warns instead."""
+    from storage.retention import Stored, Usage, plan_sweep
+    rules = Retention()
+    items = [Stored(f"r{i}", 1_800_000_000.0 + i, 10 * 2**20) for i in range(10)]
+    plan = plan_sweep(rules, 1_800_000_100.0, ZoneInfo("Asia/Tokyo"), items,
+                      Usage(used_bytes=100 * 2**20, free_bytes=400 * 2**20))
+    assert plan.erase == () and not plan.stop_recording
+    assert plan.warning("floor_unreachable") is not None
