@@ -108,8 +108,10 @@ def _open(path: Path, master: MasterKey, record_id: str, kind: str, allow_torn: 
     return reader
 
 
-def describe(path: Path, master: MasterKey, record_id: str) -> StoredAudio:
-    reader = _open(path, master, record_id, WAV_KIND)
+def describe(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> StoredAudio:
+    """`allow_torn` reads a file a full disk kept from sealing, up to its
+    last complete record."""
+    reader = _open(path, master, record_id, WAV_KIND, allow_torn)
     meta = reader.meta
     encoding, channels = str(meta["encoding"]), int(meta["channels"])
     length = reader.plaintext_length()
@@ -128,31 +130,33 @@ def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
         yield piece
 
 
-def wav_bytes(path: Path, master: MasterKey, record_id: str) -> tuple[StoredAudio, Iterator[bytes]]:
+def wav_bytes(path: Path, master: MasterKey, record_id: str,
+              allow_torn: bool = False) -> tuple[StoredAudio, Iterator[bytes]]:
     """The recording as a WAV file, streamed, each record authenticated."""
-    audio = describe(path, master, record_id)
-    reader = _open(path, master, record_id, WAV_KIND)
+    audio = describe(path, master, record_id, allow_torn)
+    reader = _open(path, master, record_id, WAV_KIND, allow_torn)
     stream = wav_stream(audio.encoding, audio.channels, audio.rate, audio.data_bytes,
                         _bounded(reader.chunks(), audio.data_bytes))
     return audio, stream
 
 
-def wav_digest(path: Path, master: MasterKey, record_id: str) -> tuple[StoredAudio, str]:
-    """The SHA-256 of the WAV the recording hands out: what is sealed."""
-    audio, stream = wav_bytes(path, master, record_id)
+def wav_digest(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> tuple[StoredAudio, str]:
+    """The SHA-256 of the WAV the recording hands out: what is sealed.  The
+    final record is empty, so sealing the file later does not change it."""
+    audio, stream = wav_bytes(path, master, record_id, allow_torn)
     digest = hashlib.sha256()
     for chunk in stream:
         digest.update(chunk)
     return audio, digest.hexdigest()
 
 
-def side_bytes(path: Path, master: MasterKey, record_id: str) -> Iterator[bytes]:
-    return _open(path, master, record_id, SIDE_KIND).chunks()
+def side_bytes(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> Iterator[bytes]:
+    return _open(path, master, record_id, SIDE_KIND, allow_torn).chunks()
 
 
-def side_digest(path: Path, master: MasterKey, record_id: str) -> str:
+def side_digest(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> str:
     digest = hashlib.sha256()
-    for chunk in side_bytes(path, master, record_id):
+    for chunk in side_bytes(path, master, record_id, allow_torn):
         digest.update(chunk)
     return digest.hexdigest()
 

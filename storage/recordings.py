@@ -24,7 +24,7 @@ from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav
 from .index import CallIndex
 from .notices import NoticeLog
 from .keys import MasterKey
-from .vault import shred
+from .vault import VaultError, repair_vault, shred
 
 log = structlog.get_logger("callrec.storage")
 
@@ -181,16 +181,19 @@ class FileRecording:
             except OSError as exc:
                 self._fail(exc)
                 frames = self._wav.frames
-        for writer in self._side.values():
+                self._store.unsealed.add(self.wav_path)
+        for channel, writer in self._side.items():
             try:
                 writer.close()
             except OSError as exc:
                 self._fail(exc)
+                self._store.unsealed.add(self._side_path(channel))
         self._store.seal(result, self, frames)
 
     def side_files(self) -> list[dict[str, object]]:
         return [{"channel": ch, "path": self._store.relative(self._side_path(ch)),
-                 "sha256": side_digest(self._side_path(ch), self._store.master, self.record_id)}
+                 "sha256": side_digest(self._side_path(ch), self._store.master, self.record_id,
+                                       allow_torn=self.failure is not None)}
                 for ch in sorted(self._side)]
 
     def size_bytes(self) -> int:
@@ -212,6 +215,7 @@ class RecordingStore:
         self._notices: NoticeLog | None = None
         self._unindexed: set[str] = set()
         self._unwritten: dict[str, dict[str, object]] = {}
+        self.unsealed: set[Path] = set()
         self.refusing: str | None = None
         """Why new calls are not recorded, when the retention policy says
         so (stop_recording rather than cut a minimum period short)."""
@@ -282,8 +286,19 @@ class RecordingStore:
             log.error("index.write_failed", call_id=record_id, reason=str(exc))
 
     def retry_rows(self) -> None:
+        """What a full disk held back: row updates, and the final record of
+        files it kept from being sealed (which does not change their audio
+        or its sealed hash)."""
         for record_id in list(self._unwritten):
             self._write_row(record_id)
+        for path in list(self.unsealed):
+            try:
+                repair_vault(path, self.master)
+            except OSError:
+                continue
+            except VaultError as exc:
+                log.error("recording.unrepairable", path=self.relative(path), reason=str(exc))
+            self.unsealed.discard(path)
 
     def _notice_for(self, call: Call) -> dict[str, object] | None:
         """The announcer's record of this inbound call, if it handled it.
@@ -342,13 +357,14 @@ class RecordingStore:
                           if notice["outcome"] in NOTICE_HEARD else None)
         if handle is not None and handle.has_audio:
             try:
-                audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id)
+                audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id,
+                                                     allow_torn=handle.failure is not None)
                 values["audio_frames"] = audio.frames
                 values["audio_format"] = audio.encoding
                 values["side_files"] = handle.side_files()
                 values["size_bytes"] = handle.size_bytes()
-            except OSError as exc:
-                log.error("recording.seal_failed", call_id=record_id, reason=exc.strerror or str(exc))
+            except (OSError, VaultError) as exc:
+                log.error("recording.seal_failed", call_id=record_id, reason=str(exc))
                 values.update(end_reason="write_failed", complete=False)
         if record_id in self._unindexed:
             self._unindexed.discard(record_id)

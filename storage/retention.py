@@ -247,8 +247,9 @@ def plan_sweep(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable
         warnings["floor_unreachable"] = SweepWarning(
             "floor_unreachable", now,
             f"the filesystem holds {usage.used_bytes} bytes of recordings and has {usage.free_bytes} bytes free: "
-            f"less than free_space_floor ({rules.free_space_floor} bytes) even if every recording were erased; "
-            "the floor is not applied (lower free_space_floor to fit this disk)")
+            f"erasing every recording would not bring the free space up to free_space_floor "
+            f"({rules.free_space_floor} bytes), so recordings are kept: something else fills the disk, or the "
+            "disk is smaller than the floor")
     if limit is not None:
         while used + usage.incoming_bytes > limit:
             item = oldest.peek()
