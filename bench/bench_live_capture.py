@@ -19,6 +19,7 @@ import argparse
 import ctypes
 import os
 import re
+import secrets
 import select
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ import structlog  # noqa: E402
 
 from bench.gen_calls import write_pcap  # noqa: E402
 from recorder.live_capture import LiveCapture  # noqa: E402
+from recorder.pcap import Frame  # noqa: E402
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -75,27 +77,29 @@ def link() -> Iterator[tuple[str, str]]:
             ip("netns", "del", ns)
 
 
-def recorder_sink(data: Path) -> tuple[Callable[[float, int, bytes], None], Callable[[], None]]:
+def recorder_sink(data: Path) -> tuple[Callable[[list[Frame]], None], Callable[[], None]]:
     """The full recorder, built as bench_replay builds it."""
     from policy.decide import PolicyDecider
     from policy.schema import Policy
     from recorder.engine import Recorder
     from storage.index import CallIndex
+    from storage.keys import KEY_SIZE, MasterKey
     from storage.recordings import RecordingStore
 
     index = CallIndex(data / "index.sqlite3")
-    recorder = Recorder(PolicyDecider(Policy()), RecordingStore(data, index, ZoneInfo("Asia/Tokyo")))
+    store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), MasterKey(secrets.token_bytes(KEY_SIZE)))
+    recorder = Recorder(PolicyDecider(Policy()), store)
 
     def finish() -> None:
         recorder.finish()
         index.close()
 
-    return recorder.feed_frame, finish
+    return recorder.feed_frames, finish
 
 
 def run(tx: str, rx: str, pcap: Path, *, pps: int | None, pipeline: str, ring_mib: int, block_kib: int,
         work: Path) -> dict[str, float]:
-    feed: Callable[[float, int, bytes], None] | None = None
+    feed: Callable[[list[Frame]], None] | None = None
     finish: Callable[[], None] | None = None
     if pipeline == "recorder":
         data = Path(tempfile.mkdtemp(prefix="data-", dir=work))
@@ -116,8 +120,7 @@ def run(tx: str, rx: str, pcap: Path, *, pps: int | None, pipeline: str, ring_mi
                 batch = cap.read_blocks(64)
                 frames += len(batch)
                 if feed is not None:
-                    for ts, linktype, frame in batch:
-                        feed(ts, linktype, frame)
+                    feed(batch)
                 idle_since = None
             elif sender.poll() is not None:
                 idle_since = idle_since or time.monotonic()

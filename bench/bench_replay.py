@@ -2,7 +2,8 @@
 
 Generates N simultaneous G.711 calls (bench/gen_calls.py), replays them
 through the full recorder (decoding, de-duplication, SIP, RTP streams,
-interleaving, WAV writing, index) in this process, and reports the median of
+interleaving, encrypted recording files, index) in this process, fed a chunk
+of the file at a time as `callrec replay` feeds it, and reports the median of
 several runs, so a busy machine shifts the figures less.  tshark's
 `-q -z rtp,streams` on the same file is timed as a yardstick.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -30,6 +32,7 @@ from policy.schema import Policy  # noqa: E402
 from recorder.capture_file import CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
+from storage.keys import KEY_SIZE, MasterKey  # noqa: E402
 from storage.recordings import RecordingStore  # noqa: E402
 
 
@@ -46,14 +49,15 @@ def replay_once(capture: Path) -> tuple[float, int, int, int]:
     data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     try:
         index = CallIndex(data / "index.sqlite3")
-        recorder = Recorder(PolicyDecider(Policy()), RecordingStore(data, index, ZoneInfo("Asia/Tokyo")))
+        store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), MasterKey(secrets.token_bytes(KEY_SIZE)))
+        recorder = Recorder(PolicyDecider(Policy()), store)
         gc.collect()
         base = rss_kib()
         peak = base
         start = time.perf_counter()
-        for n, (ts, linktype, frame) in enumerate(CaptureFile(capture)):
-            recorder.feed_frame(ts, linktype, frame)
-            if n & 0xFFFF == 0:
+        for n, frames in enumerate(CaptureFile(capture).batches()):
+            recorder.feed_frames(frames)
+            if n & 0x3F == 0:
                 peak = max(peak, rss_kib())
         recorder.finish()
         elapsed = time.perf_counter() - start

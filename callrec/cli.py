@@ -26,7 +26,7 @@ from storage.store import INDEX_FILE, StoreError
 
 from . import cmd_records, logs
 from .config import Config
-from .context import open_index, open_store, settings
+from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
 from .replay import replay
 
@@ -36,6 +36,7 @@ log = structlog.get_logger("callrec.cli")
 def cmd_replay(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     logs.configure(config.log_level)
+    tune_gc()
     missing = [p for p in args.captures if not p.is_file()]
     if missing:
         print(f"callrec: no such capture file: {missing[0]}", file=sys.stderr)

@@ -54,10 +54,9 @@ def replay(recorder: Recorder, captures: list[Path]) -> int:
         for path in captures:
             capture = CaptureFile(path)
             try:
-                for ts, linktype, frame in capture:
-                    recorder.feed_frame(ts, linktype, frame)
-                    if progress.enabled:
-                        progress.update(done_before + capture.bytes_read, path.name)
+                for frames in capture.batches():
+                    recorder.feed_frames(frames)
+                    progress.update(done_before + capture.bytes_read, path.name)
             except CaptureFormatError as exc:
                 failures += 1
                 log.error("capture.unreadable", file=str(path), reason=str(exc))

@@ -164,9 +164,10 @@ class StereoInterleaver:
             # Contiguous chunk in the file's law: not late, no overlap, and its
             # occupancy is implied by the run (see _settle).
             window = self._window
+            size = len(data)
             i = start % window
-            j = i + len(data)
-            end = start + len(data)
+            j = i + size
+            end = start + size
             if j <= window and end <= self._limit:
                 self._rings[channel][i:j] = data
                 hi[channel] = end

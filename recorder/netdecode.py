@@ -1,13 +1,18 @@
 """Sans-I/O link, network and transport decoding of captured frames.
 
-``PacketDecoder.decode`` turns one frame into the transport payloads it carries:
-UDP datagrams (after IP fragment reassembly and mirror-port de-duplication) and
-newly in-order TCP stream bytes.  Everything else is counted and dropped; bad
-input never raises.
+``PacketDecoder.decode_flows`` turns one frame into the transport payloads it
+carries: UDP datagrams (after IP fragment reassembly and mirror-port
+de-duplication) and newly in-order TCP stream bytes, each named by its *flow*:
+the source and destination addresses and the two ports, as one bytes object in
+wire order.  One object, not four, because the recorder looks every packet up
+by its flow: a bytes object hashes once (the hash is cached in it), and it is
+the very slice the de-duplication key already holds.  ``decode`` gives the same
+with the addresses and ports apart.  Everything else is counted and dropped;
+bad input never raises.
 
 The common case on a PBX mirror port, an RTP packet in Ethernet (optionally one
-802.1Q tag) / IPv4 / UDP, is decoded with a single ``struct`` call; every other
-frame takes the general path.
+802.1Q tag) / IPv4 / UDP, is decoded with a single ``struct`` call and two
+slices; every other frame takes the general path.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from struct import Struct
 from recorder.ipfrag import FragmentReassembler
 from recorder.tcpstream import TcpReassembler
 
+FlowDatagram = tuple[int, bytes, bytes]
+"""``(ipproto, flow, payload)``; ``ipproto`` is 17 (UDP) or 6 (TCP, where
+``payload`` is the next run of in-order stream bytes); ``flow`` is ``src + dst +
+sport + dport`` as on the wire (12 bytes for IPv4, 36 for IPv6; see
+``split_flow``)."""
+
 Datagram = tuple[int, bytes, int, bytes, int, bytes]
-"""``(ipproto, src, sport, dst, dport, payload)``; ``ipproto`` is 17 (UDP) or 6
-(TCP, where ``payload`` is the next run of in-order stream bytes); addresses are
-packed 4- or 16-byte strings."""
+"""``(ipproto, src, sport, dst, dport, payload)``: a FlowDatagram with its flow
+split; addresses are packed 4- or 16-byte strings."""
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -52,9 +62,9 @@ _DEDUP_MAX_ENTRIES = 16384
 
 # Ethernet/IPv4/UDP in one go: ethertype, ver+ihl, total length, id, flags+frag
 # offset+TTL+protocol (one number, so that "not a fragment, UDP" is one test),
-# src, dst, sport, dport, udp length.  Applied at offset 4 it reads the same
-# fields behind one VLAN tag.
-_FAST = Struct("!12xHBxHHI2x4s4sHHH").unpack_from
+# udp length; the addresses and ports between are sliced as the flow.  Applied
+# at offset 4 it reads the same fields behind one VLAN tag.
+_FAST = Struct("!12xHBxHHI14xH").unpack_from
 _UNFRAGMENTED_UDP_MASK = 0x3FFF00FF
 """Fragment offset and MF flag, and protocol, of the flags..protocol number."""
 _FAST_LEN = 42
@@ -64,11 +74,12 @@ _IPV6_FRAG = Struct("!BxHI").unpack_from
 _UDP = Struct("!HHH").unpack_from
 _TCP = Struct("!HHI4xH").unpack_from
 _U16 = Struct("!H").unpack_from
+_PORTS = Struct("!HH")
 
 _DedupKey = tuple[int, bytes, bytes]
-"""``(ident, src + dst + sport and dport as on the wire, payload)``."""
+"""``(ident, flow, payload)``."""
 
-_NOTHING: tuple[Datagram, ...] = ()
+_NOTHING: tuple[FlowDatagram, ...] = ()
 
 _STAT_KEYS = (
     "non_ip",
@@ -139,35 +150,56 @@ class PacketDecoder:
         return merged
 
     def decode(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
-        """Return the datagrams/stream bytes carried by ``frame`` (often none)."""
+        """``decode_flows`` with each flow split into addresses and ports."""
+        return tuple(
+            (proto, *split_flow(flow), payload) for proto, flow, payload in self.decode_flows(ts, linktype, frame)
+        )
+
+    def decode_flows(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
+        """Return the datagrams/stream bytes carried by ``frame`` (often none).
+
+        The fast path handles the common frame completely when it is new and
+        no de-duplication generation has to close; everything else goes
+        through ``_deliver_udp``, which decides the same way."""
         if ts >= self._tick:
             return self._decode_with_housekeeping(ts, linktype, frame)
         self.frames += 1
-        if linktype == 1 and len(frame) >= _FAST_LEN:
-            etype, vihl, tlen, ident, flags_proto, src, dst, sport, dport, ulen = _FAST(frame, 0)
+        size = len(frame)
+        if linktype == 1 and size >= _FAST_LEN:
+            etype, vihl, tlen, ident, flags_proto, ulen = _FAST(frame, 0)
             link = 14
-            if etype == 0x8100 and len(frame) >= _FAST_LEN + 4:
-                etype, vihl, tlen, ident, flags_proto, src, dst, sport, dport, ulen = _FAST(frame, 4)
+            if etype == 0x8100 and size >= _FAST_LEN + 4:
+                etype, vihl, tlen, ident, flags_proto, ulen = _FAST(frame, 4)
                 link = 18
             if (
                 etype == 0x0800
                 and vihl == 0x45
                 and flags_proto & _UNFRAGMENTED_UDP_MASK == IPPROTO_UDP
                 and 8 <= ulen <= tlen - 20
-                and link + tlen <= len(frame)
+                and link + tlen <= size
             ):
+                flow = frame[link + 12 : link + 24]
                 payload = frame[link + 28 : link + 20 + ulen]
-                key = (ident, frame[link + 12 : link + 24], payload)
-                return self._deliver_udp(ts, key, (17, src, sport, dst, dport, payload))
+                key = (ident, flow, payload)
+                cur = self._cur
+                if (
+                    ts < self._rotate_at
+                    and len(cur) < _DEDUP_MAX_ENTRIES
+                    and key not in cur
+                    and key not in self._prev
+                ):
+                    cur[key] = ts
+                    return ((17, flow, payload),)
+                return self._deliver_udp(ts, key, (17, flow, payload))
         return self._decode_general(ts, linktype, frame)
 
-    def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
+    def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
         """Run periodic expiry, then decode.  The NaN tick makes the nested
-        ``decode`` skip this branch whatever ``ts`` is (even infinite)."""
+        ``decode_flows`` skip this branch whatever ``ts`` is (even infinite)."""
         self._tick = math.nan
-        released = tuple((6, *key, data) for key, data in self._tcp.expire(ts))
+        released = tuple((6, join_flow(*key), data) for key, data in self._tcp.expire(ts))
         self._frag.expire(ts)
-        result = self.decode(ts, linktype, frame)
+        result = self.decode_flows(ts, linktype, frame)
         self._tick = ts + _HOUSEKEEPING_INTERVAL
         return released + result if released else result
 
@@ -180,7 +212,7 @@ class PacketDecoder:
 
     # -- general path ------------------------------------------------------------
 
-    def _decode_general(self, ts: float, linktype: int, frame: bytes) -> tuple[Datagram, ...]:
+    def _decode_general(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
         n = len(frame)
         if linktype == LINKTYPE_ETHERNET:
             etype, off = _skip_vlan_tags(frame, 12)
@@ -223,11 +255,11 @@ class PacketDecoder:
             return self._count("malformed")
         return self._count("non_ip")
 
-    def _count(self, what: str) -> tuple[Datagram, ...]:
+    def _count(self, what: str) -> tuple[FlowDatagram, ...]:
         self._counts[what] += 1
         return _NOTHING
 
-    def _ipv4(self, ts: float, buf: bytes, off: int) -> tuple[Datagram, ...]:
+    def _ipv4(self, ts: float, buf: bytes, off: int) -> tuple[FlowDatagram, ...]:
         n = len(buf)
         if n - off < 20:
             return self._count("malformed")
@@ -252,7 +284,7 @@ class PacketDecoder:
             return self._transport(ts, proto, src, dst, ident, payload, 0, len(payload))
         return self._transport(ts, proto, src, dst, ident, buf, start, end)
 
-    def _ipv6(self, ts: float, buf: bytes, off: int) -> tuple[Datagram, ...]:
+    def _ipv6(self, ts: float, buf: bytes, off: int) -> tuple[FlowDatagram, ...]:
         n = len(buf)
         if n - off < 40:
             return self._count("malformed")
@@ -299,7 +331,7 @@ class PacketDecoder:
 
     def _transport(
         self, ts: float, proto: int, src: bytes, dst: bytes, ident: int, buf: bytes, start: int, end: int
-    ) -> tuple[Datagram, ...]:
+    ) -> tuple[FlowDatagram, ...]:
         if proto == IPPROTO_UDP:
             if end - start < 8:
                 return self._count("malformed")
@@ -307,8 +339,8 @@ class PacketDecoder:
             if ulen < 8 or start + ulen > end:
                 return self._count("malformed")
             payload = buf[start + 8 : start + ulen]
-            key = (ident, src + dst + buf[start : start + 4], payload)
-            return self._deliver_udp(ts, key, (17, src, sport, dst, dport, payload))
+            flow = src + dst + buf[start : start + 4]
+            return self._deliver_udp(ts, (ident, flow, payload), (17, flow, payload))
         if proto == IPPROTO_TCP:
             if end - start < 20:
                 return self._count("malformed")
@@ -318,10 +350,10 @@ class PacketDecoder:
                 return self._count("malformed")
             self._counts["tcp_segments"] += 1
             data = self._tcp.feed(ts, src, sport, dst, dport, seq, off_flags & 0xFF, buf[start + doff : end])
-            return ((6, src, sport, dst, dport, data),) if data else _NOTHING
+            return ((6, src + dst + buf[start : start + 4], data),) if data else _NOTHING
         return self._count("other_proto")
 
-    def _deliver_udp(self, ts: float, key: _DedupKey, dgram: Datagram) -> tuple[Datagram, ...]:
+    def _deliver_udp(self, ts: float, key: _DedupKey, dgram: FlowDatagram) -> tuple[FlowDatagram, ...]:
         """The datagram, unless it repeats one of the last window (see the class
         docstring).  A new datagram costs two membership tests and one insert."""
         window = self._window
@@ -338,6 +370,18 @@ class PacketDecoder:
                     return _NOTHING
             cur[key] = ts
         return (dgram,)
+
+
+def split_flow(flow: bytes) -> tuple[bytes, int, bytes, int]:
+    """``(src, sport, dst, dport)`` of a flow."""
+    size = (len(flow) - 4) >> 1
+    sport, dport = _PORTS.unpack_from(flow, 2 * size)
+    return flow[:size], sport, flow[size : 2 * size], dport
+
+
+def join_flow(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The flow of ``(src, sport, dst, dport)``; inverse of ``split_flow``."""
+    return src + dst + _PORTS.pack(sport, dport)
 
 
 def _skip_vlan_tags(frame: bytes, pos: int) -> tuple[int, int]:

@@ -149,10 +149,11 @@ class CaptureDecoder:
             data = data[self._skip :]
             self._skip = 0
         if self._pending:
-            self._pending += data
-            if len(self._pending) < self._need:
+            if len(self._pending) + len(data) < self._need:
+                self._pending += data
                 return []
-            data = bytes(self._pending)
+            # One copy of the chunk, behind the record it completes.
+            data = b"".join((self._pending, data))
             self._pending = bytearray()
         out: list[Frame] = []
         try:
@@ -239,19 +240,21 @@ class CaptureDecoder:
         linktype = self._linktype
         append = out.append
         short = 0
-        while n - off >= 16:
+        last = n - 16  # the last offset where a record header fits
+        while off <= last:
             sec, frac, caplen, wirelen = unpack(data, off)
             if caplen > MAX_CAPLEN:
                 self.stats["short_records"] += short
                 raise self._fail(f"absurd pcap record length {caplen}", off)
-            end = off + 16 + caplen
-            if end > n:
+            start = off + 16
+            off = start + caplen
+            if off > n:
+                off = start - 16
                 self._need = 16 + caplen
                 break
             if caplen < wirelen:
                 short += 1
-            append((sec + frac / divisor, linktype, data[off + 16 : end]))
-            off = end
+            append((sec + frac / divisor, linktype, data[start:off]))
         else:
             self._need = 16
         self.stats["short_records"] += short

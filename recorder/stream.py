@@ -406,10 +406,12 @@ class RtpStream:
         wall = round((arrival - self.origin) * self.rate)
         if clock == src.unit_clock:
             pos = timestamp + src.offset
+            if not src.floor <= pos - wall <= self._threshold:
+                pos = self._anchor(src, timestamp + src.ts_base, clock, wall)
+                if pos is None:
+                    return None
         else:
-            pos = self._scaled(src, timestamp + src.ts_base, clock)
-        if pos is None or not src.floor <= pos - wall <= self._threshold:
-            pos = self._anchor(src, timestamp + src.ts_base, clock, wall)
+            pos = self._scaled(src, timestamp + src.ts_base, clock, wall)
             if pos is None:
                 return None
         if g711 == 1:
@@ -529,13 +531,15 @@ class RtpStream:
         stats.seq_jumps += 1
         return False
 
-    def _scaled(self, src: _Source, ext_ts: int, clock: int) -> int | None:
+    def _scaled(self, src: _Source, ext_ts: int, clock: int, wall: int) -> int | None:
         """Position of a packet whose clock is not the anchor's unit clock:
-        scaled from the anchor if that is in the packet's clock, else None
-        (there is no anchor for it yet)."""
-        if clock != src.anchor_clock:
-            return None
-        return src.anchor_pos + (ext_ts - src.anchor_ts) * self.rate // clock
+        scaled from the anchor if that is in the packet's clock and within
+        bounds of the wall clock, else anchored anew; None if dropped."""
+        if clock == src.anchor_clock:
+            pos = src.anchor_pos + (ext_ts - src.anchor_ts) * self.rate // clock
+            if src.floor <= pos - wall <= self._threshold:
+                return pos
+        return self._anchor(src, ext_ts, clock, wall)
 
     def _anchor(self, src: _Source, ext_ts: int, clock: int, wall: int) -> int | None:
         pos = wall if wall > self._last_end else self._last_end

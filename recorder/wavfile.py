@@ -13,6 +13,7 @@ file to 4 GiB (about 74 hours of stereo G.711, 37 hours of stereo L16).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import struct
@@ -20,16 +21,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ENCODINGS", "WavLimitError", "frame_bytes", "wav_header", "wav_stream", "write_new_file",
-           "check_length"]
+__all__ = ["ENCODINGS", "WavLimitError", "frame_bytes", "room_for_data", "wav_header", "wav_stream",
+           "write_new_file"]
 
 _FORMAT_TAGS: Final[dict[str, int]] = {"L16": 1, "PCMA": 6, "PCMU": 7}
 ENCODINGS: Final = frozenset(_FORMAT_TAGS)
 _MAX_RIFF: Final = 0xFFFFFFFF
 
 
-class WavLimitError(Exception):
-    """Appending would exceed the 4 GiB RIFF size limit; nothing was written."""
+class WavLimitError(OSError):
+    """Appending would exceed the 4 GiB RIFF size limit; nothing was written.
+    An OSError (EFBIG), so the store stops that recording as it does on a
+    full disk: what was written stays playable and sealed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EFBIG, message)
 
 
 def frame_bytes(encoding: str, channels: int = 2) -> int:
@@ -55,11 +61,11 @@ def wav_header(encoding: str, channels: int, rate: int, frames: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunks) + data + (data & 1)) + b"WAVE" + chunks
 
 
-def check_length(encoding: str, channels: int, data_bytes: int) -> None:
-    """WavLimitError when `data_bytes` of audio no longer fit one RIFF file."""
-    header = len(wav_header(encoding, channels, 8000, 0))
-    if header - 8 + data_bytes + (data_bytes & 1) > _MAX_RIFF:
-        raise WavLimitError("the recording would exceed the 4 GiB RIFF size limit")
+def room_for_data(encoding: str, channels: int) -> int:
+    """The most audio data bytes one RIFF file can describe (with the pad
+    byte an odd size needs), in whole frames."""
+    room = _MAX_RIFF - (len(wav_header(encoding, channels, 8000, 0)) - 8) - 1
+    return room - room % frame_bytes(encoding, channels)
 
 
 def wav_stream(encoding: str, channels: int, rate: int, data_bytes: int,

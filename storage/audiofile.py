@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recorder import g711
 from recorder.rtppcap import pcap_file_header
-from recorder.wavfile import check_length, frame_bytes, wav_stream
+from recorder.wavfile import WavLimitError, frame_bytes, room_for_data, wav_stream
 
 from .keys import MasterKey
 from .vault import VaultError, VaultReader, VaultWriter, open_vault
@@ -41,6 +41,7 @@ class AudioWriter:
         self.encoding = encoding
         self.channels = channels
         self._block = frame_bytes(encoding, channels)
+        self._room = room_for_data(encoding, channels)
         self._length = 0
         self._vault = VaultWriter(path, master, {"kind": WAV_KIND, "record": record_id, "encoding": encoding,
                                                  "channels": channels, "rate": rate})
@@ -53,7 +54,8 @@ class AudioWriter:
         """Whole frames only (ValueError); WavLimitError past 4 GiB."""
         if len(data) % self._block:
             raise ValueError("data is not a whole number of frames")
-        check_length(self.encoding, self.channels, self._length + len(data))
+        if self._length + len(data) > self._room:
+            raise WavLimitError("the recording would exceed the 4 GiB RIFF size limit")
         self._vault.append(data)
         self._length += len(data)
 

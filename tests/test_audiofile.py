@@ -2,6 +2,7 @@
 sealed, and still readable up to the last record after a crash."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -110,4 +111,14 @@ def test_partial_frames_are_refused(tmp_path: Path) -> None:
     writer = AudioWriter(tmp_path / "x.vault", MASTER, "r1", "L16")
     with pytest.raises(ValueError):
         writer.append(b"abc")
+    writer.close()
+
+
+def test_past_the_riff_limit_is_an_os_error_the_store_stops_on(tmp_path: Path) -> None:
+    from recorder.wavfile import WavLimitError, room_for_data
+    writer = AudioWriter(tmp_path / "x.vault", MASTER, "r1", "PCMU")
+    writer._length = room_for_data("PCMU", 2)
+    with pytest.raises(OSError) as raised:
+        writer.append(b"\x00\x00")
+    assert isinstance(raised.value, WavLimitError) and raised.value.errno == errno.EFBIG
     writer.close()

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.capture_file import read_capture
-from recorder.netdecode import Datagram, PacketDecoder
+from recorder.netdecode import Datagram, PacketDecoder, join_flow, split_flow
 from tests.interop import CAPTURE_NAMES, capture, need, tshark_fields
 
 
@@ -393,6 +393,45 @@ def test_tcp_gap_released_by_housekeeping_on_a_later_frame() -> None:
 
 
 # -- de-duplication -----------------------------------------------------------------------
+
+
+_ENDS = st.sampled_from((4, 16)).flatmap(
+    lambda size: st.tuples(
+        st.binary(min_size=size, max_size=size),
+        st.integers(0, 65535),
+        st.binary(min_size=size, max_size=size),
+        st.integers(0, 65535),
+    )
+)
+
+
+@given(_ENDS)
+def test_flow_join_and_split_are_inverse(ends: tuple[bytes, int, bytes, int]) -> None:
+    flow = join_flow(*ends)
+    assert len(flow) == 2 * len(ends[0]) + 4
+    assert split_flow(flow) == ends
+
+
+def test_decode_flows_names_datagrams_by_their_wire_flow() -> None:
+    """The fast path (Ethernet/IPv4/UDP) and the general path (another link
+    type, IPv6, TCP) name a direction the same way, addresses then ports."""
+    ports = struct.pack("!HH", 4000, 5000)
+    dec = PacketDecoder(dedup_window=0)
+    assert dec.decode_flows(1.0, 1, eth(ipv4(udp(RTP)))) == ((17, S4 + D4 + ports, RTP),)
+    assert dec.decode_flows(1.0, 228, ipv4(udp(RTP))) == ((17, S4 + D4 + ports, RTP),)
+    assert dec.decode_flows(1.0, 1, eth(ipv6(udp(SIP)), 0x86DD)) == ((17, S6 + D6 + ports, SIP),)
+    dec.decode_flows(1.0, 1, eth(ipv4(tcp(b"", 0, flags=0x02), proto=6)))
+    tcp_ports = struct.pack("!HH", 5060, 40000)
+    segment = eth(ipv4(tcp(b"REGISTER", 1), proto=6))
+    assert dec.decode_flows(1.1, 1, segment) == ((6, S4 + D4 + tcp_ports, b"REGISTER"),)
+
+
+def test_copy_on_the_general_path_is_a_duplicate_of_the_fast_path_original() -> None:
+    dec = PacketDecoder()
+    assert dec.decode_flows(1.000, 1, eth(ipv4(udp(RTP), ident=9)))
+    assert dec.decode_flows(1.001, 1, eth(ipv4(udp(RTP), ident=9), tags=(0x88A8, 0x8100))) == ()
+    assert dec.decode_flows(1.002, 228, ipv4(udp(RTP), ident=9, ttl=3)) == ()
+    assert dec.stats["duplicates"] == 2
 
 
 def test_mirror_duplicate_with_other_vlan_and_ttl_is_dropped() -> None:

@@ -532,6 +532,25 @@ def test_capture_file_corrupt_mid_file_yields_everything_before(tmp_path: Path) 
     assert len(got) == 100
 
 
+def test_capture_file_batches_are_the_frames_chunk_by_chunk() -> None:
+    path = capture("sip-rtp-g711.pcap")
+    cap = CaptureFile(path, chunk_size=10000)
+    batches = list(cap.batches())
+    assert len(batches) > 1 and all(batches)
+    assert [frame for batch in batches for frame in batch] == list(read_capture(path))
+    assert cap.bytes_read == cap.size
+
+
+def test_capture_file_batches_of_a_truncated_file_yield_then_raise(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(capture("rtp-protocol.pcap").read_bytes()[:-7])
+    got: list[Frame] = []
+    with pytest.raises(CaptureFormatError, match="truncated capture"):
+        for batch in CaptureFile(cut, chunk_size=5000).batches():
+            got += batch
+    assert got == list(read_capture(capture("rtp-protocol.pcap")))[:258]
+
+
 def test_capture_file_rejects_bad_chunk_size(tmp_path: Path) -> None:
     path = tmp_path / "x.pcap"
     path.write_bytes(pcap_header())

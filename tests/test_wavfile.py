@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from recorder import g711, wavfile
-from recorder.wavfile import WavLimitError, check_length, wav_header, wav_stream, write_new_file
+from recorder.wavfile import room_for_data, wav_header, wav_stream, write_new_file
 
 SUBTYPES = {"PCMU": "ULAW", "PCMA": "ALAW", "L16": "PCM_16"}
 SOX_ENCODINGS = {"PCMU": "u-law", "PCMA": "A-law", "L16": "Signed Integer PCM"}
@@ -124,9 +124,11 @@ def test_stream_refuses_a_length_that_does_not_match() -> None:
 
 
 def test_riff_limit() -> None:
-    check_length("PCMU", 2, 0xFFFFFFFF - 100)
-    with pytest.raises(WavLimitError):
-        check_length("PCMU", 2, 0xFFFFFFFF)
+    for encoding, frame in (("PCMU", 2), ("L16", 4)):
+        room = room_for_data(encoding, 2)
+        riff_overhead = len(wav_header(encoding, 2, 8000, 0)) - 8
+        assert room % frame == 0
+        assert riff_overhead + room + 1 <= 0xFFFFFFFF < riff_overhead + room + frame + 1
 
 
 def test_new_files_never_overwrite_or_follow_links(tmp_path: Path) -> None:
