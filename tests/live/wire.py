@@ -108,12 +108,14 @@ def check_recording(data_dir: Path, row: dict, call: WireCall, streams: list[Str
         if not mine:
             check.problems.append(f"channel {ch}: no stream on the wire belongs to it")
         following: list[bytes] = []
-        for stream in mine:
+        for stream, whole in zip(mine, [s for s in streams if channel_of(s, row) == ch]):
             placement, kept = _prefix(data, stream, silence)
             check.placed.append(placement)
             audio = stream.audio
-            if kept < len(audio):
-                following.append(audio[kept].payload)
+            if kept < len(whole.audio):
+                # The next packet, even one that came after the cut: audio is
+                # committed by time, so the file may end inside its payload.
+                following.append(whole.audio[kept].payload)
             needed = [p for p in audio if p.time <= end - max_lost]
             if kept < len(needed):
                 full = place(data, Stream(stream.call_id, stream.sent_by_callee, needed), silence)
@@ -121,10 +123,12 @@ def check_recording(data_dir: Path, row: dict, call: WireCall, streams: list[Str
                                       f"that arrived until {max_lost:.1f} s before the "
                                       f"{'BYE' if cut is None else 'cut'})")
         noise = runs_of(unexplained(data, check.placed, silence))
-        if cut is not None and noise and noise[-1][1] == len(data) \
-                and any(data[noise[-1][0]:] in payload for payload in following):
+        while cut is not None and noise and any(data[noise[-1][0]:] in payload for payload in following):
             # Audio is committed by time, not by packet: a cut file may end
-            # inside the payload of the packet after the last whole one.
+            # inside the payload of the packet after the last whole one.  Its
+            # quiet samples read as silence and split it into several
+            # unexplained runs, so runs are dropped while the whole tail from
+            # the run's start is still part of that payload.
             noise.pop()
         if noise:
             where = ", ".join(f"{a / RATE:.3f}-{b / RATE:.3f} s" for a, b in noise[:5])
