@@ -47,16 +47,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
-    data = open_store(config, policy, create_key=True)
-    try:
+    with open_store(config, policy, create_key=True) as data:
         recover_unfinished(config.data_dir, data.index, data.tz, data.master)
         store = RecordingStore(config.data_dir, data.index, data.tz, data.master)
         recorder = Recorder(PolicyDecider(policy), store)
         failures = replay(recorder, captures)
         stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
-    finally:
-        data.close()
     return 1 if failures else 0
 
 

@@ -48,8 +48,7 @@ def cmd_calls_audio(args: argparse.Namespace) -> int:
         return _fail("this site's policy lets recordings be heard only for a stated reason: give --reason TEXT", 2)
     if args.output.exists():
         return _fail(f"{args.output} exists; callrec never overwrites a file", 2)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         values, problem = _sealed_row(store, args.id)
         if values is None:
             return _fail(str(problem))
@@ -82,8 +81,6 @@ def cmd_calls_audio(args: argparse.Namespace) -> int:
             for path in outputs:
                 path.unlink(missing_ok=True)
             raise
-    finally:
-        store.close()
     print(f"{args.output}: {args.id}, SHA-256 {digest} (as sealed)"
           + "".join(f"\n{p}: undecoded payloads" for p in outputs[1:]))
     return 0
@@ -94,8 +91,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     if not args.reason.strip():
         return _fail("a hold needs a reason (--reason TEXT)", 2)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         values, problem = _sealed_row(store, args.id)
         if values is None:
             return _fail(str(problem))
@@ -107,19 +103,14 @@ def cmd_hold(args: argparse.Namespace) -> int:
                            held_since=now.isoformat(timespec="seconds") if adding else None)
         store.ledger.append(Event.HOLD_ADDED if adding else Event.HOLD_RELEASED, actor(), now,
                             reason=args.reason, approved_by=args.approved_by, call_id=args.id)
-    finally:
-        store.close()
     print(f"{args.id}: {'held' if adding else 'released'}")
     return 0
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         held = [r.values for r in store.index.rows() if r.values["held"] and not r.values["erased_at"]]
-    finally:
-        store.close()
     for row in held:
         print(f"{row['id']:27} since {row['held_since']}  {row['hold_reason']}")
     return 0
@@ -127,11 +118,8 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
 
 def cmd_ledger_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         entries = list(store.ledger.entries())
-    finally:
-        store.close()
     if args.json:
         json.dump([e.as_json() for e in entries], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
@@ -146,12 +134,9 @@ def cmd_ledger_list(args: argparse.Namespace) -> int:
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         problems = store.ledger.verify()
         count = 0 if problems else sum(1 for _ in store.ledger.entries())
-    finally:
-        store.close()
     for problem in problems:
         print(f"ledger {problem}")
     if problems:
@@ -163,16 +148,13 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 1 naming every recording or ledger entry that does not match."""
     config, policy = settings(args)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         report = verify_store(store)
         try:
             store.ledger.append(Event.VERIFICATION, actor(), store.now(), result="ok" if report.ok else "mismatch",
                                 recordings=report.recordings, findings=len(report.findings))
         except LedgerError as exc:
             print(f"ledger: this verification could not be recorded: {exc}")
-    finally:
-        store.close()
     for finding in report.findings:
         print(finding)
     print(f"{'ok' if report.ok else 'MISMATCH'}: {report.recordings} recordings checked, {report.erased} erased, "
@@ -190,11 +172,8 @@ def cmd_wipe(args: argparse.Namespace) -> int:
         if sys.stdin.readline().strip() != "WIPE":
             return _fail("nothing was erased", 1)
     with DataDirLock(config.data_dir):
-        store = open_store(config, policy)
-        try:
+        with open_store(config, policy) as store:
             result = wipe_all(store, actor(), args.reason)
-        finally:
-            store.close()
     key_file = config.key_file or default_key_file(config.data_dir)
     key_gone = destroy_key_file(key_file)
     print(f"wiped: {result.files} files shredded, {result.rows} recordings erased, ledger entry {result.ledger_seq}")
@@ -219,11 +198,8 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
         now = _instant(args.now, tz)
     except ValueError:
         return _fail(f"--now {args.now!r} is not an ISO 8601 date and time (e.g. 2027-04-01T00:00:00+09:00)", 2)
-    store = open_store(config, policy)
-    try:
+    with open_store(config, policy) as store:
         result = sweep(store, policy.retention, now, actor(), dry_run=args.dry_run)
-    finally:
-        store.close()
     plan = result.plan
     if args.json:
         json.dump({"as_of": datetime.fromtimestamp(now, tz).isoformat(), "dry_run": args.dry_run,

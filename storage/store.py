@@ -87,3 +87,9 @@ class Store:
 
     def close(self) -> None:
         self.index.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
