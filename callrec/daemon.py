@@ -93,6 +93,8 @@ class Daemon:
         self._retention: list[Problem] = []
         self.announcer: AnnouncerService | None = None
         self._syncing: asyncio.Task[None] | None = None
+        self._sweep_due = asyncio.Event()
+        self._reserved_for = 0
         self._sweeping: asyncio.Task[None] | None = None
 
     # ---- start ------------------------------------------------------------
@@ -185,17 +187,23 @@ class Daemon:
 
     # ---- retention ----------------------------------------------------------
     async def _sweep_periodically(self) -> None:
-        """At start and then every sweep interval, in a worker thread with
-        its own index connection, so erasing never stalls capture."""
+        """At start, every sweep interval, and as soon as more calls record
+        than the last sweep kept room for (so the ring makes room before the
+        store would pass its capacity), in a worker thread with its own index
+        connection, so erasing never stalls capture."""
         while True:
-            reserve = int(self.recorder.active_recordings() * (self.config.sweep_interval_seconds + 60)
-                          * BYTES_PER_CALL_SECOND)
+            self._reserved_for = active = self.recorder.active_recordings()
+            reserve = int(active * (self.config.sweep_interval_seconds + 60) * BYTES_PER_CALL_SECOND)
+            self._sweep_due.clear()
             self._sweeping = asyncio.create_task(asyncio.to_thread(self._sweep_once, time.time(), reserve))
             try:
                 await asyncio.shield(self._sweeping)
             except Exception as exc:  # a failed sweep must not stop recording; it is logged and retried
                 log.error("retention.sweep_failed", reason=str(exc))
-            await asyncio.sleep(self.config.sweep_interval_seconds)
+            try:
+                await asyncio.wait_for(self._sweep_due.wait(), self.config.sweep_interval_seconds)
+            except TimeoutError:
+                pass
 
     def _sweep_once(self, now: float, reserve: int) -> None:
         store = self.data.for_thread()
@@ -252,6 +260,8 @@ class Daemon:
             now = time.time()
             self.recorder.advance(now)
             self.store.retry_rows()
+            if self.recorder.active_recordings() > self._reserved_for:
+                self._sweep_due.set()
             if self._syncing is None or self._syncing.done():
                 self._syncing = asyncio.create_task(asyncio.to_thread(sync_filesystem, self.config.data_dir))
             self._observe(now)

@@ -249,3 +249,31 @@ def test_daemon_runs_the_announcer_beside_the_recorder(daemon: LiveDaemon) -> No
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.lab.finish(daemon.proc, 30) == 0
     assert "announcer.stopped" in daemon.logtext()
+
+
+def test_a_new_call_makes_room_before_the_store_passes_its_capacity(daemon: LiveDaemon, tmp_path: Path) -> None:
+    """With an hour between periodic sweeps, a call that starts on a store
+    just under its capacity makes the ring erase the oldest recording at
+    once, not an hour later."""
+    from tests.test_engine import bye, media, signalling
+
+    start = time.time() - 300
+    up, _ = media(start + 1.05, 50, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
+    frames = signalling("old@test", t=start, tport=21000, pport=41000) + up + bye(start + 52, "old@test")
+    run_cli("replay", write_pcap(tmp_path / "old.pcap", frames), "--data-dir", daemon.data)
+    [old] = calls(daemon.data)
+    assert 512 * 1024 < old["size_bytes"] < 1024 * 1024
+    daemon.policy.write_text("network: {trunk: [203.0.113.0/28]}\n"
+                             "retention: {keep: until_overwritten, capacity: 1 MiB, free_space_floor: 1 MiB}\n")
+    daemon.config.write_text(daemon.config.read_text() + "sweep_interval_seconds: 3600\n")
+    daemon.start()
+    time.sleep(2)
+    assert [r["id"] for r in calls(daemon.data)] == [old["id"]], "under capacity, nothing goes"
+    sender, _ = daemon.call("new@test", 8.0, 20014, wait=False)
+    _wait_for(lambda: old["id"] not in [r["id"] for r in calls(daemon.data)], 6, "the oldest was never erased")
+    assert daemon.lab.finish(sender, 30) == 0
+    row = daemon.row("new@test")
+    assert row["complete"] and row["audio_path"]
+    erasures = [json.loads(line) for line in (daemon.data / "ledger.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "erasure"]
+    assert [e["details"]["by_reason"] for e in erasures] == [{"capacity": 1}]
