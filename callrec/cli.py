@@ -132,6 +132,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{status['packets_per_second']:.0f} packets/s, {status['kernel_drops']} kernel drops")
         for problem in status["problems"]:
             print(f"  {problem['code']}: {problem['message']}")
+        for warning in status.get("warnings", []):
+            print(f"  warning {warning['code']}: {warning['message']}")
+        if status.get("recording_stopped"):
+            print(f"  NEW CALLS ARE NOT RECORDED: {status['recording_stopped']}")
     return 0 if status["healthy"] else 1
 
 

@@ -205,6 +205,8 @@ def test_minimum_period_at_risk_stops_recording_until_capacity_grows(daemon: Liv
     state = _wait_for(lambda: (s := _status(daemon)) and s["recording_stopped"] and s, 20, "recording never stopped")
     assert not state["healthy"] and "minimum_period_at_risk" in [p["code"] for p in state["problems"]]
     assert "recording.stopped_by_retention" in daemon.logtext()
+    said = run_cli("status", "--config", daemon.config, check=False)
+    assert said.returncode == 1 and "NEW CALLS ARE NOT RECORDED" in said.stdout and "minimum_period_at_risk" in said.stdout
     daemon.call("refused@test", 2.0, 20010)
     refused = daemon.row("refused@test")
     assert refused["end_reason"] == "not_recorded_retention" and refused["audio_path"] is None
