@@ -3,7 +3,6 @@ policies, a crash in the middle of recording."""
 from __future__ import annotations
 
 import io
-
 import os
 import signal
 import sqlite3

@@ -3,7 +3,6 @@ captures lack, each aimed at one rule of the issue."""
 from __future__ import annotations
 
 import io
-
 import ipaddress
 import random
 import struct

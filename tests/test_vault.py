@@ -8,6 +8,7 @@ import stat
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -327,72 +328,60 @@ def test_not_a_vault(tmp_path: Path) -> None:
 # --- a full disk --------------------------------------------------------------
 
 
-def test_disk_full_keeps_the_file_readable_and_resumes(tmp_path: Path) -> None:
-    assert os.geteuid() == 0, "this test mounts a tmpfs of its own and must run as root (CI does)"
-    mount = tmp_path / "small"
-    mount.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True, timeout=30)
-    try:
-        filler = mount / "filler"
-        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
-        filler.write_bytes(b"\0" * (free - 200 * 1024))
-        path = mount / "v"
-        writer = VaultWriter(path, MASTER, META)
-        taken = bytearray()
-        failures = 0
-        number = 0
-        while failures < 3:
-            piece = pattern(16000, seed=number)
-            number += 1
-            before = writer.plaintext_length
-            try:
-                writer.append(piece)
-                writer.flush(durable=True)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                failures += 1
-            if writer.plaintext_length > before:
-                taken += piece
-            with open_vault(path, MASTER, allow_torn=True) as reader:
-                on_disk = b"".join(reader.chunks())
-            assert taken.startswith(on_disk), "what is on disk is always a clean prefix"
-        assert len(on_disk) > 100 * 1024
-        with pytest.raises(OSError):
-            writer.close()
-        assert read_all(path, allow_torn=True) == on_disk
-        filler.unlink()
-        assert repair_vault(path, MASTER) == len(on_disk)
-        assert read_all(path) == on_disk
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, timeout=30)
+def test_disk_full_keeps_the_file_readable_and_resumes(small_disk: Callable[[str], Path]) -> None:
+    mount = small_disk("1m")
+    filler = mount / "filler"
+    free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    filler.write_bytes(b"\0" * (free - 200 * 1024))
+    path = mount / "v"
+    writer = VaultWriter(path, MASTER, META)
+    taken = bytearray()
+    failures = 0
+    number = 0
+    while failures < 3:
+        piece = pattern(16000, seed=number)
+        number += 1
+        before = writer.plaintext_length
+        try:
+            writer.append(piece)
+            writer.flush(durable=True)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+            failures += 1
+        if writer.plaintext_length > before:
+            taken += piece
+        with open_vault(path, MASTER, allow_torn=True) as reader:
+            on_disk = b"".join(reader.chunks())
+        assert taken.startswith(on_disk), "what is on disk is always a clean prefix"
+    assert len(on_disk) > 100 * 1024
+    with pytest.raises(OSError):
+        writer.close()
+    assert read_all(path, allow_torn=True) == on_disk
+    filler.unlink()
+    assert repair_vault(path, MASTER) == len(on_disk)
+    assert read_all(path) == on_disk
 
 
-def test_disk_full_then_space_returns_writes_everything_taken(tmp_path: Path) -> None:
-    assert os.geteuid() == 0, "this test mounts a tmpfs of its own and must run as root (CI does)"
-    mount = tmp_path / "small"
-    mount.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True, timeout=30)
-    try:
-        filler = mount / "filler"
-        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
-        filler.write_bytes(b"\0" * (free - 100 * 1024))
-        writer = VaultWriter(mount / "v", MASTER, META)
-        taken = bytearray()
-        failed = False
-        number = 0
-        while not failed:
-            piece = pattern(20000, seed=number)
-            number += 1
-            try:
-                writer.append(piece)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                failed = True
-            taken += piece  # the first failure still takes the data
-        with pytest.raises(OSError):
-            writer.append(b"refused while the earlier record is not written")
-        filler.unlink()
-        assert writer.close() == len(taken)
-        assert read_all(mount / "v") == bytes(taken)
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, timeout=30)
+def test_disk_full_then_space_returns_writes_everything_taken(small_disk: Callable[[str], Path]) -> None:
+    mount = small_disk("1m")
+    filler = mount / "filler"
+    free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    filler.write_bytes(b"\0" * (free - 100 * 1024))
+    writer = VaultWriter(mount / "v", MASTER, META)
+    taken = bytearray()
+    failed = False
+    number = 0
+    while not failed:
+        piece = pattern(20000, seed=number)
+        number += 1
+        try:
+            writer.append(piece)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+            failed = True
+        taken += piece  # the first failure still takes the data
+    with pytest.raises(OSError):
+        writer.append(b"refused while the earlier record is not written")
+    filler.unlink()
+    assert writer.close() == len(taken)
+    assert read_all(mount / "v") == bytes(taken)
