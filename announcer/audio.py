@@ -1,7 +1,6 @@
 """The announcement audio: any file libsndfile reads, made into 8 kHz G.711 once at load time.
 
-Encoding follows the ITU-T G.711 reference (Sun's g711.c linear2ulaw/linear2alaw) as a
-65,536-entry table per law, so encoding is one numpy lookup and exact. Resampling is an FFT
+Encoding is recorder/g711.py's (the ITU-T reference, exact). Resampling is an FFT
 brick-wall at 4 kHz over the whole file: announcements are seconds long, and this needs nothing
 beyond numpy. Files already at 8 kHz are not resampled at all, so the shipped default is bit-exact.
 """
@@ -15,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
-from recorder.g711 import SILENCE_BYTE
+from recorder.g711 import SILENCE_BYTE, encode
 
 from .rtp import SAMPLES_PER_FRAME
 
@@ -31,35 +30,6 @@ class AudioError(ValueError):
     def __init__(self, path: Path, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
-
-
-def _ulaw_table() -> npt.NDArray[np.uint8]:
-    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 2
-    mask = np.where(pcm < 0, 0x7F, 0xFF)
-    value = np.minimum(np.abs(pcm), 8159) + 0x21
-    ends = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
-    seg = np.searchsorted(ends, value)
-    code = np.where(seg >= 8, 0x7F, (seg << 4) | ((value >> (seg + 1)) & 0xF))
-    return ((code ^ mask) & 0xFF).astype(np.uint8)
-
-
-def _alaw_table() -> npt.NDArray[np.uint8]:
-    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 3
-    mask = np.where(pcm >= 0, 0xD5, 0x55)
-    value = np.where(pcm >= 0, pcm, -pcm - 1)
-    ends = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
-    seg = np.searchsorted(ends, value)
-    low = np.where(seg < 2, value >> 1, value >> np.maximum(seg, 1)) & 0xF
-    code = np.where(seg >= 8, 0x7F, (seg << 4) | low)
-    return ((code ^ mask) & 0xFF).astype(np.uint8)
-
-
-_ENCODE = {"PCMU": _ulaw_table(), "PCMA": _alaw_table()}
-
-
-def encode(law: str, pcm: npt.NDArray[np.int16]) -> bytes:
-    """int16 samples to G.711 bytes of law ('PCMU' or 'PCMA')."""
-    return _ENCODE[law][pcm.astype(np.int32) + 32768].tobytes()
 
 
 def resample(samples: npt.NDArray[np.float64], rate: int) -> npt.NDArray[np.float64]:
