@@ -11,6 +11,7 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -91,17 +92,33 @@ class CallRow:
         return str(self.values["id"])
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the index file as every part of callrec opens it:
+    WAL (readers never wait), writers wait for each other rather than fail
+    (the recorder, the sweep, the announcer's notices and CLI commands share
+    the file), and freed pages are zeroed so erased rows leave nothing."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def iso(ts: float | None, tz: tzinfo, timespec: str = "milliseconds") -> str | None:
+    """ISO 8601 with the site's offset, as the index stores times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz).isoformat(timespec=timespec)
+
+
 class CallIndex:
     """Rows of the calls table; the only writer of the index file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db = connect(path)
         self._db.executescript(SCHEMA)
         present = {r["name"] for r in self._db.execute("PRAGMA table_info(calls)")}
         for name, decl in ADDED_COLUMNS:

@@ -8,14 +8,14 @@ through the notice log either.
 """
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from .index import connect, iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
@@ -78,19 +78,11 @@ class NoticeLog:
     def __init__(self, path: Path, timezone: str = "Asia/Tokyo") -> None:
         self.path = path
         self._zone = ZoneInfo(timezone)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
-
-    def _iso(self, epoch: float | None) -> str | None:
-        if epoch is None:
-            return None
-        return datetime.fromtimestamp(epoch, self._zone).isoformat(timespec="milliseconds")
 
     def record(self, notice: Notice) -> str:
         """Store notice; returns its id. Numbers of an excluded line are dropped here as well,
@@ -101,8 +93,8 @@ class NoticeLog:
             "INSERT INTO notices (id, sip_call_id, received_at, received_epoch, announced_from, announced_to,"
             " calling_number, called_number, announcement_sha256, outcome, reason, hand_over, destination)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row_id, notice.sip_call_id, self._iso(notice.received_at), notice.received_at,
-             self._iso(notice.announced_from), self._iso(notice.announced_to),
+            (row_id, notice.sip_call_id, iso(notice.received_at, self._zone), notice.received_at,
+             iso(notice.announced_from, self._zone), iso(notice.announced_to, self._zone),
              None if excluded else notice.calling_number, None if excluded else notice.called_number,
              notice.announcement_sha256, str(notice.outcome), notice.reason, str(notice.hand_over),
              None if excluded else notice.destination))

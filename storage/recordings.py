@@ -21,7 +21,7 @@ from recorder.engine import CallResult
 from recorder.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
-from .index import CallIndex
+from .index import CallIndex, iso
 from .notices import NoticeLog
 from .keys import MasterKey
 from .vault import VaultError, repair_vault, shred
@@ -31,13 +31,6 @@ log = structlog.get_logger("callrec.storage")
 DIR_MODE = 0o700
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 RECORDINGS = "recordings"
-
-
-def iso(ts: float | None, tz: ZoneInfo) -> str | None:
-    """ISO 8601 with the site's offset, to the millisecond."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz).isoformat(timespec="milliseconds")
 
 
 def ensure_private_dir(path: Path) -> None:

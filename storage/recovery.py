@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from .audiofile import AudioFileError, side_digest, wav_digest
-from .index import CallIndex
+from .index import CallIndex, iso
 from .keys import MasterKey
-from .recordings import iso
 from .vault import VaultError, repair_vault, shred
 
 log = structlog.get_logger("callrec.storage")

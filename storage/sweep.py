@@ -18,7 +18,6 @@ import os
 from collections import Counter
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +25,7 @@ import structlog
 
 from policy.retention import Retention, describe
 
+from .index import iso
 from .ledger import Event
 from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
 from .store import Store
@@ -103,19 +103,15 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
     return SweepResult(the_plan, erased, dry_run)
 
 
-def _iso(ts: float, store: Store) -> str:
-    return datetime.fromtimestamp(ts, store.tz).isoformat(timespec="seconds")
-
-
 def _ledger(store: Store, rules: Retention, the_plan: SweepPlan, now: float, actor: str) -> None:
     period = the_plan.period()
     assert period is not None
     reasons = Counter(e.reason for e in the_plan.erase)
     store.ledger.append(
         Event.ERASURE, actor, store.now(), count=len(the_plan.erase), by_reason=dict(reasons),
-        recorded_from=_iso(period[0], store), recorded_to=_iso(period[1], store),
-        rule=describe(rules, "en")[0], as_of=_iso(now, store), freed_bytes=the_plan.freed_bytes)
+        recorded_from=iso(period[0], store.tz, "seconds"), recorded_to=iso(period[1], store.tz, "seconds"),
+        rule=describe(rules, "en")[0], as_of=iso(now, store.tz, "seconds"), freed_bytes=the_plan.freed_bytes)
     if the_plan.breaches:
         store.ledger.append(
             Event.MINIMUM_PERIOD_BREACH, actor, store.now(), count=len(the_plan.breaches), ids=the_plan.breaches,
-            reason="capacity (if_minimum_at_risk: overwrite)", as_of=_iso(now, store))
+            reason="capacity (if_minimum_at_risk: overwrite)", as_of=iso(now, store.tz, "seconds"))
