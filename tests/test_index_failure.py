@@ -48,12 +48,17 @@ def call(recorder: Recorder, n: int) -> None:
         recorder.feed_frame(ts, 1, frame)
 
 
-def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -> None:
+def recorder_on(tmp_path: Path) -> tuple[Path, FailingIndex, Recorder]:
+    """A recorder writing to a data folder whose index can be made to fail."""
     data = tmp_path / "data"
     data.mkdir()
     index = FailingIndex(data / "index.sqlite3")
     store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), store_key(data))
-    recorder = Recorder(PolicyDecider(parse_policy(POLICY)), store)
+    return data, index, Recorder(PolicyDecider(parse_policy(POLICY)), store)
+
+
+def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -> None:
+    data, index, recorder = recorder_on(tmp_path)
     with structlog.testing.capture_logs() as logs:
         index.failing = True
         call(recorder, 0)
@@ -69,11 +74,7 @@ def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -
 
 
 def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    index = FailingIndex(data / "index.sqlite3")
-    store = RecordingStore(data, index, ZoneInfo("Asia/Tokyo"), store_key(data))
-    recorder = Recorder(PolicyDecider(parse_policy(POLICY)), store)
+    _, index, recorder = recorder_on(tmp_path)
     up, _ = media(T0 + 1.05, 3, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
     for ts, frame in sorted(signalling("c0@x", t=T0) + up, key=lambda f: f[0]):
         recorder.feed_frame(ts, 1, frame)
