@@ -46,8 +46,9 @@ def _mkdir(path: Path) -> Path:
 
 def signalling(call_id: str = "c1@x", callee: str = "0263111111", t: float = T0,
                answer_after: float = 1.0, tport: int = 20000, pport: int = 40000,
-               answer_codec: tuple[int, str] = (0, "PCMU")) -> list[tuple[float, bytes]]:
-    kw = dict(call_id=call_id, callee=callee)
+               answer_codec: tuple[int, str] = (0, "PCMU"),
+               caller: str = "0312345678") -> list[tuple[float, bytes]]:
+    kw = dict(call_id=call_id, callee=callee, caller=caller)
     return [
         (t, udp_frame(TRUNK, 5060, PBX, 5060, sip(f"INVITE sip:{callee}@{PBX} SIP/2.0", cseq="1 INVITE",
                                                   body=sdp(TRUNK, tport), **kw))),
@@ -58,9 +59,10 @@ def signalling(call_id: str = "c1@x", callee: str = "0263111111", t: float = T0,
     ]
 
 
-def bye(t: float, call_id: str = "c1@x", callee: str = "0263111111") -> list[tuple[float, bytes]]:
+def bye(t: float, call_id: str = "c1@x", callee: str = "0263111111",
+        caller: str = "0312345678") -> list[tuple[float, bytes]]:
     return [(t, udp_frame(TRUNK, 5060, PBX, 5060, sip(f"BYE sip:{callee}@{PBX} SIP/2.0", cseq="2 BYE", to_tag="t1",
-                                                      call_id=call_id, callee=callee)))]
+                                                      call_id=call_id, callee=callee, caller=caller)))]
 
 
 def media(t: float, seconds: float, *, src: tuple[str, int], dst: tuple[str, int], ssrc: int, pt: int = 0,

@@ -10,29 +10,19 @@ import json
 import time
 from pathlib import Path
 
-from tests.builders import PBX, TRUNK, sdp, sip, udp_frame, write_pcap
+from tests.builders import PBX, TRUNK, write_pcap
 from tests.interop import run_cli
 from tests.test_announcer_service import hand_over, setup
-from tests.test_engine import media
+from tests.test_engine import bye, media, signalling
 
 CALLER, DID = "0312345678", "0355550100"
 
 
 def trunk_call(call_id: str, start: float, caller: str, port: int) -> list[tuple[float, bytes]]:
     """The carrier's leg, as the mirror shows it: INVITE, 200, ACK, RTP, BYE."""
-    kw = dict(call_id=call_id, callee=DID, caller=caller)
     up, _ = media(start + 1.05, 2, src=(TRUNK, port), dst=(PBX, port + 20000), ssrc=port)
-    return [
-        (start, udp_frame(TRUNK, 5060, PBX, 5060, sip(f"INVITE sip:{DID}@{PBX} SIP/2.0", cseq="1 INVITE",
-                                                      body=sdp(TRUNK, port), **kw))),
-        (start + 1, udp_frame(PBX, 5060, TRUNK, 5060, sip("SIP/2.0 200 OK", cseq="1 INVITE", to_tag="t1",
-                                                          body=sdp(PBX, port + 20000), **kw))),
-        (start + 1.01, udp_frame(TRUNK, 5060, PBX, 5060, sip(f"ACK sip:{DID}@{PBX} SIP/2.0", cseq="1 ACK",
-                                                             to_tag="t1", **kw))),
-        *up,
-        (start + 4, udp_frame(TRUNK, 5060, PBX, 5060, sip(f"BYE sip:{DID}@{PBX} SIP/2.0", cseq="2 BYE",
-                                                          to_tag="t1", **kw))),
-    ]
+    return (signalling(call_id, callee=DID, caller=caller, t=start, tport=port, pport=port + 20000) + up
+            + bye(start + 4, call_id, DID, caller))
 
 
 async def test_recording_says_when_the_caller_heard_the_notice(tmp_path: Path) -> None:
