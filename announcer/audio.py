@@ -1,6 +1,6 @@
 """The announcement audio: any file libsndfile reads, made into 8 kHz G.711 once at load time.
 
-Encoding is recorder/g711.py's (the ITU-T reference, exact). Resampling is an FFT
+Encoding is wire/g711.py's (the ITU-T reference, exact). Resampling is an FFT
 brick-wall at 4 kHz over the whole file: announcements are seconds long, and this needs nothing
 beyond numpy. Files already at 8 kHz are not resampled at all, so the shipped default is bit-exact.
 """
@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
-from recorder.g711 import SILENCE_BYTE, encode
+from wire.g711 import SILENCE_BYTE, encode
 
-from .rtp import SAMPLES_PER_FRAME
+from wire.rtp import SAMPLES_PER_FRAME
 
 RATE = 8000
 MIN_SECONDS = 0.5

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from policy.announcement import NoticeDecision, Outcome
-from recorder.sip import SipMessage, SipParseError, parse_uri
-from storage.notices import HandOverResult, NoticeOutcome
+from wire.sip import SipMessage, SipParseError, parse_uri
+from .outcomes import HandOverResult, NoticeOutcome
 
 from .config import HandOver
 from .effects import CallEnded, CallKey, RetargetPlayback, StartPlayback, StopPlayback

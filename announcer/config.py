@@ -11,10 +11,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from policy.loader import read_yaml, validate
 from policy.schema import Network, networks
+from policy.strict import Strict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -30,11 +31,7 @@ class DestinationFrom(StrEnum):
     DIVERSION = "diversion"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Registration(_Strict):
+class Registration(Strict):
     """Register to the PBX as an extension, for PBXs that only route to registered endpoints."""
 
     registrar: str  # host or host:port of the registrar (an IP address)
@@ -56,7 +53,7 @@ class Registration(_Strict):
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
-class AnnouncerConfig(_Strict):
+class AnnouncerConfig(Strict):
     listen_address: str = "127.0.0.1"
     listen_port: Port = 5060
     transports: Annotated[list[Annotated[str, Field(pattern="^(udp|tcp)$")]], Field(min_length=1)] = ["udp", "tcp"]

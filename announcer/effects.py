@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.notices import HandOverResult, NoticeOutcome
+from .outcomes import HandOverResult, NoticeOutcome
 
 from .media import Stream
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from recorder.sdp import SdpParseError, SessionDescription, parse_sdp
+from wire.sdp import SdpParseError, SessionDescription, parse_sdp
 
-from .rtp import PAYLOAD_TYPES
+from wire.rtp import PAYLOAD_TYPES
 
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "recvonly": "sendonly", "sendonly": "recvonly", "inactive": "inactive"}
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from recorder.sip import SipMessage, SipParseError, parse_name_addr
+from wire.sip import SipMessage, SipParseError, parse_name_addr
 
 from .config import Registration, split_hostport
 from .digest import DigestError, authorization, parse_challenge

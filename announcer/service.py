@@ -19,14 +19,14 @@ import structlog
 
 from policy.decide import PolicyDecider
 from policy.schema import Policy
-from recorder.sip import SipParseError, SipStreamFramer
+from wire.sip import SipParseError, SipStreamFramer
 from storage.notices import Notice, NoticeLog
 
 from .audio import AnnouncementAudio
 from .config import AnnouncerConfig
 from .effects import CallEnded, CallKey, ReleasePort, RetargetPlayback, StartPlayback, StopPlayback
 from .media import Stream
-from .rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
+from wire.rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
 from .sipmsg import Peer
 from .transaction import Send
 from .ua import UserAgent

@@ -1,6 +1,6 @@
 """The SIP messages the announcer sends (RFC 3261 §8.1.1, §8.2.6, §12.2.1).
 
-Parsing is the recorder's (recorder/sip.py); this module only writes. Every value copied from a
+Parsing is wire/sip.py's; this module only writes. Every value copied from a
 request into a response (Via, From, To, Call-ID, CSeq) comes from a message that parse_sip already
 refused when it held control characters, so nothing here can split a header.
 """
@@ -10,7 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from recorder.sip import SipMessage
+from wire.sip import SipMessage
 
 USER_AGENT = "callrec-announcer"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY, INFO"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from recorder.sip import SipMessage
+from wire.sip import SipMessage
 
 from .sipmsg import Peer
 

@@ -17,7 +17,7 @@ import structlog
 
 from policy.announcement import decide_notice
 from policy.decide import PolicyDecider
-from recorder.sip import SipMessage, SipParseError, parse_name_addr, parse_sip, parse_uri, uri_number
+from wire.sip import SipMessage, SipParseError, parse_name_addr, parse_sip, parse_uri, uri_number
 
 from .audio import AnnouncementAudio
 from .call import Call, remote_target_ok

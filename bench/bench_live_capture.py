@@ -37,7 +37,7 @@ import structlog  # noqa: E402
 
 from bench.gen_calls import write_pcap  # noqa: E402
 from recorder.live_capture import LiveCapture  # noqa: E402
-from recorder.pcap import Frame  # noqa: E402
+from wire.pcap import Frame  # noqa: E402
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -7,7 +7,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import structlog
 

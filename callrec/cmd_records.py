@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from recorder.wavfile import write_new_file
+from wire.wav import write_new_file
 from storage.audiofile import AudioFileError, side_bytes, wav_bytes
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock

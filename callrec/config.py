@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from announcer.config import AnnouncerConfig
 from policy.loader import read_yaml, validate
+from policy.strict import Strict
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CALLREC_DATA_DIR", "callrec-data"))
 
 
-class Health(BaseModel):
+class Health(Strict):
     """When silence on the mirror port means something is unplugged."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     quiet_sip_minutes: Annotated[float, Field(gt=0)] = 30.0
     quiet_rtp_minutes: Annotated[float, Field(gt=0)] = 30.0
@@ -28,9 +27,7 @@ class Health(BaseModel):
     disk_warn_percent: Annotated[float, Field(gt=0, lt=100)] = 90.0
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Config(Strict):
     data_dir: Path = DEFAULT_DATA_DIR
     policy: Path | None = None
     interfaces: Annotated[list[str], Field(min_length=1, max_length=16)] = ["lo"]

@@ -10,7 +10,7 @@ import structlog
 
 from recorder.capture_file import CaptureFile
 from recorder.engine import Recorder
-from recorder.pcap import CaptureFormatError
+from wire.pcap import CaptureFormatError
 
 log = structlog.get_logger("callrec.replay")
 

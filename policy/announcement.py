@@ -13,19 +13,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from announcer.audio import AnnouncementAudio, load_audio
+from .strict import Strict
 
 if TYPE_CHECKING:
     from .decide import PolicyDecider
 
 DEFAULT_AUDIO = Path(__file__).resolve().parents[1] / "announcer" / "data" / "default_announcement.wav"
 NUMBER_PATTERN = r"^\+?[0-9()\- .]+$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NoticeReason(StrEnum):
@@ -37,7 +34,7 @@ class NoticeReason(StrEnum):
     OTHER = "other"
 
 
-class NoticeLine(_Strict):
+class NoticeLine(Strict):
     """One DID: whether its callers hear the notice, and where its calls go afterwards."""
 
     number: Annotated[str, Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)]
@@ -53,7 +50,7 @@ class NoticeLine(_Strict):
         return self
 
 
-class Announcement(_Strict):
+class Announcement(Strict):
     enabled: bool = True
     audio: Path | None = None
     max_seconds: Annotated[float, Field(gt=0, le=60)] = 30.0

@@ -33,7 +33,8 @@ import re
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from .strict import Strict
 
 if TYPE_CHECKING:
     from .schema import Policy
@@ -50,11 +51,6 @@ _SPELLING = {"KIB": "KiB", "MIB": "MiB", "GIB": "GiB", "TIB": "TiB", "PIB": "PiB
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$")
 MIN_SIZE = 2**20
 MAX_SIZE = 2**60
-
-
-class _Strict(BaseModel):
-    # Same rules as policy/schema.py's base; repeated because schema.py imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def parse_size(value: object) -> int:
@@ -110,7 +106,7 @@ def _month_end(year: int, month: int) -> date:
     return date(year, month, calendar.monthrange(year, month)[1])
 
 
-class Period(_Strict):
+class Period(Strict):
     """One way of stating a period; exactly one key is given."""
 
     days: Annotated[int, Field(ge=1, le=36600)] | None = None
@@ -221,7 +217,7 @@ _CHECK_FROM = date(2028, 1, 1)
 _CHECK_DAYS = 4 * 366
 
 
-class Retention(_Strict):
+class Retention(Strict):
     """The policy's retention rule; see the module docstring for the YAML."""
 
     keep: Annotated[Period | None, BeforeValidator(_keep)] = None
@@ -255,7 +251,7 @@ class Retention(_Strict):
         return self
 
 
-class Listening(_Strict):
+class Listening(Strict):
     """Restrictions on playing recordings back (熊本市 第4条3, さいたま 第4条)."""
 
     reason_required: bool = False

@@ -10,10 +10,11 @@ import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from .announcement import Announcement
 from .retention import Listening, Retention
+from .strict import Strict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -31,11 +32,7 @@ def networks(value: object) -> object:
     return out
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Numbering(_Strict):
+class Numbering(Strict):
     """How numbers look at this site, so that calls get a direction and parties."""
 
     country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "81"
@@ -51,7 +48,7 @@ class Numbering(_Strict):
         return value
 
 
-class NetworkRoles(_Strict):
+class NetworkRoles(Strict):
     """Addresses of the carrier trunk and of the PBX, as seen on the mirror port."""
 
     trunk: list[Network] = []
@@ -60,14 +57,14 @@ class NetworkRoles(_Strict):
     _networks = field_validator("trunk", "pbx", mode="before")(networks)
 
 
-class ExcludedLine(_Strict):
+class ExcludedLine(Strict):
     """A consultation line that is never recorded (matsumoto §3(2))."""
 
     number: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^\+?[0-9()\- .]+$")]
     label: Annotated[str, Field(max_length=64)] = ""
 
 
-class Recording(_Strict):
+class Recording(Strict):
     """Which calls are recorded besides external ones."""
 
     internal_calls: bool = True
@@ -76,7 +73,7 @@ class Recording(_Strict):
     rtp_timeout_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
 
 
-class Policy(_Strict):
+class Policy(Strict):
     """An organisation's rules for the recorder."""
 
     version: int = 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from policy.decide import Classification, PolicyDecider, normalise_number
 
-from .sdp import SdpParseError, parse_sdp
-from .sip import SipMessage, SipParseError, is_anonymous, parse_name_addr, parse_uri, uri_number
+from wire.sdp import SdpParseError, parse_sdp
+from wire.sip import SipMessage, SipParseError, is_anonymous, parse_name_addr, parse_uri, uri_number
 
 CALLER, CALLEE = 0, 1
 Endpoint = tuple[bytes, int]

@@ -1,4 +1,4 @@
-"""File adapter around the sans-I/O :class:`~recorder.pcap.CaptureDecoder`.
+"""File adapter around the sans-I/O :class:`~wire.pcap.CaptureDecoder`.
 
 This is the only place in the packet-input path that touches the file system.
 It reads in fixed-size chunks so a multi-gigabyte capture never sits in memory,
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from recorder.pcap import CaptureDecoder, CaptureFormatError, Frame
+from wire.pcap import CaptureDecoder, CaptureFormatError, Frame
 
 __all__ = ["CHUNK_SIZE", "CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
 

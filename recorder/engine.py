@@ -17,7 +17,6 @@ from typing import Protocol
 from policy.decide import PolicyDecider
 
 from .calls import (
-    CALLER,
     Call,
     CallAnswered,
     CallDropped,
@@ -28,8 +27,8 @@ from .calls import (
 )
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder, split_flow
-from .pcap import Frame
-from .sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
+from wire.pcap import Frame
+from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 from .stream import DtmfEvent, RtpStream
 
 RATE = 8000

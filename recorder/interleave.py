@@ -36,7 +36,7 @@ from typing import Final
 
 import numpy as np
 
-from . import g711
+from wire import g711
 from .stream import AudioChunk
 
 __all__ = ["EncodingChange", "StereoInterleaver", "UnsupportedEncoding"]

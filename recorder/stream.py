@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
-from .rtp import EVENT_NAMES, RtpPacket, parse_rtp_fast, serialize_rtp
+from wire.rtp import EVENT_NAMES, RtpPacket, parse_rtp_fast, serialize_rtp
 
 __all__ = [
     "MAX_DTMF_EVENTS",

@@ -2,7 +2,7 @@
 
 The vault (storage/vault.py) holds the bare audio data, encrypted under a
 key of the recording's own; the WAV header is made when the recording is
-read (recorder/wavfile.py), so nothing is ever rewritten in place while a
+read (wire/wav.py), so nothing is ever rewritten in place while a
 call is recorded, a crash leaves every complete record readable, and
 erasing the file's key is enough to make the audio unrecoverable.
 
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder import g711
-from recorder.rtppcap import pcap_file_header
-from recorder.wavfile import WavLimitError, frame_bytes, room_for_data, wav_stream
+from wire import g711
+from wire.rtppcap import pcap_file_header
+from wire.wav import WavLimitError, frame_bytes, room_for_data, wav_stream
 
 from .keys import MasterKey
 from .vault import VaultError, VaultReader, VaultWriter, open_vault

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,32 +36,19 @@ CREATE INDEX IF NOT EXISTS notices_received ON notices(received_epoch);
 """
 
 
-class NoticeOutcome(StrEnum):
-    ANNOUNCED = "announced"
-    CALLER_HUNG_UP = "caller_hung_up"
-    NO_NOTICE_LINE = "no_notice_line"
-    EXCLUDED = "excluded"
-    NOT_INBOUND = "not_inbound"
-    DISABLED = "disabled"
-    INTERRUPTED = "interrupted"  # the announcer was stopped during the announcement
-
-
-class HandOverResult(StrEnum):
-    REFER = "refer"
-    REDIRECT_302 = "redirect_302"
-    FALLBACK_OPERATOR = "fallback_operator"
-    FAILED = "failed"
-    NONE = "none"  # the caller hung up before a hand-over was due
+EXCLUDED = "excluded"
+"""The outcome of a call to an excluded line: its row keeps no number."""
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One handled call; times are Unix epoch seconds."""
+    """One handled call; times are Unix epoch seconds.  The outcome and the
+    hand-over are the announcer's words for them (announcer.outcomes)."""
 
     sip_call_id: str
     received_at: float
-    outcome: NoticeOutcome
-    hand_over: HandOverResult
+    outcome: str
+    hand_over: str
     announced_from: float | None = None
     announced_to: float | None = None
     calling_number: str | None = None
@@ -87,7 +73,7 @@ class NoticeLog:
     def record(self, notice: Notice) -> str:
         """Store notice; returns its id. Numbers of an excluded line are dropped here as well,
         whatever the caller passed."""
-        excluded = notice.outcome is NoticeOutcome.EXCLUDED
+        excluded = notice.outcome == EXCLUDED
         row_id = uuid.uuid4().hex
         self._db.execute(
             "INSERT INTO notices (id, sip_call_id, received_at, received_epoch, announced_from, announced_to,"

@@ -18,7 +18,7 @@ import structlog
 from policy.decide import Direction
 from recorder.calls import Call
 from recorder.engine import CallResult
-from recorder.rtppcap import pcap_record
+from wire.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
 from .index import CallIndex, iso

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 from typing import Iterable
 
-from recorder.rtp import RtpPacket
+from wire.rtp import RtpPacket
 
 TRUNK, PBX = "203.0.113.1", "192.0.2.10"
 

@@ -12,7 +12,7 @@ import soundfile
 
 from announcer.audio import AudioError, load_audio
 from policy.announcement import DEFAULT_AUDIO, Announcement
-from recorder.g711 import ALAW_TO_PCM16, ULAW_TO_PCM16, decode, encode
+from wire.g711 import ALAW_TO_PCM16, ULAW_TO_PCM16, decode, encode
 from tests.interop import REPO, need
 
 

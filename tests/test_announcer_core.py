@@ -9,9 +9,9 @@ from announcer.media import accept_answer
 from announcer.sipmsg import Peer
 from announcer.transaction import T1, T2
 from policy.schema import Policy
-from recorder.sdp import parse_sdp
-from recorder.sip import SipMessage
-from storage.notices import HandOverResult, NoticeOutcome
+from wire.sdp import parse_sdp
+from wire.sip import SipMessage
+from announcer.outcomes import HandOverResult, NoticeOutcome
 from tests.announcer.pbx import (
     CALLER, DID, PBX, SDP_PCMA, SDP_PCMU, Harness, ack_for, answer, cancel, find, invite, notify, request,
 )

@@ -6,7 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from storage.index import CallIndex
-from storage.notices import HandOverResult, Notice, NoticeLog, NoticeOutcome
+from announcer.outcomes import HandOverResult, NoticeOutcome
+from storage.notices import Notice, NoticeLog
 
 T0 = 1_790_000_000.0  # 2026-09-21 (JST)
 

@@ -14,7 +14,7 @@ import soundfile
 from announcer.config import AnnouncerConfig
 from announcer.service import AnnouncerService
 from policy.schema import Policy
-from recorder.sip import SipMessage, parse_sip
+from wire.sip import SipMessage, parse_sip
 from storage.notices import NoticeLog
 from tests.announcer.pbx import SDP_PCMU, answer, invite, notify
 

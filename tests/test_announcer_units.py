@@ -10,14 +10,14 @@ from pydantic import ValidationError
 from announcer.config import AnnouncerConfig, load_announcer_config
 from announcer.digest import Challenge, DigestError, authorization, parse_challenge, response_value
 from announcer.media import NegotiationError, accept_offer, answer_sdp
-from announcer.rtp import Packetiser, frames
+from wire.rtp import Packetiser, frames
 from announcer.sipmsg import Peer, safe_number
 from announcer.transaction import (
     T1, T2, T4, ClientNonInvite, Response, Send, ServerInvite, ServerNonInvite, TimedOut, server_key,
 )
 from policy.loader import PolicyError
-from recorder.sdp import parse_sdp
-from recorder.sip import parse_sip
+from wire.sdp import parse_sdp
+from wire.sip import parse_sip
 from tests.announcer.pbx import SDP_PCMU, invite
 
 UDP = Peer("udp", "192.0.2.10", 5060)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recorder import g711
+from wire import g711
 from storage.audiofile import (AudioFileError, AudioWriter, SideWriter, convert_to_l16, describe, side_bytes,
                                wav_bytes, wav_digest)
 from storage.keys import MasterKey
@@ -115,7 +115,7 @@ def test_partial_frames_are_refused(tmp_path: Path) -> None:
 
 
 def test_past_the_riff_limit_is_an_os_error_the_store_stops_on(tmp_path: Path) -> None:
-    from recorder.wavfile import WavLimitError, room_for_data
+    from wire.wav import WavLimitError, room_for_data
     writer = AudioWriter(tmp_path / "x.vault", MASTER, "r1", "PCMU")
     writer._length = room_for_data("PCMU", 2)
     with pytest.raises(OSError) as raised:

@@ -16,7 +16,7 @@ from recorder.calls import (
     CallTracker,
     MediaChanged,
 )
-from recorder.sip import parse_sip
+from wire.sip import parse_sip
 from tests.builders import PBX, TRUNK, sdp
 from tests.builders import sip as msg
 

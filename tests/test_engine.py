@@ -16,7 +16,7 @@ from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from recorder import engine as engine_module
 from recorder.engine import Recorder
-from recorder.g711 import decode
+from wire.g711 import decode
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK, rtp, sdp, sip, udp_frame, write_pcap

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recorder.g711 import encode
+from wire.g711 import encode
 from storage.keys import create_key_file
 from storage.vault import VaultWriter, open_vault, read_header, shred
 from tests.test_vault import framing

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder import g711
+from wire import g711
 
 SOX_TYPES = {"PCMU": "ul", "PCMA": "al"}
 

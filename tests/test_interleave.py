@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder import g711
+from wire import g711
 from recorder.interleave import EncodingChange, StereoInterleaver, UnsupportedEncoding
-from recorder.rtp import parse_rtp
+from wire.rtp import parse_rtp
 from recorder.stream import AudioChunk, RtpStream
 from tests.builders import rtp_packet
 from tests.interop import capture, rtp_datagrams

@@ -7,7 +7,6 @@ Needs root (CI runs as root); without it the tests fail, they never skip.
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path

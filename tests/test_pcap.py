@@ -1,4 +1,4 @@
-"""Tests for recorder.pcap (sans-I/O capture decoder) and recorder.capture_file."""
+"""Tests for wire.pcap (sans-I/O capture decoder) and recorder.capture_file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.capture_file import CaptureFile, read_capture
-from recorder.pcap import MAX_CAPLEN, CaptureDecoder, CaptureFormatError
+from wire.pcap import MAX_CAPLEN, CaptureDecoder, CaptureFormatError
 from tests.interop import CAPTURE_NAMES, capture, need, tshark_fields
 
 

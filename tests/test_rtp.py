@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.rtp import (
+from wire.rtp import (
     EVENT_NAMES,
     RtpPacket,
     TelephoneEvent,

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from recorder.sdp import (
+from wire.sdp import (
     MAX_MEDIA,
     MAX_SDP,
     MediaDescription,
@@ -17,7 +17,7 @@ from recorder.sdp import (
     audio_media,
     parse_sdp,
 )
-from recorder.sip import parse_sip
+from wire.sip import parse_sip
 from tests.interop import capture, tshark_fields
 
 # SDP bodies per capture as tshark 4.0 counts them; pinned so the cross-check cannot be vacuous.

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from recorder.sip import (
+from wire.sip import (
     MAX_HEADERS,
     MAX_LINE,
     MAX_MESSAGE,

@@ -10,8 +10,8 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder.sdp import SdpParseError, SessionDescription, parse_sdp
-from recorder.sip import (
+from wire.sdp import SdpParseError, SessionDescription, parse_sdp
+from wire.sip import (
     MAX_MESSAGE,
     NameAddr,
     SipMessage,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.rtp import RtpPacket, parse_rtp
+from wire.rtp import RtpPacket, parse_rtp
 from recorder.stream import MAX_DTMF_EVENTS, MAX_SSRCS, AudioChunk, DtmfEvent, RtpStream
 from tests.builders import rtp_packet as pkt
 from tests.interop import capture, rtp_datagrams

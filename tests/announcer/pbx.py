@@ -14,7 +14,7 @@ from announcer.ua import UserAgent
 from policy.announcement import DEFAULT_AUDIO
 from policy.decide import PolicyDecider
 from policy.schema import Policy
-from recorder.sip import SipMessage, parse_sip
+from wire.sip import SipMessage, parse_sip
 
 PBX = Peer("udp", "192.0.2.10", 5060)
 CALLER = "0312345678"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .errors import WireFormatError
+
 __all__ = [
     "MAX_MEDIA",
     "MAX_SDP",
@@ -33,7 +35,7 @@ _HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
 
 
-class SdpParseError(ValueError):
+class SdpParseError(WireFormatError):
     """Body is not usable SDP; the caller counts it and treats the message as carrying no SDP."""
 
 

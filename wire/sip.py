@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from .errors import WireFormatError
+
 __all__ = [
     "MAX_HEADERS",
     "MAX_LINE",
@@ -41,7 +43,7 @@ MAX_LINE = 8 * 1024
 """Largest accepted start line or header field (after unfolding), characters."""
 
 
-class SipParseError(ValueError):
+class SipParseError(WireFormatError):
     """Input is not an acceptable SIP message; the caller counts it and drops the input."""
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from struct import Struct
 from typing import Literal
 
+from .errors import WireFormatError
+
 Frame = tuple[float, int, bytes]
 
 MAX_CAPLEN = 256 * 1024
@@ -76,7 +78,7 @@ _STAT_KEYS = (
 )
 
 
-class CaptureFormatError(ValueError):
+class CaptureFormatError(WireFormatError):
     """The byte stream is not a capture, or a record in it is corrupt.
 
     ``offset`` is the byte offset in the stream where the fault was found.

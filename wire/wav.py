@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
+from .errors import CallrecError
+
 __all__ = ["ENCODINGS", "WavLimitError", "frame_bytes", "room_for_data", "wav_header", "wav_stream",
            "write_new_file"]
 
@@ -29,7 +31,7 @@ ENCODINGS: Final = frozenset(_FORMAT_TAGS)
 _MAX_RIFF: Final = 0xFFFFFFFF
 
 
-class WavLimitError(OSError):
+class WavLimitError(CallrecError, OSError):
     """Appending would exceed the 4 GiB RIFF size limit; nothing was written.
     An OSError (EFBIG), so the store stops that recording as it does on a
     full disk: what was written stays playable and sealed."""

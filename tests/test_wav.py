@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
 import struct
@@ -12,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recorder import g711, wavfile
-from recorder.wavfile import room_for_data, wav_header, wav_stream, write_new_file
+from wire import g711
+from wire.wav import room_for_data, wav_header, wav_stream, write_new_file
 
 SUBTYPES = {"PCMU": "ULAW", "PCMA": "ALAW", "L16": "PCM_16"}
 SOX_ENCODINGS = {"PCMU": "u-law", "PCMA": "A-law", "L16": "Signed Integer PCM"}
