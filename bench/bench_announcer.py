@@ -22,11 +22,9 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 import numpy as np  # noqa: E402
-
 from sipp.netns import Lab  # noqa: E402
-from tests.announcer.lab import (  # noqa: E402
-    ANNOUNCER_IP, PBX_MEDIA_PORT, Announcer, Capture, build, config_text, sipp,
-)
+
+from tests.announcer.lab import ANNOUNCER_IP, PBX_MEDIA_PORT, Announcer, Capture, build, config_text, sipp  # noqa: E402
 from tests.interop import tshark_fields  # noqa: E402
 
 

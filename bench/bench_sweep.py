@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callrec import logs  # noqa: E402
 from policy.retention import Period, Retention  # noqa: E402
 from storage.audiofile import AudioWriter  # noqa: E402
-from storage.recordings import ensure_private_dir  # noqa: E402
+from storage.layout import ensure_private_dir  # noqa: E402
 from storage.retention import expiry_cutoff  # noqa: E402
 from storage.store import Store  # noqa: E402
 from storage.sweep import sweep  # noqa: E402

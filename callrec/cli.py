@@ -16,12 +16,13 @@ from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
 from storage.keys import MasterKeyError
+from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.ledger import LedgerError
 from storage.lock import DataDirBusy, DataDirLock
-from storage.recordings import RecordingStore, ensure_private_dir
-from storage.recovery import recover_unfinished
 from storage.notices import NoticeLog
-from storage.store import INDEX_FILE, StoreError
+from storage.recordings import RecordingStore
+from storage.recovery import recover_unfinished
+from storage.store import StoreError
 
 from . import cmd_records, logs
 from .config import Config

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from wire.wav import write_new_file
 from storage.audiofile import AudioFileError, side_bytes, wav_bytes
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
@@ -20,6 +19,7 @@ from storage.sweep import sweep
 from storage.vault import VaultError
 from storage.verify import verify_store
 from storage.wipe import destroy_key_file, wipe_all
+from wire.wav import write_new_file
 
 from .context import open_store, settings
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 from policy.loader import load_policy
 from policy.schema import Policy
 from storage.index import CallIndex
-from storage.recordings import ensure_private_dir
-from storage.store import INDEX_FILE, Store
+from storage.layout import INDEX_FILE, ensure_private_dir
+from storage.store import Store
 
 from .config import Config, load_config
 

@@ -24,17 +24,18 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from announcer.audio import AnnouncementAudio, AudioError
+from announcer.service import AnnouncerService
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
-from announcer.audio import AnnouncementAudio, AudioError
-from announcer.service import AnnouncerService
 from storage.keys import MasterKeyError
+from storage.layout import ensure_private_dir
 from storage.ledger import Event
 from storage.lock import DataDirLock
-from storage.recordings import RecordingStore, ensure_private_dir
+from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
 from storage.store import Store, StoreError
 from storage.sweep import sweep

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field, model_validator
 
 from announcer.audio import AnnouncementAudio, load_audio
+
 from .strict import Strict
 
 if TYPE_CHECKING:

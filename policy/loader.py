@@ -14,6 +14,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from wire.errors import CallrecError
+
 from .schema import Policy
 
 M = TypeVar("M", bound=BaseModel)
@@ -21,7 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_POLICY_BYTES = 1 << 20
 
 
-class PolicyError(ValueError):
+class PolicyError(CallrecError):
     """A policy file that cannot be used; the message is for the administrator."""
 
     def __init__(self, path: str, line: int | None, field: str, reason: str) -> None:

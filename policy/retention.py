@@ -34,6 +34,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
+
 from .strict import Strict
 
 if TYPE_CHECKING:

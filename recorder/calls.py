@@ -12,9 +12,10 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from policy.decide import Classification, PolicyDecider, normalise_number
-
 from wire.sdp import SdpParseError, parse_sdp
 from wire.sip import SipMessage, SipParseError, is_anonymous, parse_name_addr, parse_uri, uri_number
+
+from .record import CallSnapshot
 
 CALLER, CALLEE = 0, 1
 Endpoint = tuple[bytes, int]
@@ -84,6 +85,18 @@ class Call:
     def codecs(self) -> list[str]:
         names = {enc for m in self.payload_types for enc, _ in m.values()}
         return sorted(names - {"TELEPHONE-EVENT", "CN"})
+
+    def snapshot(self) -> CallSnapshot:
+        """The call as storage may see it: frozen, so what the tracker does
+        next cannot change a row being written."""
+        c = self.classification
+        return CallSnapshot(
+            serial=self.serial, sip_call_id=self.call_id, invite_ts=self.invite_ts,
+            answer_ts=self.answer_ts, end_ts=self.end_ts, direction=c.direction,
+            local_number=c.local_number, remote_number=c.remote_number,
+            caller=self.caller, callee=self.callee, caller_withheld=self.caller_withheld,
+            codecs=tuple(self.codecs), end_reason=self.end_reason, complete=self.complete,
+        )
 
 
 @dataclass(slots=True)

@@ -12,24 +12,16 @@ import ipaddress
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from policy.decide import PolicyDecider
-
-from .calls import (
-    Call,
-    CallAnswered,
-    CallDropped,
-    CallEnded,
-    CallEvent,
-    CallTracker,
-    MediaChanged,
-)
-from .interleave import EncodingChange, StereoInterleaver
-from .netdecode import PacketDecoder, split_flow
 from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
-from .stream import DtmfEvent, RtpStream
+
+from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTracker, MediaChanged
+from .interleave import EncodingChange, StereoInterleaver
+from .netdecode import PacketDecoder, split_flow
+from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
+from .stream import RtpStream
 
 RATE = 8000
 G711 = frozenset(("PCMU", "PCMA"))
@@ -52,43 +44,6 @@ MAX_TCP_FRAMERS = 4096
 Flow = bytes
 """A direction of traffic as recorder.netdecode names it: addresses and ports
 in wire order (split_flow takes it apart)."""
-
-
-@dataclass(slots=True)
-class StreamReport:
-    """What the index keeps about the media of one channel."""
-
-    channel: int
-    flows: list[str]
-    stats: dict[str, object]
-
-
-@dataclass(slots=True)
-class CallResult:
-    """Everything known about a finished recording."""
-
-    call: Call
-    origin: float
-    frames: int
-    encoding: str | None
-    streams: list[StreamReport]
-    dtmf: list[tuple[int, DtmfEvent]]
-    undecoded: list[str]
-    late_samples: int
-
-
-class RecordingHandle(Protocol):
-    def append(self, data: bytes) -> None: ...
-    def convert_to_l16(self) -> None: ...
-    def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None: ...
-    def checkpoint(self) -> None: ...
-    def close(self, result: CallResult) -> None: ...
-
-
-class RecordingSink(Protocol):
-    def begin(self, call: Call, origin: float) -> None: ...
-    def open_audio(self, call: Call, origin: float, encoding: str) -> RecordingHandle: ...
-    def finish_without_audio(self, result: CallResult) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -401,7 +356,7 @@ class Recorder:
         """The recording's file is made when its first audio arrives, in the
         law of that audio; a call with no decodable audio gets a PCM file."""
         assert media.origin is not None
-        media.handle = self.sink.open_audio(media.call, media.origin, encoding)
+        media.handle = self.sink.open_audio(media.call.snapshot(), media.origin, encoding)
         media.interleaver = StereoInterleaver(encoding, window_samples=RATE)
         return media.interleaver
 
@@ -416,7 +371,7 @@ class Recorder:
             RtpStream(media.origin, call.pt_map_for(self._party(call, channel)))
             for channel in (0, 1)
         ]
-        self.sink.begin(call, media.origin)
+        self.sink.begin(call.snapshot(), media.origin)
         self.stats["recordings"] += 1
         pending, media.pending = media.pending, deque()
         for ts, channel, flow, payload in pending:
@@ -438,15 +393,17 @@ class Recorder:
             frames = interleaver.committed
             late = int(interleaver.stats.get("late_samples", 0))
         result = CallResult(
-            call=call, origin=media.origin, frames=frames,
+            call=call.snapshot(), origin=media.origin, frames=frames,
             encoding=interleaver.encoding if interleaver is not None else None,
-            streams=[
-                StreamReport(channel, list(media.seen_flows[channel]),
-                             dataclasses.asdict(stream.stats))
+            streams=tuple(
+                StreamReport(channel, tuple(media.seen_flows[channel]), dataclasses.asdict(stream.stats))
                 for channel, stream in enumerate(media.streams)
-            ],
-            dtmf=[(channel, ev) for channel, stream in enumerate(media.streams) for ev in stream.dtmf],
-            undecoded=sorted(media.undecoded),
+            ),
+            dtmf=tuple(
+                DtmfMark(channel, ev.digit, ev.position, ev.duration_ms, ev.ended)
+                for channel, stream in enumerate(media.streams) for ev in stream.dtmf
+            ),
+            undecoded=tuple(sorted(media.undecoded)),
             late_samples=late,
         )
         if media.handle is not None:

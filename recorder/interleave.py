@@ -37,6 +37,9 @@ from typing import Final
 import numpy as np
 
 from wire import g711
+from wire.errors import LocalProtocolError
+
+from .errors import RecorderError
 from .stream import AudioChunk
 
 __all__ = ["EncodingChange", "StereoInterleaver", "UnsupportedEncoding"]
@@ -53,7 +56,7 @@ def _pattern(fill: bytes, count: int) -> memoryview:
     return memoryview(fill * count)
 
 
-class EncodingChange(Exception):
+class EncodingChange(RecorderError):
     """A chunk's G.711 law differs from the file's. The caller converts the file
     to 16-bit PCM, calls `to_l16()` and places the same chunk again; nothing was
     changed by the refused call."""
@@ -63,8 +66,8 @@ class EncodingChange(Exception):
         self.encoding = encoding
 
 
-class UnsupportedEncoding(ValueError):
-    """A chunk that is not G.711; such media belongs in a side file."""
+class UnsupportedEncoding(RecorderError, LocalProtocolError):
+    """A chunk that is not G.711 was handed over; such media belongs in a side file."""
 
 
 class StereoInterleaver:

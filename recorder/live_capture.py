@@ -28,7 +28,7 @@ import socket
 from struct import Struct
 from types import TracebackType
 
-from recorder.afpacket import (
+from .afpacket import (
     LINKTYPE_ETHERNET,
     TP_STATUS_USER,
     BlockReader,
@@ -38,6 +38,7 @@ from recorder.afpacket import (
     release_block,
     sip_rtp_filter,
 )
+from .errors import RecorderError
 
 __all__ = ["LiveCapture", "LiveCaptureError"]
 
@@ -61,7 +62,7 @@ _STATS3 = Struct("=III")  # struct tpacket_stats_v3
 _FPROG = Struct("@HP")  # struct sock_fprog: length, then a pointer to the instructions
 
 
-class LiveCaptureError(OSError):
+class LiveCaptureError(RecorderError, OSError):
     """Capture cannot start as asked: no CAP_NET_RAW, not an Ethernet-like
     interface, or a ring geometry the kernel would refuse."""
 

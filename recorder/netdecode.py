@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from struct import Struct
 
-from recorder.ipfrag import FragmentReassembler
-from recorder.tcpstream import TcpReassembler
+from .ipfrag import FragmentReassembler
+from .tcpstream import TcpReassembler
 
 FlowDatagram = tuple[int, bytes, bytes]
 """``(ipproto, flow, payload)``; ``ipproto`` is 17 (UDP) or 6 (TCP, where

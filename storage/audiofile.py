@@ -20,6 +20,7 @@ from wire import g711
 from wire.rtppcap import pcap_file_header
 from wire.wav import WavLimitError, frame_bytes, room_for_data, wav_stream
 
+from .errors import StorageError
 from .keys import MasterKey
 from .vault import VaultError, VaultReader, VaultWriter, open_vault
 
@@ -28,7 +29,7 @@ SIDE_KIND = "rtp-pcap"
 _CONVERT_BLOCK = 1 << 16
 
 
-class AudioFileError(Exception):
+class AudioFileError(StorageError):
     """A stored file is not what its row says it is."""
 
 

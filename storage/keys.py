@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .durable import fsync_dir, write_all
+from .errors import StorageError
 
 log = structlog.get_logger("callrec.keys")
 
@@ -32,17 +33,13 @@ _KEY_ID_LABEL = "callrec key id v1"
 _MAX_KEY_FILE = 4096
 
 
-class MasterKeyError(KeyError):
+class MasterKeyError(StorageError):
     """The master key cannot be used: names the file (if any) and why."""
 
     def __init__(self, reason: str, path: Path | None = None) -> None:
-        super().__init__(reason, path)
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
         self.reason = reason
         self.path = path
-
-    def __str__(self) -> str:
-        # KeyError would print the repr of its argument; a person reads this.
-        return f"{self.path}: {self.reason}" if self.path is not None else self.reason
 
 
 class MasterKeyMissing(MasterKeyError):

@@ -44,6 +44,7 @@ from typing import Any
 import structlog
 
 from .durable import fsync_dir, write_all
+from .errors import StorageError
 
 log = structlog.get_logger("callrec.ledger")
 
@@ -71,7 +72,7 @@ class Event(StrEnum):
     EXPORT = "export"
 
 
-class LedgerError(Exception):
+class LedgerError(StorageError):
     """The ledger cannot be appended to safely; `callrec ledger verify` says why."""
 
 

@@ -6,9 +6,11 @@ import fcntl
 import os
 from pathlib import Path
 
+from .errors import StorageError
 
-class DataDirBusy(RuntimeError):
-    pass
+
+class DataDirBusy(StorageError):
+    """Another callrec process holds this data folder (one writer per folder)."""
 
 
 class DataDirLock:

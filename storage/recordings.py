@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
 import secrets
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,27 +16,19 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from policy.decide import Direction
-from recorder.calls import Call
-from recorder.engine import CallResult
+from recorder.record import CallResult, CallSnapshot
 from wire.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
 from .index import CallIndex, iso
-from .notices import NoticeLog
 from .keys import MasterKey
+from .layout import RECORDINGS, ensure_private_dir
+from .notices import NoticeLog
 from .vault import VaultError, repair_vault, shred
 
 log = structlog.get_logger("callrec.storage")
 
-DIR_MODE = 0o700
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
-RECORDINGS = "recordings"
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-
-
 NOTICE_SLACK = 5.0
 """Seconds around an inbound call within which the announcer's notice of
 it may have been received (clocks of mirror and announcer differ a little)."""
@@ -228,24 +220,23 @@ class RecordingStore:
         stamp = datetime.fromtimestamp(origin, self.tz).strftime("%Y%m%dT%H%M%S")
         return f"{stamp}-{secrets.token_hex(4)}"
 
-    def begin(self, call: Call, origin: float) -> None:
+    def begin(self, call: CallSnapshot, origin: float) -> None:
         record_id = self._new_id(origin)
         self._ids[call.serial] = record_id
-        c = call.classification
         try:
             self.index.insert(
-                id=record_id, sip_call_id=call.call_id,
+                id=record_id, sip_call_id=call.sip_call_id,
                 started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
-                direction=str(c.direction), local_number=c.local_number, remote_number=c.remote_number,
+                direction=str(call.direction), local_number=call.local_number, remote_number=call.remote_number,
                 caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
-                codecs=call.codecs, state="recording", recorded_at=call.answer_ts or call.invite_ts,
+                codecs=list(call.codecs), state="recording", recorded_at=call.answer_ts or call.invite_ts,
             )
         except sqlite3.Error as exc:
             log.error("index.write_failed", call_id=record_id, reason=str(exc))
             self._unindexed.add(record_id)
-        log.info("recording.started", call_id=record_id, direction=str(c.direction))
+        log.info("recording.started", call_id=record_id, direction=str(call.direction))
 
-    def open_audio(self, call: Call, origin: float, encoding: str) -> FileRecording:
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> FileRecording:
         record_id = self._ids[call.serial]
         day = datetime.fromtimestamp(origin, self.tz)
         folder = self.data_dir / RECORDINGS / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
@@ -293,20 +284,19 @@ class RecordingStore:
                 log.error("recording.unrepairable", path=self.relative(path), reason=str(exc))
             self.unsealed.discard(path)
 
-    def _notice_for(self, call: Call) -> dict[str, object] | None:
+    def _notice_for(self, call: CallSnapshot) -> dict[str, object] | None:
         """The announcer's record of this inbound call, if it handled it.
 
         The announcer's leg has a Call-ID of its own, so the call is found
         by its numbers (both normalised by the same policy) and by time: the
         PBX sends it to the announcer between the INVITE and the end."""
-        c = call.classification
-        if c.direction is not Direction.INBOUND or call.invite_ts is None:
+        if call.direction is not Direction.INBOUND or call.invite_ts is None:
             return None
         if self._notices is None:
             self._notices = NoticeLog(self.index.path, str(self.tz))
         end = call.end_ts if call.end_ts is not None else call.invite_ts
         for notice in self._notices.near(call.invite_ts - NOTICE_SLACK, end + NOTICE_SLACK):
-            if notice["calling_number"] == c.remote_number and notice["called_number"] == c.local_number:
+            if notice["calling_number"] == call.remote_number and notice["called_number"] == call.local_number:
                 return notice
         return None
 
@@ -324,19 +314,19 @@ class RecordingStore:
         values: dict[str, object] = dict(
             ended_at=iso(end, self.tz),
             duration=round(end - answered, 3) if end is not None and answered is not None else None,
-            codecs=call.codecs,
+            codecs=list(call.codecs),
             audio_frames=frames,
             streams=[
                 {"channel": s.channel, "party": "local" if s.channel == 0 else "remote",
-                 "flows": s.flows, **s.stats}
+                 "flows": list(s.flows), **s.stats}
                 for s in result.streams
             ],
             dtmf=[
-                {"channel": ch, "digit": ev.digit, "at": iso(result.origin + ev.position / 8000, self.tz),
-                 "offset": round(ev.position / 8000, 3), "duration_ms": ev.duration_ms, "ended": ev.ended}
-                for ch, ev in result.dtmf
+                {"channel": mark.channel, "digit": mark.digit, "at": iso(result.origin + mark.position / 8000, self.tz),
+                 "offset": round(mark.position / 8000, 3), "duration_ms": mark.duration_ms, "ended": mark.ended}
+                for mark in result.dtmf
             ],
-            undecoded=result.undecoded,
+            undecoded=list(result.undecoded),
             late_samples=result.late_samples,
             end_reason=call.end_reason,
             complete=call.complete,
@@ -363,5 +353,5 @@ class RecordingStore:
             self._unindexed.discard(record_id)
             return
         self._write_row(record_id, **values)
-        log.info("recording.sealed", call_id=record_id, direction=str(call.classification.direction),
+        log.info("recording.sealed", call_id=record_id, direction=str(call.direction),
                  complete=values["complete"], end_reason=values["end_reason"], frames=frames)

@@ -15,10 +15,10 @@ and every rule stays monotonic in the recording time.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from itertools import chain
 from dataclasses import dataclass
 from datetime import date, datetime, time, tzinfo
+from functools import lru_cache
+from itertools import chain
 from typing import Iterable, Iterator, Literal
 
 from policy.retention import ONE_DAY, Period, Retention

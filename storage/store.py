@@ -14,23 +14,17 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from .errors import StorageError
 from .index import CallIndex
 from .keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file, load_master_key
+from .layout import INDEX_FILE, default_key_file, ensure_private_dir
 from .ledger import KEY_LABEL, Ledger
-from .recordings import ensure_private_dir
 
-INDEX_FILE = "index.sqlite3"
 KEY_ID_SETTING = "master_key_id"
 
 
-class StoreError(Exception):
+class StoreError(StorageError):
     """The data folder cannot be used as it is; says why and what to do."""
-
-
-def default_key_file(data_dir: Path) -> Path:
-    """Beside the data folder, never inside it: a copy of the folder alone
-    (a stolen disk image of it, a backup) must not carry its own key."""
-    return data_dir.parent / f"{data_dir.name}.key"
 
 
 def actor() -> str:

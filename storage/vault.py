@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .durable import fsync_dir, pwrite_all
+from .errors import StorageError
 from .keys import MasterKey, MasterKeyError
 
 log = structlog.get_logger("callrec.vault")
@@ -57,7 +58,7 @@ states it before the blob so that the length is inside the wrap's context."""
 _SHRED_CHUNK = 1024 * 1024
 
 
-class VaultError(Exception):
+class VaultError(StorageError):
     """The file is not an intact vault for this master key; says where."""
 
     def __init__(self, path: Path, message: str, record: int | None = None, offset: int | None = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallRow
-from .recordings import RECORDINGS
+from .layout import RECORDINGS
 from .store import Store
 from .vault import VaultError
 

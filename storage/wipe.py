@@ -13,8 +13,8 @@ from pathlib import Path
 
 import structlog
 
+from .layout import RECORDINGS
 from .ledger import Event
-from .recordings import RECORDINGS
 from .store import Store
 from .vault import shred
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.errors import StorageError
 from storage.keys import (
     DEFAULT_CREDENTIAL,
     MasterKey,
@@ -61,7 +62,7 @@ def test_malformed_key_files_are_refused_with_path_and_reason(
     path = write_key(tmp_path / "k", content)
     with pytest.raises(MasterKeyError) as caught:
         load_master_key(path, data_dir, {})
-    assert isinstance(caught.value, KeyError)
+    assert isinstance(caught.value, StorageError)
     assert caught.value.path == path
     assert reason in str(caught.value) and str(path) in str(caught.value)
 

@@ -1,0 +1,105 @@
+"""What the recorder hands to storage, and nothing else of the recorder.
+
+Storage imports this module and the wire formats only.  It never sees the
+recorder's live `Call` (mutable, owned by the call tracker, changed by every
+SIP message): it gets a frozen `CallSnapshot` taken when the recording starts
+and another when it ends, and writes through the `RecordingSink` and
+`RecordingHandle` protocols the engine calls.  So a store can be tested, run
+and read (by the access layer and the console) without the capture stack,
+and the engine can be tested against a small in-memory sink.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from policy.decide import Direction
+
+__all__ = [
+    "CallResult",
+    "CallSnapshot",
+    "DtmfMark",
+    "RecordingHandle",
+    "RecordingSink",
+    "StreamReport",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """The metadata of one recorded call at one moment.
+
+    `serial` is the recorder's number for the call while it lives, so a sink
+    can tell its calls apart; it means nothing once the call has ended."""
+
+    serial: int
+    sip_call_id: str
+    invite_ts: float
+    answer_ts: float | None
+    end_ts: float | None
+    direction: Direction
+    local_number: str | None
+    remote_number: str | None
+    caller: str | None
+    callee: str | None
+    caller_withheld: bool
+    codecs: tuple[str, ...]
+    end_reason: str
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReport:
+    """What the index keeps about the media of one channel."""
+
+    channel: int
+    flows: tuple[str, ...]
+    stats: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfMark:
+    """One RFC 4733 digit as it stands when the call ends: `position` is in
+    samples from the recording's origin; `ended` tells whether its end packet
+    was seen (a digit without one was cut off by loss or by the hang-up)."""
+
+    channel: int
+    digit: str
+    position: int
+    duration_ms: int
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """Everything known about a finished recording."""
+
+    call: CallSnapshot
+    origin: float
+    frames: int
+    encoding: str | None
+    streams: tuple[StreamReport, ...]
+    dtmf: tuple[DtmfMark, ...]
+    undecoded: tuple[str, ...]
+    late_samples: int
+
+
+class RecordingHandle(Protocol):
+    """One recording being written, in the order the engine calls it."""
+
+    def append(self, data: bytes) -> None: ...
+    def convert_to_l16(self) -> None: ...
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None: ...
+    def checkpoint(self) -> None: ...
+    def close(self, result: CallResult) -> None: ...
+
+
+class RecordingSink(Protocol):
+    """Where recordings go: `begin` when a call to record is answered,
+    `open_audio` when its first audio arrives (in that audio's encoding),
+    `finish_without_audio` for an answered call that never had any."""
+
+    def begin(self, call: CallSnapshot, origin: float) -> None: ...
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> RecordingHandle: ...
+    def finish_without_audio(self, result: CallResult) -> None: ...
