@@ -11,18 +11,16 @@ from pathlib import Path
 import structlog
 
 from policy.decide import PolicyDecider
-from policy.loader import PolicyError, load_policy
+from policy.loader import load_policy
 from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
-from storage.keys import MasterKeyError
 from storage.layout import INDEX_FILE, ensure_private_dir
-from storage.ledger import LedgerError
-from storage.lock import DataDirBusy, DataDirLock
+from storage.lock import DataDirLock
 from storage.notices import NoticeLog
 from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
-from storage.store import StoreError
+from wire.errors import CallrecError
 
 from . import cmd_records, logs
 from .config import Config
@@ -61,7 +59,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
     config, _ = settings(args)
     index = open_index(config)
     try:
-        rows = [r.values for r in (index.rows() if args.all else index.kept())]
+        rows = [r.as_dict() for r in (index.rows() if args.all else index.kept())]
     finally:
         index.close()
     if args.json:
@@ -87,13 +85,14 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
     if row is None:
         print(f"callrec: no call with id {args.id}", file=sys.stderr)
         return 1
-    values = dict(row.values)
-    if values["notice_id"]:
+    values = row.as_dict()
+    if row.notice_id:
         notices = NoticeLog(config.data_dir / INDEX_FILE)
         try:
-            values["notice"] = notices.get(values["notice_id"])
+            notice = notices.get(row.notice_id)
         finally:
             notices.close()
+        values["notice"] = notice.as_dict() if notice is not None else None
     if args.json:
         json.dump(values, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure("warning")
     try:
         return int(args.func(args))
-    except (PolicyError, DataDirBusy, StoreError, MasterKeyError, LedgerError) as exc:
+    except CallrecError as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,15 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from storage.audiofile import AudioFileError, side_bytes, wav_bytes
+from storage.layout import default_key_file
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
-from storage.store import Store, actor, default_key_file
+from storage.records import RecordUnavailable, RequestRefused, hand_out, held_rows, set_hold
+from storage.store import actor
 from storage.sweep import sweep
-from storage.vault import VaultError
 from storage.verify import verify_store
 from storage.wipe import destroy_key_file, wipe_all
-from wire.wav import write_new_file
 
 from .context import open_store, settings
 
@@ -29,80 +28,35 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _sealed_row(store: Store, call_id: str) -> tuple[dict | None, str | None]:
-    row = store.index.get(call_id)
-    if row is None:
-        return None, f"no call with id {call_id}"
-    values = row.values
-    if values["erased_at"]:
-        return None, f"{call_id} was erased on {values['erased_at']} ({values['erased_reason']})"
-    if values["state"] != "sealed":
-        return None, f"{call_id} is still being recorded"
-    return values, None
+def _refused(exc: RequestRefused | RecordUnavailable) -> int:
+    """A request the rules refuse is a usage error (2); a recording that
+    cannot serve it is a failure (1)."""
+    return _fail(str(exc), 2 if isinstance(exc, RequestRefused) else 1)
 
 
 def cmd_calls_audio(args: argparse.Namespace) -> int:
     """The recording exactly as sealed, for an authorised reader."""
     config, policy = settings(args)
-    if policy.listening.reason_required and not (args.reason or "").strip():
-        return _fail("this site's policy lets recordings be heard only for a stated reason: give --reason TEXT", 2)
-    if args.output.exists():
-        return _fail(f"{args.output} exists; callrec never overwrites a file", 2)
-    with open_store(config, policy) as store:
-        values, problem = _sealed_row(store, args.id)
-        if values is None:
-            return _fail(str(problem))
-        if not values["audio_path"]:
-            return _fail(f"{args.id} has no audio ({values['end_reason']})")
-        outputs = [args.output]
-        try:
-            _, stream = wav_bytes(store.data_dir / values["audio_path"], store.master, args.id)
-            digest = write_new_file(args.output, stream)
-            if digest != values["sha256"]:
-                args.output.unlink()
-                return _fail(f"{args.id}: the stored audio does not match its sealed SHA-256 "
-                             f"({digest} != {values['sha256']}); nothing was handed out — run `callrec verify`")
-            for side in values["side_files"]:
-                out = args.output.with_name(f"{args.output.name}.ch{side['channel']}.rtp.pcap")
-                side_digest = write_new_file(out, side_bytes(store.data_dir / side["path"], store.master, args.id))
-                outputs.append(out)
-                if side_digest != side["sha256"]:
-                    for path in outputs:
-                        path.unlink(missing_ok=True)
-                    return _fail(f"{args.id}: side file {side['path']} does not match its sealed SHA-256")
-        except (VaultError, AudioFileError) as exc:
-            for path in outputs:
-                path.unlink(missing_ok=True)
-            return _fail(f"{args.id}: {exc}")
-        try:
-            store.ledger.append(Event.AUDIO_ACCESS, actor(), store.now(), reason=args.reason, call_id=args.id,
-                                sha256=digest, files=[str(p.resolve()) for p in outputs])
-        except BaseException:
-            for path in outputs:
-                path.unlink(missing_ok=True)
-            raise
-    print(f"{args.output}: {args.id}, SHA-256 {digest} (as sealed)"
-          + "".join(f"\n{p}: undecoded payloads" for p in outputs[1:]))
+    try:
+        with open_store(config, policy) as store:
+            copy = hand_out(store, args.id, args.output, actor=actor(), reason=args.reason,
+                            reason_required=policy.listening.reason_required)
+    except (RequestRefused, RecordUnavailable) as exc:
+        return _refused(exc)
+    print(f"{args.output}: {args.id}, SHA-256 {copy.sha256} (as sealed)"
+          + "".join(f"\n{p}: undecoded payloads" for p in copy.files[1:]))
     return 0
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
     """Legal hold (matsumoto 第7条5): kept past every rule until released."""
     config, policy = settings(args)
-    if not args.reason.strip():
-        return _fail("a hold needs a reason (--reason TEXT)", 2)
-    with open_store(config, policy) as store:
-        values, problem = _sealed_row(store, args.id)
-        if values is None:
-            return _fail(str(problem))
-        adding = args.hold_command == "add"
-        if values["held"] == adding:
-            return _fail(f"{args.id} is {'already' if adding else 'not'} held")
-        now = store.now()
-        store.index.update(args.id, held=adding, hold_reason=args.reason if adding else None,
-                           held_since=now.isoformat(timespec="seconds") if adding else None)
-        store.ledger.append(Event.HOLD_ADDED if adding else Event.HOLD_RELEASED, actor(), now,
-                            reason=args.reason, approved_by=args.approved_by, call_id=args.id)
+    adding = args.hold_command == "add"
+    try:
+        with open_store(config, policy) as store:
+            set_hold(store, args.id, adding, actor=actor(), reason=args.reason, approved_by=args.approved_by)
+    except (RequestRefused, RecordUnavailable) as exc:
+        return _refused(exc)
     print(f"{args.id}: {'held' if adding else 'released'}")
     return 0
 
@@ -110,9 +64,9 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_hold_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     with open_store(config, policy) as store:
-        held = [r.values for r in store.index.rows() if r.values["held"] and not r.values["erased_at"]]
+        held = held_rows(store)
     for row in held:
-        print(f"{row['id']:27} since {row['held_since']}  {row['hold_reason']}")
+        print(f"{row.id:27} since {row.held_since}  {row.hold_reason}")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
@@ -82,14 +82,68 @@ BOOL_COLUMNS = ("caller_withheld", "complete", "held")
 
 
 @dataclass(frozen=True, slots=True)
-class CallRow:
-    """The index's view of one recording."""
+class SideFile:
+    """Payloads of a codec callrec does not decode, kept beside the audio."""
 
-    values: dict[str, Any]
+    channel: int
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    """The index's view of one recording, column by column.
+
+    Times are ISO 8601 with the site's offset, as stored; `recorded_at` is
+    the epoch the retention rules count from.  `streams` and `dtmf` are the
+    per-channel statistics and digits as documents (their keys are the
+    recorder's counters, which grow without a schema change)."""
+
+    id: str
+    sip_call_id: str
+    started_at: str
+    answered_at: str | None
+    ended_at: str | None
+    duration: float | None
+    direction: str
+    local_number: str | None
+    remote_number: str | None
+    caller: str | None
+    callee: str | None
+    caller_withheld: bool
+    codecs: list[str]
+    audio_path: str | None
+    audio_format: str | None
+    audio_frames: int | None
+    sha256: str | None
+    streams: list[dict[str, Any]]
+    dtmf: list[dict[str, Any]]
+    undecoded: list[str]
+    side_files: list[SideFile]
+    late_samples: int
+    end_reason: str | None
+    complete: bool
+    state: str
+    recorded_at: float | None
+    size_bytes: int
+    held: bool
+    hold_reason: str | None
+    held_since: str | None
+    erased_at: str | None
+    erased_reason: str | None
+    notice_id: str | None
+    announced_at: str | None
 
     @property
-    def id(self) -> str:
-        return str(self.values["id"])
+    def sealed(self) -> bool:
+        return self.state == "sealed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every column, in the table's order, for JSON output."""
+        return asdict(self)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(CallRow))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -186,11 +240,6 @@ class CallIndex:
         row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL").fetchone()
         return int(row[0])
 
-    def held_bytes(self) -> int:
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL AND held = 1").fetchone()
-        return int(row[0])
-
     def intake_since(self, since: float) -> int:
         """Bytes recorded since `since` (epoch), for the capacity forecast."""
         row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
@@ -222,16 +271,17 @@ class CallIndex:
     @staticmethod
     def _encode(column: str, value: Any) -> Any:
         if column in JSON_COLUMNS:
-            return json.dumps(value, ensure_ascii=False, sort_keys=True)
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, default=asdict)
         if column in BOOL_COLUMNS:
             return int(bool(value))
         return value
 
     @staticmethod
     def _decode(row: sqlite3.Row) -> CallRow:
-        values = dict(row)
+        values = {name: row[name] for name in _ROW_FIELDS}
         for column in JSON_COLUMNS:
             values[column] = json.loads(values[column])
         for column in BOOL_COLUMNS:
             values[column] = bool(values[column])
-        return CallRow(values)
+        values["side_files"] = [SideFile(**side) for side in values["side_files"]]
+        return CallRow(**values)

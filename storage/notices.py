@@ -8,8 +8,9 @@ through the notice log either.
 """
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,6 +59,32 @@ class Notice:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeRow:
+    """One stored notice; times are ISO 8601 with the site's offset (received_epoch is the
+    epoch the matcher searches by)."""
+
+    id: str
+    sip_call_id: str
+    received_at: str
+    received_epoch: float
+    announced_from: str | None
+    announced_to: str | None
+    calling_number: str | None
+    called_number: str | None
+    announcement_sha256: str | None
+    outcome: str
+    reason: str
+    hand_over: str
+    destination: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_NOTICE_FIELDS = tuple(f.name for f in fields(NoticeRow))
+
+
 class NoticeLog:
     """The notices table of the index file at path."""
 
@@ -86,22 +113,20 @@ class NoticeLog:
              None if excluded else notice.destination))
         return row_id
 
-    def get(self, notice_id: str) -> dict[str, Any] | None:
+    def get(self, notice_id: str) -> NoticeRow | None:
         row = self._db.execute("SELECT * FROM notices WHERE id = ?", (notice_id,)).fetchone()
-        return None if row is None else dict(row)
+        return None if row is None else _row(row)
 
-    def near(self, start: float, end: float) -> list[dict[str, Any]]:
-        """Rows received between start and end (epoch), in order."""
-        rows = self._db.execute("SELECT * FROM notices WHERE received_epoch BETWEEN ? AND ? ORDER BY received_epoch",
-                                (start, end)).fetchall()
-        return [dict(row) for row in rows]
-
-    def find(self, calling: str | None, called: str | None, around: float, window: float) -> list[dict[str, Any]]:
-        """Rows of the call between calling and called received within window seconds of around
-        (epoch), nearest first: how the recorder finds the notice of the call it recorded, whose
-        leg to the announcer has another Call-ID than the leg it saw."""
+    def find(self, calling: str | None, called: str | None, start: float, end: float) -> list[NoticeRow]:
+        """Rows of the call between calling and called received between start and end (epoch), in
+        the order received: how the recorder finds the notice of the call it recorded, whose leg to
+        the announcer has another Call-ID than the leg it saw."""
         rows = self._db.execute(
             "SELECT * FROM notices WHERE received_epoch BETWEEN ? AND ?"
-            " AND calling_number IS ? AND called_number IS ? ORDER BY abs(received_epoch - ?)",
-            (around - window, around + window, calling, called, around)).fetchall()
-        return [dict(row) for row in rows]
+            " AND calling_number IS ? AND called_number IS ? ORDER BY received_epoch",
+            (start, end, calling, called)).fetchall()
+        return [_row(row) for row in rows]
+
+
+def _row(row: sqlite3.Row) -> NoticeRow:
+    return NoticeRow(**{name: row[name] for name in _NOTICE_FIELDS})

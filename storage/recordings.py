@@ -20,10 +20,10 @@ from recorder.record import CallResult, CallSnapshot
 from wire.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
-from .index import CallIndex, iso
+from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .layout import RECORDINGS, ensure_private_dir
-from .notices import NoticeLog
+from .notices import NoticeLog, NoticeRow
 from .vault import VaultError, repair_vault, shred
 
 log = structlog.get_logger("callrec.storage")
@@ -175,10 +175,10 @@ class FileRecording:
                 self._store.unsealed.add(self._side_path(channel))
         self._store.seal(result, self, frames)
 
-    def side_files(self) -> list[dict[str, object]]:
-        return [{"channel": ch, "path": self._store.relative(self._side_path(ch)),
-                 "sha256": side_digest(self._side_path(ch), self._store.master, self.record_id,
-                                       allow_torn=self.failure is not None)}
+    def side_files(self) -> list[SideFile]:
+        return [SideFile(ch, self._store.relative(self._side_path(ch)),
+                         side_digest(self._side_path(ch), self._store.master, self.record_id,
+                                     allow_torn=self.failure is not None))
                 for ch in sorted(self._side)]
 
     def size_bytes(self) -> int:
@@ -284,7 +284,7 @@ class RecordingStore:
                 log.error("recording.unrepairable", path=self.relative(path), reason=str(exc))
             self.unsealed.discard(path)
 
-    def _notice_for(self, call: CallSnapshot) -> dict[str, object] | None:
+    def _notice_for(self, call: CallSnapshot) -> NoticeRow | None:
         """The announcer's record of this inbound call, if it handled it.
 
         The announcer's leg has a Call-ID of its own, so the call is found
@@ -295,10 +295,9 @@ class RecordingStore:
         if self._notices is None:
             self._notices = NoticeLog(self.index.path, str(self.tz))
         end = call.end_ts if call.end_ts is not None else call.invite_ts
-        for notice in self._notices.near(call.invite_ts - NOTICE_SLACK, end + NOTICE_SLACK):
-            if notice["calling_number"] == call.remote_number and notice["called_number"] == call.local_number:
-                return notice
-        return None
+        found = self._notices.find(call.remote_number, call.local_number, call.invite_ts - NOTICE_SLACK,
+                                   end + NOTICE_SLACK)
+        return found[0] if found else None
 
     def finish_without_audio(self, result: CallResult) -> None:
         self._seal_row(result, None, 0)
@@ -336,8 +335,8 @@ class RecordingStore:
             values.update(end_reason=handle.failure_code, complete=False)
         notice = self._notice_for(call)
         if notice is not None:
-            values.update(notice_id=notice["id"], announced_at=notice["announced_from"]
-                          if notice["outcome"] in NOTICE_HEARD else None)
+            values.update(notice_id=notice.id, announced_at=notice.announced_from
+                          if notice.outcome in NOTICE_HEARD else None)
         if handle is not None and handle.has_audio:
             try:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id,

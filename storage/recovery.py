@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from .audiofile import AudioFileError, side_digest, wav_digest
-from .index import CallIndex, iso
+from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .vault import VaultError, repair_vault, shred
 
@@ -30,11 +30,10 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
     """
     recovered = []
     for row in index.unfinished():
-        values = row.values
         record_id = row.id
         update: dict[str, object] = {"state": "sealed", "complete": False, "end_reason": END_REASON}
-        if values["audio_path"]:
-            path = data_dir / values["audio_path"]
+        if row.audio_path:
+            path = data_dir / row.audio_path
             try:
                 update.update(_recover_files(data_dir, path, record_id, master))
             except (OSError, VaultError, AudioFileError) as exc:
@@ -45,8 +44,8 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
                 continue
             ended = os.stat(path).st_mtime
             update["ended_at"] = iso(ended, tz)
-            if values["answered_at"]:
-                answered = datetime.fromisoformat(values["answered_at"]).timestamp()
+            if row.answered_at:
+                answered = datetime.fromisoformat(row.answered_at).timestamp()
                 update["duration"] = round(max(0.0, ended - answered), 3)
         index.update(record_id, **update)
         log.warning("recording.recovered", call_id=record_id)
@@ -59,7 +58,7 @@ def _recover_files(data_dir: Path, path: Path, record_id: str, master: MasterKey
     that the crash interrupted (the file the row does not name)."""
     repair_vault(path, master)
     audio, digest = wav_digest(path, master, record_id)
-    sides: list[dict[str, object]] = []
+    sides: list[SideFile] = []
     size = path.stat().st_size
     for other in sorted(path.parent.glob(f"{record_id}.*")):
         if other == path:
@@ -70,8 +69,8 @@ def _recover_files(data_dir: Path, path: Path, record_id: str, master: MasterKey
             log.warning("recording.leftover_erased", call_id=record_id)
             continue
         repair_vault(other, master)
-        sides.append({"channel": int(side.group(1)), "path": other.relative_to(data_dir).as_posix(),
-                      "sha256": side_digest(other, master, record_id)})
+        sides.append(SideFile(int(side.group(1)), other.relative_to(data_dir).as_posix(),
+                              side_digest(other, master, record_id)))
         size += other.stat().st_size
     return {"audio_frames": audio.frames, "audio_format": audio.encoding, "sha256": digest,
             "side_files": sides, "size_bytes": size}

@@ -73,10 +73,9 @@ def erase_recording(store: Store, record_id: str, at: str, reason: str) -> None:
     row = store.index.get(record_id)
     if row is None:
         return
-    values = row.values
-    paths = [store.data_dir / str(side["path"]) for side in values["side_files"]]
-    if values["audio_path"]:
-        audio = store.data_dir / values["audio_path"]
+    paths = [store.data_dir / side.path for side in row.side_files]
+    if row.audio_path:
+        audio = store.data_dir / row.audio_path
         paths.append(audio)
         paths.extend(p for p in audio.parent.glob(f"{record_id}.*") if p not in paths)
     for path in paths:

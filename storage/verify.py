@@ -43,32 +43,31 @@ class Report:
 
 
 def _check_row(store: Store, row: CallRow) -> Iterator[Finding]:
-    values = row.values
     subject = f"recording {row.id}"
-    if not values["audio_path"]:
+    if not row.audio_path:
         return
-    path = store.data_dir / values["audio_path"]
+    path = store.data_dir / row.audio_path
     if not path.exists():
-        yield Finding(subject, f"audio file {values['audio_path']} is missing")
+        yield Finding(subject, f"audio file {row.audio_path} is missing")
         return
     try:
         audio, digest = wav_digest(path, store.master, row.id)
     except (VaultError, AudioFileError, OSError) as exc:
         yield Finding(subject, f"audio file does not authenticate: {exc}")
         return
-    if values["sha256"] != digest:
-        yield Finding(subject, f"audio SHA-256 {digest} differs from the sealed {values['sha256']}")
-    elif audio.frames != values["audio_frames"]:
-        yield Finding(subject, f"{audio.frames} frames on disk, {values['audio_frames']} sealed")
+    if row.sha256 != digest:
+        yield Finding(subject, f"audio SHA-256 {digest} differs from the sealed {row.sha256}")
+    elif audio.frames != row.audio_frames:
+        yield Finding(subject, f"{audio.frames} frames on disk, {row.audio_frames} sealed")
     if not audio.sealed:
         yield Finding(subject, "audio file was cut short (no final record)")
-    for side in values["side_files"]:
-        side_path = store.data_dir / str(side["path"])
+    for side in row.side_files:
+        side_path = store.data_dir / side.path
         try:
-            if side_digest(side_path, store.master, row.id) != side["sha256"]:
-                yield Finding(subject, f"side file {side['path']} differs from its sealed SHA-256")
+            if side_digest(side_path, store.master, row.id) != side.sha256:
+                yield Finding(subject, f"side file {side.path} differs from its sealed SHA-256")
         except (VaultError, AudioFileError, OSError) as exc:
-            yield Finding(subject, f"side file {side['path']}: {exc}")
+            yield Finding(subject, f"side file {side.path}: {exc}")
 
 
 def verify_store(store: Store) -> Report:
@@ -78,20 +77,19 @@ def verify_store(store: Store) -> Report:
         on_disk.setdefault(path.name.split(".", 1)[0], []).append(path)
     recordings = erased = in_progress = 0
     for row in store.index.rows():
-        values = row.values
         files = on_disk.pop(row.id, [])
-        if values["erased_at"]:
+        if row.erased_at:
             erased += 1
-            findings.extend(Finding(f"recording {row.id}", f"erased {values['erased_at']} but "
+            findings.extend(Finding(f"recording {row.id}", f"erased {row.erased_at} but "
                                     f"{path.relative_to(store.data_dir)} is still on disk") for path in files)
             continue
-        if values["state"] != "sealed":
+        if not row.sealed:
             in_progress += 1
             continue
         recordings += 1
-        named = {store.data_dir / str(side["path"]) for side in values["side_files"]}
-        if values["audio_path"]:
-            named.add(store.data_dir / values["audio_path"])
+        named = {store.data_dir / side.path for side in row.side_files}
+        if row.audio_path:
+            named.add(store.data_dir / row.audio_path)
         findings.extend(_check_row(store, row))
         findings.extend(Finding(str(path.relative_to(store.data_dir)), "no index row names this file")
                         for path in files if path not in named)

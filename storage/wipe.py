@@ -35,7 +35,7 @@ def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
             shred(path)
             files += 1
     at = store.now().isoformat(timespec="milliseconds")
-    ids = [row.id for row in store.index.rows() if not row.values["erased_at"]]
+    ids = [row.id for row in store.index.rows() if not row.erased_at]
     with store.index.transaction():
         for record_id in ids:
             store.index.mark_erased(record_id, at, "wipe")

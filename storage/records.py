@@ -1,0 +1,112 @@
+"""What may be done with a recording once it is sealed: hand it out, hold it.
+
+These are the rules, kept beside the store so every way in (the CLI today,
+the access layer and the console next) obeys the same ones: a copy is the
+WAV whose SHA-256 was sealed or nothing at all, it is never written over an
+existing file, and every hand-out and hold goes into the ledger with who,
+when and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wire.wav import write_new_file
+
+from .audiofile import AudioFileError, side_bytes, wav_bytes
+from .errors import StorageError
+from .index import CallRow
+from .ledger import Event
+from .store import Store
+from .vault import VaultError
+
+__all__ = ["HandOut", "RecordUnavailable", "RequestRefused", "hand_out", "held_rows", "sealed_row", "set_hold"]
+
+
+class RequestRefused(StorageError):
+    """The request itself breaks a rule (no reason where one is required, a
+    file that would be overwritten); nothing was read or written."""
+
+
+class RecordUnavailable(StorageError):
+    """The recording cannot serve the request as it stands (unknown, erased,
+    still recording, no audio, not matching its seal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandOut:
+    """A copy written: the sealed SHA-256 it matched and the files made."""
+
+    sha256: str
+    files: tuple[Path, ...]
+
+
+def sealed_row(store: Store, call_id: str) -> CallRow:
+    row = store.index.get(call_id)
+    if row is None:
+        raise RecordUnavailable(f"no call with id {call_id}")
+    if row.erased_at:
+        raise RecordUnavailable(f"{call_id} was erased on {row.erased_at} ({row.erased_reason})")
+    if not row.sealed:
+        raise RecordUnavailable(f"{call_id} is still being recorded")
+    return row
+
+
+def hand_out(store: Store, call_id: str, output: Path, *, actor: str, reason: str | None,
+             reason_required: bool) -> HandOut:
+    """Write the recording exactly as sealed (and its side files beside it),
+    then ledger the access; on any mismatch or failure nothing is left."""
+    if reason_required and not (reason or "").strip():
+        raise RequestRefused("this site's policy lets recordings be heard only for a stated reason: "
+                             "give --reason TEXT")
+    if output.exists():
+        raise RequestRefused(f"{output} exists; callrec never overwrites a file")
+    row = sealed_row(store, call_id)
+    if not row.audio_path:
+        raise RecordUnavailable(f"{call_id} has no audio ({row.end_reason})")
+    outputs = [output]
+    try:
+        _, stream = wav_bytes(store.data_dir / row.audio_path, store.master, call_id)
+        digest = write_new_file(output, stream)
+        if digest != row.sha256:
+            raise RecordUnavailable(f"{call_id}: the stored audio does not match its sealed SHA-256 "
+                                    f"({digest} != {row.sha256}); nothing was handed out — run `callrec verify`")
+        for side in row.side_files:
+            out = output.with_name(f"{output.name}.ch{side.channel}.rtp.pcap")
+            side_digest = write_new_file(out, side_bytes(store.data_dir / side.path, store.master, call_id))
+            outputs.append(out)
+            if side_digest != side.sha256:
+                raise RecordUnavailable(f"{call_id}: side file {side.path} does not match its sealed SHA-256")
+        store.ledger.append(Event.AUDIO_ACCESS, actor, store.now(), reason=reason, call_id=call_id,
+                            sha256=digest, files=[str(p.resolve()) for p in outputs])
+    except (VaultError, AudioFileError) as exc:
+        _remove(outputs)
+        raise RecordUnavailable(f"{call_id}: {exc}") from None
+    except BaseException:
+        _remove(outputs)
+        raise
+    return HandOut(digest, tuple(outputs))
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def set_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str,
+             approved_by: str | None) -> None:
+    """Legal hold (松本市 第7条5): kept past every rule until released."""
+    if not reason.strip():
+        raise RequestRefused("a hold needs a reason (--reason TEXT)")
+    row = sealed_row(store, call_id)
+    if row.held == hold:
+        raise RecordUnavailable(f"{call_id} is {'already' if hold else 'not'} held")
+    now = store.now()
+    store.index.update(call_id, held=hold, hold_reason=reason if hold else None,
+                       held_since=now.isoformat(timespec="seconds") if hold else None)
+    store.ledger.append(Event.HOLD_ADDED if hold else Event.HOLD_RELEASED, actor, now,
+                        reason=reason, approved_by=approved_by, call_id=call_id)
+
+
+def held_rows(store: Store) -> list[CallRow]:
+    return [row for row in store.index.rows() if row.held and not row.erased_at]
