@@ -14,9 +14,16 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
+from policy.announcement import Announcement
 from wire.g711 import SILENCE_BYTE, encode
-
 from wire.rtp import SAMPLES_PER_FRAME
+
+from .errors import AnnouncerError
+
+__all__ = ["DEFAULT_AUDIO", "AnnouncementAudio", "AudioError", "load_announcement", "load_audio"]
+
+DEFAULT_AUDIO = Path(__file__).resolve().parent / "data" / "default_announcement.wav"
+"""What callers hear when the policy names no file (python -m announcer.make_default_announcement)."""
 
 RATE = 8000
 MIN_SECONDS = 0.5
@@ -24,8 +31,8 @@ SILENT_DBFS = -50.0
 MAX_FILE_BYTES = 64 << 20
 
 
-class AudioError(ValueError):
-    """An announcement file that cannot be used; names the file and why."""
+class AudioError(AnnouncerError):
+    """An announcement file the administrator gave that cannot be used; names the file and why."""
 
     def __init__(self, path: Path, reason: str) -> None:
         self.path, self.reason = path, reason
@@ -86,3 +93,13 @@ def load_audio(path: Path, max_seconds: float) -> AnnouncementAudio:
         short = -len(data) % SAMPLES_PER_FRAME
         g711[law] = data + bytes([SILENCE_BYTE[law]]) * short
     return AnnouncementAudio(path, hashlib.sha256(raw).hexdigest(), seconds, g711)
+
+
+def load_announcement(rules: Announcement, base: Path | None = None) -> AnnouncementAudio:
+    """The policy's announcement as G.711.  A relative path is relative to the policy file's
+    folder (base); no path means the shipped default.  Raises AudioError naming the file and
+    the reason, so a reload can refuse the policy and keep the old one."""
+    path = rules.audio or DEFAULT_AUDIO
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return load_audio(path, rules.max_seconds)

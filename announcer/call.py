@@ -11,27 +11,35 @@ operator and the failure logged at error priority: a caller must reach a person.
 fails too is the call ended, logged as announcer.handover_failed.
 
 Logs carry the Call-ID but never a number, so excluded lines (and everyone else) stay out of logs.
+
+Where a call stands is a CallState; every move it may make is in CALL_TRANSITIONS, and Call._move,
+the one place the state changes, refuses any other.
 """
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import structlog
 
 from policy.announcement import NoticeDecision, Outcome
 from wire.sip import SipMessage, SipParseError, parse_uri
-from .outcomes import HandOverResult, NoticeOutcome
 
 from .config import HandOver
 from .effects import CallEnded, CallKey, RetargetPlayback, StartPlayback, StopPlayback
+from .errors import IllegalTransition
 from .media import NegotiationError, Stream, accept_answer, accept_offer, answer_sdp, offer_sdp
+from .outcomes import HandOverResult, NoticeOutcome
 from .sipmsg import Peer, new_tag, safe_number
-from .transaction import T1, T2, ClientNonInvite, ServerInvite, ServerNonInvite
+from .transaction import T1, T2, ClientNonInvite, InviteServerState, ServerInvite, ServerNonInvite
 
 if TYPE_CHECKING:
     from .ua import UserAgent
+
+__all__ = ["CALL_TRANSITIONS", "Call", "CallState", "remote_target_ok"]
 
 log = structlog.get_logger("callrec.announcer")
 
@@ -41,6 +49,40 @@ _OUTCOMES = {
     Outcome.NO_NOTICE_LINE: NoticeOutcome.NO_NOTICE_LINE,
     Outcome.NOT_INBOUND: NoticeOutcome.NOT_INBOUND,
     Outcome.DISABLED: NoticeOutcome.DISABLED,
+}
+
+
+class CallState(StrEnum):
+    """Where a call stands; a str, so logs keep the words they always had."""
+
+    RINGING = "ringing"  # the INVITE is not answered yet (ring_seconds)
+    ANSWERED = "answered"  # 200 sent; the ACK decides between playing and handing over at once
+    PLAYING = "playing"  # the announcement is playing (after the ACK, or as early media after 183)
+    REFERRING = "referring"  # REFER sent, not accepted yet
+    TRANSFERRING = "transferring"  # REFER accepted; following its NOTIFYs to a final status
+    CLOSING = "closing"  # BYE sent
+    ENDED = "ended"  # CallEnded emitted; nothing more happens to this call
+
+
+_C = CallState
+
+CALL_TRANSITIONS: Mapping[CallState, frozenset[CallState]] = {
+    # answered 200; early media after 183; CANCEL, BYE, no RTP port, or answered 302 at once
+    _C.RINGING: frozenset({_C.ANSWERED, _C.PLAYING, _C.ENDED}),
+    # ACK: play, or hand over at once (no notice, or stopping); BYE when the ACK never comes, its SDP
+    # answer is unusable, or no destination can be referred to
+    _C.ANSWERED: frozenset({_C.PLAYING, _C.REFERRING, _C.CLOSING, _C.ENDED}),
+    # played out or stopped: hand over; BYE as from ANSWERED; the caller leaves, or 302 after early media
+    _C.PLAYING: frozenset({_C.REFERRING, _C.CLOSING, _C.ENDED}),
+    # a failed REFER is followed by a second one to the operator
+    _C.REFERRING: frozenset({_C.REFERRING, _C.TRANSFERRING, _C.CLOSING, _C.ENDED}),
+    # a NOTIFY with an error, or none in time: refer to the operator
+    _C.TRANSFERRING: frozenset({_C.REFERRING, _C.CLOSING, _C.ENDED}),
+    # CLOSING -> REFERRING is what the code does, not a design: when a re-INVITE's 2xx goes
+    # unacknowledged during a hand-over, the BYE leaves the refer/notify deadline running, and its
+    # fallback REFERs the operator after the BYE. Kept so that this table changes no behaviour.
+    _C.CLOSING: frozenset({_C.REFERRING, _C.ENDED}),
+    _C.ENDED: frozenset(),
 }
 
 
@@ -73,7 +115,7 @@ class Call:
         self.remote_cseq = invite.cseq[0]
         self.offerless = not invite.body
         self.mode = ua.config.hand_over if not self.offerless else HandOver.REFER
-        self.state = "ringing"
+        self.state = CallState.RINGING
         self.stream: Stream | None = None
         self.port: int | None = None
         self.session_id = secrets.randbelow(1 << 31)
@@ -96,9 +138,16 @@ class Call:
 
     def handle_timer(self, now: float) -> None:
         for name, deadline in sorted(self.deadlines.items(), key=lambda item: item[1]):
-            if deadline <= now and self.deadlines.get(name) == deadline and self.state != "ended":
+            if deadline <= now and self.deadlines.get(name) == deadline and self.state is not CallState.ENDED:
                 del self.deadlines[name]
                 self._fire(name, now)
+
+    def _move(self, new: CallState) -> None:
+        """The only way the state changes, so a move CALL_TRANSITIONS does not draw fails where it
+        is made instead of leaving a call that no event can end."""
+        if new not in CALL_TRANSITIONS[self.state]:
+            raise IllegalTransition(f"call {self.call_id} cannot move from {self.state} to {new}")
+        self.state = new
 
     def _fire(self, name: str, now: float) -> None:
         if name == "answer":
@@ -149,7 +198,7 @@ class Call:
         headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY, INFO"))
         data = self.ua.respond(self.invite_txn, 200, "OK", to_tag=self.local_tag, now=now, headers=headers,
                                body=body)
-        self.state = "answered"
+        self._move(CallState.ANSWERED)
         self._await_ack(self.remote_cseq, data, self.offerless, now)
 
     def _sdp(self) -> bytes:
@@ -184,7 +233,7 @@ class Call:
                 self._bye(now)
                 return
             self._retarget(stream)
-        if self.state == "answered":
+        if self.state is CallState.ANSWERED:
             if self.decision.announce and not self.interrupted:
                 self._play(now)
             else:
@@ -193,18 +242,18 @@ class Call:
     def _retarget(self, stream: Stream) -> None:
         first = self.stream is None
         self.stream = stream
-        if not first and self.state == "playing":
+        if not first and self.state is CallState.PLAYING:
             self.ua.emit(RetargetPlayback(self.key, stream, self.ua.audio.g711[stream.law]))
 
     def _play(self, now: float) -> None:
         assert self.stream is not None and self.port is not None
-        self.state = "playing"
+        self._move(CallState.PLAYING)
         self.announced_from = now
         log.info("announcer.playing", call_id=self.call_id, law=self.stream.law)
         self.ua.emit(StartPlayback(self.key, self.port, self.stream, self.ua.audio.g711[self.stream.law]))
 
     def playback_done(self, now: float) -> None:
-        if self.state != "playing":
+        if self.state is not CallState.PLAYING:
             return
         self.announced_to = now
         self.completed_playback = True
@@ -246,7 +295,7 @@ class Call:
         if target is None:
             self._fallback(now, "no usable destination")
             return
-        self.state = "referring"
+        self._move(CallState.REFERRING)
         self.refer_txn = self._request("REFER", [("Refer-To", f"<{target}>"),
                                                  ("Referred-By", f"<{self.local_uri}>")], now)
         self.deadlines["refer"] = now + self.ua.config.refer_timeout
@@ -285,35 +334,35 @@ class Call:
         return self.ua.request(self, self.peer, method, self.remote_target, out, now)
 
     def _bye(self, now: float) -> None:
-        if self.state in ("closing", "ended"):
+        if self.state in (CallState.CLOSING, CallState.ENDED):
             return
         self._stop_media()
-        self.state = "closing"
+        self._move(CallState.CLOSING)
         self._request("BYE", [], now)
 
     def on_response(self, txn: ClientNonInvite, message: SipMessage, now: float) -> None:
         status = message.status or 0
-        if self.state == "ended" or status < 200:
+        if self.state is CallState.ENDED or status < 200:
             return
         if txn.method == "BYE":
             self._end(now)
-        elif txn.method == "REFER" and txn is self.refer_txn and self.state == "referring":
+        elif txn.method == "REFER" and txn is self.refer_txn and self.state is CallState.REFERRING:
             self.deadlines.pop("refer", None)
             self.refer_txn = None
             if status < 300:
-                self.state = "transferring"
+                self._move(CallState.TRANSFERRING)
                 self.deadlines["notify"] = now + self.ua.config.notify_timeout
             else:
                 self._fallback(now, f"REFER answered {status}")
 
     def on_timeout(self, txn: ClientNonInvite, now: float) -> None:
-        if txn.method == "BYE" and self.state != "ended":
+        if txn.method == "BYE" and self.state is not CallState.ENDED:
             log.warning("announcer.bye_unanswered", call_id=self.call_id)
             self._end(now)
 
     # ---- requests from the PBX --------------------------------------------------
     def on_cancel(self, now: float) -> None:
-        if self.invite_txn.state != "proceeding":
+        if self.invite_txn.state is not InviteServerState.PROCEEDING:
             return
         self.ua.respond(self.invite_txn, 487, "Request Terminated", to_tag=self.local_tag, now=now)
         log.info("announcer.cancelled", call_id=self.call_id)
@@ -325,13 +374,13 @@ class Call:
             self.remote_cseq = request.cseq[0]
         if method == "BYE":
             self.ua.respond(txn, 200, "OK", now=now)
-            if self.state == "transferring" or self.state == "closing":
+            if self.state in (CallState.TRANSFERRING, CallState.CLOSING):
                 # The PBX ends our leg once it has moved the caller.
-                if self.state == "transferring":
+                if self.state is CallState.TRANSFERRING:
                     log.info("announcer.handed_over", call_id=self.call_id, hand_over=str(self.hand_over))
                 self._end(now)
             else:
-                log.info("announcer.caller_hung_up", call_id=self.call_id, state=self.state)
+                log.info("announcer.caller_hung_up", call_id=self.call_id, state=str(self.state))
                 self._caller_left(now)
         elif method == "INVITE":
             assert isinstance(txn, ServerInvite)
@@ -370,13 +419,13 @@ class Call:
             self.ua.respond(txn, 489, "Bad Event", now=now)
             return
         self.ua.respond(txn, 200, "OK", now=now)
-        if self.state == "referring":
+        if self.state is CallState.REFERRING:
             # RFC 3515 §2.4.4: a NOTIFY may overtake the 202; it says the REFER was accepted.
             self.deadlines.pop("refer", None)
             self.refer_txn = None
-            self.state = "transferring"
+            self._move(CallState.TRANSFERRING)
             self.deadlines["notify"] = now + self.ua.config.notify_timeout
-        if self.state != "transferring":
+        if self.state is not CallState.TRANSFERRING:
             return
         found = _SIPFRAG_STATUS.match(request.body)
         status = int(found.group(1)) if found else 0
@@ -392,21 +441,21 @@ class Call:
     def stop(self, now: float) -> None:
         """The service is stopping: skip what is left of the announcement and hand over now."""
         self.interrupted = True
-        if self.state == "ringing":
+        if self.state is CallState.RINGING:
             self.deadlines.pop("answer", None)
             self._answer(now)
-        elif self.state == "playing":
+        elif self.state is CallState.PLAYING:
             self.announced_to = now
             self.ua.emit(StopPlayback(self.key))
             self._hand_over(now)
 
     def _caller_left(self, now: float) -> None:
-        if self.state == "playing":
+        if self.state is CallState.PLAYING:
             self.announced_to = now
         self._end(now)
 
     def _stop_media(self) -> None:
-        if self.state == "playing":
+        if self.state is CallState.PLAYING:
             self.ua.emit(StopPlayback(self.key))
 
     def _outcome(self) -> NoticeOutcome:
@@ -419,10 +468,10 @@ class Call:
         return NoticeOutcome.CALLER_HUNG_UP
 
     def _end(self, now: float) -> None:
-        if self.state == "ended":
+        if self.state is CallState.ENDED:
             return
         self._stop_media()
-        self.state = "ended"
+        self._move(CallState.ENDED)
         self.deadlines.clear()
         excluded = self.decision.excluded
         self.ua.call_ended(self, CallEnded(

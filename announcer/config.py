@@ -17,6 +17,8 @@ from policy.loader import read_yaml, validate
 from policy.schema import Network, networks
 from policy.strict import Strict
 
+__all__ = ["AnnouncerConfig", "load_announcer_config"]
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

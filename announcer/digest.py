@@ -10,11 +10,16 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from wire.errors import RemoteInputError
+
+from .errors import AnnouncerError
+
 _ALGORITHMS = {"MD5": "md5", "SHA-256": "sha256"}
 
 
-class DigestError(ValueError):
-    """A challenge the announcer cannot answer; the message says why."""
+class DigestError(AnnouncerError, RemoteInputError):
+    """A registrar's challenge the announcer cannot answer (the registrar's input, not our bug);
+    the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .outcomes import HandOverResult, NoticeOutcome
-
 from .media import Stream
+from .outcomes import HandOverResult, NoticeOutcome
 
 CallKey = tuple[str, str]  # (Call-ID, the PBX's tag)
 

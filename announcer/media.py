@@ -10,15 +10,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from wire.errors import RemoteInputError
+from wire.rtp import PAYLOAD_TYPES
 from wire.sdp import SdpParseError, SessionDescription, parse_sdp
 
-from wire.rtp import PAYLOAD_TYPES
+from .errors import AnnouncerError
 
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "recvonly": "sendonly", "sendonly": "recvonly", "inactive": "inactive"}
 
 
-class NegotiationError(ValueError):
-    """The offer (or answer) has no usable G.711 audio stream."""
+class NegotiationError(AnnouncerError, RemoteInputError):
+    """The PBX's offer (or answer) has no usable G.711 audio stream (the PBX's input, not our bug)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,17 +19,19 @@ import structlog
 
 from policy.decide import PolicyDecider
 from policy.schema import Policy
-from wire.sip import SipParseError, SipStreamFramer
 from storage.notices import Notice, NoticeLog
+from wire.rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
+from wire.sip import SipParseError, SipStreamFramer
 
 from .audio import AnnouncementAudio
 from .config import AnnouncerConfig
 from .effects import CallEnded, CallKey, ReleasePort, RetargetPlayback, StartPlayback, StopPlayback
 from .media import Stream
-from wire.rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
 from .sipmsg import Peer
 from .transaction import Send
 from .ua import UserAgent
+
+__all__ = ["AnnouncerService"]
 
 log = structlog.get_logger("callrec.announcer")
 
@@ -105,7 +107,7 @@ class _SipDatagrams(asyncio.DatagramProtocol):
 
 
 class AnnouncerService:
-    """The announcer as a service the daemon (or `python -m announcer`) runs: start(), stop()."""
+    """The announcer as a service the daemon (or `callrec announcer`) runs: start(), stop()."""
 
     def __init__(self, config: AnnouncerConfig, policy: Policy, audio: AnnouncementAudio, index_path: Path) -> None:
         self.config = config

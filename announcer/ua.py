@@ -27,7 +27,16 @@ from .media import NegotiationError, accept_offer
 from .register import Registrar
 from .sipmsg import ALLOW, Peer, new_branch, render, response, via
 from .transaction import (
-    ClientNonInvite, Response, Send, ServerInvite, ServerNonInvite, TimedOut, TransactionTable, client_key, server_key,
+    ClientNonInvite,
+    InviteServerState,
+    Response,
+    Send,
+    ServerInvite,
+    ServerNonInvite,
+    TimedOut,
+    TransactionTable,
+    client_key,
+    server_key,
 )
 
 log = structlog.get_logger("callrec.announcer")
@@ -185,7 +194,7 @@ class UserAgent:
                 self.send(peer, response(request, 400, "Missing Via Branch"))
             return
         existing = self.table.server.get(key)
-        if existing is not None and not (request.method == "ACK" and existing.state == "accepted"):
+        if existing is not None and not (request.method == "ACK" and existing.state is InviteServerState.ACCEPTED):
             self._run(existing.receive(request, now), now)
             return
         if request.method == "ACK":

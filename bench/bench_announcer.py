@@ -1,6 +1,6 @@
 """200 simultaneous announcements: RTP pacing of every stream and CPU per announcement.
 
-The announcer runs alone (`python -m announcer`) in one network namespace; SIPp plays the PBX in
+The announcer runs alone (`callrec announcer`) in one network namespace; SIPp plays the PBX in
 another and places N calls (the REFER scenario of the tests, default announcement, 6.9 s); tcpdump
 on the PBX's side records the wire. Pacing is measured per RTP stream (SSRC) from the capture
 timestamps: the 95th percentile of the inter-packet gap must be within 20 ms ± 2 ms. CPU is the

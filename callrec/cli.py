@@ -22,11 +22,13 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
 from wire.errors import CallrecError
 
-from . import cmd_records, logs
+from . import cmd_announcer, cmd_records, logs
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
 from .replay import replay
+
+__all__ = ["build_parser", "main"]
 
 log = structlog.get_logger("callrec.cli")
 
@@ -179,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calls_show)
 
     cmd_records.add_parsers(sub, calls, common)
+
+    cmd_announcer.add_parser(sub)
 
     p = sub.add_parser("run", help="record live from the configured interfaces (foreground, for systemd)")
     p.add_argument("--config", type=Path, help="daemon config file (YAML); default: built-in, capture on lo")

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from announcer.audio import AnnouncementAudio, AudioError
+from announcer.audio import AnnouncementAudio, AudioError, load_announcement
 from announcer.service import AnnouncerService
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
@@ -224,7 +224,7 @@ class Daemon:
 
     def _announcement(self, policy: Policy) -> AnnouncementAudio:
         """The policy's announcement, a relative path read beside the policy file."""
-        return policy.announcement.load_audio(self.config.policy.parent if self.config.policy else None)
+        return load_announcement(policy.announcement, self.config.policy.parent if self.config.policy else None)
 
     def _note_policy(self) -> None:
         """A ledger entry whenever the policy in force changes (its hash)."""

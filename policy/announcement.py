@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, model_validator
 
-from announcer.audio import AnnouncementAudio, load_audio
-
 from .strict import Strict
+
+__all__ = ["Announcement", "NoticeDecision", "NoticeLine", "NoticeReason", "Outcome", "decide_notice"]
 
 if TYPE_CHECKING:
     from .decide import PolicyDecider
 
-DEFAULT_AUDIO = Path(__file__).resolve().parents[1] / "announcer" / "data" / "default_announcement.wav"
 NUMBER_PATTERN = r"^\+?[0-9()\- .]+$"
 
 
@@ -52,22 +51,15 @@ class NoticeLine(Strict):
 
 
 class Announcement(Strict):
+    """The notice itself.  `audio` is only a path (relative to the policy file; none means the
+    shipped default): the announcer reads and checks the file, so loading a policy reads no
+    audio."""
+
     enabled: bool = True
     audio: Path | None = None
     max_seconds: Annotated[float, Field(gt=0, le=60)] = 30.0
     lines: list[NoticeLine] = []
 
-    @property
-    def audio_path(self) -> Path:
-        return self.audio or DEFAULT_AUDIO
-
-    def load_audio(self, base: Path | None = None) -> AnnouncementAudio:
-        """The audio as G.711; a relative path is relative to the policy file's folder (base).
-        Raises announcer.audio.AudioError naming the file and the reason."""
-        path = self.audio_path
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return load_audio(path, self.max_seconds)
 
 
 class Outcome(StrEnum):

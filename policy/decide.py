@@ -10,6 +10,8 @@ from typing import Iterable
 
 from .schema import Policy
 
+__all__ = ["Classification", "Direction", "PolicyDecider", "normalise_number"]
+
 
 class Direction(enum.StrEnum):
     INBOUND = "inbound"

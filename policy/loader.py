@@ -18,6 +18,8 @@ from wire.errors import CallrecError
 
 from .schema import Policy
 
+__all__ = ["PolicyError", "load_policy", "parse_policy", "read_yaml", "validate"]
+
 M = TypeVar("M", bound=BaseModel)
 
 MAX_POLICY_BYTES = 1 << 20

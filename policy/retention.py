@@ -37,6 +37,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .strict import Strict
 
+__all__ = ["Listening", "ONE_DAY", "Period", "Retention", "describe"]
+
 if TYPE_CHECKING:
     from .schema import Policy
 

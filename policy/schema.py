@@ -16,6 +16,8 @@ from .announcement import Announcement
 from .retention import Listening, Retention
 from .strict import Strict
 
+__all__ = ["Network", "Policy", "networks"]
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

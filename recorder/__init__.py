@@ -1,1 +1,11 @@
-"""Capture decoding, SIP/SDP, RTP and audio writing: packets in, recordings out."""
+"""Capture and the call-recording cores: packets in, recordings out through a sink.
+
+`record` is the whole of what storage sees (a frozen call snapshot, the
+result of a call and the sink protocols); `engine`, `capture_file` and
+`live_capture` are what the daemon and the CLI drive.  Link and IP decoding,
+call tracking, RTP timing and interleaving stay inside.
+
+`__all__` names the modules others may import; each module's own `__all__`
+names what it offers.
+"""
+__all__ = ["capture_file", "engine", "errors", "live_capture", "record"]

@@ -23,6 +23,8 @@ from .netdecode import PacketDecoder, split_flow
 from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
 from .stream import RtpStream
 
+__all__ = ["Recorder"]
+
 RATE = 8000
 G711 = frozenset(("PCMU", "PCMA"))
 # Audio is committed to the file this long after the wall clock, leaving

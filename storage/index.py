@@ -15,6 +15,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
 
+__all__ = ["CallIndex", "CallRow", "SideFile", "connect", "iso"]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     id TEXT PRIMARY KEY,

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .durable import fsync_dir, write_all
 from .errors import StorageError
 
+__all__ = ["KEY_SIZE", "MasterKey", "MasterKeyError", "MasterKeyMissing", "create_key_file", "load_master_key"]
+
 log = structlog.get_logger("callrec.keys")
 
 KEY_SIZE = 32

@@ -46,6 +46,8 @@ import structlog
 from .durable import fsync_dir, write_all
 from .errors import StorageError
 
+__all__ = ["Event", "Ledger", "LedgerEntry", "LedgerError"]
+
 log = structlog.get_logger("callrec.ledger")
 
 KEY_LABEL = "callrec ledger v1"

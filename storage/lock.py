@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import StorageError
 
+__all__ = ["DataDirBusy", "DataDirLock"]
+
 
 class DataDirBusy(StorageError):
     """Another callrec process holds this data folder (one writer per folder)."""

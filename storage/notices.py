@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 from .index import connect, iso
 
+__all__ = ["EXCLUDED", "Notice", "NoticeLog", "NoticeRow"]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
     id TEXT PRIMARY KEY,

@@ -26,6 +26,8 @@ from .layout import RECORDINGS, ensure_private_dir
 from .notices import NoticeLog, NoticeRow
 from .vault import VaultError, repair_vault, shred
 
+__all__ = ["DEFAULT_MIN_FREE_BYTES", "RecordingStore"]
+
 log = structlog.get_logger("callrec.storage")
 
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024

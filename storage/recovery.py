@@ -15,6 +15,8 @@ from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .vault import VaultError, repair_vault, shred
 
+__all__ = ["recover_unfinished"]
+
 log = structlog.get_logger("callrec.storage")
 
 END_REASON = "recovered_after_crash"

@@ -20,6 +20,8 @@ from .keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file, 
 from .layout import INDEX_FILE, default_key_file, ensure_private_dir
 from .ledger import KEY_LABEL, Ledger
 
+__all__ = ["Store", "StoreError", "actor"]
+
 KEY_ID_SETTING = "master_key_id"
 
 

@@ -31,6 +31,8 @@ from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
 from .store import Store
 from .vault import shred
 
+__all__ = ["SweepResult", "sweep"]
+
 log = structlog.get_logger("callrec.storage")
 
 LOCK_FILE = "sweep.lock"

@@ -17,6 +17,8 @@ from .layout import RECORDINGS
 from .store import Store
 from .vault import VaultError
 
+__all__ = ["Finding", "Report", "verify_store"]
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:

@@ -18,6 +18,8 @@ from .ledger import Event
 from .store import Store
 from .vault import shred
 
+__all__ = ["WipeResult", "destroy_key_file", "wipe_all"]
+
 log = structlog.get_logger("callrec.storage")
 
 

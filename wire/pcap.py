@@ -18,6 +18,8 @@ from typing import Literal
 
 from .errors import WireFormatError
 
+__all__ = ["CaptureDecoder", "CaptureFormatError", "Frame", "MAX_CAPLEN"]
+
 Frame = tuple[float, int, bytes]
 
 MAX_CAPLEN = 256 * 1024

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+__all__ = ["LINKTYPE_RAW", "pcap_file_header", "pcap_record"]
+
 LINKTYPE_RAW = 101
 _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
