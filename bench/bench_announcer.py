@@ -19,13 +19,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from sipp.netns import Lab  # noqa: E402
 
 from tests.announcer.lab import ANNOUNCER_IP, PBX_MEDIA_PORT, Announcer, Capture, build, config_text, sipp  # noqa: E402
 from tests.interop import tshark_fields  # noqa: E402
+from tests.sipp.netns import Lab  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

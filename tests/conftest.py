@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sipp.captures import Captures, make_captures
-from sipp.netns import LabError
+from tests.sipp.captures import Captures, make_captures
+from tests.sipp.netns import LabError
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from announcer.audio import AudioError, load_audio
-from policy.announcement import DEFAULT_AUDIO, Announcement
+from announcer.audio import DEFAULT_AUDIO, AudioError, load_announcement, load_audio
+from policy.announcement import Announcement
 from wire.g711 import ALAW_TO_PCM16, ULAW_TO_PCM16, decode, encode
 from tests.interop import REPO, need
 
@@ -28,7 +28,7 @@ def test_the_script_reproduces_the_shipped_default_byte_for_byte(tmp_path: Path)
 def test_default_is_8k_mono_and_loads() -> None:
     info = soundfile.info(DEFAULT_AUDIO)
     assert (info.samplerate, info.channels) == (8000, 1)
-    audio = Announcement().load_audio()
+    audio = load_announcement(Announcement())
     assert audio.path == DEFAULT_AUDIO and 5 < audio.seconds < 10
     assert len(audio.g711["PCMU"]) % 160 == 0 and len(audio.g711["PCMU"]) == len(audio.g711["PCMA"])
     pcm = np.frombuffer(decode("PCMU", audio.g711["PCMU"]), "<i2")
@@ -80,5 +80,5 @@ def test_unusable_files_are_refused_with_file_and_reason(tmp_path: Path, make, r
 
 def test_relative_audio_is_relative_to_the_policy(tmp_path: Path) -> None:
     _write(tmp_path / "mine.wav", 1)
-    audio = Announcement(audio=Path("mine.wav")).load_audio(tmp_path)
+    audio = load_announcement(Announcement(audio=Path("mine.wav")), tmp_path)
     assert audio.path == tmp_path / "mine.wav"

@@ -10,26 +10,11 @@ from announcer.sipmsg import Peer
 from announcer.transaction import T1, T2
 from policy.schema import Policy
 from wire.sdp import parse_sdp
-from wire.sip import SipMessage
 from announcer.outcomes import HandOverResult, NoticeOutcome
 from tests.announcer.pbx import (
-    CALLER, DID, PBX, SDP_PCMA, SDP_PCMU, Harness, ack_for, answer, cancel, find, invite, notify, request,
+    CALLER, DID, KEY, PBX, SDP_PCMA, SDP_PCMU, Harness, ack_for, answer, answered, cancel, find, invite, notify,
+    referred, request,
 )
-
-KEY = ("call-1@pbx", "pbx1")
-
-
-def answered(h: Harness, body: bytes = SDP_PCMU) -> SipMessage:
-    out = h.deliver(invite(body=body))
-    assert [m.status for m in out] == [100, 200]
-    ok = out[1]
-    h.deliver(ack_for(ok, branch="z9hG4bKack1", body=b"" if body else SDP_PCMA))
-    return ok
-
-
-def referred(h: Harness) -> SipMessage:
-    out = h.playback_done(KEY)
-    return find(out, method="REFER")
 
 
 def test_refer_mode_full_call() -> None:

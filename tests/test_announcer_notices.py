@@ -28,11 +28,11 @@ def test_record_get_find(tmp_path: Path) -> None:
     log.record(notice(sip_call_id="c2@pbx", received_at=T0 + 30))
     log.record(notice(sip_call_id="c3@pbx", calling_number="0311112222"))
     row = log.get(first)
-    assert row is not None and row["announced_from"].endswith("+09:00") and row["announced_from"][:10] == "2026-09-21"
-    assert row["outcome"] == "announced" and row["hand_over"] == "refer"
-    assert [r["sip_call_id"] for r in log.find("09011112222", "0355550100", T0 + 25, 10)] == ["c2@pbx"]
-    assert [r["sip_call_id"] for r in log.find("09011112222", "0355550100", T0 + 25, 60)] == ["c2@pbx", "c1@pbx"]
-    assert log.find("09011112222", "0355550100", T0 + 1000, 60) == []
+    assert row is not None and row.announced_from.endswith("+09:00") and row.announced_from[:10] == "2026-09-21"
+    assert row.outcome == "announced" and row.hand_over == "refer"
+    assert [r.sip_call_id for r in log.find("09011112222", "0355550100", T0 + 15, T0 + 35)] == ["c2@pbx"]
+    assert [r.sip_call_id for r in log.find("09011112222", "0355550100", T0 - 35, T0 + 85)] == ["c1@pbx", "c2@pbx"]
+    assert log.find("09011112222", "0355550100", T0 + 940, T0 + 1060) == []
     assert log.get("nope") is None
     log.close()
     assert (tmp_path / "index.sqlite3").stat().st_mode & 0o777 == 0o600
@@ -42,7 +42,7 @@ def test_excluded_rows_keep_no_number(tmp_path: Path) -> None:
     log = NoticeLog(tmp_path / "index.sqlite3")
     row = log.get(log.record(notice(outcome=NoticeOutcome.EXCLUDED, hand_over=HandOverResult.REFER)))
     assert row is not None
-    assert (row["calling_number"], row["called_number"], row["destination"]) == (None, None, None)
+    assert (row.calling_number, row.called_number, row.destination) == (None, None, None)
     raw = (tmp_path / "index.sqlite3").read_bytes() + (tmp_path / "index.sqlite3-wal").read_bytes()
     assert b"0355550100" not in raw and b"09011112222" not in raw
 

@@ -1,4 +1,4 @@
-"""The announcer end to end: `python -m announcer` in one network namespace, SIPp as the PBX in
+"""The announcer end to end: `callrec announcer` in one network namespace, SIPp as the PBX in
 another, tcpdump on the PBX's side and tshark as the judge of what was on the wire.
 
 Needs root, iproute2, sip-tester, tcpdump and tshark (CI runs as root and installs them); without
@@ -15,17 +15,16 @@ import numpy as np
 import pytest
 import soundfile
 
-from announcer.audio import load_audio
-from policy.announcement import DEFAULT_AUDIO
-from sipp.netns import Lab
+from announcer.audio import DEFAULT_AUDIO, load_audio
 from tests.announcer import scenarios
 from tests.announcer.lab import (
     ANNOUNCER_IP, CALLER, DID, OPERATOR, PBX_IP, PBX_MEDIA_PORT, PBX_SIP_PORT, SIPP_TIMEOUT, STRANGER_IP, Announcer,
     Capture, Net, build, config_text, sipp,
 )
 from tests.interop import tshark_fields
+from tests.sipp.netns import Lab
 
-pytestmark = pytest.mark.netns
+pytestmark = pytest.mark.root
 
 TONE_POLICY = "announcement:\n  audio: tone.wav\n"
 

@@ -11,7 +11,7 @@ from announcer.config import AnnouncerConfig, load_announcer_config
 from announcer.digest import Challenge, DigestError, authorization, parse_challenge, response_value
 from announcer.media import NegotiationError, accept_offer, answer_sdp
 from wire.rtp import Packetiser, frames
-from announcer.sipmsg import Peer, safe_number
+from announcer.sipmsg import safe_number
 from announcer.transaction import (
     T1, T2, T4, ClientNonInvite, Response, Send, ServerInvite, ServerNonInvite, TimedOut, server_key,
 )
@@ -19,21 +19,7 @@ from policy.loader import PolicyError
 from wire.sdp import parse_sdp
 from wire.sip import parse_sip
 from tests.announcer.pbx import SDP_PCMU, invite
-
-UDP = Peer("udp", "192.0.2.10", 5060)
-TCP = Peer("tcp", "192.0.2.10", 40000)
-
-
-def run_timers(txn, start: float, end: float) -> list[tuple[float, object]]:
-    out = []
-    while (deadline := txn.get_timer()) is not None and deadline <= end:
-        out += [(deadline, e) for e in txn.handle_timer(deadline)]
-    return out
-
-
-def status(code: int, method: str = "REFER") -> bytes:
-    return (f"SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.20;branch=z9hG4bKc\r\nFrom: <sip:a@h>;tag=1\r\n"
-            f"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 5 {method}\r\nContent-Length: 0\r\n\r\n").encode()
+from tests.announcer.transactions import TCP, UDP, run_timers, status
 
 
 # ---- transactions ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from storage.recordings import RecordingStore
 from storage.store import Store
 from storage.sweep import sweep
 from tests.builders import PBX, TRUNK
-from tests.test_engine import POLICY, T0, bye, media, signalling
+from tests.call_frames import POLICY, T0, bye, media, signalling
 
 CAPACITY = 1024 * 1024
 CALLS = 40
@@ -41,9 +41,9 @@ def test_ring_wraps_within_capacity_oldest_first_holds_kept(tmp_path: Path) -> N
             for ts, frame in sorted(frames, key=lambda f: f[0]):
                 recorder.feed_frame(ts, 1, frame)
             recorder.advance(start + 30)
-            newest = next(r for r in store.index.rows() if r.values["sip_call_id"] == f"c{n}@x")
+            newest = next(r for r in store.index.rows() if r.sip_call_id == f"c{n}@x")
             order.append(newest.id)
-            call_size = max(call_size, newest.values["size_bytes"])
+            call_size = max(call_size, newest.size_bytes)
             assert store.index.used_bytes() <= CAPACITY, f"after call {n}: {store.index.used_bytes()} bytes"
             if n in (3, 4):
                 store.index.update(newest.id, held=True, hold_reason="訴訟", held_since="2025-01-01")

@@ -17,6 +17,18 @@ from bench.gen_calls import write_pcap
 from tests.interop import REPO, calls, capture, recording_bytes, run_cli
 
 
+def _open_recordings(index: Path) -> int:
+    """Recordings with audio not yet sealed; 0 until the replay has made the index and its table."""
+    if not index.exists():
+        return 0
+    with sqlite3.connect(index) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM calls WHERE audio_frames IS NULL "
+                                  "AND audio_path IS NOT NULL").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
 def test_truncated_capture_keeps_what_came_before(tmp_path: Path) -> None:
     original = capture("sip-rtp-g711.pcap").read_bytes()
     cut = tmp_path / "cut.pcap"
@@ -90,11 +102,8 @@ def test_kill_9_mid_call_leaves_playable_indexed_recordings(tmp_path: Path) -> N
     try:
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            if index.exists():
-                with sqlite3.connect(index) as db:
-                    if db.execute("SELECT count(*) FROM calls WHERE audio_frames IS NULL "
-                                  "AND audio_path IS NOT NULL").fetchone()[0] >= 40:
-                        break
+            if _open_recordings(index) >= 40:
+                break
         time.sleep(0.5)
         assert proc.poll() is None, "the replay ended before it could be killed"
         proc.send_signal(signal.SIGKILL)

@@ -16,8 +16,11 @@ import pytest
 import soundfile
 
 from tests.builders import PBX, TRUNK, write_pcap
+from tests.call_frames import bye, media, signalling
 from tests.interop import REPO, calls, recording, recording_bytes, run_cli
 from tests.sipp.netns import Lab, preflight
+
+pytestmark = pytest.mark.root
 
 
 class LiveDaemon:
@@ -188,8 +191,6 @@ def test_minimum_period_at_risk_stops_recording_until_capacity_grows(daemon: Liv
     with only recordings inside their minimum makes the daemon stop
     recording new calls, say so in `callrec status` (unhealthy) and the log;
     raising the capacity (SIGHUP) resumes recording at the next sweep."""
-    from tests.test_engine import bye, media, signalling
-
     start = time.time() - 300
     up, _ = media(start + 1.05, 70, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
     frames = signalling("old@test", t=start, tport=21000, pport=41000) + up + bye(start + 72, "old@test")
@@ -257,8 +258,6 @@ def test_a_new_call_makes_room_before_the_store_passes_its_capacity(daemon: Live
     """With an hour between periodic sweeps, a call that starts on a store
     just under its capacity makes the ring erase the oldest recording at
     once, not an hour later."""
-    from tests.test_engine import bye, media, signalling
-
     start = time.time() - 300
     up, _ = media(start + 1.05, 50, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
     frames = signalling("old@test", t=start, tport=21000, pport=41000) + up + bye(start + 52, "old@test")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import soundfile
 
 from policy.decide import PolicyDecider
@@ -17,8 +18,10 @@ from recorder.engine import Recorder
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
+from tests.call_frames import POLICY, T0, bye, media, signalling
 from tests.interop import recording_bytes, store_key
-from tests.test_engine import POLICY, T0, bye, media, signalling
+
+pytestmark = pytest.mark.root
 
 
 def test_disk_full_stops_cleanly_and_recording_resumes(small_disk: Callable[[str], Path]) -> None:
@@ -39,7 +42,7 @@ def test_disk_full_stops_cleanly_and_recording_resumes(small_disk: Callable[[str
     for ts, frame in sorted(frames, key=lambda f: f[0]):
         recorder.feed_frame(ts, 1, frame)
     recorder.finish()
-    first, second = [r.values for r in index.rows()]
+    first, second = [r.as_dict() for r in index.rows()]
     index.close()
     assert first["end_reason"] == "write_failed" and not first["complete"]
     kept = recording_bytes(data, first)

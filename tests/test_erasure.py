@@ -4,7 +4,6 @@ a small ext4 filesystem on a loop device."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,10 @@ import pytest
 from wire.g711 import encode
 from storage.keys import create_key_file
 from storage.vault import VaultWriter, open_vault, read_header, shred
-from tests.test_vault import framing
+from tests.disk_image import detach, found, needles, require_tools, run
+from tests.vault_framing import framing
+
+pytestmark = pytest.mark.root
 
 
 def g711_speechlike(seconds: int) -> bytes:
@@ -26,32 +28,6 @@ def g711_speechlike(seconds: int) -> bytes:
     right = 6000 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 900, t.size)
     samples = np.stack([left, right], axis=1).ravel().clip(-32000, 32000)
     return encode("PCMU", samples.astype(np.int16))
-
-
-def needles(data: bytes, count: int, size: int = 48) -> list[bytes]:
-    step = max(1, (len(data) - size) // count)
-    return [data[start : start + size] for start in range(0, len(data) - size + 1, step)][:count]
-
-
-def found(image: bytes, wanted: list[bytes]) -> list[int]:
-    return [number for number, needle in enumerate(wanted) if needle in image]
-
-
-def run(*command: str) -> None:
-    subprocess.run(command, check=True, timeout=60, capture_output=True)
-
-
-def require_tools() -> None:
-    assert os.geteuid() == 0, "the erasure test mounts an ext4 image on a loop device and must run as root (CI does)"
-    for tool, package in (("mkfs.ext4", "e2fsprogs"), ("losetup", "mount"), ("mount", "mount")):
-        assert shutil.which(tool), f"{tool} is missing: apt-get install {package}"
-
-
-def detach(image: Path) -> None:
-    """Whatever loop device still holds the image goes, even after a failure."""
-    listed = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True, timeout=30)
-    for line in listed.stdout.splitlines():
-        subprocess.run(["losetup", "-d", line.split(":", 1)[0]], timeout=30)
 
 
 def test_shredded_vault_leaves_nothing_in_the_disk_image(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from recorder.engine import Recorder
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
+from tests.call_frames import POLICY, T0, bye, media, signalling
 from tests.interop import store_key
-from tests.test_engine import POLICY, T0, bye, media, signalling
 
 
 class FailingIndex(CallIndex):
@@ -36,7 +36,7 @@ class FailingIndex(CallIndex):
         super().update(call_id, **values)
 
     def get_row_state(self, sip_call_id: str) -> str:
-        return next(r.values["state"] for r in self.rows() if r.values["sip_call_id"] == sip_call_id)
+        return next(r.state for r in self.rows() if r.sip_call_id == sip_call_id)
 
 
 def call(recorder: Recorder, n: int) -> None:
@@ -65,7 +65,7 @@ def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -
         index.failing = False
         call(recorder, 1)
         recorder.finish()
-    rows = [r.values for r in index.rows()]
+    rows = [r.as_dict() for r in index.rows()]
     index.close()
     assert [r["sip_call_id"] for r in rows] == ["c1@x"] and rows[0]["complete"]
     files = [p.name for p in (data / "recordings").rglob("*.vault")]
@@ -85,7 +85,7 @@ def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) ->
     index.failing = False
     call(recorder, 1)
     recorder.finish()
-    rows = {r.values["sip_call_id"]: r.values for r in index.rows()}
+    rows = {r.sip_call_id: r.as_dict() for r in index.rows()}
     index.close()
     assert rows["c0@x"]["state"] == "sealed" and rows["c0@x"]["complete"] and rows["c0@x"]["sha256"]
     assert rows["c1@x"]["state"] == "sealed"

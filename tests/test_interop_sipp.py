@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from sipp.captures import CALLER, DTMF_PLAN, EXCLUDED, EXTENSION, HOLD_PLAN, PLANS, Capture, Captures
-from sipp.evidence import (
+from tests.sipp.captures import CALLER, DTMF_PLAN, EXCLUDED, EXTENSION, HOLD_PLAN, PLANS, Capture, Captures
+from tests.sipp.evidence import (
     EVENT_DIGITS, RATE, SILENCE, Placement, Replay, Rtp, Stream, WireCall, place, replay, rtp_packets, runs_of,
     sip_messages, streams_by_call, unexplained, wire_calls,
 )
-from sipp.netns import need
+from tests.sipp.netns import need
 from tests.interop import epoch, recording, recording_bytes
 
-pytestmark = pytest.mark.netns
+pytestmark = pytest.mark.root
 
 NAMES = [plan.name for plan in PLANS]
 TRUNK = ", ".join(f"{plan.uac_address}/32" for plan in PLANS if ":" not in plan.uac_address)

@@ -31,12 +31,12 @@ import pytest
 
 from recorder.afpacket import Frame
 from recorder.live_capture import LiveCapture, LiveCaptureError
-from sipp.netns import Lab, command, reap_stale
-from test_afpacket import (
+from tests.raw_frames import (
     ARP, DOT1AD, DOT1Q, ICMP_ECHO, QINQ, eth, frag6, ipv4, ipv6, tcp, udp,
 )
+from tests.sipp.netns import Lab, command, reap_stale
 
-pytestmark = pytest.mark.netns
+pytestmark = pytest.mark.root
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)

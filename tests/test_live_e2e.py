@@ -34,7 +34,7 @@ from tests.live.wire import Wire, check_recording, flows_on_wire, playable_frame
 from tests.sipp.captures import CALLER, EXCLUDED, EXTENSION, SIP_PORT
 from tests.sipp.netns import Lab, preflight, reap_stale
 
-pytestmark = pytest.mark.netns
+pytestmark = pytest.mark.root
 
 # kill -9 (or a write failure) loses what was not yet written: the audio
 # committed since the last checkpoint (every 0.5 s) and the interleaver's

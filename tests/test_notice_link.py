@@ -10,10 +10,10 @@ import json
 import time
 from pathlib import Path
 
+from tests.announcer.loopback import hand_over, setup
 from tests.builders import PBX, TRUNK, write_pcap
+from tests.call_frames import bye, media, signalling
 from tests.interop import run_cli
-from tests.test_announcer_service import hand_over, setup
-from tests.test_engine import bye, media, signalling
 
 CALLER, DID = "0312345678", "0355550100"
 

@@ -14,9 +14,11 @@ import pytest
 from storage.keys import load_master_key
 from storage.vault import read_header
 from tests.builders import PBX, TRUNK, write_pcap
+from tests.call_frames import T0, bye, media, signalling
+from tests.disk_image import detach, found, needles, require_tools, run
 from tests.interop import run_cli
-from tests.test_engine import T0, bye, media, signalling
-from tests.test_erasure import detach, found, needles, require_tools, run
+
+pytestmark = pytest.mark.root
 
 DAY = 86400.0
 

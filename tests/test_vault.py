@@ -5,7 +5,6 @@ import errno
 import os
 import signal
 import stat
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from storage.vault import (
     read_header,
     repair_vault,
 )
+from tests.vault_framing import framing
 
 MASTER = MasterKey(bytes(range(1, 33)))
 META = {"kind": "wav-data", "encoding": "PCMU", "channels": 2, "rate": 8000, "call": "通話"}
@@ -41,21 +41,6 @@ def write_vault(path: Path, pieces: list[bytes], flush_each: bool = True, master
 def read_all(path: Path, master: MasterKey = MASTER, allow_torn: bool = False) -> bytes:
     with open_vault(path, master, allow_torn=allow_torn) as reader:
         return b"".join(reader.chunks())
-
-
-def framing(path: Path) -> list[tuple[int, int]]:
-    """(offset, total size) of every record, parsed here independently of
-    the reader, from the documented layout."""
-    data = path.read_bytes()
-    offset = read_header(path).size
-    records = []
-    while offset < len(data):
-        (word,) = struct.unpack(">I", data[offset : offset + 4])
-        size = 4 + (word & 0x7FFFFFFF)
-        records.append((offset, size))
-        offset += size
-    assert offset == len(data)
-    return records
 
 
 def pattern(n: int, seed: int = 0) -> bytes:
@@ -328,6 +313,7 @@ def test_not_a_vault(tmp_path: Path) -> None:
 # --- a full disk --------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_disk_full_keeps_the_file_readable_and_resumes(small_disk: Callable[[str], Path]) -> None:
     mount = small_disk("1m")
     filler = mount / "filler"
@@ -362,6 +348,7 @@ def test_disk_full_keeps_the_file_readable_and_resumes(small_disk: Callable[[str
     assert read_all(path) == on_disk
 
 
+@pytest.mark.root
 def test_disk_full_then_space_returns_writes_everything_taken(small_disk: Callable[[str], Path]) -> None:
     mount = small_disk("1m")
     filler = mount / "filler"

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sipp.netns import Lab, LabError, preflight, reap_stale
 from tests.announcer import scenarios
 from tests.interop import REPO
+from tests.sipp.netns import Lab, LabError, preflight, reap_stale
 
 PBX_IP = "192.0.2.10"
 STRANGER_IP = "192.0.2.66"
@@ -55,7 +55,7 @@ def config_text(**settings: object) -> str:
 
 
 class Announcer:
-    """`python -m announcer` in its namespace, logging to a file."""
+    """`callrec announcer` in its namespace, logging to a file."""
 
     def __init__(self, net: Net, folder: Path, config: str, policy: str) -> None:
         self.folder = folder
@@ -63,7 +63,7 @@ class Announcer:
         (folder / "policy.yaml").write_text(policy, encoding="utf-8")
         self.log_path = folder / "announcer.log"
         self._log = self.log_path.open("wb")
-        self.proc = net.lab.start(net.announcer, [sys.executable, "-m", "announcer", "--config",
+        self.proc = net.lab.start(net.announcer, [sys.executable, "-m", "callrec", "announcer", "--config",
                                                   str(folder / "announcer.yaml")],
                                   cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_for("announcer.ready", 30)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from announcer.audio import AnnouncementAudio, load_audio
+from announcer.audio import DEFAULT_AUDIO, AnnouncementAudio, load_audio
 from announcer.config import AnnouncerConfig
 from announcer.effects import CallEnded, StartPlayback
 from announcer.sipmsg import Peer
 from announcer.transaction import Send
 from announcer.ua import UserAgent
-from policy.announcement import DEFAULT_AUDIO
 from policy.decide import PolicyDecider
 from policy.schema import Policy
 from wire.sip import SipMessage, parse_sip
@@ -154,3 +153,21 @@ def find(messages: list[SipMessage], *, method: str | None = None, status: int |
         if (method is None or message.method == method) and (status is None or message.status == status):
             return message
     raise AssertionError(f"no {method or status} among {[m.method or m.status for m in messages]}")
+
+
+# ---- the steps of a call the core tests share -------------------------------------
+# The key of the call invite() places: its Call-ID and the PBX's From tag.
+KEY = ("call-1@pbx", "pbx1")
+
+
+def answered(h: Harness, body: bytes = SDP_PCMU) -> SipMessage:
+    out = h.deliver(invite(body=body))
+    assert [m.status for m in out] == [100, 200]
+    ok = out[1]
+    h.deliver(ack_for(ok, branch="z9hG4bKack1", body=b"" if body else SDP_PCMA))
+    return ok
+
+
+def referred(h: Harness) -> SipMessage:
+    out = h.playback_done(KEY)
+    return find(out, method="REFER")

@@ -1,0 +1,1 @@
+"""The callrec test suite.  Helpers are imported from here as `tests.<module>`."""
