@@ -130,7 +130,7 @@ def _loaded_by(modules: list[str]) -> set[str]:
 
 
 def _every_module(package: str) -> list[str]:
-    return [f"{package}.{p.stem}" for p in _modules(package) if p.stem != "__init__"]
+    return [f"{package}.{p.stem}" for p in _modules(package) if p.stem not in ("__init__", "__main__")]
 
 
 def _ours(loaded: set[str], *packages: str) -> set[str]:
@@ -160,3 +160,17 @@ def test_announcer_core_loads_no_storage() -> None:
             if f"{m.replace('.', '/')}.py" not in ANNOUNCER_ADAPTERS | {"announcer/make_default_announcement.py"}]
     loaded = _loaded_by(core)
     assert _ours(loaded, "storage", "recorder", "callrec") == set()
+
+
+def test_every_error_of_ours_has_the_one_base() -> None:
+    """The CLI catches CallrecError alone: an error class outside it would escape as a traceback."""
+    from wire.errors import CallrecError
+
+    strays = []
+    for package in MAY_IMPORT:
+        for name in _every_module(package):
+            module = importlib.import_module(name)
+            strays.extend(f"{name}.{attr}" for attr, value in vars(module).items()
+                          if isinstance(value, type) and issubclass(value, BaseException)
+                          and value.__module__ == name and not issubclass(value, CallrecError))
+    assert strays == []
