@@ -8,6 +8,7 @@ when and why.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from .ledger import Event
 from .store import Store
 from .vault import VaultError
 
-__all__ = ["HandOut", "RecordUnavailable", "RequestRefused", "hand_out", "held_rows", "sealed_row", "set_hold"]
+__all__ = ["HandOut", "RecordUnavailable", "RequestRefused", "SealedFile", "hand_out", "held_rows", "sealed_files",
+           "sealed_row", "set_hold"]
 
 
 class RequestRefused(StorageError):
@@ -31,6 +33,17 @@ class RequestRefused(StorageError):
 class RecordUnavailable(StorageError):
     """The recording cannot serve the request as it stands (unknown, erased,
     still recording, no audio, not matching its seal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedFile:
+    """One file of a recording as it is handed out: a name suffix, its bytes
+    (streamed, each vault record authenticated as it is read) and the SHA-256
+    sealed when the call ended, which the bytes must match."""
+
+    suffix: str
+    chunks: Iterator[bytes]
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,19 @@ def sealed_row(store: Store, call_id: str) -> CallRow:
     return row
 
 
+def sealed_files(store: Store, row: CallRow) -> list[SealedFile]:
+    """The WAV (suffix "") and its side files (".chN.rtp.pcap") of a sealed
+    recording, to be written somewhere and checked against their seals
+    there.  Raises RecordUnavailable when it has no audio."""
+    if not row.audio_path or row.sha256 is None:
+        raise RecordUnavailable(f"{row.id} has no audio ({row.end_reason})")
+    _, wav = wav_bytes(store.data_dir / row.audio_path, store.master, row.id)
+    files = [SealedFile("", wav, row.sha256)]
+    files.extend(SealedFile(f".ch{side.channel}.rtp.pcap", side_bytes(store.data_dir / side.path, store.master, row.id),
+                            side.sha256) for side in row.side_files)
+    return files
+
+
 def hand_out(store: Store, call_id: str, output: Path, *, actor: str, reason: str | None,
              reason_required: bool) -> HandOut:
     """Write the recording exactly as sealed (and its side files beside it),
@@ -62,30 +88,26 @@ def hand_out(store: Store, call_id: str, output: Path, *, actor: str, reason: st
     if output.exists():
         raise RequestRefused(f"{output} exists; callrec never overwrites a file")
     row = sealed_row(store, call_id)
-    if not row.audio_path:
-        raise RecordUnavailable(f"{call_id} has no audio ({row.end_reason})")
-    outputs = [output]
+    outputs: list[Path] = []
     try:
-        _, stream = wav_bytes(store.data_dir / row.audio_path, store.master, call_id)
-        digest = write_new_file(output, stream)
-        if digest != row.sha256:
-            raise RecordUnavailable(f"{call_id}: the stored audio does not match its sealed SHA-256 "
-                                    f"({digest} != {row.sha256}); nothing was handed out — run `callrec verify`")
-        for side in row.side_files:
-            out = output.with_name(f"{output.name}.ch{side.channel}.rtp.pcap")
-            side_digest = write_new_file(out, side_bytes(store.data_dir / side.path, store.master, call_id))
+        for sealed in sealed_files(store, row):
+            out = output.with_name(output.name + sealed.suffix)
+            digest = write_new_file(out, sealed.chunks)
             outputs.append(out)
-            if side_digest != side.sha256:
-                raise RecordUnavailable(f"{call_id}: side file {side.path} does not match its sealed SHA-256")
+            if digest != sealed.sha256:
+                what = "the stored audio" if not sealed.suffix else f"side file {out.name}"
+                raise RecordUnavailable(f"{call_id}: {what} does not match its sealed SHA-256 "
+                                        f"({digest} != {sealed.sha256}); nothing was handed out — "
+                                        "run `callrec verify`")
         store.ledger.append(Event.AUDIO_ACCESS, actor, store.now(), reason=reason, call_id=call_id,
-                            sha256=digest, files=[str(p.resolve()) for p in outputs])
+                            sha256=row.sha256, files=[str(p.resolve()) for p in outputs])
     except (VaultError, AudioFileError) as exc:
         _remove(outputs)
         raise RecordUnavailable(f"{call_id}: {exc}") from None
     except BaseException:
         _remove(outputs)
         raise
-    return HandOut(digest, tuple(outputs))
+    return HandOut(str(row.sha256), tuple(outputs))
 
 
 def _remove(paths: list[Path]) -> None:

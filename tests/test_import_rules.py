@@ -25,9 +25,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "recorder": frozenset({"wire", "policy"}),
     "storage": frozenset({"wire", "policy", "recorder"}),
     "announcer": frozenset({"wire", "policy", "storage"}),
-    "callrec": frozenset({"wire", "policy", "recorder", "storage", "announcer"}),
+    "access": frozenset({"wire", "policy", "storage"}),
+    "callrec": frozenset({"wire", "policy", "recorder", "storage", "announcer", "access"}),
 }
-"""Which of our packages each package may import (access and web join above storage)."""
+"""Which of our packages each package may import (the web console joins above access)."""
 
 NARROW: dict[tuple[str, str], frozenset[str]] = {
     ("storage", "recorder"): frozenset({"recorder.record"}),
