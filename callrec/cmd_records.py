@@ -37,6 +37,9 @@ def _refused(exc: RequestRefused | RecordUnavailable) -> int:
 def cmd_calls_audio(args: argparse.Namespace) -> int:
     """The recording exactly as sealed, for an authorised reader."""
     config, policy = settings(args)
+    if policy.access is not None and not policy.access.direct_hand_out:
+        return _fail("this site hands recordings out only by fulfilling an approved request: "
+                     f"callrec request file / approve / fulfil ({policy.access.listening_clause})", 2)
     try:
         with open_store(config, policy) as store:
             copy = hand_out(store, args.id, args.output, actor=actor(), reason=args.reason,

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
+from .access import Access
 from .announcement import Announcement
 from .retention import Listening, Retention
 from .strict import Strict
@@ -88,6 +89,8 @@ class Policy(Strict):
     retention: Retention = Retention()
     announcement: Announcement = Announcement()
     listening: Listening = Listening()
+    access: Access | None = None
+    """Who may do what with recordings; none: the embedded default, one administrator at a root shell."""
 
     @field_validator("version")
     @classmethod

@@ -175,3 +175,10 @@ def test_every_error_of_ours_has_the_one_base() -> None:
                           if isinstance(value, type) and issubclass(value, BaseException)
                           and value.__module__ == name and not issubclass(value, CallrecError))
     assert strays == []
+
+
+def test_access_loads_no_capture_stack_and_no_announcer() -> None:
+    loaded = _loaded_by(_every_module("access"))
+    assert _ours(loaded, "recorder") <= {"recorder", "recorder.record"}
+    assert _ours(loaded, "announcer", "callrec") == set()
+    assert "soundfile" not in loaded

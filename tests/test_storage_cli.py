@@ -77,14 +77,17 @@ def test_hold_outlives_the_rule_until_released(tmp_path: Path) -> None:
 
 
 def test_audio_hand_out_is_the_sealed_wav_and_leaves_a_ledger_entry(tmp_path: Path) -> None:
+    """Without access rules (a site not yet using requests), with a reason required."""
     data = recorded(tmp_path, "sip-rtp-g711.pcap")
     row = calls(data)[0]
     out = tmp_path / "copy.wav"
-    refused = run_cli("calls", "audio", row["id"], "-o", out, "--data-dir", data, "--policy", KUMAMOTO,
+    reasons = tmp_path / "reasons.yaml"
+    reasons.write_text("listening: {reason_required: true}\n", encoding="utf-8")
+    refused = run_cli("calls", "audio", row["id"], "-o", out, "--data-dir", data, "--policy", reasons,
                       check=False)
     assert refused.returncode == 2 and "reason" in refused.stderr and not out.exists()
     run_cli("calls", "audio", row["id"], "-o", out, "--reason", "クレーム対応の確認", "--data-dir", data,
-            "--policy", KUMAMOTO)
+            "--policy", reasons)
     blob = out.read_bytes()
     assert hashlib.sha256(blob).hexdigest() == row["sha256"] and blob == recording_bytes(data, row)
     info = soundfile.info(io.BytesIO(blob))
@@ -94,6 +97,17 @@ def test_audio_hand_out_is_the_sealed_wav_and_leaves_a_ledger_entry(tmp_path: Pa
     [entry] = [e for e in ledger(data) if e["event"] == "audio_access"]
     assert entry["details"]["call_id"] == row["id"] and entry["reason"] == "クレーム対応の確認"
     assert entry["details"]["sha256"] == row["sha256"]
+
+
+def test_audio_hand_out_is_refused_where_the_policy_wants_a_request(tmp_path: Path) -> None:
+    """熊本市 第4条3, 第6条: a copy only through an approved 申請書."""
+    data = recorded(tmp_path, "sip-rtp-g711.pcap")
+    row = calls(data)[0]
+    out = tmp_path / "copy.wav"
+    refused = run_cli("calls", "audio", row["id"], "-o", out, "--reason", "x", "--data-dir", data,
+                      "--policy", KUMAMOTO, check=False)
+    assert refused.returncode == 2 and "approved request" in refused.stderr and not out.exists()
+    assert [e for e in ledger(data) if e["event"] == "audio_access"] == []
 
 
 def _tamper_audio(data: Path, row: dict) -> str:

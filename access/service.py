@@ -1,0 +1,372 @@
+"""The access layer at work: sign people in, and carry out what the core decides.
+
+This is the adapter: it reads and writes the access tables and the ledger, reads recordings
+through storage, and asks `rules`, `requests` and `copies` what may happen.  The CLI and the
+console both call it, so a rule holds whichever way a person comes in.  Every ledger entry it
+writes names the person, the role they acted in and, for a deputy, whom they acted for; a
+refusal that touched records is ledgered too.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from policy.access import Access, Action, Wanted
+from policy.schema import Policy
+from storage.index import CallRow
+from storage.layout import INDEX_FILE, ensure_private_dir
+from storage.records import hand_out, sealed_files, sealed_row
+from storage.store import Store
+from storage.store import actor as shell_user
+
+from . import requests as core
+from .copies import CopyRecord, copy_deadline, copy_number, overdue
+from .errors import AccessError, Forbidden
+from .people import Account, BadCredentials, after_failure, hash_password, password_matches
+from .requests import AccessEvent, LedgerNote, Request
+from .rules import Actor, Grant, permit
+from .store import AccessStore
+
+__all__ = ["AccessService", "Fulfilment"]
+
+T = TypeVar("T")
+EXPORTS = "exports"
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfilment:
+    """What carrying out a request produced: copies, files to listen to, or extensions."""
+
+    request: Request
+    copies: tuple[CopyRecord, ...] = ()
+    files: tuple[Path, ...] = ()
+    extensions: tuple[tuple[str, str | None], ...] = ()
+
+
+class AccessService:
+    """People, requests and copies over one opened data folder."""
+
+    def __init__(self, store: Store, policy: Policy) -> None:
+        if policy.access is None:
+            raise AccessError("the policy has no access: section; add the organisation's roles, purposes and "
+                              "copy rules (see policies/ for each guideline's)")
+        self.store = store
+        self.access: Access = policy.access
+        self.tables = AccessStore(store.data_dir / INDEX_FILE)
+
+    def close(self) -> None:
+        self.tables.close()
+
+    def __enter__(self) -> AccessService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- people -----------------------------------------------------------------
+    def sign_in(self, name: str, password: str) -> Actor:
+        """The person behind a name and password, or BadCredentials (ledgered, with lockout)."""
+        now = self.store.now()
+        found = self.tables.account(name)
+        if found is None or found[0].disabled:
+            self._ledger_plain(AccessEvent.LOGIN_FAILED, name, now, reason="unknown or disabled account")
+            raise BadCredentials("wrong name or password, or the account is disabled")
+        account, stored = found
+        if account.locked_until is not None and now < datetime.fromisoformat(account.locked_until):
+            raise BadCredentials(f"{name} is locked until {account.locked_until} after repeated failures")
+        if not password_matches(stored, password):
+            failures, locked = after_failure(account.failed_logins, now, self.access.max_failed_logins,
+                                             self.access.lockout_minutes)
+            until = locked.isoformat(timespec="seconds") if locked is not None else None
+            self.tables.update_account(name, failed_logins=failures, locked_until=until)
+            self._ledger_plain(AccessEvent.LOGIN_FAILED, name, now, reason="wrong password", failures=failures)
+            if until is not None:
+                self._ledger_plain(AccessEvent.ACCOUNT_LOCKED, name, now, reason=f"{failures} failed sign-ins",
+                                   until=until)
+            raise BadCredentials("wrong name or password, or the account is disabled")
+        if account.failed_logins or account.locked_until:
+            self.tables.update_account(name, failed_logins=0, locked_until=None)
+        return self._actor(account)
+
+    def _actor(self, account: Account) -> Actor:
+        principal = self.tables.account(account.deputy_of) if account.deputy_of else None
+        return Actor(account.name, account.role, account.deputy_of,
+                     principal_absent=principal is not None and principal[0].absent)
+
+    def add_user(self, by: Actor | None, name: str, role: str, password: str, deputy_of: str | None = None) -> Account:
+        """A new account.  The first one (by=None, from the administrator's shell) must be able to
+        manage users; after that only a person whose role may manage users adds accounts."""
+        now = self.store.now()
+        rule = self.access.role(role)
+        if rule is None:
+            raise AccessError(f"role {role!r} is not in the policy; roles: {', '.join(self.access.roles)}")
+        if by is None and self.tables.account_count():
+            raise Forbidden("accounts exist: sign in as a person who may manage users")
+        if by is None and Action.MANAGE_USERS not in rule.may:
+            raise Forbidden("the first account must be one that may manage users (the 管理責任者)")
+        grant = permit(self.access, by, Action.MANAGE_USERS) if by is not None else None
+        if rule.acts_for is not None and (deputy_of is None or self.tables.account(deputy_of) is None):
+            raise AccessError(f"a {rule.title} stands in for someone: give --deputy-of NAME of an existing account")
+        if self.tables.account(name) is not None:
+            raise AccessError(f"an account named {name} exists")
+        account = Account(name, role, deputy_of if rule.acts_for else None, False, False, 0, None,
+                          now.isoformat(timespec="seconds"))
+        self.tables.add_account(account, hash_password(password))
+        details = {"user": name, "user_role": role, "deputy_of": account.deputy_of}
+        if grant is None:
+            self._ledger_plain(AccessEvent.USER_ADDED, shell_user(), now, reason="first account", **details)
+        else:
+            self._ledger(LedgerNote(AccessEvent.USER_ADDED, grant, details=details), now)
+        return account
+
+    def disable_user(self, by: Actor, name: str, reason: str) -> None:
+        grant = self._permit(by, Action.MANAGE_USERS)
+        self._existing(name)
+        self.tables.update_account(name, disabled=True)
+        self._ledger(LedgerNote(AccessEvent.USER_DISABLED, grant, reason=reason, details={"user": name}),
+                     self.store.now())
+
+    def change_password(self, by: Actor, name: str, new_password: str) -> None:
+        """One's own password, or anyone's by a person who manages users."""
+        grant = (Grant(by.name, by.role, self.access.roles[by.role].title) if by.name == name
+                 else self._permit(by, Action.MANAGE_USERS))
+        self._existing(name)
+        self.tables.update_account(name, password_hash=hash_password(new_password), failed_logins=0,
+                                   locked_until=None)
+        self._ledger(LedgerNote(AccessEvent.PASSWORD_CHANGED, grant, details={"user": name}), self.store.now())
+
+    def set_absent(self, by: Actor, name: str, absent: bool) -> None:
+        """Mark a person absent or back: while a manager is absent, their deputy acts for them."""
+        grant = (Grant(by.name, by.role, self.access.roles[by.role].title) if by.name == name
+                 else self._permit(by, Action.MANAGE_USERS))
+        self._existing(name)
+        self.tables.update_account(name, absent=absent)
+        self._ledger(LedgerNote(AccessEvent.ABSENCE_CHANGED, grant, details={"user": name, "absent": absent}),
+                     self.store.now())
+
+    def users(self) -> list[Account]:
+        return self.tables.accounts()
+
+    def _existing(self, name: str) -> Account:
+        found = self.tables.account(name)
+        if found is None:
+            raise AccessError(f"no account named {name}")
+        return found[0]
+
+    # ---- requests ---------------------------------------------------------------
+    def file(self, by: Actor, *, department: str, purpose: str, wanted: Wanted, call_ids: tuple[str, ...],
+             details: str = "") -> Request:
+        grant = self._permit(by, Action.REQUEST)
+        for call_id in call_ids:
+            self._call(call_id)
+        now = self.store.now()
+        with self.tables.transaction():
+            number = f"R{now.year}-{self.tables.next_serial(f'request-{now.year}'):04d}"
+            request, note = self._core(grant, lambda: core.file_request(
+                self.access, grant, number, department=department, purpose=purpose, wanted=wanted,
+                call_ids=call_ids, details=details, now=now))
+            self.tables.save_request(request)
+        self._ledger(note, now)
+        return request
+
+    def approve(self, by: Actor, number: str, reason: str = "") -> Request:
+        return self._decide(by, number, lambda grant, request, now: core.approve(self.access, request, grant, now,
+                                                                                 reason))
+
+    def refuse(self, by: Actor, number: str, reason: str) -> Request:
+        return self._decide(by, number, lambda grant, request, now: core.refuse(self.access, request, grant, now,
+                                                                                reason))
+
+    def _decide(self, by: Actor, number: str,
+                step: Callable[[Grant, Request, datetime], tuple[Request, LedgerNote]]) -> Request:
+        grant = self._permit(by, Action.APPROVE)
+        request = self.request(number)
+        now = self.store.now()
+        moved, note = self._core(grant, lambda: step(grant, request, now))
+        self.tables.save_request(moved)
+        self._ledger(note, now)
+        return moved
+
+    def instruct(self, by: Actor, number: str, contractor: str) -> Request:
+        grant = self._permit(by, Action.INSTRUCT)
+        request = self.request(number)
+        account = self._existing(contractor)
+        now = self.store.now()
+        moved, note = self._core(grant, lambda: core.instruct(self.access, request, grant, contractor,
+                                                              account.role, now))
+        self.tables.save_request(moved)
+        self._ledger(note, now)
+        return moved
+
+    def fulfil(self, by: Actor, number: str, *, holder: str, out_dir: Path | None = None) -> Fulfilment:
+        """Carry out an approved request: numbered copy packages, a file to listen to, or the
+        extension of each call; then the request is fulfilled."""
+        grant = self._permit(by, Action.FULFIL)
+        request = self.request(number)
+        self._core(grant, lambda: core.may_fulfil(self.access, request, grant))
+        now = self.store.now()
+        if request.wanted is Wanted.EXTENSION_ONLY:
+            result = self._extensions(grant, request, now)
+        else:
+            folder = self._export_dir(out_dir)
+            if request.wanted is Wanted.COPY:
+                result = self._copies(grant, request, holder, folder, now)
+            else:
+                result = self._listening(grant, request, folder, now)
+        moved, note = core.fulfilled(request, grant, now, holder=holder)
+        self.tables.save_request(moved)
+        self._ledger(note, now)
+        return Fulfilment(moved, result.copies, result.files, result.extensions)
+
+    def close_request(self, by: Actor, number: str, reason: str = "") -> Request:
+        request = self.request(number)
+        grant = self._permit(by, Action.APPROVE if by.name != request.requester else Action.REQUEST)
+        now = self.store.now()
+        moved, note = self._core(grant, lambda: core.close(request, grant, now, reason))
+        self.tables.save_request(moved)
+        self._ledger(note, now)
+        return moved
+
+    def request(self, number: str) -> Request:
+        request = self.tables.request(number)
+        if request is None:
+            raise AccessError(f"no request numbered {number}")
+        return request
+
+    def requests(self) -> list[Request]:
+        return self.tables.requests()
+
+    # ---- fulfilment -------------------------------------------------------------
+    def _export_dir(self, out_dir: Path | None) -> Path:
+        """Copies are written only inside the folder the policy allows (default: the data folder's
+        exports/), so nobody can drop a recording on a share the administrator did not choose."""
+        allowed = (self.access.copies.export_dir or self.store.data_dir / EXPORTS).resolve()
+        folder = (out_dir or allowed).resolve()
+        if folder != allowed and not folder.is_relative_to(allowed):
+            raise Forbidden(f"copies are written only under {allowed} (the policy's access.copies.export_dir)")
+        ensure_private_dir(folder)
+        return folder
+
+    def _call(self, call_id: str) -> CallRow:
+        row = self.store.index.get(call_id)
+        if row is None:
+            raise AccessError(f"no call with id {call_id}")
+        return row
+
+    def _copies(self, grant: Grant, request: Request, holder: str, folder: Path, now: datetime) -> Fulfilment:
+        from .package import write_package
+
+        made: list[CopyRecord] = []
+        deadline = copy_deadline(self.access.copies, now.date())
+        for call_id in request.call_ids:
+            row = sealed_row(self.store, call_id)
+            with self.tables.transaction():
+                number = copy_number(now.year, self.tables.next_serial(f"copy-{now.year}"))
+            path = folder / f"{number}.zip"
+            manifest = self._manifest(number, row, request, holder, deadline)
+            info = write_package(path, sealed_files(self.store, row), manifest, self.store.master)
+            record = CopyRecord(number, request.number, call_id, str(row.sha256), str(path), holder, grant.actor,
+                                now.isoformat(timespec="seconds"), deadline.isoformat() if deadline else None)
+            self.tables.add_copy(record)
+            self._ledger(LedgerNote(AccessEvent.COPY_MADE, grant, approved_by=request.decided_by, details={
+                "copy": number, "request": request.number, "call_id": call_id, "sha256": row.sha256,
+                "holder": holder, "deadline": record.deadline, "package": str(path),
+                "signing_key": info.fingerprint}), now)
+            made.append(record)
+        return Fulfilment(request, copies=tuple(made))
+
+    def _manifest(self, number: str, row: CallRow, request: Request, holder: str,
+                  deadline: date | None) -> dict[str, object]:
+        purpose = self.access.purpose(request.purpose)
+        return {
+            "copy": number, "organisation": self.access.forms, "request": request.number,
+            "purpose": {"key": request.purpose, "label": purpose.label if purpose else request.purpose,
+                        "clause": purpose.clause if purpose else ""},
+            "approved_by": request.decided_by, "approved_at": request.decided_at, "holder": holder,
+            "conditions": self.access.copies.conditions, "dispose_by": deadline.isoformat() if deadline else None,
+            "keep_rule": {"keep": self.access.copies.keep, "clause": self.access.copies.clause},
+            "call": {"id": row.id, "started_at": row.started_at, "answered_at": row.answered_at,
+                     "ended_at": row.ended_at, "duration": row.duration, "direction": row.direction,
+                     "local_number": row.local_number, "remote_number": row.remote_number,
+                     "sha256": row.sha256, "audio_format": row.audio_format},
+        }
+
+    def _listening(self, grant: Grant, request: Request, folder: Path, now: datetime) -> Fulfilment:
+        if self.access.on_device_listening == "never":
+            raise Forbidden(f"recordings are not listened to on the device ({self.access.listening_clause})")
+        files = []
+        for call_id in request.call_ids:
+            out = folder / f"{request.number}-{call_id}.wav"
+            copy = hand_out(self.store, call_id, out, actor=grant.actor, reason=f"request {request.number}",
+                            reason_required=False)
+            files.extend(copy.files)
+            self._ledger(LedgerNote(AccessEvent.LISTENED, grant, approved_by=request.decided_by, details={
+                "request": request.number, "call_id": call_id, "sha256": copy.sha256}), now)
+        return Fulfilment(request, files=tuple(files))
+
+    def _extensions(self, grant: Grant, request: Request, now: datetime) -> Fulfilment:
+        """Which extension placed each outbound call (山形市 第9条1(4)): the extension and
+        nothing else of the call is disclosed."""
+        found = []
+        for call_id in request.call_ids:
+            row = self._call(call_id)
+            extension = row.local_number if row.direction == "outbound" else None
+            found.append((call_id, extension))
+            self._ledger(LedgerNote(AccessEvent.EXTENSION_DISCLOSED, grant, approved_by=request.decided_by, details={
+                "request": request.number, "call_id": call_id, "extension": extension}), now)
+        return Fulfilment(request, extensions=tuple(found))
+
+    # ---- copies -----------------------------------------------------------------
+    def dispose(self, by: Actor, number: str, *, how: str, witness: str | None) -> CopyRecord:
+        """Record that a copy was destroyed (品川区 第7条4 復元不可能な方法で): how, by whom, witnessed."""
+        grant = self._permit(by, Action.DISPOSE)
+        copy = self.tables.copy(number)
+        if copy is None:
+            raise AccessError(f"no copy numbered {number}")
+        if copy.disposed:
+            raise AccessError(f"copy {number} was disposed of on {copy.disposed_at}")
+        if not how.strip():
+            raise AccessError("say how the copy was destroyed (--how, e.g. 'DVD-R shredded')")
+        now = self.store.now()
+        self.tables.mark_disposed(number, at=now.isoformat(timespec="seconds"), how=how.strip(), by=grant.actor,
+                                  witness=witness)
+        self._ledger(LedgerNote(AccessEvent.COPY_DISPOSED, grant, reason=how.strip(), details={
+            "copy": number, "request": copy.request, "witness": witness}), now)
+        disposed = self.tables.copy(number)
+        assert disposed is not None
+        return disposed
+
+    def copies(self) -> list[CopyRecord]:
+        return self.tables.copies()
+
+    def overdue_copies(self) -> list[CopyRecord]:
+        return overdue(self.tables.copies(), self.store.now().date())
+
+    # ---- plumbing ---------------------------------------------------------------
+    def _permit(self, by: Actor, action: Action) -> Grant:
+        try:
+            return permit(self.access, by, action)
+        except Forbidden as exc:
+            self._ledger_plain(AccessEvent.REFUSED_ACTION, by.name, self.store.now(), reason=str(exc),
+                               action=str(action), role=by.role)
+            raise
+
+    def _core(self, grant: Grant, step: Callable[[], T]) -> T:
+        """Run a core decision; a refusal by the rules is ledgered with who tried."""
+        try:
+            return step()
+        except Forbidden as exc:
+            self._ledger_plain(AccessEvent.REFUSED_ACTION, grant.actor, self.store.now(), reason=str(exc),
+                               **grant.ledger_details())
+            raise
+
+    def _ledger(self, note: LedgerNote, now: datetime) -> None:
+        self.store.ledger.append(note.event, note.grant.actor, now, reason=note.reason, approved_by=note.approved_by,
+                                 **note.grant.ledger_details(), **note.details)
+
+    def _ledger_plain(self, event: AccessEvent, actor: str, now: datetime, reason: str | None = None,
+                      **details: object) -> None:
+        self.store.ledger.append(event, actor, now, reason=reason, **details)
