@@ -25,6 +25,7 @@ from storage.store import actor as shell_user
 from . import requests as core
 from .copies import CopyRecord, copy_deadline, copy_number, overdue
 from .errors import AccessError, Forbidden
+from .package import write_package
 from .people import Account, BadCredentials, after_failure, hash_password, password_matches
 from .requests import AccessEvent, LedgerNote, Request
 from .rules import Actor, Grant, permit
@@ -257,8 +258,6 @@ class AccessService:
         return row
 
     def _copies(self, grant: Grant, request: Request, holder: str, folder: Path, now: datetime) -> Fulfilment:
-        from .package import write_package
-
         made: list[CopyRecord] = []
         deadline = copy_deadline(self.access.copies, now.date())
         for call_id in request.call_ids:
@@ -282,7 +281,7 @@ class AccessService:
                   deadline: date | None) -> dict[str, object]:
         purpose = self.access.purpose(request.purpose)
         return {
-            "copy": number, "organisation": self.access.forms, "request": request.number,
+            "copy_number": number, "organisation": self.access.forms, "request": request.number,
             "purpose": {"key": request.purpose, "label": purpose.label if purpose else request.purpose,
                         "clause": purpose.clause if purpose else ""},
             "approved_by": request.decided_by, "approved_at": request.decided_at, "holder": holder,

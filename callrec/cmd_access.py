@@ -21,6 +21,7 @@ from access.rules import Actor
 from access.service import AccessService
 from policy.access import Wanted
 
+from . import cmd_copies
 from .context import open_store, settings
 
 __all__ = ["add_parsers"]
@@ -256,6 +257,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     copies = sub.add_parser("copies", help="the copy register (複製データ・出力データ)").add_subparsers(
         dest="copies_command", required=True)
     command(copies, "list", "every copy, its holder and deadline", cmd_copies_list, json_output=True)
+    cmd_copies.add_parser(copies)
     p = command(copies, "dispose", "record that a copy was destroyed", cmd_copies_dispose)
     p.add_argument("number")
     p.add_argument("--how", required=True, help="e.g. 'DVD-R shredded'")

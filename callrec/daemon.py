@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from access.service import AccessService
 from announcer.audio import AnnouncementAudio, AudioError, load_announcement
 from announcer.service import AnnouncerService
 from policy.decide import PolicyDecider
@@ -92,6 +93,7 @@ class Daemon:
         self._packets_last = 0
         self._pps = 0.0
         self._retention: list[Problem] = []
+        self._overdue_logged: tuple[str, ...] = ()
         self.announcer: AnnouncerService | None = None
         self._syncing: asyncio.Task[None] | None = None
         self._sweep_due = asyncio.Event()
@@ -210,10 +212,11 @@ class Daemon:
         store = self.data.for_thread()
         try:
             result = sweep(store, self.policy.retention, now, DAEMON_ACTOR, incoming_bytes=reserve)
+            overdue = self._overdue_copies(store)
         finally:
             store.close()
         plan = result.plan
-        self._retention = [Problem(w.code, w.message) for w in plan.warnings]
+        self._retention = [Problem(w.code, w.message) for w in plan.warnings] + overdue
         refusing = next((w.message for w in plan.warnings if plan.stop_recording), None)
         if refusing != self.store.refusing:
             if refusing:
@@ -221,6 +224,22 @@ class Daemon:
             else:
                 log.warning("recording.resumed")
             self.store.refusing = refusing
+
+    def _overdue_copies(self, store: Store) -> list[Problem]:
+        """Copies past their disposal deadline (さいたま 第4条6(2)), a warning until someone
+        records their disposal; logged once each time the set of late copies changes."""
+        if self.policy.access is None:
+            return []
+        with AccessService(store, self.policy) as access:
+            late = access.overdue_copies()
+        numbers = tuple(c.number for c in late)
+        if numbers != self._overdue_logged:
+            self._overdue_logged = numbers
+            if numbers:
+                log.warning("copies.overdue", copies=",".join(numbers))
+        return [Problem("copy_overdue", f"copy {c.number} (request {c.request}, held by {c.holder}) was due for "
+                        f"disposal on {c.deadline}: record it with `callrec copies dispose {c.number}`")
+                for c in late]
 
     def _announcement(self, policy: Policy) -> AnnouncementAudio:
         """The policy's announcement, a relative path read beside the policy file."""

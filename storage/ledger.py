@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,8 +60,13 @@ _FIELDS = ("seq", "at", "event", "actor", "reason", "approved_by", "details", "p
 _TAIL_WINDOW = 64 * 1024
 
 
+_EVENT_NAME = re.compile(r"[a-z][a-z_]{0,39}")
+"""Every event name: storage's own below (a plain string must be one of them), and the layers
+above (the access layer's requests and copies) bring theirs as StrEnum members of the same form."""
+
+
 class Event(StrEnum):
-    """The event names written to the ledger; stable, auditors grep them."""
+    """Storage's event names written to the ledger; stable, auditors grep them."""
 
     ERASURE = "erasure"  # one per sweep: count, period from-to, rule
     HOLD_ADDED = "hold_added"
@@ -171,7 +177,7 @@ class Ledger:
 
     def append(
         self,
-        event: Event | str,
+        event: StrEnum | str,
         actor: str,
         now: datetime,
         reason: str | None = None,
@@ -186,7 +192,10 @@ class Ledger:
         """
         if now.utcoffset() is None:
             raise ValueError("ledger times carry their UTC offset; pass an aware datetime")
-        event = Event(event)
+        if not isinstance(event, StrEnum):
+            event = Event(event)
+        if not _EVENT_NAME.fullmatch(event):
+            raise ValueError(f"ledger event names are lower-case words joined by _, not {event!r}")
         lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
@@ -196,7 +205,7 @@ class Ledger:
                 body: dict[str, Any] = {
                     "seq": seq + 1,
                     "at": now.isoformat(timespec="milliseconds"),
-                    "event": event.value,
+                    "event": str(event),
                     "actor": actor,
                     "reason": reason,
                     "approved_by": approved_by,
@@ -213,7 +222,7 @@ class Ledger:
             self._write_head(entry["seq"], entry["mac"])
         finally:
             os.close(lock_fd)
-        log.info("ledger.appended", seq=entry["seq"], ledger_event=event.value, actor=actor)
+        log.info("ledger.appended", seq=entry["seq"], ledger_event=str(event), actor=actor)
         return _to_entry(entry)
 
     def _tail(self, fd: int) -> tuple[int, str]:

@@ -104,11 +104,13 @@ def tshark_rtp(path: Path) -> list[RtpRow]:
     return out
 
 
-def run_cli(*args: str | Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str | Path, check: bool = True, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`callrec ARGS`; `input` is its standard input (passwords, one per line, for scripts)."""
     command = f"callrec {' '.join(map(str, args))}"
     try:
         result = subprocess.run([sys.executable, "-m", "callrec", *map(str, args)], cwd=REPO,
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, input=input)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{command} ran over {timeout} s") from None
     if check and result.returncode != 0:
