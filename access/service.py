@@ -92,6 +92,11 @@ class AccessService:
             self.tables.update_account(name, failed_logins=0, locked_until=None)
         return self._actor(account)
 
+    def authorise(self, by: Actor, action: Action) -> Grant:
+        """The grant for an action outside requests (hold, verify, the ledger, search), or
+        Forbidden, ledgered."""
+        return self._permit(by, action)
+
     def _actor(self, account: Account) -> Actor:
         principal = self.tables.account(account.deputy_of) if account.deputy_of else None
         return Actor(account.name, account.role, account.deputy_of,

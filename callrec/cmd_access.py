@@ -24,7 +24,7 @@ from policy.access import Wanted
 from . import cmd_copies
 from .context import open_store, settings
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "signed_in"]
 
 
 def _password(prompt: str) -> str:
@@ -33,7 +33,8 @@ def _password(prompt: str) -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
-def _signed_in(service: AccessService, args: argparse.Namespace) -> Actor:
+def signed_in(service: AccessService, args: argparse.Namespace) -> Actor:
+    """The person named by --user, signed in with the password they type (or pipe)."""
     if not args.user:
         raise AccessError("say who acts: --user NAME (the password is asked for)")
     return service.sign_in(args.user, _password(f"password for {args.user}: "))
@@ -53,7 +54,7 @@ def _print_json(value: object) -> None:
 # ---- users ---------------------------------------------------------------------------
 def cmd_user_add(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        by = _signed_in(service, args) if service.users() else None
+        by = signed_in(service, args) if service.users() else None
         password = _password(f"new password for {args.name}: ")
         account = service.add_user(by, args.name, args.role, password, args.deputy_of)
         print(f"{account.name}: {account.role}" + (f", deputy of {account.deputy_of}" if account.deputy_of else ""))
@@ -63,7 +64,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        _signed_in(service, args)
+        signed_in(service, args)
         for a in service.users():
             flags = [f for f, on in (("disabled", a.disabled), ("absent", a.absent),
                                      (f"locked until {a.locked_until}", bool(a.locked_until))) if on]
@@ -75,7 +76,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        service.disable_user(_signed_in(service, args), args.name, args.reason)
+        service.disable_user(signed_in(service, args), args.name, args.reason)
         print(f"{args.name}: disabled")
         return 0
     return _service(args, run)
@@ -83,7 +84,7 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        by = _signed_in(service, args)
+        by = signed_in(service, args)
         service.change_password(by, args.name or by.name, _password("new password: "))
         print(f"{args.name or by.name}: password changed")
         return 0
@@ -92,7 +93,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 def cmd_user_absent(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        by = _signed_in(service, args)
+        by = signed_in(service, args)
         name = args.name or by.name
         service.set_absent(by, name, args.absent_command == "absent")
         print(f"{name}: {'absent (their deputy acts for them)' if args.absent_command == 'absent' else 'present'}")
@@ -113,7 +114,7 @@ def _show_request(request: Request, as_json: bool) -> None:
 
 def cmd_request_file(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        request = service.file(_signed_in(service, args), department=args.department, purpose=args.purpose,
+        request = service.file(signed_in(service, args), department=args.department, purpose=args.purpose,
                                wanted=Wanted(args.wanted), call_ids=tuple(args.call), details=args.details or "")
         print(f"{request.number}: filed ({request.purpose}, {request.wanted}, {len(request.call_ids)} call(s))")
         return 0
@@ -122,7 +123,7 @@ def cmd_request_file(args: argparse.Namespace) -> int:
 
 def cmd_request_decide(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        by = _signed_in(service, args)
+        by = signed_in(service, args)
         if args.request_command == "approve":
             request = service.approve(by, args.number, args.reason or "")
         elif args.request_command == "refuse":
@@ -136,7 +137,7 @@ def cmd_request_decide(args: argparse.Namespace) -> int:
 
 def cmd_request_instruct(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        request = service.instruct(_signed_in(service, args), args.number, args.to)
+        request = service.instruct(signed_in(service, args), args.number, args.to)
         print(f"{request.number}: instructed to {request.instructed_to}")
         return 0
     return _service(args, run)
@@ -144,7 +145,7 @@ def cmd_request_instruct(args: argparse.Namespace) -> int:
 
 def cmd_request_fulfil(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        done = service.fulfil(_signed_in(service, args), args.number, holder=args.holder, out_dir=args.out)
+        done = service.fulfil(signed_in(service, args), args.number, holder=args.holder, out_dir=args.out)
         for copy in done.copies:
             print(f"{copy.number}: {copy.package} (SHA-256 {copy.sha256}, dispose by {copy.deadline or '目的達成時'})")
         for path in done.files:
@@ -158,7 +159,7 @@ def cmd_request_fulfil(args: argparse.Namespace) -> int:
 
 def cmd_request_list(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        _signed_in(service, args)
+        signed_in(service, args)
         requests = service.requests()
         if args.json:
             _print_json([asdict(r) for r in requests])
@@ -171,7 +172,7 @@ def cmd_request_list(args: argparse.Namespace) -> int:
 
 def cmd_request_show(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        _signed_in(service, args)
+        signed_in(service, args)
         _show_request(service.request(args.number), args.json)
         return 0
     return _service(args, run)
@@ -180,7 +181,7 @@ def cmd_request_show(args: argparse.Namespace) -> int:
 # ---- copies --------------------------------------------------------------------------
 def cmd_copies_list(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        _signed_in(service, args)
+        signed_in(service, args)
         copies = service.copies()
         late = {c.number for c in service.overdue_copies()}
         if args.json:
@@ -195,7 +196,7 @@ def cmd_copies_list(args: argparse.Namespace) -> int:
 
 def cmd_copies_dispose(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
-        copy = service.dispose(_signed_in(service, args), args.number, how=args.how, witness=args.witness)
+        copy = service.dispose(signed_in(service, args), args.number, how=args.how, witness=args.witness)
         print(f"{copy.number}: disposed {copy.disposed_at} ({copy.disposed_how})")
         return 0
     return _service(args, run)

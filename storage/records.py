@@ -8,7 +8,7 @@ when and why.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +116,9 @@ def _remove(paths: list[Path]) -> None:
 
 
 def set_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str,
-             approved_by: str | None) -> None:
-    """Legal hold (松本市 第7条5): kept past every rule until released."""
+             approved_by: str | None, role: Mapping[str, str] | None = None) -> None:
+    """Legal hold (松本市 第7条5): kept past every rule until released.  `role` is what the
+    ledger says of the role the actor acted in, where the site has access rules."""
     if not reason.strip():
         raise RequestRefused("a hold needs a reason (--reason TEXT)")
     row = sealed_row(store, call_id)
@@ -127,7 +128,7 @@ def set_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str,
     store.index.update(call_id, held=hold, hold_reason=reason if hold else None,
                        held_since=now.isoformat(timespec="seconds") if hold else None)
     store.ledger.append(Event.HOLD_ADDED if hold else Event.HOLD_RELEASED, actor, now,
-                        reason=reason, approved_by=approved_by, call_id=call_id)
+                        reason=reason, approved_by=approved_by, call_id=call_id, **(role or {}))
 
 
 def held_rows(store: Store) -> list[CallRow]:

@@ -245,3 +245,23 @@ def test_shinagawa_listening_after_approval_and_a_refusal_with_its_reason(tmp_pa
     assert (shown["state"], shown["decision_reason"]) == ("refused", "本人確認ができない")
     assert "refused; it cannot become approved" in site.run("request", "approve", second, user="kacho", ok=False)
     assert_every_entry_names_a_person(site, {"kacho", "yamada"})
+
+
+def test_kumamoto_hold_verify_and_ledger_name_the_person_and_their_role(tmp_path: Path) -> None:
+    """Commands outside requests say who acts too: the 監査 reads the 管理簿 and verifies but holds nothing."""
+    site = Site(tmp_path, "kumamoto")
+    site.add_user("kanri", "manager")
+    site.add_user("audit", "auditor", "kanri")
+    call = site.inbound["id"]
+    assert "may not hold" in site.run("hold", "add", call, "--reason", "開示請求", user="audit", ok=False)
+    assert "say who acts" in site.run("hold", "add", call, "--reason", "開示請求", ok=False)
+    site.run("hold", "add", call, "--reason", "開示請求 第3号", user="kanri")
+    assert call in site.run("hold", "list", user="kanri")
+    assert "ok" in site.run("verify", user="audit").lower()
+    assert "chain intact" in site.run("ledger", "verify", user="audit")
+    listed = site.run("ledger", "list", user="audit")
+    assert "hold_added" in listed and "kanri" in listed
+    held = [e for e in site.ledger() if e["event"] == "hold_added"][0]
+    assert (held["actor"], held["details"]["role"]) == ("kanri", "manager")
+    verified = [e for e in site.ledger() if e["event"] == "verification"][0]
+    assert (verified["actor"], verified["details"]["role"]) == ("audit", "auditor")
