@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from wire.errors import CallrecError
 
-__all__ = ["AccessError", "Forbidden", "PackageError"]
+__all__ = ["AccessError", "Forbidden", "FormError", "PackageError"]
 
 
 class AccessError(CallrecError):
@@ -19,3 +19,8 @@ class PackageError(AccessError):
     """A copy package cannot be written as asked (the path exists, a file does not match its
     seal, the manifest is unusable) or a fingerprint given to check one is not a fingerprint.
     Nothing was left under the package's name."""
+
+
+class FormError(AccessError):
+    """A form cannot be printed as asked: a field its organisation's form cannot say (a purpose
+    outside its boxes, a date before 平成) or the fonts it is set in are not installed."""

@@ -25,9 +25,10 @@ from storage.store import actor as shell_user
 from . import requests as core
 from .copies import CopyRecord, copy_deadline, copy_number, overdue
 from .errors import AccessError, Forbidden
-from .package import write_package
+from .forms import AnswerForm, FormCall, RequestForm, answer_pdf, ledger_book_csv, ledger_book_pdf, request_pdf
+from .package import signing_fingerprint, write_package
 from .people import Account, BadCredentials, after_failure, hash_password, password_matches
-from .requests import AccessEvent, LedgerNote, Request
+from .requests import AccessEvent, LedgerNote, Request, RequestState
 from .rules import Actor, Grant, permit
 from .store import AccessStore
 
@@ -322,6 +323,71 @@ class AccessService:
             self._ledger(LedgerNote(AccessEvent.EXTENSION_DISCLOSED, grant, approved_by=request.decided_by, details={
                 "request": request.number, "call_id": call_id, "extension": extension}), now)
         return Fulfilment(request, extensions=tuple(found))
+
+    # ---- forms ------------------------------------------------------------------
+    def request_form(self, by: Actor, number: str) -> bytes:
+        """The request on the organisation's form (依頼書 / 申請書 / 作成指示書), for its
+        requester or a person who decides requests."""
+        request = self.request(number)
+        self._permit(by, Action.REQUEST if by.name == request.requester else Action.APPROVE)
+        return request_pdf(self._request_form(request))
+
+    def answer_form(self, by: Actor, number: str) -> bytes:
+        """The decision on the organisation's form (回答書 / 決定通知書 / 提出書): the calls
+        provided with their sealed SHA-256, erased ones with their date, or 該当データなし; the
+        copies, their deadline and the fingerprint their packages are signed with."""
+        self._permit(by, Action.APPROVE)
+        request = self.request(number)
+        if request.decided_at is None:
+            raise AccessError(f"request {number} is not decided yet; there is no answer to print")
+        copies = [c for c in self.tables.copies() if c.request == number]
+        deadlines = sorted(date.fromisoformat(c.deadline) for c in copies if c.deadline)
+        decider = self.access.roles.get(request.decided_role or "")
+        return answer_pdf(AnswerForm(
+            request=self._request_form(request),
+            decision="refused" if request.state is RequestState.REFUSED else "approved",
+            decided_on=datetime.fromisoformat(request.decided_at).date(),
+            decided_by=f"{decider.title if decider else ''}　{request.decided_by}".strip(),
+            decision_reason=request.decision_reason or "",
+            calls=tuple(self._form_call(call_id) for call_id in request.call_ids
+                        if request.state is not RequestState.REFUSED),
+            copy_numbers=tuple(c.number for c in copies),
+            disposal_deadline=deadlines[0] if deadlines else None,
+            recipient_conditions=self.access.copies.conditions,
+            signing_key_fingerprint=signing_fingerprint(self.store.master) if copies else None))
+
+    def _request_form(self, request: Request) -> RequestForm:
+        """The form's approximate fields come from the calls the request identified."""
+        purpose = self.access.purpose(request.purpose)
+        first = self.store.index.get(request.call_ids[0])
+        started = datetime.fromisoformat(first.started_at) if first is not None else None
+        ended = datetime.fromisoformat(first.ended_at) if first is not None and first.ended_at else None
+        approver = self.access.roles[self.access.approvers[0]].title
+        return RequestForm(
+            form_set=self.access.forms, request_number=request.number,
+            requested_on=datetime.fromisoformat(request.filed_at).date(),
+            requester_name=request.requester, requester_department=request.department, requester_contact="",
+            purpose_label=purpose.label if purpose else request.purpose,
+            purpose_clause=purpose.clause if purpose else "", wanted=str(request.wanted),
+            call_from=started, call_to=ended, call_at_approx=started,
+            duration_approx_seconds=round(first.duration) if first is not None and first.duration else None,
+            other_party_number=(first.remote_number or "") if first is not None else "",
+            city_side_number=(first.local_number or "") if first is not None else "",
+            details=request.details, addressee=approver)
+
+    def _form_call(self, call_id: str) -> FormCall:
+        row = self._call(call_id)
+        return FormCall(record_id=row.id, started_at=row.started_at, duration_seconds=row.duration,
+                        direction=row.direction, remote_number=row.remote_number, local_number=row.local_number,
+                        sha256=row.sha256 or "", erased_at=row.erased_at, erased_reason=row.erased_reason)
+
+    def ledger_book(self, by: Actor, pdf: bool) -> bytes:
+        """The ledger as the 通話記録管理簿 (松本市 第10条): CSV for a spreadsheet, or PDF to file."""
+        self._permit(by, Action.READ_LEDGER)
+        entries = list(self.store.ledger.entries())
+        if pdf:
+            return ledger_book_pdf(entries, organisation=self.access.forms)
+        return ledger_book_csv(entries)
 
     # ---- copies -----------------------------------------------------------------
     def dispose(self, by: Actor, number: str, *, how: str, witness: str | None) -> CopyRecord:

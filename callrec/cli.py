@@ -22,7 +22,7 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
 from wire.errors import CallrecError
 
-from . import cmd_announcer, cmd_records, logs
+from . import cmd_access, cmd_announcer, cmd_records, cmd_search, logs
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -58,10 +58,11 @@ def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
-    config, _ = settings(args)
+    config, policy = settings(args)
+    cmd_access.may_search(args)
     index = open_index(config)
     try:
-        rows = [r.as_dict() for r in (index.rows() if args.all else index.kept())]
+        rows = [r.as_dict() for r in cmd_search.listed(index, args, policy)]
     finally:
         index.close()
     if args.json:
@@ -79,6 +80,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
 
 def cmd_calls_show(args: argparse.Namespace) -> int:
     config, _ = settings(args)
+    cmd_access.may_search(args)
     index = open_index(config)
     try:
         row = index.get(args.id)
@@ -169,18 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     calls = sub.add_parser("calls", help="recorded calls").add_subparsers(dest="calls_command", required=True)
-    p = calls.add_parser("list", help="list recorded calls")
-    common(p)
+    listing = p = calls.add_parser("list", help="list recorded calls")
+    common(p, policy=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--user", help="who asks, where the policy has access rules")
     p.add_argument("--all", action="store_true", help="also the rows of erased recordings")
     p.set_defaults(func=cmd_calls_list)
     p = calls.add_parser("show", help="show one recorded call")
     p.add_argument("id")
-    common(p)
+    common(p, policy=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--user", help="who asks, where the policy has access rules")
     p.set_defaults(func=cmd_calls_show)
 
     cmd_records.add_parsers(sub, calls, common)
+    cmd_search.add_parsers(calls, common, listing)
+    cmd_access.add_parsers(sub, common)
 
     cmd_announcer.add_parser(sub)
 

@@ -19,12 +19,15 @@ from access.errors import AccessError
 from access.requests import Request
 from access.rules import Actor
 from access.service import AccessService
-from policy.access import Wanted
+from policy.access import Action, Wanted
+from policy.schema import Policy
+from storage.store import Store
+from storage.store import actor as shell_user
 
 from . import cmd_copies
 from .context import open_store, settings
 
-__all__ = ["add_parsers", "signed_in"]
+__all__ = ["acting", "add_parsers", "cmd_ledger_book", "may_search", "signed_in"]
 
 
 def _password(prompt: str) -> str:
@@ -38,6 +41,26 @@ def signed_in(service: AccessService, args: argparse.Namespace) -> Actor:
     if not args.user:
         raise AccessError("say who acts: --user NAME (the password is asked for)")
     return service.sign_in(args.user, _password(f"password for {args.user}: "))
+
+
+def acting(args: argparse.Namespace, policy: Policy, store: Store, action: Action) -> tuple[str, dict[str, str]]:
+    """Who acts, for the ledger: where the policy has access rules, the person signed in with
+    --user, in a role that may do this (else Forbidden, ledgered); otherwise (the embedded
+    default, one administrator at a root shell) the shell's user."""
+    if policy.access is None:
+        return shell_user(), {}
+    with AccessService(store, policy) as service:
+        grant = service.authorise(signed_in(service, args), action)
+    return grant.actor, grant.ledger_details()
+
+
+def may_search(args: argparse.Namespace) -> None:
+    """Call metadata (numbers, times) is shown only to a person whose role may search, where
+    the policy has access rules (山形市 第5条3: the fewest people)."""
+    config, policy = settings(args)
+    if policy.access is not None:
+        with open_store(config, policy) as store:
+            acting(args, policy, store, Action.SEARCH)
 
 
 def _service(args: argparse.Namespace, command: Callable[[AccessService], int]) -> int:
@@ -178,6 +201,37 @@ def cmd_request_show(args: argparse.Namespace) -> int:
     return _service(args, run)
 
 
+def cmd_request_print(args: argparse.Namespace) -> int:
+    """The request's form or its answer as PDF, written to a new file."""
+    if args.output.exists():
+        raise AccessError(f"{args.output} exists; callrec never overwrites a file")
+
+    def run(service: AccessService) -> int:
+        by = signed_in(service, args)
+        pdf = (service.request_form if args.request_command == "form" else service.answer_form)(by, args.number)
+        with args.output.open("xb") as out:
+            out.write(pdf)
+        print(f"{args.output}: {args.request_command} of {args.number}")
+        return 0
+    return _service(args, run)
+
+
+def cmd_ledger_book(args: argparse.Namespace) -> int:
+    """The ledger as the 通話記録管理簿, CSV or PDF by the file's suffix."""
+    if args.output.exists():
+        raise AccessError(f"{args.output} exists; callrec never overwrites a file")
+    if args.output.suffix.lower() not in (".csv", ".pdf"):
+        raise AccessError("the book is written as .csv or .pdf")
+
+    def run(service: AccessService) -> int:
+        book = service.ledger_book(signed_in(service, args), pdf=args.output.suffix.lower() == ".pdf")
+        with args.output.open("xb") as out:
+            out.write(book)
+        print(f"{args.output}: 通話記録管理簿")
+        return 0
+    return _service(args, run)
+
+
 # ---- copies --------------------------------------------------------------------------
 def cmd_copies_list(args: argparse.Namespace) -> int:
     def run(service: AccessService) -> int:
@@ -254,6 +308,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     command(requests, "list", "every request", cmd_request_list, json_output=True)
     p = command(requests, "show", "one request", cmd_request_show, json_output=True)
     p.add_argument("number")
+    for name, text in (("form", "print the request on the organisation's form (PDF)"),
+                       ("answer", "print the answer on the organisation's form (PDF)")):
+        p = command(requests, name, text, cmd_request_print)
+        p.add_argument("number")
+        p.add_argument("-o", "--output", type=Path, required=True, help="new PDF file")
 
     copies = sub.add_parser("copies", help="the copy register (複製データ・出力データ)").add_subparsers(
         dest="copies_command", required=True)

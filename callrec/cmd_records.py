@@ -11,35 +11,23 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from access.service import AccessService
 from policy.access import Action
-from policy.schema import Policy
 from storage.layout import default_key_file
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
 from storage.records import RecordUnavailable, RequestRefused, hand_out, held_rows, set_hold
-from storage.store import Store, actor
+from storage.store import actor
 from storage.sweep import sweep
 from storage.verify import verify_store
 from storage.wipe import destroy_key_file, wipe_all
 
-from .cmd_access import signed_in
+from .cmd_access import acting, cmd_ledger_book
 from .context import open_store, settings
 
 
 def _fail(message: str, status: int = 1) -> int:
     print(f"callrec: {message}", file=sys.stderr)
     return status
-
-
-def _who(args: argparse.Namespace, policy: Policy, store: Store, action: Action) -> tuple[str, dict[str, str]]:
-    """Who acts, for the ledger: where the policy has access rules, the person signed in with
-    --user, in a role that may do this; otherwise (the embedded default) the shell's user."""
-    if policy.access is None:
-        return actor(), {}
-    with AccessService(store, policy) as service:
-        grant = service.authorise(signed_in(service, args), action)
-    return grant.actor, grant.ledger_details()
 
 
 def _refused(exc: RequestRefused | RecordUnavailable) -> int:
@@ -71,7 +59,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
     adding = args.hold_command == "add"
     try:
         with open_store(config, policy) as store:
-            who, role = _who(args, policy, store, Action.HOLD)
+            who, role = acting(args, policy, store, Action.HOLD)
             set_hold(store, args.id, adding, actor=who, reason=args.reason, approved_by=args.approved_by, role=role)
     except (RequestRefused, RecordUnavailable) as exc:
         return _refused(exc)
@@ -82,7 +70,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 def cmd_hold_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     with open_store(config, policy) as store:
-        _who(args, policy, store, Action.HOLD)
+        acting(args, policy, store, Action.HOLD)
         held = held_rows(store)
     for row in held:
         print(f"{row.id:27} since {row.held_since}  {row.hold_reason}")
@@ -92,7 +80,7 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
 def cmd_ledger_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     with open_store(config, policy) as store:
-        _who(args, policy, store, Action.READ_LEDGER)
+        acting(args, policy, store, Action.READ_LEDGER)
         entries = list(store.ledger.entries())
     if args.json:
         json.dump([e.as_json() for e in entries], sys.stdout, ensure_ascii=False, indent=2)
@@ -109,7 +97,7 @@ def cmd_ledger_list(args: argparse.Namespace) -> int:
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     config, policy = settings(args)
     with open_store(config, policy) as store:
-        _who(args, policy, store, Action.READ_LEDGER)
+        acting(args, policy, store, Action.READ_LEDGER)
         problems = store.ledger.verify()
         count = 0 if problems else sum(1 for _ in store.ledger.entries())
     for problem in problems:
@@ -124,7 +112,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 1 naming every recording or ledger entry that does not match."""
     config, policy = settings(args)
     with open_store(config, policy) as store:
-        who, role = _who(args, policy, store, Action.VERIFY)
+        who, role = acting(args, policy, store, Action.VERIFY)
         report = verify_store(store)
         try:
             store.ledger.append(Event.VERIFICATION, who, store.now(), result="ok" if report.ok else "mismatch",
@@ -229,6 +217,8 @@ def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersActi
         dest="ledger_command", required=True)
     command(ledger, "list", "every entry", cmd_ledger_list, json_output=True)
     command(ledger, "verify", "check the keyed hash chain", cmd_ledger_verify)
+    p = command(ledger, "book", "the ledger as the 通話記録管理簿: CSV or PDF (by the file's suffix)", cmd_ledger_book)
+    p.add_argument("-o", "--output", type=Path, required=True, help="new .csv or .pdf file")
 
     retention = sub.add_parser("retention", help="the retention rule").add_subparsers(
         dest="retention_command", required=True)

@@ -9,4 +9,4 @@ durable writes and the retention planner are its own business.
 names what it offers.
 """
 __all__ = ["errors", "index", "keys", "layout", "ledger", "lock", "notices", "records", "recordings",
-           "recovery", "store", "sweep", "verify", "wipe"]
+           "recovery", "search", "store", "sweep", "verify", "wipe"]

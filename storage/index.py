@@ -15,7 +15,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["CallIndex", "CallRow", "SideFile", "connect", "iso"]
+__all__ = ["CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -69,6 +69,7 @@ them on open, so an upgrade never needs a manual migration."""
 
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS calls_kept ON calls(held, state, recorded_at, size_bytes) WHERE erased_at IS NULL;
+CREATE INDEX IF NOT EXISTS calls_recorded ON calls(recorded_at);
 """
 
 ERASED_CLEAR: dict[str, Any] = {
@@ -201,14 +202,14 @@ class CallIndex:
 
     def get(self, call_id: str) -> CallRow | None:
         row = self._db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
-        return None if row is None else self._decode(row)
+        return None if row is None else call_row(row)
 
     def rows(self) -> Iterator[CallRow]:
         for row in self._db.execute("SELECT * FROM calls ORDER BY started_at, id"):
-            yield self._decode(row)
+            yield call_row(row)
 
     def unfinished(self) -> list[CallRow]:
-        return [self._decode(r) for r in self._db.execute("SELECT * FROM calls WHERE state = 'recording'")]
+        return [call_row(r) for r in self._db.execute("SELECT * FROM calls WHERE state = 'recording'")]
 
     def setting(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
@@ -221,7 +222,7 @@ class CallIndex:
     def kept(self) -> Iterator[CallRow]:
         """Rows whose recording has not been erased, oldest first."""
         for row in self._db.execute("SELECT * FROM calls WHERE erased_at IS NULL ORDER BY recorded_at, id"):
-            yield self._decode(row)
+            yield call_row(row)
 
     def expired(self, cutoff: float) -> list[tuple[str, float, int]]:
         """Sealed, unheld recordings made before `cutoff`: (id, recorded_at, size)."""
@@ -278,12 +279,13 @@ class CallIndex:
             return int(bool(value))
         return value
 
-    @staticmethod
-    def _decode(row: sqlite3.Row) -> CallRow:
-        values = {name: row[name] for name in _ROW_FIELDS}
-        for column in JSON_COLUMNS:
-            values[column] = json.loads(values[column])
-        for column in BOOL_COLUMNS:
-            values[column] = bool(values[column])
-        values["side_files"] = [SideFile(**side) for side in values["side_files"]]
-        return CallRow(**values)
+
+def call_row(row: sqlite3.Row) -> CallRow:
+    """A row of the calls table as the typed CallRow (JSON and boolean columns decoded)."""
+    values = {name: row[name] for name in _ROW_FIELDS}
+    for column in JSON_COLUMNS:
+        values[column] = json.loads(values[column])
+    for column in BOOL_COLUMNS:
+        values[column] = bool(values[column])
+    values["side_files"] = [SideFile(**side) for side in values["side_files"]]
+    return CallRow(**values)

@@ -8,8 +8,11 @@ but the ledger's record of the refusal.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from tests.builders import PBX, TRUNK, sdp, sip, udp_frame, write_pcap
@@ -79,6 +82,13 @@ class Site:
         return [e for e in self.ledger() if e["event"] in ours]
 
 
+def pdf_text(site: Site, which: str, number: str, user: str, out: Path) -> str:
+    """A form printed by `callrec request form|answer`, as pdftotext reads it."""
+    site.run("request", which, number, "-o", out, user=user)
+    return subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def filed_number(stdout: str) -> str:
     match = re.match(r"(R\d{4}-\d{4}): filed", stdout)
     assert match, stdout
@@ -124,6 +134,18 @@ def test_kumamoto_request_approved_copy_verified_and_disposed(tmp_path: Path) ->
     [gone] = site.copies("kanri")
     assert gone["disposed_how"] == "DVD-R を破砕" and gone["witness"] == "audit"
     site.run("request", "close", number, user="kanri")
+    form = pdf_text(site, "form", number, "sato", tmp_path / "shinsei.pdf")
+    assert "電話録音データ取出し申請書" in form and "市民課" in form and number in form
+    answer = pdf_text(site, "answer", number, "kanri", tmp_path / "kaitou.pdf")
+    assert "電話録音データ取出し回答書" in answer and site.inbound["sha256"] in answer
+    assert copy.group(1) in answer and "交付する" in answer
+    assert "may not approve" in site.run("request", "answer", number, "-o", tmp_path / "x.pdf", user="sato",
+                                         ok=False)
+    book = tmp_path / "kanribo.csv"
+    assert "may not read_ledger" in site.run("ledger", "book", "-o", book, user="sato", ok=False)
+    site.run("ledger", "book", "-o", book, user="audit")
+    rows = list(csv.reader(io.StringIO(book.read_text(encoding="utf-8-sig"))))
+    assert rows[0][:3] == ["番号", "日時", "事項"] and any("kanri" in row for row in rows[1:])
     assert_every_entry_names_a_person(site, {"kanri", "sato", "audit"})
     made = [e for e in site.ledger() if e["event"] == "copy_made"]
     assert made[0]["approved_by"] == "kanri" and made[0]["details"]["sha256"] == site.inbound["sha256"]
@@ -183,6 +205,13 @@ def test_saitama_contractor_works_only_on_instruction_and_nobody_listens_on_the_
     made = held["made_at"][:10]
     year = int(made[:4]) if int(made[5:7]) >= 4 else int(made[:4]) - 1
     assert deadline == f"{year + 2}-03-31"
+    answer = pdf_text(site, "answer", number, "kimura", tmp_path / "teishutsu.pdf")
+    assert "出力データ提出書" in answer and held["number"] in answer
+    fingerprint = re.search(r"([0-9A-F]{4}(?:-[0-9A-F]{4}){7})", answer)
+    assert fingerprint, answer
+    verified = run_cli("copies", "verify", held["package"], "--fingerprint", fingerprint.group(1))
+    assert verified.returncode == 0
+    assert "作成指示書" in pdf_text(site, "form", number, "kimura", tmp_path / "shiji.pdf")
     assert_every_entry_names_a_person(site, {"kimura", "staff1", "vendor"})
 
 
@@ -244,6 +273,8 @@ def test_shinagawa_listening_after_approval_and_a_refusal_with_its_reason(tmp_pa
     shown = json.loads(site.run("request", "show", second, "--json", user="kacho"))
     assert (shown["state"], shown["decision_reason"]) == ("refused", "本人確認ができない")
     assert "refused; it cannot become approved" in site.run("request", "approve", second, user="kacho", ok=False)
+    refusal = pdf_text(site, "answer", second, "kacho", tmp_path / "kettei.pdf")
+    assert "本人確認ができない" in refusal and site.inbound["sha256"] not in refusal
     assert_every_entry_names_a_person(site, {"kacho", "yamada"})
 
 

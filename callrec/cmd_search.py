@@ -1,0 +1,163 @@
+"""`callrec calls find`: the call a request form describes (熊本市 様式1, 山形市 別記様式,
+さいたま 様式1), ranked with the reasons it matched and followed by the erased recordings of its
+window, so that the answer (熊本市 様式2: does the data exist?) can be given honestly; and the
+plain filters of `calls list`, through the same query (storage/search.py).
+
+Times on a form are local: without an offset they are read in the policy's time zone."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from policy.decide import Direction
+from policy.schema import Policy
+from storage.index import CallIndex, CallRow
+from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, Candidate, QueryError, SearchResult, find, select
+
+from .cmd_access import may_search
+from .context import open_index, settings
+
+DIRECTIONS = tuple(d.value for d in Direction if d is not Direction.UNKNOWN)
+SHOWN = 20
+"""Candidates printed unless --limit says otherwise: a day's window can hold hundreds."""
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_SPAN = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d{2})")
+
+
+def parse_span(text: str) -> float:
+    """A length as people write it: 3 (minutes, as forms count: 約3分), 3m, 90s, 1h30m, 2:55."""
+    value = text.strip().lower()
+    try:
+        if re.fullmatch(r"\d+(?:\.\d+)?", value):
+            seconds = float(value) * 60
+        elif clock := _CLOCK.fullmatch(value):
+            hours, minutes, secs = clock.groups()
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
+        elif _SPAN.fullmatch(value):
+            seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
+        else:
+            raise ValueError(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a length: write 3 or 3m (minutes), 2:55, 90s or 1h30m") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a length must be longer than zero")
+    return seconds
+
+
+def parse_time(text: str, tz: ZoneInfo, flag: str) -> float:
+    """A date and time as a form gives it (2026-11-20 10:30, 2026/11/20 10:30, or ISO 8601 with
+    an offset); without an offset it is the policy's local time."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("/", "-"))
+    except ValueError:
+        raise QueryError(f"{flag} {text!r} is not a date and time: write e.g. \"2026-11-20 10:30\" "
+                         "(the policy's time zone) or 2026-11-20T10:30+09:00") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
+def _query(args: argparse.Namespace, policy: Policy) -> CallQuery:
+    tz = ZoneInfo(policy.timezone)
+    at = getattr(args, "at", None)
+    if getattr(args, "window", None) and not at:
+        raise QueryError("--window is the span either side of --at; a period from/to is its own window")
+    return CallQuery(
+        around=parse_time(at, tz, "--at") if at else None,
+        window_seconds=getattr(args, "window", None) or DEFAULT_WINDOW_SECONDS,
+        start=parse_time(args.start, tz, "--from") if args.start else None,
+        end=parse_time(args.end, tz, "--to") if args.end else None,
+        duration_seconds=getattr(args, "duration", None),
+        duration_tolerance=getattr(args, "tolerance", None),
+        remote_number=args.number, local_number=args.local, direction=args.direction,
+        country_code=policy.numbering.country_code,
+    )
+
+
+def listed(index: CallIndex, args: argparse.Namespace, policy: Policy) -> list[CallRow]:
+    """The rows `calls list` shows: all (or all kept) without a filter, else those that meet it."""
+    if not any((args.start, args.end, args.number, args.local, args.direction)):
+        return list(index.rows() if args.all else index.kept())
+    return select(index, _query(args, policy), erased=args.all)
+
+
+def cmd_calls_find(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    if args.limit < 0:
+        raise QueryError("--limit counts candidates: 0 (all) or more")
+    query = _query(args, policy)
+    may_search(args)
+    index = open_index(config)
+    try:
+        result = find(index, query, tz=ZoneInfo(policy.timezone))
+    finally:
+        index.close()
+    if args.json:
+        json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print(result, args.limit)
+    return 0
+
+
+def _print(result: SearchResult, limit: int) -> None:
+    print(f"Search: {result.description}")
+    print(result.answer)
+    shown = result.candidates if limit == 0 else result.candidates[:limit]
+    for n, candidate in enumerate(shown, 1):
+        print()
+        _print_candidate(n, candidate)
+    if len(shown) < len(result.candidates):
+        print(f"\n... and {len(result.candidates) - len(shown)} more (--limit 0 shows them all)")
+    if result.erased:
+        print("\nErased in that window:")
+        for tomb in result.erased:
+            print(f"  {tomb.id}: {tomb.sentence}")
+    for note in result.notes:
+        print(f"\n{note}")
+
+
+def _print_candidate(n: int, candidate: Candidate) -> None:
+    row = candidate.row
+    duration = f"{row.duration:.1f} s" if row.duration is not None else "-"
+    state = "IN PROGRESS" if candidate.in_progress else row.state
+    print(f"{n:3}. {row.id}  score {candidate.score}  {state}{'  HELD' if row.held else ''}")
+    print(f"     {row.answered_at or row.started_at}  {duration}  {row.direction}  "
+          f"city-side {row.local_number or '-'}  outside {row.remote_number or '-'}")
+    for reason in candidate.reasons:
+        print(f"     - {reason}")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="start", metavar="TIME",
+                   help="recorded from this date and time (policy's time zone unless it has an offset)")
+    p.add_argument("--to", dest="end", metavar="TIME", help="recorded until this date and time")
+    p.add_argument("--number", metavar="N", help="the outside party's number, in any written form")
+    p.add_argument("--local", metavar="N", help="the city-side number: DID or extension")
+    p.add_argument("--direction", choices=DIRECTIONS)
+
+
+def add_parsers(calls: argparse._SubParsersAction, common: Callable[..., None],  # type: ignore[type-arg]
+                listing: argparse.ArgumentParser) -> None:
+    """`calls find`, and the filters of `calls list` (the parser cli.py made)."""
+    _filters(listing)
+    p = calls.add_parser("find", help="find the call a request form describes (time, length, numbers)")
+    p.add_argument("--user", help="who asks, where the policy has access rules")
+    p.add_argument("--at", metavar="TIME", help='about when, e.g. "2026-11-20 10:30" (policy\'s time zone)')
+    p.add_argument("--window", type=parse_span, metavar="SPAN",
+                   help="how far either side of --at (default 30m)")
+    p.add_argument("--duration", type=parse_span, metavar="SPAN", help="about how long, e.g. 3m or 2:55")
+    p.add_argument("--tolerance", type=parse_span, metavar="SPAN",
+                   help="how far off --duration still counts as about it (default a quarter, at least 1m)")
+    _filters(p)
+    p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")
+    p.add_argument("--json", action="store_true")
+    common(p, policy=True)
+    p.set_defaults(func=cmd_calls_find)
