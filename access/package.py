@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from storage.durable import fsync_dir
 from storage.keys import MasterKey
 from storage.records import SealedFile
 
@@ -308,15 +309,7 @@ def _publish(tmp: Path, path: Path) -> None:
         os.rename(tmp, path)
     else:
         os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _readme(package_name: str, copy_number: str, names: list[str], key: Ed25519PrivateKey) -> bytes:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import astuple, fields
 from pathlib import Path
 
 from policy.access import Wanted
-from storage.index import connect
+from storage.index import connect, transaction
 
 from .copies import CopyRecord
 from .people import Account
@@ -94,15 +93,8 @@ class AccessStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     def next_serial(self, name: str) -> int:
         """The next number of a yearly series (requests, copies): the counter survives the

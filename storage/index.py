@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso"]
+__all__ = ["CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso", "transaction"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -163,6 +163,19 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Group changes into one commit on a connection from connect() (which autocommits
+    otherwise); the write lock is taken at once, so two writers queue rather than deadlock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def iso(ts: float | None, tz: tzinfo, timespec: str = "milliseconds") -> str | None:
     """ISO 8601 with the site's offset, as the index stores times."""
     if ts is None:
@@ -260,16 +273,8 @@ class CallIndex:
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group changes into one commit (the connection autocommits otherwise)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     @staticmethod
     def _encode(column: str, value: Any) -> Any:

@@ -68,6 +68,13 @@ class Site:
     def add_user(self, name: str, role: str, by: str | None = None, *extra: str) -> None:
         self.run("user", "add", name, "--role", role, *extra, user=by, new_password=PASSWORDS[name])
 
+    def approved(self, filer: str, decider: str, department: str, purpose: str, wanted: str, call: str) -> str:
+        """A request filed by one person and approved by another; its number."""
+        number = filed_number(self.run("request", "file", "--department", department, "--purpose", purpose,
+                                       "--wanted", wanted, "--call", call, user=filer))
+        self.run("request", "approve", number, user=decider)
+        return number
+
     def ledger(self) -> list[dict]:
         return json.loads(run_cli("ledger", "list", "--json", "--data-dir", self.data).stdout)
 
@@ -242,9 +249,7 @@ def test_yamagata_extension_only_reveals_the_extension_and_nothing_else(tmp_path
     site.add_user("kacho", "manager")
     site.add_user("ito", "handler", "kacho")
     call = site.outbound["id"]
-    number = filed_number(site.run("request", "file", "--department", "総務課", "--purpose", "extension",
-                                   "--wanted", "extension_only", "--call", call, user="ito"))
-    site.run("request", "approve", number, user="kacho")
+    number = site.approved("ito", "kacho", "総務課", "extension", "extension_only", call)
     out = site.run("request", "fulfil", number, "--holder", "総務課長", user="ito")
     assert f"{call}: extension 2101" in out
     assert "0312345678" not in out and "03-1234" not in out
@@ -260,9 +265,7 @@ def test_shinagawa_listening_after_approval_and_a_refusal_with_its_reason(tmp_pa
     site.add_user("kacho", "manager")
     site.add_user("yamada", "handler", "kacho")
     call = site.inbound["id"]
-    number = filed_number(site.run("request", "file", "--department", "戸籍住民課", "--purpose", "manager_need",
-                                   "--wanted", "listen", "--call", call, user="yamada"))
-    site.run("request", "approve", number, user="kacho")
+    number = site.approved("yamada", "kacho", "戸籍住民課", "manager_need", "listen", call)
     out = site.run("request", "fulfil", number, "--holder", "戸籍住民課長", user="yamada")
     wav = Path(re.search(r"(\S+\.wav): to listen to", out).group(1))  # type: ignore[union-attr]
     assert wav.read_bytes() == recording_bytes(site.data, site.inbound)
