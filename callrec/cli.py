@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from policy.access import describe_access
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
 from policy.retention import describe
@@ -150,7 +151,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
           f"{len(policy.excluded_lines)} excluded line(s), time zone {policy.timezone})")
     for lang in ("ja", "en"):
         print()
-        for line in describe(policy, lang):
+        for line in describe(policy, lang) + (describe_access(policy.access, lang) if policy.access else []):
             print(f"  {line}")
     return 0
 

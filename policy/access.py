@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from .strict import Strict
 
-__all__ = ["Access", "Action", "CopyRules", "Purpose", "RoleRule", "Wanted"]
+__all__ = ["Access", "Action", "CopyRules", "Purpose", "RoleRule", "Wanted", "describe_access"]
 
 Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Clause = Annotated[str, Field(min_length=1, max_length=200)]
@@ -132,3 +132,42 @@ class Access(Strict):
 
     def purpose(self, key: str) -> Purpose | None:
         return next((p for p in self.purposes if p.key == key), None)
+
+
+_KEEP_JA = {"end_of_next_fiscal_year": "作成した日の属する年度の翌年度末まで",
+            "until_purpose_met": "目的を達成するまで"}
+_KEEP_EN = {"end_of_next_fiscal_year": "until the end of the fiscal year after the one it was made in",
+            "until_purpose_met": "until its purpose is met"}
+_LISTEN_JA = {"allowed": "取扱いを許された者は装置で再生できます",
+              "approved_request": "装置での再生は、承認された依頼の実行としてのみ行います",
+              "never": "装置では再生せず、出力した複製データのみを聴取します"}
+_LISTEN_EN = {"allowed": "people allowed to fulfil may play recordings on the device",
+              "approved_request": "recordings are played on the device only to fulfil an approved request",
+              "never": "recordings are never played on the device; only exported copies are heard"}
+
+
+def describe_access(access: Access, lang: str = "ja") -> list[str]:
+    """Who may do what, for which purposes, and how copies are kept, in plain words with the
+    clauses, for `callrec policy check` and the section manager who signs it off."""
+    ja = lang == "ja"
+    lines = []
+    for role in access.roles.values():
+        rights = ", ".join(a.value for a in role.may) or ("-" if role.acts_for is None else "")
+        if role.acts_for is not None:
+            rights += (f" (不在時は{access.roles[role.acts_for].title}の職務を代理)" if ja else
+                       f" (acts as {access.roles[role.acts_for].title} while they are absent)")
+        if role.needs_instruction:
+            rights += " (管理責任者の指示があった場合のみ)" if ja else " (only on the manager's instruction)"
+        lines.append(f"{role.title}: {rights} [{role.clause}]")
+    for purpose in access.purposes:
+        wanted = ", ".join(w.value for w in purpose.wanted)
+        lines.append(f"{'利用目的' if ja else 'purpose'} {purpose.key}: {purpose.label} ({wanted}) [{purpose.clause}]")
+    keep = access.copies.keep
+    if isinstance(keep, int):
+        kept = f"作成から{keep}日" if ja else f"{keep} days after it is made"
+    else:
+        kept = (_KEEP_JA if ja else _KEEP_EN)[keep]
+    lines.append((f"複製データは{kept}保存し、廃棄を記録します" if ja else f"A copy is kept {kept}, and its disposal "
+                  "is recorded") + f" [{access.copies.clause}]")
+    lines.append(f"{(_LISTEN_JA if ja else _LISTEN_EN)[access.on_device_listening]} [{access.listening_clause}]")
+    return lines

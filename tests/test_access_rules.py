@@ -16,7 +16,7 @@ from access.people import after_failure, hash_password, password_matches
 from access.requests import (TRANSITIONS, AccessEvent, RequestState, RequestStateError, approve, close,
                              file_request, fulfilled, instruct, may_fulfil, refuse)
 from access.rules import Actor, permit
-from policy.access import Access, Action, Wanted
+from policy.access import Access, Action, Wanted, describe_access
 from policy.loader import PolicyError, load_policy, parse_policy
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -159,3 +159,13 @@ def test_an_access_section_that_contradicts_itself_is_refused_with_the_line() ->
                                                                            "  approvers: [requester]")
     with pytest.raises(PolicyError, match="approver roles without 'approve'"):
         parse_policy(text, "kumamoto.yaml")
+
+
+@pytest.mark.parametrize("name", ["shinagawa", "matsumoto", "yamagata", "kumamoto", "saitama"])
+def test_policy_check_says_who_may_do_what_with_the_clauses(name: str) -> None:
+    access = access_of(name)
+    for lang in ("ja", "en"):
+        text = "\n".join(describe_access(access, lang))
+        assert all(role.title in text and role.clause in text for role in access.roles.values())
+        assert all(p.clause in text for p in access.purposes) and access.copies.clause in text
+    assert ("翌年度末" in "\n".join(describe_access(access, "ja"))) == (name == "saitama")
