@@ -13,8 +13,19 @@ import pytest
 from access.copies import CopyRecord, copy_deadline, copy_number, fiscal_year, overdue
 from access.errors import AccessError, Forbidden
 from access.people import after_failure, hash_password, password_matches
-from access.requests import (TRANSITIONS, AccessEvent, RequestState, RequestStateError, approve, close,
-                             file_request, fulfilled, instruct, may_fulfil, refuse)
+from access.requests import (
+    TRANSITIONS,
+    AccessEvent,
+    RequestState,
+    RequestStateError,
+    approve,
+    close,
+    file_request,
+    fulfilled,
+    instruct,
+    may_fulfil,
+    refuse,
+)
 from access.rules import Actor, permit
 from policy.access import Access, Action, Wanted, describe_access
 from policy.loader import PolicyError, load_policy, parse_policy
