@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -299,3 +300,23 @@ def test_kumamoto_hold_verify_and_ledger_name_the_person_and_their_role(tmp_path
     assert (held["actor"], held["details"]["role"]) == ("kanri", "manager")
     verified = [e for e in site.ledger() if e["event"] == "verification"][0]
     assert (verified["actor"], verified["details"]["role"]) == ("audit", "auditor")
+
+
+def test_saitama_a_copy_past_its_deadline_is_listed_overdue_until_disposed(tmp_path: Path) -> None:
+    """さいたま 第4条6(2): the register says which copies are late; disposal clears it."""
+    site = Site(tmp_path, "saitama")
+    site.add_user("kimura", "manager")
+    site.add_user("staff1", "staff", "kimura")
+    site.add_user("vendor", "contractor", "kimura")
+    number = site.approved("staff1", "kimura", "広聴課", "article1", "copy", site.inbound["id"])
+    site.run("request", "instruct", number, "--to", "vendor", user="kimura")
+    site.run("request", "fulfil", number, "--holder", "広聴課長", user="vendor")
+    [held] = site.copies("kimura")
+    assert not held["overdue"]
+    with sqlite3.connect(site.data / "index.sqlite3") as db:  # two fiscal years go by
+        db.execute("UPDATE copies SET deadline = '2000-03-31' WHERE number = ?", (held["number"],))
+    [late] = site.copies("kimura")
+    assert late["overdue"] and "OVERDUE" in site.run("copies", "list", user="kimura")
+    site.run("copies", "dispose", held["number"], "--how", "DVD-R を破砕", user="kimura")
+    [gone] = site.copies("kimura")
+    assert not gone["overdue"] and gone["disposed_by"] == "kimura"
