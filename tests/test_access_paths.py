@@ -241,6 +241,9 @@ def test_matsumoto_deputy_acts_only_while_the_manager_is_absent(tmp_path: Path) 
     site.run("request", "fulfil", number, "--holder", "松本警察署", user="ito")
     site.run("user", "present", user="tanaka")
     assert "only while tanaka is marked absent" in site.run("request", "close", number, user="suzuki", ok=False)
+    answer = pdf_text(site, "answer", number, "tanaka", tmp_path / "kettei.pdf")
+    assert "通話記録提供決定通知書" in answer and "無断で複製しない" in answer and site.inbound["sha256"] in answer
+    assert "通話記録提供依頼書" in pdf_text(site, "form", number, "ito", tmp_path / "irai.pdf")
     assert_every_entry_names_a_person(site, {"tanaka", "suzuki", "ito"})
 
 
