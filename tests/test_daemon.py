@@ -7,6 +7,7 @@ import io
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -278,3 +279,42 @@ def test_a_new_call_makes_room_before_the_store_passes_its_capacity(daemon: Live
     erasures = [json.loads(line) for line in (daemon.data / "ledger.jsonl").read_text().splitlines()
                 if json.loads(line)["event"] == "erasure"]
     assert [e["details"]["by_reason"] for e in erasures] == [{"capacity": 1}]
+
+
+def test_an_overdue_copy_is_a_warning_in_status_and_the_journal(daemon: LiveDaemon, tmp_path: Path) -> None:
+    """さいたま 第4条6(2): a copy kept past the end of the next fiscal year is reported until its
+    disposal is recorded."""
+    policy = REPO / "policies" / "saitama.yaml"
+    daemon.policy.write_text(policy.read_text(encoding="utf-8"), encoding="utf-8")
+    up, _ = media(1_764_000_001.05, 3, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
+    frames = signalling("copied@test", t=1_764_000_000, tport=21000, pport=41000) + up + bye(1_764_000_005,
+                                                                                             "copied@test")
+    where = ("--data-dir", daemon.data, "--policy", daemon.policy)
+    run_cli("replay", write_pcap(tmp_path / "c.pcap", frames), *where)
+    [row] = calls(daemon.data)
+    people = {"kimura": "manager", "staff1": "staff", "vendor": "contractor"}
+    for name, role in people.items():
+        by = [] if name == "kimura" else ["--user", "kimura"]
+        run_cli("user", "add", name, "--role", role, *where, *by,
+                input=("" if name == "kimura" else "kimura-pass-2026\n") + f"{name}-pass-2026\n")
+    filed = run_cli("request", "file", "--department", "広聴課", "--purpose", "article1", "--wanted", "copy",
+                    "--call", row["id"], *where, "--user", "staff1", input="staff1-pass-2026\n").stdout
+    number = filed.split(":")[0]
+    for step, user in ((("approve", number), "kimura"), (("instruct", number, "--to", "vendor"), "kimura"),
+                       (("fulfil", number, "--holder", "広聴課長"), "vendor")):
+        run_cli("request", *step, *where, "--user", user, input=f"{user}-pass-2026\n")
+    copy = json.loads(run_cli("copies", "list", "--json", *where, "--user", "kimura",
+                              input="kimura-pass-2026\n").stdout)[0]["number"]
+    with sqlite3.connect(daemon.data / "index.sqlite3") as db:  # two fiscal years go by
+        db.execute("UPDATE copies SET deadline = '2000-03-31' WHERE number = ?", (copy,))
+    daemon.config.write_text(daemon.config.read_text() + "sweep_interval_seconds: 5\n")
+    daemon.start()
+    state = _wait_for(lambda: (s := _status(daemon)) and any(w["code"] == "copy_overdue" for w in s["warnings"])
+                      and s, 20, "the overdue copy was never reported")
+    [warning] = [w for w in state["warnings"] if w["code"] == "copy_overdue"]
+    assert copy in warning["message"] and "callrec copies dispose" in warning["message"]
+    assert "copies.overdue" in daemon.logtext() and copy in daemon.logtext()
+    run_cli("copies", "dispose", copy, "--how", "DVD-R を破砕", *where, "--user", "kimura",
+            input="kimura-pass-2026\n")
+    _wait_for(lambda: not any(w["code"] == "copy_overdue" for w in _status(daemon)["warnings"]), 20,
+              "the warning never cleared after disposal")
