@@ -60,6 +60,8 @@ class AccessEvent(StrEnum):
     USER_DISABLED = "user_disabled"
     PASSWORD_CHANGED = "password_changed"
     ABSENCE_CHANGED = "absence_changed"
+    LOGIN = "login"
+    LOGOUT = "logout"
     LOGIN_FAILED = "login_failed"
     ACCOUNT_LOCKED = "account_locked"
     REFUSED_ACTION = "refused_action"

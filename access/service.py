@@ -93,6 +93,20 @@ class AccessService:
             self.tables.update_account(name, failed_logins=0, locked_until=None)
         return self._actor(account)
 
+    def actor_named(self, name: str) -> Actor:
+        """The person behind a live session, as they are now: a session of an account disabled
+        since it began ends here."""
+        found = self.tables.account(name)
+        if found is None or found[0].disabled:
+            raise BadCredentials("the account no longer exists or is disabled; sign in again")
+        return self._actor(found[0])
+
+    def note_session(self, by: Actor, started: bool, via: str) -> None:
+        """Sign-in and sign-out of the console, in the ledger like everything else."""
+        self._ledger(LedgerNote(AccessEvent.LOGIN if started else AccessEvent.LOGOUT,
+                                Grant(by.name, by.role, self.access.roles[by.role].title), details={"via": via}),
+                     self.store.now())
+
     def authorise(self, by: Actor, action: Action) -> Grant:
         """The grant for an action outside requests (hold, verify, the ledger, search), or
         Forbidden, ledgered."""

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from policy.decide import Direction
 from policy.schema import Policy
 from storage.index import CallIndex, CallRow
-from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, Candidate, QueryError, SearchResult, find, select
+from storage.search import (
+    DEFAULT_WINDOW_SECONDS,
+    CallQuery,
+    Candidate,
+    QueryError,
+    SearchResult,
+    find,
+    parse_span,
+    parse_time,
+    select,
+)
 
 from .cmd_access import may_search
 from .context import open_index, settings
@@ -26,42 +34,12 @@ DIRECTIONS = tuple(d.value for d in Direction if d is not Direction.UNKNOWN)
 SHOWN = 20
 """Candidates printed unless --limit says otherwise: a day's window can hold hundreds."""
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_SPAN = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))+")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
-_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d{2})")
-
-
-def parse_span(text: str) -> float:
-    """A length as people write it: 3 (minutes, as forms count: 約3分), 3m, 90s, 1h30m, 2:55."""
-    value = text.strip().lower()
+def span(text: str) -> float:
+    """--duration, --window, --tolerance: a length, or argparse's usage error."""
     try:
-        if re.fullmatch(r"\d+(?:\.\d+)?", value):
-            seconds = float(value) * 60
-        elif clock := _CLOCK.fullmatch(value):
-            hours, minutes, secs = clock.groups()
-            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
-        elif _SPAN.fullmatch(value):
-            seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-        else:
-            raise ValueError(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a length: write 3 or 3m (minutes), 2:55, 90s or 1h30m") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a length must be longer than zero")
-    return seconds
-
-
-def parse_time(text: str, tz: ZoneInfo, flag: str) -> float:
-    """A date and time as a form gives it (2026-11-20 10:30, 2026/11/20 10:30, or ISO 8601 with
-    an offset); without an offset it is the policy's local time."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("/", "-"))
-    except ValueError:
-        raise QueryError(f"{flag} {text!r} is not a date and time: write e.g. \"2026-11-20 10:30\" "
-                         "(the policy's time zone) or 2026-11-20T10:30+09:00") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+        return parse_span(text)
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _query(args: argparse.Namespace, policy: Policy) -> CallQuery:
@@ -151,10 +129,10 @@ def add_parsers(calls: argparse._SubParsersAction, common: Callable[..., None], 
     p = calls.add_parser("find", help="find the call a request form describes (time, length, numbers)")
     p.add_argument("--user", help="who asks, where the policy has access rules")
     p.add_argument("--at", metavar="TIME", help='about when, e.g. "2026-11-20 10:30" (policy\'s time zone)')
-    p.add_argument("--window", type=parse_span, metavar="SPAN",
+    p.add_argument("--window", type=span, metavar="SPAN",
                    help="how far either side of --at (default 30m)")
-    p.add_argument("--duration", type=parse_span, metavar="SPAN", help="about how long, e.g. 3m or 2:55")
-    p.add_argument("--tolerance", type=parse_span, metavar="SPAN",
+    p.add_argument("--duration", type=span, metavar="SPAN", help="about how long, e.g. 3m or 2:55")
+    p.add_argument("--tolerance", type=span, metavar="SPAN",
                    help="how far off --duration still counts as about it (default a quarter, at least 1m)")
     _filters(p)
     p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")

@@ -17,6 +17,7 @@ result out); `find()` and `select()` run them on the index file.
 from __future__ import annotations
 
 import enum
+import re
 import time
 import unicodedata
 from collections.abc import Iterable
@@ -24,14 +25,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from policy.decide import Direction, normalise_number
 
 from .errors import StorageError
 from .index import CallIndex, CallRow, call_row, connect
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "CallQuery", "Candidate", "QueryError", "SearchResult", "Statement",
-           "Tombstone", "find", "normalise", "rank", "select", "statement"]
+__all__ = ["CallQuery", "Candidate", "DEFAULT_WINDOW_SECONDS", "QueryError", "SearchResult", "Statement", "Tombstone", "find", "normalise", "parse_span", "parse_time", "rank", "select", "statement"]
 
 DEFAULT_WINDOW_SECONDS = 30 * 60.0
 """How far either side of the time on the form a call may have started: forms say 頃 (about)."""
@@ -495,3 +496,41 @@ def _period_words(start: float | None, end: float | None, tz: tzinfo) -> str:
     if end is not None:
         return f"until {_clock(end, tz, True)}"
     return "at any time"
+
+
+# ---- what people write on forms ----------------------------------------------------
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_SPAN = re.compile(r"(?:(\d+(?:\.\d+)?)([dhms]))+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d{2})")
+
+
+def parse_span(text: str) -> float:
+    """A length as people write it: 3 (minutes, as forms count: 約3分), 3m, 90s, 1h30m, 2:55."""
+    value = text.strip().lower()
+    try:
+        if re.fullmatch(r"\d+(?:\.\d+)?", value):
+            seconds = float(value) * 60
+        elif clock := _CLOCK.fullmatch(value):
+            hours, minutes, secs = clock.groups()
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
+        elif _SPAN.fullmatch(value):
+            seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
+        else:
+            raise ValueError(value)
+    except ValueError:
+        raise QueryError(f"{text!r} is not a length: write 3 or 3m (minutes), 2:55, 90s or 1h30m") from None
+    if seconds <= 0:
+        raise QueryError(f"{text!r}: a length must be longer than zero")
+    return seconds
+
+
+def parse_time(text: str, tz: ZoneInfo, flag: str) -> float:
+    """A date and time as a form gives it (2026-11-20 10:30, 2026/11/20 10:30, or ISO 8601 with
+    an offset); without an offset it is the policy's local time."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("/", "-"))
+    except ValueError:
+        raise QueryError(f"{flag} {text!r} is not a date and time: write e.g. \"2026-11-20 10:30\" "
+                         "(the policy's time zone) or 2026-11-20T10:30+09:00") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callrec.cmd_search import parse_span, parse_time
+from callrec.cmd_search import span
 from storage.index import CallIndex, connect, iso
-from storage.search import CallQuery, QueryError, find, select, statement
+from storage.search import CallQuery, QueryError, find, parse_span, parse_time, select, statement
 from tests.builders import PBX, TRUNK, write_pcap
 from tests.call_frames import bye, media, signalling
 from tests.interop import REPO, capture, run_cli
@@ -214,8 +214,10 @@ def test_lengths_as_people_write_them(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["3x", "", "m", "0", "-3m"])
 def test_a_length_that_is_not_one_is_refused(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(QueryError):
         parse_span(text)
+    with pytest.raises(argparse.ArgumentTypeError):
+        span(text)
 
 
 def _trunk_call(call_id: str, start: float, caller: str, port: int) -> list[tuple[float, bytes]]:
