@@ -54,6 +54,7 @@ class AccessEvent(StrEnum):
     REQUEST_CLOSED = "request_closed"
     COPY_MADE = "copy_made"
     COPY_DISPOSED = "copy_disposed"
+    COPY_DOWNLOADED = "copy_downloaded"
     LISTENED = "listened"
     EXTENSION_DISCLOSED = "extension_disclosed"
     USER_ADDED = "user_added"

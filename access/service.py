@@ -8,7 +8,7 @@ refusal that touched records is ledgered too.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -106,6 +106,15 @@ class AccessService:
         self._ledger(LedgerNote(AccessEvent.LOGIN if started else AccessEvent.LOGOUT,
                                 Grant(by.name, by.role, self.access.roles[by.role].title), details={"via": via}),
                      self.store.now())
+
+    def may(self, by: Actor, action: Action) -> bool:
+        """Whether a screen should offer an action; the action itself asks again and ledgers a
+        refusal, so this is a courtesy, never the rule."""
+        try:
+            permit(self.access, by, action)
+        except Forbidden:
+            return False
+        return True
 
     def authorise(self, by: Actor, action: Action) -> Grant:
         """The grant for an action outside requests (hold, verify, the ledger, search), or
@@ -326,6 +335,29 @@ class AccessService:
                 "request": request.number, "call_id": call_id, "sha256": copy.sha256}), now)
         return Fulfilment(request, files=tuple(files))
 
+    def listen(self, by: Actor, number: str, call_id: str) -> Iterator[bytes]:
+        """One call of an approved listening request, as the sealed WAV streamed to the browser
+        (authenticated record by record as it is read, never written anywhere in the clear),
+        ledgered; the first play fulfils the request."""
+        if self.access.on_device_listening == "never":
+            raise Forbidden(f"recordings are not listened to on the device ({self.access.listening_clause})")
+        grant = self._permit(by, Action.FULFIL)
+        request = self.request(number)
+        if request.wanted is not Wanted.LISTEN or call_id not in request.call_ids:
+            raise Forbidden(f"request {number} does not ask to listen to {call_id}")
+        if request.state is not RequestState.FULFILLED:
+            self._core(grant, lambda: core.may_fulfil(self.access, request, grant))
+        now = self.store.now()
+        row = sealed_row(self.store, call_id)
+        audio = sealed_files(self.store, row)[0]
+        self._ledger(LedgerNote(AccessEvent.LISTENED, grant, approved_by=request.decided_by, details={
+            "request": number, "call_id": call_id, "sha256": row.sha256, "via": "console"}), now)
+        if request.state is RequestState.APPROVED:
+            moved, note = core.fulfilled(request, grant, now, holder=grant.actor)
+            self.tables.save_request(moved)
+            self._ledger(note, now)
+        return audio.chunks
+
     def _extensions(self, grant: Grant, request: Request, now: datetime) -> Fulfilment:
         """Which extension placed each outbound call (山形市 第9条1(4)): the extension and
         nothing else of the call is disclosed."""
@@ -422,6 +454,18 @@ class AccessService:
         disposed = self.tables.copy(number)
         assert disposed is not None
         return disposed
+
+    def package(self, by: Actor, number: str) -> Path:
+        """A copy's package, to hand to its holder through the console (ledgered each time)."""
+        grant = self._permit(by, Action.FULFIL)
+        copy = self.tables.copy(number)
+        if copy is None:
+            raise AccessError(f"no copy numbered {number}")
+        if copy.disposed:
+            raise AccessError(f"copy {number} was disposed of on {copy.disposed_at}")
+        self._ledger(LedgerNote(AccessEvent.COPY_DOWNLOADED, grant, details={"copy": number, "request": copy.request}),
+                     self.store.now())
+        return Path(copy.package)
 
     def copies(self) -> list[CopyRecord]:
         return self.tables.copies()

@@ -23,7 +23,7 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
 from wire.errors import CallrecError
 
-from . import cmd_access, cmd_announcer, cmd_records, cmd_search, logs
+from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_web, logs
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_access.add_parsers(sub, common)
 
     cmd_announcer.add_parser(sub)
+    cmd_web.add_parser(sub, common)
 
     p = sub.add_parser("run", help="record live from the configured interfaces (foreground, for systemd)")
     p.add_argument("--config", type=Path, help="daemon config file (YAML); default: built-in, capture on lo")
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = pol.add_parser("check", help="validate a policy file")
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_policy_check)
+    cmd_policy.add_parsers(pol)
     return parser
 
 def main(argv: list[str] | None = None) -> int:

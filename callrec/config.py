@@ -11,6 +11,7 @@ from pydantic import Field
 from announcer.config import AnnouncerConfig
 from policy.loader import read_yaml, validate
 from policy.strict import Strict
+from web.config import WebConfig
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CALLREC_DATA_DIR", "callrec-data"))
 
@@ -40,6 +41,7 @@ class Config(Strict):
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
     health: Health = Health()
     announcer: AnnouncerConfig | None = None
+    web: WebConfig | None = None
 
     @property
     def status_path(self) -> Path:

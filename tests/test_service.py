@@ -156,3 +156,17 @@ def test_example_config_loads_and_names_restart_settings(tmp_path: Path) -> None
         assert exc.line == 3 and exc.field == "health.business_hours"
     else:
         raise AssertionError("a bad business_hours must be refused")
+
+
+def test_console_unit_verifies_and_holds_no_capability(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing; .ci/run installs systemd"
+    unit = (REPO / "systemd" / "callrec-web.service").read_text()
+    local = tmp_path / "callrec-web.service"
+    local.write_text(unit.replace("/opt/callrec/venv/bin/callrec", f"{sys.executable} -m callrec"))
+    result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "callrec-web.service" not in result.stderr, result.stderr
+    for line in ("ExecStart=/opt/callrec/venv/bin/callrec web", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "LoadCredentialEncrypted=callrec-master-key", "User=callrec"):
+        assert line in unit
+    assert "AF_PACKET" not in unit

@@ -21,14 +21,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
-from .errors import CallrecError
+from .errors import CallrecError, WireFormatError
 
-__all__ = ["ENCODINGS", "WavLimitError", "frame_bytes", "room_for_data", "wav_header", "wav_stream",
-           "write_new_file"]
+__all__ = ["ENCODINGS", "WavFormatError", "WavLimitError", "frame_bytes", "room_for_data", "wav_header", "wav_stream",
+           "read_wav", "write_new_file"]
 
 _FORMAT_TAGS: Final[dict[str, int]] = {"L16": 1, "PCMA": 6, "PCMU": 7}
 ENCODINGS: Final = frozenset(_FORMAT_TAGS)
 _MAX_RIFF: Final = 0xFFFFFFFF
+
+
+class WavFormatError(WireFormatError):
+    """Bytes that are not a WAV as callrec writes one."""
 
 
 class WavLimitError(CallrecError, OSError):
@@ -108,3 +112,26 @@ def write_new_file(path: Path, chunks: Iterable[bytes]) -> str:
         raise
     os.close(fd)
     return digest.hexdigest()
+
+
+def read_wav(blob: bytes) -> tuple[str, int, int, bytes]:
+    """(encoding, channels, rate, data) of a WAV as callrec writes one (PCM 16-bit, A-law or
+    µ-law), for pictures of a recording; raises WavFormatError for anything else."""
+    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        raise WavFormatError("not a RIFF/WAVE file")
+    pos, fmt, data = 12, None, None
+    while pos + 8 <= len(blob):
+        kind, size = blob[pos:pos + 4], struct.unpack_from("<I", blob, pos + 4)[0]
+        body = blob[pos + 8:pos + 8 + size]
+        if kind == b"fmt " and len(body) >= 16:
+            fmt = struct.unpack_from("<HHI", body)
+        elif kind == b"data":
+            data = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or data is None:
+        raise WavFormatError("a WAV needs a fmt and a data chunk")
+    tag, channels, rate = fmt
+    encoding = next((name for name, value in _FORMAT_TAGS.items() if value == tag), None)
+    if encoding is None or channels < 1:
+        raise WavFormatError(f"WAV format {tag} with {channels} channels is not one callrec writes")
+    return encoding, channels, rate, data

@@ -1,0 +1,38 @@
+"""`callrec web [--config FILE]`: the console, in the foreground (systemd runs it as callrec-web)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+
+from web.config import WebConfig
+from web.server import serve
+
+from . import logs
+from .context import open_store, settings
+
+__all__ = ["add_parser"]
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    logs.configure(config.log_level)
+    web_config = config.web or WebConfig()
+    if args.listen:
+        web_config = web_config.model_copy(update={"listen": args.listen})
+    if args.port:
+        web_config = web_config.model_copy(update={"port": args.port})
+    if args.plain_http:
+        web_config = web_config.model_copy(update={"plain_http": True})
+    with open_store(config, policy) as store:
+        asyncio.run(serve(web_config, policy, store, config.status_path))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: Callable[..., None]) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("web", help="the console: browser screens over records in use (HTTPS; foreground)")
+    common(p, policy=True)
+    p.add_argument("--listen", help="address to listen on (default: the config's web.listen, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8443)")
+    p.add_argument("--plain-http", action="store_true", help="plain HTTP, loopback only (tests, SSH tunnels)")
+    p.set_defaults(func=cmd_web)

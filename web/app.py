@@ -1,0 +1,149 @@
+"""The console's aiohttp application: sessions, CSRF, security headers, errors, and the routes.
+
+Every request but the sign-in page needs a live session; every POST needs the session's CSRF
+token; every screen asks the access layer whether this person may see or do what it shows, so
+a forged form, another role's URL or a button shown by mistake is refused on the server.
+Pages are Jinja2 templates with autoescaping; pictures are SVG made on the server; there is no
+script, so nothing a browser runs can leak or alter a record.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from access.errors import AccessError, Forbidden
+from access.people import BadCredentials
+from wire.errors import CallrecError
+
+from . import pages_admin, pages_calls, pages_requests
+from .context import CONSOLE, COOKIE, LANG_COOKIE, LOGIN_COOKIE, Console, actor_of, console_of, render, set_cookie
+from .i18n import LANGUAGES
+
+__all__ = ["make_app"]
+
+log = structlog.get_logger("callrec.web")
+
+MAX_BODY = 256 * 1024
+"""Forms are small; anything larger is refused before it is read (a 10 MB post is an attack)."""
+PUBLIC = ("/login", "/lang/", "/static/")
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+                               "script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.update(HEADERS)
+    return response
+
+
+@web.middleware
+async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What the rules refuse is shown as what it is: 403 with the rule and its clause; bad input
+    400 with what to fix.  Nothing was changed in either case (the service ledgers refusals)."""
+    try:
+        return await handler(request)
+    except Forbidden as exc:
+        log.info("web.refused", path=request.path, reason=str(exc))
+        return render(request, "error.html", status=403, heading="forbidden", message=str(exc))
+    except BadCredentials as exc:
+        return render(request, "error.html", status=401, heading="login", message=str(exc))
+    except (AccessError, CallrecError, ValueError) as exc:
+        return render(request, "error.html", status=400, heading="bad_request", message=str(exc))
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A live session for every page but the public ones; a matching CSRF token on every POST."""
+    if request.path.startswith(PUBLIC):
+        return await handler(request)
+    console = console_of(request)
+    session = console.sessions.resume(request.cookies.get(COOKIE), time.time())
+    if session is None:
+        if request.method == "GET":
+            raise web.HTTPSeeOther("/login")
+        return render(request, "error.html", status=401, heading="expired", message="")
+    request["session"] = session
+    request["actor"] = console.access.actor_named(session.account)
+    if request.method == "POST":
+        form = await request.post()
+        token = form.get("csrf")
+        if not session.csrf_ok(token if isinstance(token, str) else None):
+            log.warning("web.csrf_refused", path=request.path, account=session.account)
+            return render(request, "error.html", status=403, heading="forbidden",
+                          message="the form's security token is missing or wrong; reload the page and try again")
+    return await handler(request)
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", login_token=token, message="")
+    set_cookie(response, console_of(request), LOGIN_COOKIE, token, 600)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Double-submit token for the sign-in form (there is no session yet), then the access
+    layer's sign-in: lockout and every failure ledgered there."""
+    console = console_of(request)
+    form = await request.post()
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    if not cookie or not secrets.compare_digest(cookie, str(form.get("login_token", ""))):
+        return render(request, "error.html", status=403, heading="forbidden",
+                      message="the sign-in form's security token is missing or wrong; reload the page")
+    actor = console.access.sign_in(str(form.get("name", "")), str(form.get("password", "")))
+    token, _ = console.sessions.begin(actor.name, time.time())
+    console.access.note_session(actor, True, "console")
+    response = web.HTTPSeeOther("/status")
+    set_cookie(response, console, COOKIE, token, console.config.session_max_hours * 3600)
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    console.sessions.end(request.cookies.get(COOKIE, ""))
+    console.access.note_session(actor_of(request), False, "console")
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def language(request: web.Request) -> web.StreamResponse:
+    lang = request.match_info["lang"]
+    if lang not in LANGUAGES:
+        raise web.HTTPNotFound()
+    back = request.headers.get("Referer", "/status")
+    response = web.HTTPSeeOther(back if back.startswith("/") else "/status")
+    set_cookie(response, console_of(request), LANG_COOKIE, lang, 365 * 86400)
+    raise response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/status")
+
+
+def make_app(console: Console) -> web.Application:
+    app = web.Application(middlewares=[security_headers, refusals, authenticate], client_max_size=MAX_BODY)
+    app[CONSOLE] = console
+    app.router.add_get("/", home)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/lang/{lang}", language)
+    app.router.add_static("/static/", Path(__file__).parent / "static")
+    for module in (pages_calls, pages_requests, pages_admin):
+        module.add_routes(app.router)
+    return app

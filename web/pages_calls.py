@@ -1,0 +1,147 @@
+"""The status screen, the search, and one call (its metadata, notice, seal, hold and waveform)."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import numpy as np
+from aiohttp import web
+
+from access.requests import RequestState
+from policy.access import Action, Wanted
+from storage.index import CallRow
+from storage.notices import NoticeLog
+from storage.records import sealed_files, sealed_row, set_hold
+from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time, select
+from wire import g711
+from wire.wav import read_wav
+
+from .context import actor_of, console_of, render
+from .daemon_status import daemon_status
+from .plots import bar_chart, waveform
+
+__all__ = ["add_routes"]
+
+DIRECTIONS = ("inbound", "outbound", "internal")
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    """Is recording working now: the daemon's own report, today's calls per hour, storage by
+    day, and the copies past their disposal date."""
+    console = console_of(request)
+    health = await daemon_status(console.status_socket)
+    now = datetime.now(console.tz)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = select(console.store.index, CallQuery(start=midnight.timestamp(), end=now.timestamp()), erased=True)
+    hours = Counter(datetime.fromtimestamp(r.recorded_at or 0, console.tz).hour for r in today)
+    month_start = midnight - timedelta(days=29)
+    recent = select(console.store.index, CallQuery(start=month_start.timestamp(), end=now.timestamp()))
+    days: Counter[object] = Counter()
+    for row in recent:
+        days[datetime.fromtimestamp(row.recorded_at or 0, console.tz).date()] += row.size_bytes / 2**20
+    day_list = [(month_start + timedelta(days=i)).date() for i in range(30)]
+    return render(request, "status.html", health=health, today=len(today),
+                  last=max((r.started_at for r in today), default=None),
+                  per_hour=bar_chart([hours.get(h, 0) for h in range(24)], [f"{h}" for h in range(24)], "calls"),
+                  storage=bar_chart([round(days.get(d, 0), 1) for d in day_list], [f"{d:%m/%d}" for d in day_list],
+                                    "MiB"),
+                  overdue=console.access.overdue_copies())
+
+
+def _query(request: web.Request) -> CallQuery | None:
+    """The search form's fields, read as `callrec calls find` reads its options."""
+    q = request.query
+    console = console_of(request)
+    if not any(q.get(k) for k in ("at", "from", "to", "number", "local")):
+        return None
+    at = q.get("at", "").strip()
+    return CallQuery(
+        around=parse_time(at, console.tz, "about when") if at else None,
+        window_seconds=parse_span(q["window"]) if q.get("window") else DEFAULT_WINDOW_SECONDS,
+        start=parse_time(q["from"], console.tz, "from") if q.get("from") and not at else None,
+        end=parse_time(q["to"], console.tz, "to") if q.get("to") and not at else None,
+        duration_seconds=parse_span(q["duration"]) if q.get("duration") else None,
+        remote_number=q.get("number") or None, local_number=q.get("local") or None,
+        direction=q.get("direction") if q.get("direction") in DIRECTIONS else None,
+        country_code=console.policy.numbering.country_code)
+
+
+async def search(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    console.access.authorise(actor_of(request), Action.SEARCH)
+    query = _query(request)
+    result = find(console.store.index, query, tz=console.tz) if query is not None else None
+    return render(request, "search.html", result=result, q=request.query, directions=DIRECTIONS)
+
+
+def _row(request: web.Request) -> CallRow:
+    row = console_of(request).store.index.get(request.match_info["id"])
+    if row is None:
+        raise web.HTTPNotFound()
+    return row
+
+
+async def call(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    me = actor_of(request)
+    console.access.authorise(me, Action.SEARCH)
+    row = _row(request)
+    notice = None
+    if row.notice_id:
+        log = NoticeLog(console.store.index.path, console.policy.timezone)
+        try:
+            notice = log.get(row.notice_id)
+        finally:
+            log.close()
+    access = console.access.access
+    listening = [r for r in console.access.requests()
+                 if row.id in r.call_ids and r.wanted is Wanted.LISTEN
+                 and r.state in (RequestState.APPROVED, RequestState.FULFILLED)
+                 and access.on_device_listening != "never" and console.access.may(me, Action.FULFIL)]
+    return render(request, "call.html", row=row, notice=notice, listening=listening,
+                  may_hold=console.access.may(me, Action.HOLD), may_request=console.access.may(me, Action.REQUEST),
+                  purposes=access.purposes, wanted=[w.value for w in Wanted])
+
+
+async def hold(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    grant = console.access.authorise(actor_of(request), Action.HOLD)
+    form = await request.post()
+    set_hold(console.store, request.match_info["id"], form.get("action") == "add", actor=grant.actor,
+             reason=str(form.get("reason", "")), approved_by=str(form.get("approved_by", "")) or None,
+             role=grant.ledger_details())
+    raise web.HTTPSeeOther(f"/calls/{request.match_info['id']}")
+
+
+async def waveform_svg(request: web.Request) -> web.StreamResponse:
+    """Both channels' envelopes, read from the sealed recording (nothing written anywhere)."""
+    console = console_of(request)
+    console.access.authorise(actor_of(request), Action.SEARCH)
+    row = sealed_row(console.store, request.match_info["id"])
+    encoding, channels, _, data = read_wav(b"".join(sealed_files(console.store, row)[0].chunks))
+    samples = (np.frombuffer(data, dtype="<i2") if encoding == "L16"
+               else np.frombuffer(g711.decode(encoding, data), dtype="<i2"))
+    lanes = [samples[c::channels] for c in range(channels)]
+    svg = waveform(lanes, ["職員側 / staff", "相手方 / other party"][:channels])
+    return web.Response(text=svg, content_type="image/svg+xml")
+
+
+async def listen(request: web.Request) -> web.StreamResponse:
+    """An approved listening request's call, streamed from the vault to the browser's player."""
+    console = console_of(request)
+    chunks = console.access.listen(actor_of(request), request.match_info["number"], request.match_info["id"])
+    response = web.StreamResponse(headers={"Content-Type": "audio/wav", "Content-Disposition": "inline"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/status", status)
+    router.add_get("/calls", search)
+    router.add_get("/calls/{id}", call)
+    router.add_post("/calls/{id}/hold", hold)
+    router.add_get("/calls/{id}/waveform.svg", waveform_svg)
+    router.add_get("/requests/{number}/listen/{id}", listen)

@@ -1,0 +1,60 @@
+"""Starting and stopping the console: the open store, the templates, TLS, and aiohttp's runner.
+
+The console is its own process (`callrec web`, its own systemd unit): it opens the data folder
+with the same key credential as the daemon but its own index connections, so the capture loop
+never waits on a page; it stops gracefully on SIGTERM (aiohttp finishes the requests in flight).
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import jinja2
+import structlog
+from aiohttp import web
+
+from access.service import AccessService
+from policy.schema import Policy
+from storage.layout import INDEX_FILE
+from storage.store import Store
+
+from .app import make_app
+from .config import WebConfig
+from .context import Console
+from .sessions import SessionStore
+from .tls import server_context
+
+__all__ = ["open_console", "serve"]
+
+log = structlog.get_logger("callrec.web")
+
+
+def open_console(config: WebConfig, policy: Policy, store: Store, status_socket: Path, secure: bool) -> Console:
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                   autoescape=True, undefined=jinja2.StrictUndefined)
+    sessions = SessionStore(store.data_dir / INDEX_FILE, config.session_idle_minutes * 60,
+                            config.session_max_hours * 3600)
+    return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure)
+
+
+async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: Path) -> None:
+    """Serve until SIGTERM or SIGINT; HTTPS unless plain HTTP on loopback was asked for."""
+    context = server_context(config, store.data_dir / "web")
+    console = open_console(config, policy, store, status_socket, secure=context is not None)
+    runner = web.AppRunner(make_app(console), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
+    await site.start()
+    log.info("web.ready", listen=config.listen, port=config.port, tls=context is not None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        console.sessions.close()
+        console.access.close()
+        log.info("web.stopped")
