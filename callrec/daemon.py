@@ -27,6 +27,7 @@ import structlog
 from access.service import AccessService
 from announcer.audio import AnnouncementAudio, AudioError, load_announcement
 from announcer.service import AnnouncerService
+from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
@@ -254,7 +255,8 @@ class Daemon:
         if index.setting(POLICY_HASH_SETTING) != digest:
             self.data.ledger.append(Event.POLICY_CHANGED, DAEMON_ACTOR, self.data.now(), sha256=digest,
                                     file=str(path) if path else "built-in default",
-                                    organisation=self.policy.organisation)
+                                    organisation=self.policy.organisation,
+                                    notice_exceptions=exemption_summary(self.policy))
             index.set_setting(POLICY_HASH_SETTING, digest)
 
     # ---- serve ------------------------------------------------------------

@@ -4,11 +4,14 @@ and `listening` sections, and their meaning in plain words.
 Each organisation's guideline states its rule differently (REQUIREMENTS §3):
 a capacity ring (品川区 第6条, 山形市 第8条), N days (熊本市 第4条2), N calendar
 months (松本市 第7条5), the end of the month after the month of recording
-(さいたま 第4条6(1)), and a minimum period the ring must not cut short (羽島市).
+(さいたま 第4条6(1)), the end of a fiscal year (年度, April–March: さいたま 第4条6(2)
+keeps output data to the end of the next one), and a minimum period the ring must
+not cut short (羽島市).
 The section is written for a section manager, so it reads like the rule:
 
     retention:
-      keep: {days: 90}          # or {months: 3} | {until_end_of_month_after: 1} | until_overwritten
+      keep: {days: 90}          # or {months: 3} | {until_end_of_month_after: 1}
+                                # | {until_end_of_fiscal_year_after: 0} | until_overwritten
       minimum: {months: 3}      # optional: capacity never erases earlier
       if_minimum_at_risk: stop_recording   # or overwrite
       warn_days_before: 30
@@ -37,12 +40,14 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .strict import Strict
 
-__all__ = ["Listening", "ONE_DAY", "Period", "Retention", "describe"]
+__all__ = ["Listening", "ONE_DAY", "Period", "Retention", "describe", "describe_keeping"]
 
 if TYPE_CHECKING:
     from .schema import Policy
 
 ONE_DAY = timedelta(days=1)
+
+_KINDS = "{days: N}, {months: N}, {until_end_of_month_after: N} or {until_end_of_fiscal_year_after: N}"
 
 _UNITS = {
     "B": 1,
@@ -109,18 +114,34 @@ def _month_end(year: int, month: int) -> date:
     return date(year, month, calendar.monthrange(year, month)[1])
 
 
+FISCAL_YEAR_FIRST_MONTH = 4
+"""Japanese public bodies count 年度 from 1 April to 31 March (地方自治法 第208条)."""
+
+
+def _fiscal_year(day: date) -> int:
+    """The 年度 a day belongs to, named by the calendar year it starts in."""
+    return day.year if day.month >= FISCAL_YEAR_FIRST_MONTH else day.year - 1
+
+
+def _fiscal_year_end(fiscal_year: int) -> date:
+    return date(fiscal_year + 1, FISCAL_YEAR_FIRST_MONTH, 1) - ONE_DAY
+
+
 class Period(Strict):
     """One way of stating a period; exactly one key is given."""
 
     days: Annotated[int, Field(ge=1, le=36600)] | None = None
     months: Annotated[int, Field(ge=1, le=1200)] | None = None
     until_end_of_month_after: Annotated[int, Field(ge=0, le=1200)] | None = None
+    until_end_of_fiscal_year_after: Annotated[int, Field(ge=0, le=100)] | None = None
+    """0: to 31 March of the 年度 of recording; 1: of the next one (さいたま 第4条6(2))."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Period:
-        given = [v for v in (self.days, self.months, self.until_end_of_month_after) if v is not None]
+        given = [v for v in (self.days, self.months, self.until_end_of_month_after,
+                             self.until_end_of_fiscal_year_after) if v is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of days, months or until_end_of_month_after")
+            raise ValueError(f"give exactly one of {_KINDS}")
         return self
 
     def last_day(self, recorded_on: date) -> date:
@@ -142,6 +163,8 @@ class Period(Strict):
             if start.day <= end_of_month.day:
                 return date(year, month, start.day) - ONE_DAY
             return end_of_month
+        if self.until_end_of_fiscal_year_after is not None:
+            return _fiscal_year_end(_fiscal_year(recorded_on) + self.until_end_of_fiscal_year_after)
         assert self.until_end_of_month_after is not None
         year, month = _add_months(recorded_on.year, recorded_on.month, self.until_end_of_month_after)
         return _month_end(year, month)
@@ -162,6 +185,11 @@ class Period(Strict):
             while self.last_day(guess + ONE_DAY) <= kept_until:
                 guess += ONE_DAY
             return guess
+        if self.until_end_of_fiscal_year_after is not None:
+            # The last fiscal year ending on or before kept_until; its recordings are those of
+            # the fiscal year n before it, the last of which is recorded on that year's 31 March.
+            ended = _fiscal_year(kept_until + ONE_DAY) - 1
+            return _fiscal_year_end(ended - self.until_end_of_fiscal_year_after)
         assert self.until_end_of_month_after is not None
         year, month = kept_until.year, kept_until.month
         if kept_until != _month_end(year, month):
@@ -176,6 +204,10 @@ class Period(Strict):
                 return f"録音日の翌日から起算して{self.days}日"
             if self.months is not None:
                 return f"録音日の翌日から起算して{self.months}か月"
+            if self.until_end_of_fiscal_year_after is not None:
+                n = self.until_end_of_fiscal_year_after
+                year = {0: "録音日の属する年度", 1: "録音日の属する年度の翌年度"}.get(n, f"録音日の属する年度の{n}年度後の年度")
+                return f"{year}の末日(3月31日)"
             n = self.until_end_of_month_after
             month = {0: "録音日の属する月", 1: "録音日の属する月の翌月"}.get(n or 0, f"録音日の属する月の{n}か月後の月")
             return f"{month}の末日"
@@ -183,6 +215,11 @@ class Period(Strict):
             return f"{self.days} days" if self.days != 1 else "1 day"
         if self.months is not None:
             return f"{self.months} calendar months" if self.months != 1 else "1 calendar month"
+        if self.until_end_of_fiscal_year_after is not None:
+            n = self.until_end_of_fiscal_year_after
+            year = {0: "the fiscal year of recording", 1: "the fiscal year after the fiscal year of recording"}.get(
+                n, f"the {_ordinal(n)} fiscal year after the fiscal year of recording")
+            return f"the end of {year} (31 March)"
         n = self.until_end_of_month_after
         month = {0: "the month of recording", 1: "the month after the month of recording"}.get(
             n or 0, f"the {_ordinal(n or 0)} month after the month of recording")
@@ -191,7 +228,12 @@ class Period(Strict):
     @property
     def counted(self) -> bool:
         """Whether the period is counted in days or months (so 民法 applies)."""
-        return self.until_end_of_month_after is None
+        return self.days is not None or self.months is not None
+
+    @property
+    def fiscal(self) -> bool:
+        """Whether the period ends with a fiscal year (so the reader must know when 年度 ends)."""
+        return self.until_end_of_fiscal_year_after is not None
 
 
 def _ordinal(n: int) -> str:
@@ -205,14 +247,13 @@ def _keep(value: object) -> object:
         return None
     if isinstance(value, (dict, Period)):
         return value
-    raise ValueError(
-        "keep must be until_overwritten, {days: N}, {months: N} or {until_end_of_month_after: N}")
+    raise ValueError(f"keep must be until_overwritten or one of {_KINDS}")
 
 
 def _minimum(value: object) -> object:
     if isinstance(value, (dict, Period)):
         return value
-    raise ValueError("minimum must be {days: N}, {months: N} or {until_end_of_month_after: N}")
+    raise ValueError(f"minimum must be one of {_KINDS}")
 
 
 # Four years from a leap year hold every arrangement of month lengths a rule can meet.
@@ -284,7 +325,30 @@ def describe(rules: Policy | Retention, lang: str = "ja", timezone: str = "Asia/
     return lines
 
 
-def _describe_ja(r: Retention, zone: str) -> list[str]:
+def describe_keeping(retention: Retention, lang: str = "ja") -> list[str]:
+    """How long a recording is kept, and only that: the sentences of describe() a caller needs
+    (the public notice), without the free-space floor, warnings or the counting rules an
+    administrator signs off."""
+    if lang not in ("ja", "en"):
+        raise ValueError(f"no description in language {lang!r}; use 'ja' or 'en'")
+    kept, minimum, hold = (_kept_ja, _minimum_ja, _HOLD_JA) if lang == "ja" else (_kept_en, _minimum_en, _HOLD_EN)
+    return [*kept(retention), *minimum(retention)[:1], hold]
+
+
+_HOLD_JA = "開示請求・捜査・訴訟などのため保全(ホールド)された録音は、解除されるまでいずれの規則でも消去しません。"
+_HOLD_EN = ("A recording under legal hold (disclosure request, investigation, lawsuit) is kept by every rule "
+            "until the hold is released.")
+
+
+def _calendar(r: Retention) -> tuple[bool, bool, bool]:
+    """Which counting notes a rule needs: 民法's days and months, the 年度, month ends."""
+    periods = [p for p in (r.keep, r.minimum) if p is not None]
+    counted = any(p.counted for p in periods)
+    fiscal = any(p.fiscal for p in periods)
+    return counted, fiscal, r.keep is not None and not counted and not r.keep.fiscal
+
+
+def _kept_ja(r: Retention) -> list[str]:
     lines = []
     if r.keep is None:
         if r.capacity is not None:
@@ -300,32 +364,51 @@ def _describe_ja(r: Retention, zone: str) -> list[str]:
         if r.capacity is not None:
             lines.append(f"保存期間内であっても、装置の保存容量({format_size(r.capacity)})に達したときは"
                          "古い録音から順に消去します。")
+    return lines
+
+
+def _minimum_ja(r: Retention) -> list[str]:
+    if r.minimum is None:
+        return []
+    until = f"{r.minimum.words('ja')}を経過するまで" if r.minimum.counted else f"{r.minimum.words('ja')}まで"
+    lines = [f"ただし、{until}は、容量を理由に消去しません。"]
+    if r.if_minimum_at_risk == "stop_recording":
+        lines.append("容量が足りずこの最低保存期間を守れないときは、新しい通話の録音を停止します。")
+    else:
+        lines.append("容量が足りずこの最低保存期間を守れないときは、古い録音を上書きし、その旨を通話記録管理簿に記録します。")
+    lines.append(f"そのおそれがあるときは、{r.warn_days_before}日前から警告します。")
+    return lines
+
+
+def _describe_ja(r: Retention, zone: str) -> list[str]:
+    lines = _kept_ja(r)
     lines.append(f"ファイルシステムの空き容量が{format_size(r.free_space_floor)}を下回るときも、"
                  "古い録音から順に消去します。")
-    if r.minimum is not None:
-        until = f"{r.minimum.words('ja')}を経過するまで" if r.minimum.counted else f"{r.minimum.words('ja')}まで"
-        lines.append(f"ただし、{until}は、容量を理由に消去しません。")
-        if r.if_minimum_at_risk == "stop_recording":
-            lines.append("容量が足りずこの最低保存期間を守れないときは、新しい通話の録音を停止します。")
-        else:
-            lines.append("容量が足りずこの最低保存期間を守れないときは、古い録音を上書きし、その旨を通話記録管理簿に記録します。")
-        lines.append(f"そのおそれがあるときは、{r.warn_days_before}日前から警告します。")
-    elif r.keep is not None and r.capacity is not None:
+    lines += _minimum_ja(r)
+    if r.minimum is None and r.keep is not None and r.capacity is not None:
         lines.append(f"容量のために保存期間より前に消去するおそれがあるときは、{r.warn_days_before}日前から警告します。")
-    if any(p is not None and p.counted for p in (r.keep, r.minimum)):
+    counted, fiscal, month_end = _calendar(r)
+    if counted:
         lines.append(f"日数・月数は{zone}の暦で数え、録音日の当日は算入しません(民法第140条)。"
                      "月数は暦に従い、最後の月の起算日に応当する日の前日に満了し、"
                      "応当する日がないときはその月の末日に満了します(民法第143条)。")
-    elif r.keep is not None:
+    if fiscal:
+        lines.append(f"年度は4月1日から翌年3月31日までとし、{zone}の暦で判断します。")
+    if month_end:
         lines.append(f"月末は{zone}の暦で判断します。")
-    lines.append("開示請求・捜査・訴訟などのため保全(ホールド)された録音は、解除されるまでいずれの規則でも消去しません。")
+    lines.append(_HOLD_JA)
     return lines
 
 
 _COUNTED = "counted from the day after the day of recording"
 
 
-def _describe_en(r: Retention, zone: str) -> list[str]:
+def _have(period: Period) -> str:
+    """The verb after a counted period: "1 day has passed", "90 days have passed"."""
+    return "has" if 1 in (period.days, period.months) else "have"
+
+
+def _kept_en(r: Retention) -> list[str]:
     lines = []
     if r.keep is None:
         if r.capacity is not None:
@@ -336,34 +419,47 @@ def _describe_en(r: Retention, zone: str) -> list[str]:
                          "then the oldest are erased (overwritten) first.")
     else:
         if r.keep.counted:
-            lines.append(f"Recordings are erased by the first sweep after {r.keep.words('en')} have passed, "
+            lines.append(f"Recordings are erased by the first sweep after {r.keep.words('en')} {_have(r.keep)} passed, "
                          f"{_COUNTED}.")
         else:
             lines.append(f"Recordings are kept until {r.keep.words('en')}, then erased by the first sweep.")
         if r.capacity is not None:
             lines.append(f"Even within that period, the oldest recordings are erased first when the device's "
                          f"capacity ({format_size(r.capacity)}) is reached.")
+    return lines
+
+
+def _minimum_en(r: Retention) -> list[str]:
+    if r.minimum is None:
+        return []
+    until = (f"before {r.minimum.words('en')} {_have(r.minimum)} passed, {_COUNTED}" if r.minimum.counted
+             else f"before {r.minimum.words('en')}")
+    lines = [f"But capacity never erases a recording {until}."]
+    if r.if_minimum_at_risk == "stop_recording":
+        lines.append("When capacity cannot be kept without cutting that minimum short, new calls are not recorded.")
+    else:
+        lines.append("When capacity cannot be kept without cutting that minimum short, the oldest recordings are "
+                     "overwritten anyway and the breach is written to the ledger.")
+    lines.append(f"A warning is given from {r.warn_days_before} days before that would happen.")
+    return lines
+
+
+def _describe_en(r: Retention, zone: str) -> list[str]:
+    lines = _kept_en(r)
     lines.append(f"The oldest recordings are also erased when the filesystem's free space would fall below "
                  f"{format_size(r.free_space_floor)}.")
-    if r.minimum is not None:
-        until = (f"before {r.minimum.words('en')} have passed, {_COUNTED}" if r.minimum.counted
-                 else f"before {r.minimum.words('en')}")
-        lines.append(f"But capacity never erases a recording {until}.")
-        if r.if_minimum_at_risk == "stop_recording":
-            lines.append("When capacity cannot be kept without cutting that minimum short, new calls are not recorded.")
-        else:
-            lines.append("When capacity cannot be kept without cutting that minimum short, the oldest recordings are "
-                         "overwritten anyway and the breach is written to the ledger.")
-        lines.append(f"A warning is given from {r.warn_days_before} days before that would happen.")
-    elif r.keep is not None and r.capacity is not None:
+    lines += _minimum_en(r)
+    if r.minimum is None and r.keep is not None and r.capacity is not None:
         lines.append(f"A warning is given from {r.warn_days_before} days before capacity would erase recordings "
                      "before the end of their period.")
-    if any(p is not None and p.counted for p in (r.keep, r.minimum)):
+    counted, fiscal, month_end = _calendar(r)
+    if counted:
         lines.append(f"Days and months are counted on the calendar of {zone}, and the day of recording is not "
                      "counted (Civil Code art. 140); a period of months ends on the day before the corresponding "
                      "day of its last month, or on that month's last day when it has none (art. 143).")
-    elif r.keep is not None:
+    if fiscal:
+        lines.append(f"A fiscal year (年度) runs from 1 April to 31 March, on the calendar of {zone}.")
+    if month_end:
         lines.append(f"Month ends are those of the calendar of {zone}.")
-    lines.append("A recording under legal hold (disclosure request, investigation, lawsuit) is kept by every rule "
-                 "until the hold is released.")
+    lines.append(_HOLD_EN)
     return lines

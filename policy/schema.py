@@ -17,7 +17,7 @@ from .announcement import Announcement
 from .retention import Listening, Retention
 from .strict import Strict
 
-__all__ = ["Network", "Policy", "networks"]
+__all__ = ["Network", "NoticeContact", "Policy", "PublicNotice", "networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,6 +74,29 @@ class Recording(Strict):
     unknown_direction: bool = True
     preroll_seconds: Annotated[float, Field(ge=0, le=10)] = 2.0
     rtp_timeout_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    max_open_dialogs: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
+    """Calls followed at once; past it an INVITE flood's unanswered dialogs are forgotten,
+    oldest first (about 3 KiB each; answered calls are always kept)."""
+
+
+class NoticeContact(Strict):
+    """Where the public asks about the recording (窓口), as the published notice gives it."""
+
+    office: Annotated[str, Field(min_length=1, max_length=80)]
+    phone: Annotated[str | None, Field(min_length=1, max_length=32, pattern=r"^\+?[0-9()\- .]+$")] = None
+
+
+class PublicNotice(Strict):
+    """What the published notice (設置の公表: 品川区 第4条, 松本市 第5条, 山形市 第4条, 熊本市 第3条,
+    さいたま 第3条7) says beyond what the rest of the policy already fixes: the purpose in the
+    guideline's words, where the device records, who manages it and whom to ask."""
+
+    purpose: Annotated[str, Field(max_length=400)] = ""
+    location: Annotated[str, Field(max_length=200)] = ""
+    """設置場所: whose telephones are recorded (e.g. 本庁舎, お客様センター)."""
+    manager: Annotated[str, Field(max_length=64)] = ""
+    """管理責任者 as the guideline names the post (e.g. 管財課長)."""
+    contact: NoticeContact | None = None
 
 
 class Policy(Strict):
@@ -91,6 +114,8 @@ class Policy(Strict):
     listening: Listening = Listening()
     access: Access | None = None
     """Who may do what with recordings; none: the embedded default, one administrator at a root shell."""
+    notice: PublicNotice | None = None
+    """What `callrec policy notice` publishes besides the rules themselves."""
 
     @field_validator("version")
     @classmethod

@@ -7,6 +7,7 @@ import pytest
 
 from policy.decide import Direction, PolicyDecider, normalise_number
 from policy.loader import PolicyError, load_policy, parse_policy
+from policy.retention import Period
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
@@ -122,3 +123,67 @@ def test_excluded_line_in_any_form_is_never_recorded_and_has_no_numbers() -> Non
     diverted = d.classify(src_addresses=["203.0.113.5"], dst_addresses=["192.0.2.10"],
                           caller="0312345678", callee="201", other_numbers=["2999"])
     assert diverted.excluded
+
+
+# ---- the annex municipalities (松本市 報告事項 別紙2) -----------------------------------------
+
+ANNEX = {
+    # file: (organisation, 別紙2 row, keep, minimum, announced, manager)
+    "hyogo": ("兵庫県", 1, Period(until_end_of_month_after=1), None, True, "管財課長"),
+    "akitakata": ("安芸高田市", 2, Period(months=1), None, False, "管財管理課長"),
+    "hashima": ("羽島市", 3, None, Period(months=3), False, "管財課長"),
+    "osaka_water": ("大阪市水道局", 4, Period(months=12), None, False, "お客様サービス課長"),
+    "kami": ("香美市", 5, None, None, False, "総務課長"),
+    "tsu": ("津市", 6, Period(months=3), None, False, "各課等の所属長"),
+    "hachioji": ("八王子市", 7, Period(days=30), None, False, "庁舎管理課長"),
+    "koshigaya": ("越谷市", 8, Period(days=90), None, False, "庁舎管理課長"),
+}
+
+
+def test_examples_cover_the_annex_municipalities() -> None:
+    assert {p.stem for p in POLICIES.glob("*.yaml")} >= set(ANNEX)
+
+
+@pytest.mark.parametrize("name", sorted(ANNEX))
+def test_each_annex_policy_states_its_row_with_the_row_in_comments(name: str) -> None:
+    organisation, row, keep, minimum, announced, manager = ANNEX[name]
+    path = POLICIES / f"{name}.yaml"
+    policy = load_policy(path)
+    assert policy.organisation == organisation
+    assert (policy.retention.keep, policy.retention.minimum) == (keep, minimum)
+    assert policy.announcement.enabled is announced
+    assert policy.notice is not None and policy.notice.manager == manager and policy.notice.purpose
+    assert policy.notice.contact is not None and policy.notice.contact.office.startswith(organisation)
+    text = path.read_text(encoding="utf-8")
+    assert "別紙2" in text and f"row {row}" in text and "保存期間" in text and "公表/事前告知" in text
+
+
+def test_capacity_rings_of_the_annex_keep_what_the_row_says() -> None:
+    hashima = load_policy(POLICIES / "hashima.yaml").retention
+    assert hashima.capacity is not None and hashima.if_minimum_at_risk == "stop_recording"  # 少なくとも3か月
+    assert load_policy(POLICIES / "kami.yaml").retention.capacity is not None  # 自動更新
+
+
+def test_the_archive_stage_osaka_cannot_write_yet_is_said_in_its_file() -> None:
+    text = (POLICIES / "osaka_water.yaml").read_text(encoding="utf-8")
+    assert "6か月保存経過後に別記憶媒体で6か月" in text and "Not writable yet" in text
+
+
+def test_hyogo_names_its_exempted_caller_with_a_reason() -> None:
+    (caller,) = load_policy(POLICIES / "hyogo.yaml").announcement.callers
+    assert caller.number is not None and caller.reason == "threat"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("notice:\n  purpos: x\n", 2, "notice.purpos"),
+        ("notice:\n  contact:\n    phone: '03-1234-5678'\n", 2, "notice.contact.office"),
+        ("notice:\n  contact:\n    office: 総務課\n    phone: 内線123\n", 4, "notice.contact.phone"),
+        ("notice:\n  manager: " + "長" * 65 + "\n", 2, "notice.manager"),
+    ],
+)
+def test_a_misspelt_notice_section_names_line_and_field(text: str, line: int, field: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "site.yaml")
+    assert (info.value.line, info.value.field) == (line, field)

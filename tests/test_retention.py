@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policy.loader import PolicyError, parse_policy
-from policy.retention import Period, Retention, describe, format_size, parse_size
+from policy.retention import Period, Retention, describe, describe_keeping, format_size, parse_size
 from storage.retention import (
     Stored,
     Usage,
@@ -57,6 +57,10 @@ def months(n: int) -> Period:
 
 def month_end(n: int) -> Period:
     return Period(until_end_of_month_after=n)
+
+
+def fiscal(n: int) -> Period:
+    return Period(until_end_of_fiscal_year_after=n)
 
 
 # --- the YAML section -------------------------------------------------------
@@ -134,6 +138,13 @@ def test_defaults_are_a_ring_bounded_by_the_free_space_floor() -> None:
         ("retention:\n  keep: {months: 1}\n  minimum: {days: 31}\n  if_minimum_at_risk: overwrite\n", 1,
          "retention", "longer than the period kept"),
         ("retention:\n  kept: {days: 30}\n", 2, "retention.kept", "Extra inputs"),
+        ("retention:\n  keep: {until_end_of_fiscal_year_after: -1}\n", 2,
+         "retention.keep.until_end_of_fiscal_year_after", "greater than or equal to 0"),
+        ("retention:\n  keep: {until_end_of_fiscal_year_after: 1, months: 2}\n", 2, "retention.keep", "exactly one"),
+        ("retention:\n  keep: {until_end_of_fiscal_year: 1}\n", 2, "retention.keep.until_end_of_fiscal_year",
+         "Extra inputs"),
+        ("retention:\n  keep: {until_end_of_fiscal_year_after: 0}\n  minimum: {months: 3}\n"
+         "  if_minimum_at_risk: overwrite\n", 1, "retention", "longer than the period kept"),
         ("listening:\n  reason_required: maybe\n", 2, "listening.reason_required", "boolean"),
     ],
 )
@@ -169,6 +180,11 @@ def test_describe_in_both_languages() -> None:
         (Retention(keep=month_end(0)), "録音日の属する月の末日まで保存", "the end of the month of recording"),
         (Retention(keep=month_end(2)), "録音日の属する月の2か月後の月の末日", "the 2nd month after"),
         (Retention(keep=months(3)), "起算して3か月を経過した後", "3 calendar months have passed"),
+        (Retention(keep=months(1)), "起算して1か月を経過した後", "1 calendar month has passed"),
+        (Retention(keep=fiscal(1)), "録音日の属する年度の翌年度の末日(3月31日)まで保存",
+         "until the end of the fiscal year after the fiscal year of recording (31 March)"),
+        (Retention(keep=fiscal(0)), "年度は4月1日から翌年3月31日まで", "runs from 1 April to 31 March"),
+        (Retention(keep=fiscal(2)), "録音日の属する年度の2年度後の年度の末日", "the 2nd fiscal year after"),
         (Retention(capacity=200 * GIB), "保存容量(200 GiB)の範囲で保存", "capacity (200 GiB); when it is full"),
         (Retention(), "一杯になるまで保存", "until the storage is full"),
         (Retention(minimum=months(3), if_minimum_at_risk="stop_recording", capacity=GIB),
@@ -185,6 +201,32 @@ def test_describe_each_rule(rules: Retention, ja: str, en: str) -> None:
 def test_describe_unknown_language() -> None:
     with pytest.raises(ValueError, match="'fr'"):
         describe(Retention(), "fr")
+    with pytest.raises(ValueError, match="'fr'"):
+        describe_keeping(Retention(), "fr")
+
+
+def test_a_fiscal_year_rule_reads_from_yaml() -> None:
+    policy = parse_policy("retention:\n  keep: {until_end_of_fiscal_year_after: 1}\n")
+    assert policy.retention.keep == fiscal(1) and policy.retention.keep.fiscal and not policy.retention.keep.counted
+    assert describe(policy, "ja")[0] == "録音は、録音日の属する年度の翌年度の末日(3月31日)まで保存し、その後最初の消去処理で消去します。"
+
+
+def test_a_fiscal_year_minimum_within_a_longer_period_is_accepted() -> None:
+    r = Retention(keep=fiscal(1), minimum=fiscal(0), if_minimum_at_risk="stop_recording")
+    assert "年度は4月1日から翌年3月31日まで" in "".join(describe(r, "ja"))
+    assert not any("民法" in line for line in describe(r, "ja"))
+
+
+def test_describe_keeping_says_how_long_and_nothing_of_how() -> None:
+    """What the public notice prints: the period, the minimum the ring keeps, the legal hold."""
+    r = Retention(keep=days(92), minimum=months(3), if_minimum_at_risk="stop_recording", capacity=200 * GIB)
+    ja = describe_keeping(r, "ja")
+    assert ja[0] == describe(r, "ja")[0] and ja[-1] == describe(r, "ja")[-1]
+    assert any("3か月を経過するまでは、容量を理由に消去しません" in line for line in ja)
+    assert not any(word in "".join(ja) for word in ("空き容量", "警告", "民法", "録音を停止"))
+    en = describe_keeping(r, "en")
+    assert en[0] == describe(r, "en")[0] and "legal hold" in en[-1]
+    assert describe_keeping(Retention(keep=fiscal(1)), "ja")[0].startswith("録音は、録音日の属する年度の翌年度の末日")
 
 
 # --- counting periods (民法 第140条, 第143条) ---------------------------------
@@ -215,6 +257,14 @@ def test_describe_unknown_language() -> None:
         (month_end(1), date(2027, 12, 5), date(2028, 1, 31)),
         (month_end(0), date(2027, 4, 1), date(2027, 4, 30)),
         (month_end(13), date(2027, 1, 31), date(2028, 2, 29)),
+        (fiscal(0), date(2027, 3, 31), date(2027, 3, 31)),    # 年度 2026 ends on the day it was recorded
+        (fiscal(0), date(2027, 4, 1), date(2028, 3, 31)),     # 年度 2027 starts on 1 April
+        (fiscal(0), date(2028, 2, 29), date(2028, 3, 31)),
+        (fiscal(1), date(2026, 4, 1), date(2028, 3, 31)),
+        (fiscal(1), date(2027, 3, 31), date(2028, 3, 31)),    # さいたま 第4条6(2): 翌年度末
+        (fiscal(1), date(2027, 4, 1), date(2029, 3, 31)),
+        (fiscal(1), date(2027, 12, 31), date(2029, 3, 31)),
+        (fiscal(2), date(2028, 1, 1), date(2030, 3, 31)),
     ],
 )
 def test_last_day_kept(period: Period, recorded_on: date, last: date) -> None:
@@ -225,7 +275,7 @@ def test_last_day_kept(period: Period, recorded_on: date, last: date) -> None:
 
 @given(
     period=st.one_of(st.builds(days, st.integers(1, 800)), st.builds(months, st.integers(1, 40)),
-                     st.builds(month_end, st.integers(0, 40))),
+                     st.builds(month_end, st.integers(0, 40)), st.builds(fiscal, st.integers(0, 5))),
     day=st.dates(date(1990, 1, 1), date(2100, 12, 31)),
 )
 def test_last_recorded_on_is_the_inverse(period: Period, day: date) -> None:
@@ -246,6 +296,11 @@ def test_last_recorded_on_is_the_inverse(period: Period, day: date) -> None:
         (months(3), jst(2028, 1, 1, 0, 0, 0), jst(2028, 4, 2)),
         (months(3), jst(2028, 3, 31, 9, 0), jst(2028, 7, 1)),   # from 1 Apr (fiscal year start) to 30 Jun
         (days(90), jst(2027, 1, 10, 10, 0), jst(2027, 4, 11)),
+        # 1 April 00:00 JST is still 31 March in UTC: the Tokyo date puts it in the new 年度.
+        (fiscal(0), jst(2027, 3, 31, 23, 59, 59, micro=900000), jst(2027, 4, 1)),
+        (fiscal(0), jst(2027, 4, 1, 0, 0, 0), jst(2028, 4, 1)),
+        (fiscal(1), jst(2027, 3, 31, 23, 59, 59, micro=900000), jst(2028, 4, 1)),
+        (fiscal(1), jst(2027, 4, 1, 0, 0, 0), jst(2029, 4, 1)),
     ],
 )
 def test_deadline_in_tokyo(period: Period, recorded_at: float, due: float) -> None:
@@ -313,7 +368,7 @@ def test_hour_repeated_across_midnight_belongs_to_the_new_day() -> None:
     assert day_of(GOOSE_BAY_CHANGE - 120, GOOSE_BAY) == date(1995, 10, 28)
 
 
-@pytest.mark.parametrize("period", [days(1), days(30), months(1), month_end(0)])
+@pytest.mark.parametrize("period", [days(1), days(30), months(1), month_end(0), fiscal(0)])
 def test_deadline_and_cutoff_agree_around_a_backward_midnight(period: Period) -> None:
     window = [GOOSE_BAY_CHANGE + minutes * 60.0 for minutes in range(-180, 180, 7)]
     for recorded_at in window:
@@ -325,7 +380,7 @@ def test_deadline_and_cutoff_agree_around_a_backward_midnight(period: Period) ->
 EPOCHS = st.floats(datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp(),
                    datetime(2100, 12, 31, tzinfo=timezone.utc).timestamp())
 PERIODS = st.one_of(st.builds(days, st.integers(1, 400)), st.builds(months, st.integers(1, 24)),
-                    st.builds(month_end, st.integers(0, 24)))
+                    st.builds(month_end, st.integers(0, 24)), st.builds(fiscal, st.integers(0, 3)))
 ZONES = st.sampled_from([TOKYO, BERLIN, SAO_PAULO, GOOSE_BAY])
 
 
@@ -360,6 +415,22 @@ def recs(*items: tuple[str, float, int]) -> list[Stored]:
 
 
 NOW = jst(2027, 6, 1, 3, 0)
+
+
+def test_the_fiscal_year_ends_at_the_tokyo_midnight_of_31_march() -> None:
+    """A sweep at 00:00 JST on 1 April (still 31 March in UTC) erases the 年度 just ended and
+    keeps the call of the first second of the new one."""
+    items = recs(("a", jst(2027, 4, 1, 0, 0, 0), MB), ("b", jst(2028, 3, 31, 23, 59, 59, micro=900000), MB),
+                 ("c", jst(2028, 4, 1, 0, 0, 0), MB))
+    for rules, now, erased in [
+        (Retention(keep=fiscal(0)), jst(2028, 3, 31, 23, 59, 59, micro=999000), []),
+        (Retention(keep=fiscal(0)), jst(2028, 4, 1), ["a", "b"]),
+        (Retention(keep=fiscal(1)), jst(2029, 3, 31, 23, 59, 59), []),
+        (Retention(keep=fiscal(1)), jst(2029, 4, 1), ["a", "b"]),
+    ]:
+        plan = plan_sweep(rules, now, TOKYO, items, Usage(used_bytes=3 * MB))
+        assert plan.ids("retention") == erased and plan.ids("capacity") == []
+        assert plan.cutoff == (jst(2028, 4, 1) if erased else jst(2027, 4, 1))
 
 
 def test_expired_go_for_retention_oldest_first() -> None:
