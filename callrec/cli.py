@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from policy.access import describe_access
+from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
 from policy.retention import describe
@@ -149,6 +150,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     policy = load_policy(args.file)
     print(f"{args.file}: ok ({policy.organisation or 'unnamed organisation'}, "
           f"{len(policy.excluded_lines)} excluded line(s), time zone {policy.timezone})")
+    exempt = exemption_summary(policy)
+    print(f"  録音告知の例外 / notice exceptions: {exempt['lines']} line(s), "
+          f"{exempt['caller_numbers']} caller number(s), {exempt['caller_prefixes']} prefix(es)")
     for lang in ("ja", "en"):
         print()
         for line in describe(policy, lang) + (describe_access(policy.access, lang) if policy.access else []):
