@@ -95,6 +95,7 @@ class Daemon:
         self._pps = 0.0
         self._retention: list[Problem] = []
         self._overdue_logged: tuple[str, ...] = ()
+        self._store_bytes: int | None = None
         self.announcer: AnnouncerService | None = None
         self._syncing: asyncio.Task[None] | None = None
         self._sweep_due = asyncio.Event()
@@ -214,6 +215,7 @@ class Daemon:
         try:
             result = sweep(store, self.policy.retention, now, DAEMON_ACTOR, incoming_bytes=reserve)
             overdue = self._overdue_copies(store)
+            self._store_bytes = store.index.used_bytes()
         finally:
             store.close()
         plan = result.plan
@@ -339,6 +341,9 @@ class Daemon:
             "active_calls": self.recorder.active_recordings(),
             "packets_per_second": self._pps,
             "kernel_drops": self._kernel_drops,
+            "disk_used_percent": round(getattr(self, "_disk_percent", 0.0), 1),
+            "store_bytes": self._store_bytes,
+            "capacity_bytes": self.policy.retention.capacity,
             "last_sip": self._last_sip,
             "last_rtp": self._last_rtp,
             "interfaces": list(self._sources),

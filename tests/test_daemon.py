@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ import soundfile
 
 from tests.builders import PBX, TRUNK, write_pcap
 from tests.call_frames import bye, media, signalling
+from tests.console_site import free_port
 from tests.interop import REPO, calls, recording, recording_bytes, run_cli
 from tests.sipp.netns import Lab, preflight
 
@@ -318,3 +322,30 @@ def test_an_overdue_copy_is_a_warning_in_status_and_the_journal(daemon: LiveDaem
             input="kimura-pass-2026\n")
     _wait_for(lambda: not any(w["code"] == "copy_overdue" for w in _status(daemon)["warnings"]), 20,
               "the warning never cleared after disposal")
+
+
+def test_the_console_shows_the_live_daemons_health(daemon: LiveDaemon, tmp_path: Path) -> None:
+    """The status screen reads the running daemon's own report over its status socket."""
+    daemon.policy.write_text((REPO / "policies" / "kumamoto.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    daemon.start()
+    daemon.call("seen@test", 2.0, 20020)
+    daemon.row("seen@test")
+    where = ("--config", daemon.config)
+    run_cli("user", "add", "kanri", "--role", "manager", *where, input="kanri-pass-2026\n")
+    port = free_port()
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen([sys.executable, "-m", "callrec", "web", *map(str, where), "--port", str(port),
+                            "--plain-http"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: "web.ready" in (tmp_path / "web.log").read_text(), 30, "the console never started")
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        page = opener.open(f"http://127.0.0.1:{port}/login", timeout=10).read().decode()
+        token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        form = urllib.parse.urlencode({"login_token": token, "name": "kanri", "password": "kanri-pass-2026"})
+        status = opener.open(f"http://127.0.0.1:{port}/login", data=form.encode(), timeout=10).read().decode()
+        assert "正常に録音しています" in status, status
+        assert re.search(r'<td id="today">1</td>', status) and re.search(r'<td id="disk">[0-9.]+%', status)
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+        log.close()

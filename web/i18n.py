@@ -28,6 +28,8 @@ _WORDS: dict[str, tuple[str, str]] = {
     "today": ("本日の録音", "Recorded today"),
     "last_call": ("最後の通話", "Last call"),
     "kernel_drops": ("取りこぼしパケット", "Packets dropped by the kernel"),
+    "last_seen": ("最後に受信した信号", "Last traffic seen"),
+    "recordings": ("録音", "recordings"),
     "disk": ("ディスク使用量", "Disk use"),
     "warnings": ("警告", "Warnings"),
     "problems": ("異常", "Problems"),

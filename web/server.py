@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jinja2
 import structlog
@@ -33,6 +35,9 @@ log = structlog.get_logger("callrec.web")
 def open_console(config: WebConfig, policy: Policy, store: Store, status_socket: Path, secure: bool) -> Console:
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                    autoescape=True, undefined=jinja2.StrictUndefined)
+    templates.filters["mib"] = lambda size: f"{size / 2**20:,.0f}"
+    templates.filters["when"] = lambda ts: (datetime.fromtimestamp(ts, ZoneInfo(policy.timezone))
+                                            .strftime("%Y-%m-%d %H:%M:%S") if ts else "-")
     sessions = SessionStore(store.data_dir / INDEX_FILE, config.session_idle_minutes * 60,
                             config.session_max_hours * 3600)
     return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure)
