@@ -439,11 +439,7 @@ class AccessService:
     def dispose(self, by: Actor, number: str, *, how: str, witness: str | None) -> CopyRecord:
         """Record that a copy was destroyed (品川区 第7条4 復元不可能な方法で): how, by whom, witnessed."""
         grant = self._permit(by, Action.DISPOSE)
-        copy = self.tables.copy(number)
-        if copy is None:
-            raise AccessError(f"no copy numbered {number}")
-        if copy.disposed:
-            raise AccessError(f"copy {number} was disposed of on {copy.disposed_at}")
+        copy = self._held_copy(number)
         if not how.strip():
             raise AccessError("say how the copy was destroyed (--how, e.g. 'DVD-R shredded')")
         now = self.store.now()
@@ -458,14 +454,19 @@ class AccessService:
     def package(self, by: Actor, number: str) -> Path:
         """A copy's package, to hand to its holder through the console (ledgered each time)."""
         grant = self._permit(by, Action.FULFIL)
+        copy = self._held_copy(number)
+        self._ledger(LedgerNote(AccessEvent.COPY_DOWNLOADED, grant, details={"copy": number, "request": copy.request}),
+                     self.store.now())
+        return Path(copy.package)
+
+    def _held_copy(self, number: str) -> CopyRecord:
+        """A copy still held: a disposed one can be neither handed out nor disposed again."""
         copy = self.tables.copy(number)
         if copy is None:
             raise AccessError(f"no copy numbered {number}")
         if copy.disposed:
             raise AccessError(f"copy {number} was disposed of on {copy.disposed_at}")
-        self._ledger(LedgerNote(AccessEvent.COPY_DOWNLOADED, grant, details={"copy": number, "request": copy.request}),
-                     self.store.now())
-        return Path(copy.package)
+        return copy
 
     def copies(self) -> list[CopyRecord]:
         return self.tables.copies()
