@@ -139,6 +139,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {problem['code']}: {problem['message']}")
         for warning in status.get("warnings", []):
             print(f"  warning {warning['code']}: {warning['message']}")
+        if status.get("calls_evicted"):
+            print(f"  warning calls_evicted: {status['calls_evicted']} unanswered dialogs forgotten to stay within "
+                  "recording.max_open_dialogs (an INVITE flood?)")
         if status.get("recording_stopped"):
             print(f"  NEW CALLS ARE NOT RECORDED: {status['recording_stopped']}")
     return 0 if status["healthy"] else 1

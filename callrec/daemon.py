@@ -341,6 +341,8 @@ class Daemon:
             "active_calls": self.recorder.active_recordings(),
             "packets_per_second": self._pps,
             "kernel_drops": self._kernel_drops,
+            "calls_evicted": self.recorder.counters().get("calls_evicted", 0),
+            "tombstones_evicted": self.recorder.counters().get("tombstones_evicted", 0),
             "disk_used_percent": round(getattr(self, "_disk_percent", 0.0), 1),
             "store_bytes": self._store_bytes,
             "capacity_bytes": self.policy.retention.capacity,

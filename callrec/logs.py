@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -16,6 +17,13 @@ def _pass_dict(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Local time in ISO 8601 with its offset (2026-11-20T10:30:00.123456+09:00), as the
+    index writes its times, so that a log line and a row compare without guessing the zone."""
+    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="microseconds")
+    return event
+
+
 def configure(level: str = "info", *, journal: bool | None = None) -> None:
     use_journal = under_journald() if journal is None else journal
     processors: list[Any] = [structlog.processors.add_log_level]
@@ -23,7 +31,7 @@ def configure(level: str = "info", *, journal: bool | None = None) -> None:
         processors.append(_pass_dict)
         factory: Any = JournalLoggerFactory()
     else:
-        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=False))
+        processors.append(_timestamp)
         if sys.stderr.isatty():
             processors.append(structlog.dev.ConsoleRenderer(colors=True))
         else:

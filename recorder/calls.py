@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from policy.decide import Classification, PolicyDecider, normalise_number
@@ -27,7 +28,10 @@ TOMBSTONE_SECONDS = 64.0
 FORK_GRACE_SECONDS = 32.0
 MAX_ENDPOINTS_PER_PARTY = 8
 MAX_EARLY_DIALOGS = 8
-MAX_CALLS = 100_000
+# Retransmissions, forks and a Call-ID used again after its call stay far
+# below this; more is a flood aimed at one Call-ID, and every message under
+# it is looked up among them.
+MAX_CALLS_PER_CALL_ID = 16
 
 
 class CallState(enum.Enum):
@@ -36,6 +40,13 @@ class CallState(enum.Enum):
     FAILED = "failed"
     ANSWERED = "answered"
     ENDED = "ended"
+
+
+EVICTION_ORDER = (CallState.ENDED, CallState.FAILED, CallState.CALLING, CallState.EARLY)
+"""Which calls the bound on open dialogs forgets first: an ended call (only
+its Call-ID is kept), then a refused one (waiting for another fork's 2xx),
+then one nobody has answered even provisionally (where a scanner's INVITEs
+stay), and a ringing one last.  Answered calls are never forgotten."""
 
 
 @dataclass(slots=True, eq=False)
@@ -146,17 +157,25 @@ def _packed(address: str | None) -> bytes | None:
 
 class CallTracker:
     """Turns SIP messages into call events, and keeps the media endpoints
-    each call announced in its SDP so RTP can be matched to it."""
+    each call announced in its SDP so RTP can be matched to it.
+
+    Every call is in the queue of its state, oldest first: CALLING and
+    EARLY in the order of their last message, FAILED in the order they
+    failed, ENDED in the order they ended.  So timers look only at the calls
+    that are due (plus the answered ones), and the bound on open dialogs
+    forgets the oldest of the least useful state, each in O(1) however many
+    dialogs an INVITE flood has opened."""
 
     def __init__(self, decider: PolicyDecider) -> None:
         self.decider = decider
         self._by_call_id: dict[str, list[Call]] = {}
+        self._queues: dict[CallState, OrderedDict[int, Call]] = {state: OrderedDict() for state in CallState}
         self._serial = 0
         self._live_calls = 0
         self.endpoints: dict[Endpoint, tuple[Call, int]] = {}
         self.endpoint_generation = 0
         self.stats = {"sip_messages": 0, "sip_without_call_id": 0, "sdp_errors": 0,
-                      "calls": 0, "excluded_calls": 0, "calls_evicted": 0}
+                      "calls": 0, "excluded_calls": 0, "calls_evicted": 0, "tombstones_evicted": 0}
 
     # ---- messages -------------------------------------------------------
     def on_message(self, ts: float, src: str, dst: str, msg: SipMessage) -> list[CallEvent]:
@@ -174,17 +193,31 @@ class CallTracker:
         if msg.method is not None:
             if call is None:
                 if msg.method == "INVITE" and not msg.to_tag:
-                    call = self._new_call(ts, src, dst, msg, cseq_num)
+                    call = self._new_call(ts, src, dst, msg, cseq_num, events)
                     if call is None:
                         return []
                 else:
                     return []
-            call.last_activity = ts
+            self._touch(call, ts)
             self._on_request(ts, src, dst, call, msg, cseq_num, events)
         elif call is not None:
-            call.last_activity = ts
+            self._touch(call, ts)
             self._on_response(ts, call, msg, cseq_method, events)
         return events
+
+    def _touch(self, call: Call, ts: float) -> None:
+        """A message of the call: a call still waiting for its answer goes to
+        the back of its queue, which stays in the order of last messages."""
+        call.last_activity = ts
+        if call.state is CallState.CALLING or call.state is CallState.EARLY:
+            self._queues[call.state].move_to_end(call.serial)
+
+    def _set_state(self, call: Call, state: CallState) -> None:
+        """Every change of state goes through here, so the call is always in
+        its state's queue, at the back after a change."""
+        self._queues[call.state].pop(call.serial, None)
+        call.state = state
+        self._queues[state][call.serial] = call
 
     def _find(self, call_id: str, msg: SipMessage) -> Call | None:
         calls = self._by_call_id.get(call_id)
@@ -200,7 +233,8 @@ class CallTracker:
                 return call
         return None
 
-    def _new_call(self, ts: float, src: str, dst: str, msg: SipMessage, cseq: int) -> Call | None:
+    def _new_call(self, ts: float, src: str, dst: str, msg: SipMessage, cseq: int,
+                  events: list[CallEvent]) -> Call | None:
         caller, anon_from = _party_number(msg.header("from"))
         pai, _ = _party_number(msg.header("p-asserted-identity"))
         privacy = (msg.header("privacy") or "").lower()
@@ -235,10 +269,10 @@ class CallTracker:
         self.stats["calls"] += 1
         if classification.excluded:
             self.stats["excluded_calls"] += 1
+        self._make_room(call.call_id, events)
         self._by_call_id.setdefault(call.call_id, []).append(call)
+        self._queues[CallState.CALLING][call.serial] = call
         self._live_calls += 1
-        if self._live_calls > MAX_CALLS:
-            self._evict_oldest_unanswered()
         return call
 
     def _sender(self, call: Call, msg: SipMessage) -> int:
@@ -282,13 +316,13 @@ class CallTracker:
         if cseq_method == "INVITE":
             to_tag = msg.to_tag or ""
             if 100 < status < 200 and call.state in (CallState.CALLING, CallState.EARLY):
-                call.state = CallState.EARLY
+                self._set_state(call, CallState.EARLY)
                 if sdp is not None and to_tag and (to_tag in call.early_sdp or len(call.early_sdp) < MAX_EARLY_DIALOGS):
                     call.early_sdp[to_tag] = sdp
                     self._apply_sdp(call, CALLEE, sdp, events)
             elif 200 <= status < 300:
                 if call.state is not CallState.ANSWERED:
-                    call.state = CallState.ANSWERED
+                    self._set_state(call, CallState.ANSWERED)
                     call.answer_ts = ts
                     call.answered_tag = to_tag
                     call.end_reason = ""
@@ -300,7 +334,7 @@ class CallTracker:
                 elif to_tag == call.answered_tag and sdp is not None:
                     self._apply_sdp(call, self._sender(call, msg), sdp, events)
             elif status >= 300 and call.state is not CallState.ANSWERED:
-                call.state = CallState.FAILED
+                self._set_state(call, CallState.FAILED)
                 call.end_ts = ts
                 if not call.end_reason:
                     call.end_reason = f"rejected_{status}"
@@ -350,16 +384,19 @@ class CallTracker:
         return True
 
     def _end(self, call: Call, events: list[CallEvent], *, answered: bool) -> None:
-        call.state = CallState.ENDED
+        self._set_state(call, CallState.ENDED)
         self._release_endpoints(call)
         events.append(CallEnded(call) if answered else CallDropped(call))
 
     def _release_endpoints(self, call: Call) -> None:
+        """Unmap the call's endpoints.  endpoint_generation stays: it tells the
+        engine that RTP it could not match may match now, which only a new
+        endpoint can make true, and every call an INVITE flood ends would
+        otherwise send the engine through its unmatched RTP again."""
         for history in call.endpoints:
             for endpoint in history:
                 if self.endpoints.get(endpoint, (None,))[0] is call:
                     del self.endpoints[endpoint]
-        self.endpoint_generation += 1
 
     # ---- time -----------------------------------------------------------
     def on_timer(self, now: float, rtp_timeout: float, last_media: dict[int, float]) -> list[CallEvent]:
@@ -367,31 +404,38 @@ class CallTracker:
 
         last_media maps a call's serial to the time its last RTP packet was
         seen; an answered call silent for rtp_timeout is closed incomplete,
-        as VoIPmonitor does when a BYE was lost.
+        as VoIPmonitor does when a BYE was lost.  Each queue is read from its
+        oldest call up to the first that is not due, so a tick costs the
+        answered calls and the calls it closes, not every open dialog.
         """
         events: list[CallEvent] = []
-        for call_id in list(self._by_call_id):
-            calls = self._by_call_id[call_id]
-            for call in list(calls):
-                if call.state is CallState.ENDED:
-                    if now - (call.end_ts or call.last_activity) > TOMBSTONE_SECONDS:
-                        calls.remove(call)
-                        self._live_calls -= 1
-                    continue
-                if call.state is CallState.FAILED and now - (call.end_ts or now) > FORK_GRACE_SECONDS:
-                    self._end(call, events, answered=False)
-                elif call.state is CallState.ANSWERED:
-                    last = max(call.last_activity, last_media.get(call.serial, 0.0))
-                    if now - last > rtp_timeout:
-                        call.end_ts = last
-                        call.end_reason = "rtp_timeout"
-                        self._end(call, events, answered=True)
-                elif now - call.last_activity > rtp_timeout:
-                    call.end_ts = call.last_activity
-                    call.end_reason = call.end_reason or "no_answer_timeout"
-                    self._end(call, events, answered=False)
-            if not calls:
-                del self._by_call_id[call_id]
+        tombstones = self._queues[CallState.ENDED]
+        while tombstones:
+            call = next(iter(tombstones.values()))
+            if now - (call.end_ts or call.last_activity) <= TOMBSTONE_SECONDS:
+                break
+            self._forget(call)
+        failed = self._queues[CallState.FAILED]
+        while failed:
+            call = next(iter(failed.values()))
+            if now - (call.end_ts or now) <= FORK_GRACE_SECONDS:
+                break
+            self._end(call, events, answered=False)
+        for call in list(self._queues[CallState.ANSWERED].values()):
+            last = max(call.last_activity, last_media.get(call.serial, 0.0))
+            if now - last > rtp_timeout:
+                call.end_ts = last
+                call.end_reason = "rtp_timeout"
+                self._end(call, events, answered=True)
+        for state in (CallState.CALLING, CallState.EARLY):
+            waiting = self._queues[state]
+            while waiting:
+                call = next(iter(waiting.values()))
+                if now - call.last_activity <= rtp_timeout:
+                    break
+                call.end_ts = call.last_activity
+                call.end_reason = call.end_reason or "no_answer_timeout"
+                self._end(call, events, answered=False)
         return events
 
     def close_all(self, now: float, reason: str = "capture_end") -> list[CallEvent]:
@@ -408,17 +452,41 @@ class CallTracker:
                     self._end(call, events, answered=False)
         return events
 
-    def _evict_oldest_unanswered(self) -> None:
-        """An INVITE flood must not grow memory; answered calls are never
-        evicted (they end by BYE, by RTP timeout or at the end of input)."""
-        candidates = [c for calls in self._by_call_id.values() for c in calls
-                      if c.state is not CallState.ANSWERED]
-        if not candidates:
-            return
-        oldest = min(candidates, key=lambda c: c.last_activity)
-        self._by_call_id[oldest.call_id].remove(oldest)
+    # ---- bounds ---------------------------------------------------------
+    def _make_room(self, call_id: str, events: list[CallEvent]) -> None:
+        """Before a new call is added: at most max_open_dialogs calls (the
+        policy's) and MAX_CALLS_PER_CALL_ID under one Call-ID, so an INVITE
+        flood costs neither memory nor time per message, and the calls after
+        it are still followed.  Answered calls are never forgotten (they end
+        by BYE, by RTP timeout or at the end of input)."""
+        same_id = self._by_call_id.get(call_id, ())
+        if len(same_id) >= MAX_CALLS_PER_CALL_ID:
+            oldest = next((c for c in same_id if c.state is not CallState.ANSWERED), None)
+            if oldest is not None:
+                self._evict(oldest, events)
+        if self._live_calls >= self.decider.policy.recording.max_open_dialogs:
+            for state in EVICTION_ORDER:
+                queue = self._queues[state]
+                if queue:
+                    self._evict(next(iter(queue.values())), events)
+                    return
+
+    def _evict(self, call: Call, events: list[CallEvent]) -> None:
+        """Forget a call before its time; one not yet ended is dropped as
+        unanswered, with the reason."""
+        if call.state is CallState.ENDED:
+            self.stats["tombstones_evicted"] += 1
+        else:
+            self.stats["calls_evicted"] += 1
+            call.end_ts = call.end_ts if call.end_ts is not None else call.last_activity
+            call.end_reason = call.end_reason or "evicted"
+            self._end(call, events, answered=False)
+        self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        self._queues[call.state].pop(call.serial, None)
+        calls = self._by_call_id[call.call_id]
+        calls.remove(call)
+        if not calls:
+            del self._by_call_id[call.call_id]
         self._live_calls -= 1
-        if not self._by_call_id[oldest.call_id]:
-            del self._by_call_id[oldest.call_id]
-        self._release_endpoints(oldest)
-        self.stats["calls_evicted"] += 1

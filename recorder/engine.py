@@ -62,6 +62,8 @@ class CallMedia:
     seen_flows: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
     undecoded: set[str] = field(default_factory=set)
     last_media: float = 0.0
+    rtcp: list[int] = field(default_factory=lambda: [0, 0])
+    """RTCP packets per channel, counted here: they never reach the stream."""
 
 
 def _addr(packed: bytes, port: int) -> str:
@@ -132,8 +134,13 @@ class Recorder:
                             else:
                                 self._classify_udp(ts, flow, payload)
                         else:
-                            rtp += 1
-                            media_packet(ts, media, channel, flow, payload)
+                            # RTCP multiplexed on the RTP port (RFC 5761): packet types
+                            # 200-204 where RTP has its marker bit and payload type.
+                            if len(payload) > 1 and 199 < payload[1] < 205:
+                                self._rtcp(media, channel)
+                            else:
+                                rtp += 1
+                                media_packet(ts, media, channel, flow, payload)
                     else:
                         self._sip_stream(ts, flow, payload)
         finally:
@@ -245,7 +252,13 @@ class Recorder:
             self.stats["udp_other"] += 1
             return
         if 200 <= payload[1] <= 204:
-            self.stats["rtcp_packets"] += 1
+            # RTCP first on a flow is routed as RTP would be, so that it counts
+            # for its call and the flow is known when RTP follows on it.
+            route = self._route(flow)
+            if route is None:
+                self.stats["rtcp_packets"] += 1
+            else:
+                self._rtcp(*route)
             return
         route = self._route(flow)
         if route is None:
@@ -256,6 +269,12 @@ class Recorder:
             return
         self.stats["rtp_packets"] += 1
         self._media_packet(ts, route[0], route[1], flow, payload)
+
+    def _rtcp(self, media: CallMedia, channel: int) -> None:
+        """RTCP of a call's flow: counted for the call's channel, kept out of
+        its stream (whose packet count is RTP only) and out of rtp_packets."""
+        self.stats["rtcp_packets"] += 1
+        media.rtcp[channel] += 1
 
     def _route(self, flow: Flow) -> tuple[CallMedia, int] | None:
         """Match a new flow to a call and channel through the SDP endpoints.
@@ -398,7 +417,7 @@ class Recorder:
             call=call.snapshot(), origin=media.origin, frames=frames,
             encoding=interleaver.encoding if interleaver is not None else None,
             streams=tuple(
-                StreamReport(channel, tuple(media.seen_flows[channel]), dataclasses.asdict(stream.stats))
+                StreamReport(channel, tuple(media.seen_flows[channel]), self._stream_stats(media, channel, stream))
                 for channel, stream in enumerate(media.streams)
             ),
             dtmf=tuple(
@@ -412,6 +431,14 @@ class Recorder:
             media.handle.close(result)
         else:
             self.sink.finish_without_audio(result)
+
+    @staticmethod
+    def _stream_stats(media: CallMedia, channel: int, stream: RtpStream) -> dict[str, object]:
+        """The stream's counters with the channel's RTCP, which the engine
+        counts before any packet reaches the stream."""
+        stats = dataclasses.asdict(stream.stats)
+        stats["rtcp_packets"] += media.rtcp[channel]
+        return stats
 
     def _forget_flows(self, media: CallMedia) -> None:
         for flows in media.flows:

@@ -120,6 +120,15 @@ _TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.
 _HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
 _IPV6_CHARS = "0123456789abcdefABCDEF:."
 _BAD_HEADER_CHAR = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# A quoted string (RFC 3261 §25.1) within one header field: folded lines stay in it, and an
+# unclosed one ends with its field, so every match is found in one linear pass.
+_QUOTED_STRING = re.compile(r'"(?:[^"\\\n]|\\[^\r\n]|\n(?=[ \t]))*"?')
+# A quoted-pair, its escaped character captured when it is a control character.
+_QUOTED_PAIR = re.compile(r"\\(?:([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])|[^\r\n])")
+# A header section with a control character is read quoted string by quoted string and
+# quoted-pair by quoted-pair; past this many quote marks and backslashes it is refused unread,
+# which keeps that read as cheap as the rest of a parse.
+_MAX_QUOTING_WITH_CONTROLS = 2 * MAX_HEADERS
 _BAD_URI_CHAR = re.compile(r'[\x00-\x20\x7f<>"]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NUMERIC = re.compile(r"\+?[0-9*#]+")
@@ -295,13 +304,41 @@ def _find_head_end(buf: bytes | bytearray, start: int) -> tuple[int, int]:
     return -1, -1
 
 
+def _escaped_control_replaced(pair: re.Match[str]) -> str:
+    return "\\\ufffd" if pair.group(1) is not None else pair.group()
+
+
+def _quoted_pairs_replaced(quoted: re.Match[str]) -> str:
+    return _QUOTED_PAIR.sub(_escaped_control_replaced, quoted.group())
+
+
+def _replace_escaped_controls(text: str) -> str:
+    """The header section with each control character that a quoted-pair escapes inside a
+    quoted string replaced by U+FFFD; any other control character refuses the message.
+
+    The grammar allows a control character only there (RFC 3261 §25.1 quoted-pair; RFC 4475
+    §3.1.1.2 puts BEL, NUL and DEL in a display name), so such a header must not cost its call.
+    The replacement, as for invalid UTF-8, keeps every value handed on free of control
+    characters. The start line has no quoted strings, and a section quoting more than
+    _MAX_QUOTING_WITH_CONTROLS times is refused before it is read.
+    """
+    start_end = text.find("\n")
+    quoting = text.count('"') + text.count("\\")
+    if _BAD_HEADER_CHAR.search(text, 0, start_end) or quoting > _MAX_QUOTING_WITH_CONTROLS:
+        raise SipParseError("control character in header section")
+    fields = _QUOTED_STRING.sub(_quoted_pairs_replaced, text[start_end:])
+    if _BAD_HEADER_CHAR.search(fields):
+        raise SipParseError("control character in header section")
+    return text[:start_end] + fields
+
+
 def _parse_head(head: bytes | bytearray) -> tuple[SipMessage, int | None]:
     """Parse start line and header fields; return the message (empty body) and Content-Length."""
     text = head.decode("utf-8", "replace")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if _BAD_HEADER_CHAR.search(text):
-        raise SipParseError("control character in header section")
+        text = _replace_escaped_controls(text)
     lines = text.split("\n")
     lines.pop()
     first = lines[0]
@@ -386,7 +423,8 @@ def parse_sip(data: bytes | bytearray | memoryview) -> SipMessage:
     tolerated), because no call can be attributed without them. Deliberately tolerated beyond
     the grammar, as real equipment sends them: bare-LF line ends, a lower-case version string,
     a status line without reason phrase. Header values may not contain control characters other
-    than HTAB after unfolding.
+    than HTAB after unfolding, except as the escaped character of a quoted-pair inside a quoted
+    string, where the grammar allows any; that character is handed on as U+FFFD.
     """
     if not isinstance(data, bytes):
         if not isinstance(data, (bytearray, memoryview)):
@@ -695,13 +733,8 @@ def parse_uri(text: str) -> SipUri:
             raise SipParseError("invalid tel: number")
         return SipUri(scheme, number, None, None, _uri_params(params_text), {})
 
-    headers: dict[str, str] = {}
-    rest, question, headers_text = rest.partition("?")
-    if question:
-        for pair in headers_text.split("&"):
-            name, _, value = pair.partition("=")
-            if name:
-                headers.setdefault(unquote(name, errors="replace").lower(), unquote(value, errors="replace"))
+    # The userinfo ends at the first "@", even after a "?": a user part may hold "?" and ";"
+    # (RFC 3261 §25.1 user-unreserved; RFC 4475 §3.1.1.2), a host, a parameter or a header none.
     user: str | None = None
     at = rest.find("@")
     if at >= 0:
@@ -709,6 +742,13 @@ def parse_uri(text: str) -> SipUri:
         if not user or _CONTROL.search(user):
             raise SipParseError("invalid user part in URI")
         rest = rest[at + 1 :]
+    headers: dict[str, str] = {}
+    rest, question, headers_text = rest.partition("?")
+    if question:
+        for pair in headers_text.split("&"):
+            name, _, value = pair.partition("=")
+            if name:
+                headers.setdefault(unquote(name, errors="replace").lower(), unquote(value, errors="replace"))
     hostport, _, params_text = rest.partition(";")
     if hostport.startswith("["):
         close = hostport.find("]")
