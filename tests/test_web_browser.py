@@ -250,7 +250,7 @@ def file_request(b: Browser, call_id: str, *, purpose: str, wanted: str, name: s
     assert b.path.startswith("/requests/R"), b.path
     number = b.path.rsplit("/", 1)[1]
     assert b.heading() == f"依頼・申請 {number}"
-    assert b.text("state") == "requested"
+    assert b.text("state") == "依頼中"
     assert "市民課" in b.text("request") and call_id in b.text("request")
     return number
 
@@ -330,16 +330,16 @@ def test_a_copy_request_from_search_to_download_then_a_hold_and_the_ledger(at_ku
     b.nav("依頼・申請", "requests-kanri")
     listed = b.by_id("requests")
     row = listed.find_element(By.XPATH, f".//tr[td/a[normalize-space()='{number}']]")
-    assert "requested" in row.text and "sato" in row.text and "市民課" in row.text
+    assert "依頼中" in row.text and "sato" in row.text and "市民課" in row.text
     b.click(row.find_element(By.LINK_TEXT, number), "request-kanri")
     b.fill("approve", reason="開示請求のため")
     b.press("approve", "approved-kanri")
-    assert b.text("state") == "approved"
+    assert b.text("state") == "承認済み"
     assert "kanri" in b.text("request") and "開示請求のため" in b.text("request")
     assert not b.has("approve")
     b.fill("fulfil", holder="市民課 佐藤")
     b.press("fulfil", "fulfilled-kanri")
-    assert b.text("state") == "fulfilled"
+    assert b.text("state") == "実行済み"
     copies = b.by_id("copies")
     assert "市民課 佐藤" in copies.text and "目的達成時" in copies.text, copies.text
     download = copies.find_element(By.LINK_TEXT, "ダウンロード")
@@ -454,9 +454,9 @@ def test_saitama_never_puts_a_player_on_the_screen(at_saitama: Browser) -> None:
 
     b.sign_in("kimura")
     b.go(f"/requests/{number}", "request-kimura")
-    assert b.text("state") == "requested" and b.audio() == []
+    assert b.text("state") == "依頼中" and b.audio() == []
     b.press("approve", "approved-kimura")
-    assert b.text("state") == "approved" and b.audio() == []
+    assert b.text("state") == "承認済み" and b.audio() == []
     assert not b.has("fulfil"), "the manager instructs; the contractor fulfils"
     b.fill("instruct", to="vendor")
     b.press("instruct", "instructed-kimura")
@@ -468,7 +468,7 @@ def test_saitama_never_puts_a_player_on_the_screen(at_saitama: Browser) -> None:
 
     b.sign_in("vendor")
     b.go(f"/requests/{number}", "request-vendor")
-    assert b.text("state") == "approved" and b.audio() == []
+    assert b.text("state") == "承認済み" and b.audio() == []
     b.go(f"/calls/{call_id}", "call-vendor")
     assert b.audio() == []
     b.go(f"/requests/{number}/listen/{call_id}", "listen-refused-vendor")
@@ -476,7 +476,7 @@ def test_saitama_never_puts_a_player_on_the_screen(at_saitama: Browser) -> None:
     b.go(f"/requests/{number}", "request-vendor-again")
     b.fill("fulfil", holder="運営受託者 保管庫")
     b.press("fulfil", "fulfilled-vendor")
-    assert b.text("state") == "fulfilled" and b.audio() == []
+    assert b.text("state") == "実行済み" and b.audio() == []
     assert "ダウンロード" in b.text("copies")
     assert not any(e["event"] == "listened" for e in site.ledger())
 
@@ -494,10 +494,10 @@ def test_kumamoto_plays_an_approved_crime_request_to_the_manager_only(at_kumamot
 
     b.sign_in("kanri")
     b.go(f"/requests/{number}", "request-kanri")
-    assert b.text("state") == "requested" and b.audio() == [], "nothing is heard before approval"
+    assert b.text("state") == "依頼中" and b.audio() == [], "nothing is heard before approval"
     b.fill("approve", reason="窃盗事件の捜査")
     b.press("approve", "approved-kanri")
-    assert b.text("state") == "approved"
+    assert b.text("state") == "承認済み"
     assert not b.has("fulfil"), "listening is fulfilled by playing, not by a copy"
     players = b.audio()
     assert len(players) == 1 and players[0].is_displayed()
@@ -515,7 +515,7 @@ def test_kumamoto_plays_an_approved_crime_request_to_the_manager_only(at_kumamot
     assert listened[0]["details"]["sha256"] == site.call["sha256"]
 
     b.go(f"/requests/{number}", "request-played-kanri")
-    assert b.text("state") == "fulfilled", "the first play fulfils the request"
+    assert b.text("state") == "実行済み", "the first play fulfils the request"
     player = b.audio()[0]
     b.driver.execute_script("arguments[0].preload = 'auto'; arguments[0].load();", player)
     WebDriverWait(b.driver, WAIT).until(lambda d: d.execute_script(
@@ -529,6 +529,6 @@ def test_kumamoto_plays_an_approved_crime_request_to_the_manager_only(at_kumamot
 
     b.sign_in("sato")
     b.go(f"/requests/{number}", "request-sato")
-    assert b.text("state") == "fulfilled" and b.audio() == [], "the requester is not the one who plays it"
+    assert b.text("state") == "実行済み" and b.audio() == [], "the requester is not the one who plays it"
     b.go(f"/requests/{number}/listen/{call_id}", "listen-refused-sato")
     b.refused("may not fulfil")

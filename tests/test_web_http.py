@@ -177,3 +177,11 @@ def test_tls_with_a_self_signed_certificate_made_on_first_start(tmp_path: Path) 
 def test_plain_http_is_refused_off_loopback() -> None:
     with pytest.raises(ValueError, match="only a loopback address"):
         server_context(WebConfig(listen="192.0.2.5", plain_http=True), Path("/nonexistent"))
+
+
+async def test_the_language_switch_returns_to_the_page_and_never_off_site(site: ConsoleSite,
+                                                                          anonymous: aiohttp.ClientSession) -> None:
+    for target, expected in (("/calls?at=x", "/calls?at=x"), ("//evil.example/", "/status"),
+                             ("https://evil.example/", "/status"), ("/\\evil.example", "/status")):
+        response = await anonymous.get("/lang/en", params={"next": target}, allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == expected, target

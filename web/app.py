@@ -88,7 +88,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    token = secrets.token_urlsafe(24)
+    """The sign-in form; an existing form token is kept, so a second tab or a stray request
+    while signed out does not invalidate the form already on screen."""
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, "login.html", login_token=token, message="")
     set_cookie(response, console_of(request), LOGIN_COOKIE, token, 600)
     return response
@@ -125,8 +127,9 @@ async def language(request: web.Request) -> web.StreamResponse:
     lang = request.match_info["lang"]
     if lang not in LANGUAGES:
         raise web.HTTPNotFound()
-    back = request.headers.get("Referer", "/status")
-    response = web.HTTPSeeOther(back if back.startswith("/") else "/status")
+    back = request.query.get("next", "/status")
+    local = back.startswith("/") and not back.startswith("//") and "\\" not in back
+    response = web.HTTPSeeOther(back if local else "/status")
     set_cookie(response, console_of(request), LANG_COOKIE, lang, 365 * 86400)
     raise response
 

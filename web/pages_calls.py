@@ -12,7 +12,7 @@ from policy.access import Action, Wanted
 from storage.index import CallRow
 from storage.notices import NoticeLog
 from storage.records import sealed_files, sealed_row, set_hold
-from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time, select
+from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time
 from wire import g711
 from wire.wav import read_wav
 
@@ -23,6 +23,12 @@ from .plots import bar_chart, waveform
 __all__ = ["add_routes"]
 
 DIRECTIONS = ("inbound", "outbound", "internal")
+DAEMON_DEFAULTS: dict[str, object] = {
+    "healthy": False, "problems": [], "warnings": [], "recording_stopped": None, "announcer_calls": None,
+    "active_calls": 0, "kernel_drops": 0, "last_sip": None, "last_rtp": None, "disk_used_percent": 0.0,
+    "store_bytes": None, "capacity_bytes": None, "calls_evicted": 0,
+}
+"""What the status screen shows when a daemon of another version leaves a field out."""
 
 
 async def status(request: web.Request) -> web.StreamResponse:
@@ -30,18 +36,23 @@ async def status(request: web.Request) -> web.StreamResponse:
     day, and the copies past their disposal date."""
     console = console_of(request)
     health = await daemon_status(console.status_socket)
+    if health is not None:
+        health = {**DAEMON_DEFAULTS, **health}
     now = datetime.now(console.tz)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = select(console.store.index, CallQuery(start=midnight.timestamp(), end=now.timestamp()), erased=True)
-    hours = Counter(datetime.fromtimestamp(r.recorded_at or 0, console.tz).hour for r in today)
     month_start = midnight - timedelta(days=29)
-    recent = select(console.store.index, CallQuery(start=month_start.timestamp(), end=now.timestamp()))
+    recent = console.store.index.recorded_sizes(month_start.timestamp(), now.timestamp() + 1)
+    hours: Counter[int] = Counter()
     days: Counter[object] = Counter()
-    for row in recent:
-        days[datetime.fromtimestamp(row.recorded_at or 0, console.tz).date()] += row.size_bytes / 2**20
+    for recorded_at, size in recent:
+        moment = datetime.fromtimestamp(recorded_at, console.tz)
+        days[moment.date()] += size / 2**20
+        if moment >= midnight:
+            hours[moment.hour] += 1
     day_list = [(month_start + timedelta(days=i)).date() for i in range(30)]
-    return render(request, "status.html", health=health, today=len(today),
-                  last=max((r.started_at for r in today), default=None),
+    last = max((at for at, _ in recent if at >= midnight.timestamp()), default=None)
+    return render(request, "status.html", health=health, today=sum(hours.values()),
+                  last=datetime.fromtimestamp(last, console.tz).isoformat(timespec="seconds") if last else None,
                   per_hour=bar_chart([hours.get(h, 0) for h in range(24)], [f"{h}" for h in range(24)], "calls"),
                   storage=bar_chart([round(days.get(d, 0), 1) for d in day_list], [f"{d:%m/%d}" for d in day_list],
                                     "MiB"),

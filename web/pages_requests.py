@@ -1,6 +1,8 @@
 """Requests from filing to closing, their forms, and the copy register, on screen."""
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from policy.access import Action, Wanted
@@ -21,7 +23,10 @@ async def requests_list(request: web.Request) -> web.StreamResponse:
     if not (console.access.may(me, Action.REQUEST) or console.access.may(me, Action.APPROVE)
             or console.access.may(me, Action.FULFIL)):
         console.access.authorise(me, Action.REQUEST)
-    return render(request, "requests.html", requests=console.access.requests())
+    access = console.access.access
+    return render(request, "requests.html", requests=console.access.requests(),
+                  labels={p.key: p.label for p in access.purposes}, purposes=access.purposes,
+                  wanted=[w.value for w in Wanted], may_request=console.access.may(me, Action.REQUEST))
 
 
 async def file_request(request: web.Request) -> web.StreamResponse:
@@ -30,9 +35,10 @@ async def file_request(request: web.Request) -> web.StreamResponse:
     wanted = _text(form, "wanted")
     if wanted not in {w.value for w in Wanted}:
         raise ValueError(f"{wanted!r} is not something a request may ask for")
+    typed = re.split(r"[\s,、]+", _text(form, "calls"))
+    call_ids = tuple(c for c in [*map(str, form.getall("call", [])), *typed] if c)
     filed = console.access.file(actor_of(request), department=_text(form, "department"), purpose=_text(form, "purpose"),
-                                wanted=Wanted(wanted), call_ids=tuple(form.getall("call", [])),  # type: ignore[arg-type]
-                                details=_text(form, "details"))
+                                wanted=Wanted(wanted), call_ids=call_ids, details=_text(form, "details"))
     raise web.HTTPSeeOther(f"/requests/{filed.number}")
 
 
@@ -48,6 +54,7 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     contractors = [u.name for u in console.access.users()
                    if (rule := console.access.access.role(u.role)) is not None and rule.needs_instruction]
     return render(request, "request.html", r=shown, copies=copies, contractors=contractors,
+                  labels={p.key: p.label for p in console.access.access.purposes},
                   may_decide=console.access.may(me, Action.APPROVE), may_fulfil=console.access.may(me, Action.FULFIL),
                   may_instruct=console.access.may(me, Action.INSTRUCT), listening=shown.wanted is Wanted.LISTEN
                   and console.access.access.on_device_listening != "never")
