@@ -49,6 +49,8 @@ def waveform(channels: list[npt.NDArray[np.int16]], names: list[str], width: int
         points = " ".join(f"{x},{middle - hi * lane / 2:.1f} {x},{middle - lo * lane / 2:.1f}"
                           for x, (lo, hi) in enumerate(zip(lows, highs)))
         parts.append(f'<polyline fill="none" stroke="#2b5d8a" stroke-width="1" points="{points}"/>'
-                     f'<text x="4" y="{lane * index + 14}" font-size="11">{escape(name)}</text>')
+                     f'<rect x="2" y="{lane * index + 3}" width="{7 * len(name) + 6}" height="14" fill="#fff" '
+                     f'fill-opacity="0.85"/><text x="5" y="{lane * index + 14}" font-size="11" '
+                     f'font-family="sans-serif">{escape(name)}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {lane * len(channels) + 8}" '
             f'width="100%" role="img">' + "".join(parts) + "</svg>")
