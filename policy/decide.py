@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .schema import Policy
+from .schema import OwnNumber, Policy
 
-__all__ = ["Classification", "Direction", "PolicyDecider", "normalise_number"]
+__all__ = ["Classification", "Direction", "OwnNumbers", "PolicyDecider", "normalise_number"]
 
 
 class Direction(enum.StrEnum):
@@ -36,6 +36,46 @@ def normalise_number(number: str | None, country_code: str) -> str | None:
     return kept
 
 
+class OwnNumbers:
+    """The policy's own numbers, compiled for a lookup per call: exact numbers in a set,
+    X-blocks as (prefix, length), ranges as (first, last, length), all in national form."""
+
+    def __init__(self, entries: Iterable[OwnNumber], country_code: str) -> None:
+        self._exact: set[str] = set()
+        self._blocks: list[tuple[str, int]] = []
+        self._ranges: list[tuple[int, int, int]] = []
+        for entry in entries:
+            wild = len(entry.number) - len(entry.number.rstrip("xX"))
+            fixed = normalise_number(entry.number.rstrip("xX"), country_code) or ""
+            if entry.to is not None:
+                last = normalise_number(entry.to, country_code) or ""
+                self._ranges.append((int(fixed), int(last), len(fixed)))
+            elif wild:
+                self._blocks.append((fixed, len(fixed) + wild))
+            else:
+                self._exact.add(fixed)
+
+    def contains(self, number: str | None) -> bool:
+        if not number or not number.isdigit():
+            return False
+        if number in self._exact:
+            return True
+        if any(len(number) == size and number.startswith(prefix) for prefix, size in self._blocks):
+            return True
+        value = int(number)
+        return any(len(number) == size and low <= value <= high for low, high, size in self._ranges)
+
+
+def _within(address: str | None, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if not address or not nets:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     direction: Direction
@@ -55,19 +95,20 @@ class PolicyDecider:
         self._cc = policy.numbering.country_code
         self._extension = re.compile(policy.numbering.extension_pattern)
         self._trunk = tuple(policy.network.trunk)
+        self._pbx = tuple(policy.network.pbx)
         self._excluded = {
             normalise_number(line.number, self._cc): line.label or "excluded line"
             for line in policy.excluded_lines
         }
+        self._own = OwnNumbers(policy.numbering.own_numbers, self._cc)
 
-    def _is_trunk(self, address: str | None) -> bool:
-        if not address or not self._trunk:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._trunk)
+    def is_trunk(self, address: str | None) -> bool:
+        """An address of the carrier's trunk (the policy's network.trunk)."""
+        return _within(address, self._trunk)
+
+    def is_pbx(self, address: str | None) -> bool:
+        """An address of the PBX (network.pbx): a B2BUA's legs leave from any of them."""
+        return _within(address, self._pbx)
 
     def normalise(self, number: str | None) -> str | None:
         """The number as the index stores it (national form at home)."""
@@ -75,6 +116,14 @@ class PolicyDecider:
 
     def is_extension(self, number: str | None) -> bool:
         return bool(number) and self._extension.fullmatch(number) is not None
+
+    def is_own(self, number: str | None) -> bool:
+        """One of the organisation's own numbers (representative, DID, block), in any form."""
+        return self._own.contains(normalise_number(number, self._cc))
+
+    def is_local(self, number: str | None) -> bool:
+        """A number on the organisation's side: an extension or one of its own numbers."""
+        return self.is_extension(number) or self.is_own(number)
 
     def exclusion(self, numbers: Iterable[str | None]) -> str | None:
         """The label of the excluded line among numbers, if any."""
@@ -95,25 +144,27 @@ class PolicyDecider:
     ) -> Classification:
         """Direction from the trunk's addresses first (what the carrier sends
         is inbound whatever the numbers look like), then from the numbering
-        plan."""
+        plan: the organisation's own numbers and its extensions are the
+        local side, so a call from the representative number is outbound
+        even where the trunk's addresses are not in the policy."""
         caller_n = normalise_number(caller, self._cc)
         callee_n = normalise_number(callee, self._cc)
-        if any(self._is_trunk(a) for a in src_addresses):
+        caller_local, callee_local = self.is_local(caller_n), self.is_local(callee_n)
+        if any(self.is_trunk(a) for a in src_addresses):
             direction = Direction.INBOUND
-        elif any(self._is_trunk(a) for a in dst_addresses):
+        elif any(self.is_trunk(a) for a in dst_addresses):
             direction = Direction.OUTBOUND
         else:
-            caller_ext, callee_ext = self.is_extension(caller_n), self.is_extension(callee_n)
-            if caller_ext and callee_ext:
+            if caller_local and callee_local:
                 direction = Direction.INTERNAL
-            elif caller_ext:
+            elif caller_local:
                 direction = Direction.OUTBOUND
-            elif callee_ext:
+            elif callee_local:
                 direction = Direction.INBOUND
             else:
                 direction = Direction.UNKNOWN
         local_is_caller = direction in (Direction.OUTBOUND, Direction.INTERNAL) or (
-            direction is Direction.UNKNOWN and self.is_extension(caller_n)
+            direction is Direction.UNKNOWN and caller_local
         )
         local, remote = (caller_n, callee_n) if local_is_caller else (callee_n, caller_n)
         label = self.exclusion((caller, callee, *other_numbers))

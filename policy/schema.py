@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .access import Access
 from .announcement import Announcement
 from .retention import Listening, Retention
 from .strict import Strict
 
-__all__ = ["Network", "NoticeContact", "Policy", "PublicNotice", "networks"]
+__all__ = ["Network", "NoticeContact", "OwnNumber", "Policy", "PublicNotice", "networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,6 +35,26 @@ def networks(value: object) -> object:
     return out
 
 
+class OwnNumber(Strict):
+    """One of the organisation's own numbers as the carrier shows them: the representative
+    number (代表), a DID (ダイヤルイン), or a block of DIDs written with trailing X for the digits
+    that vary (023-641-12XX) or as a range from `number` to `to` (both ends included)."""
+
+    number: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^\+?[0-9()\- .]+[xX]*$")]
+    to: Annotated[str | None, Field(min_length=1, max_length=32, pattern=r"^\+?[0-9()\- .]+$")] = None
+    label: Annotated[str, Field(max_length=64)] = ""
+
+    @model_validator(mode="after")
+    def _block_or_range(self) -> OwnNumber:
+        if self.to is not None:
+            if "x" in self.number.lower():
+                raise ValueError("a range (to:) is written with whole numbers, not X digits")
+            low, high = (sum(ch.isdigit() for ch in n) for n in (self.number.lstrip("+"), self.to.lstrip("+")))
+            if low != high:
+                raise ValueError("a range's two ends must have the same number of digits")
+        return self
+
+
 class Numbering(Strict):
     """How numbers look at this site, so that calls get a direction and parties."""
 
@@ -48,6 +68,24 @@ class Numbering(Strict):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    own_numbers: list[OwnNumber] = []
+    """The organisation's own numbers (representative, DIDs, blocks): a call from one of them
+    is outbound and one to one of them inbound, whatever form (0XX, +81) the carrier writes,
+    and the city-side number of a call is the one among them."""
+    withheld_caller: Literal["discard", "keep_masked"] = "discard"
+    """A caller who withheld the number (Privacy: id, 184, anonymous From) while the carrier
+    still sends it in P-Asserted-Identity: discard it (nothing of it is stored), or keep it
+    masked (never in a list, a search or the console; disclosed only by fulfilling an
+    approved request, ledgered)."""
+
+    @field_validator("own_numbers", mode="before")
+    @classmethod
+    def _plain_own_numbers(cls, value: object) -> object:
+        """Let a plain list of numbers stand for entries without labels."""
+        if isinstance(value, list):
+            return [{"number": str(v)} if isinstance(v, (str, int)) else v for v in value]
         return value
 
 

@@ -7,12 +7,13 @@ waits for a message that may not come.  Time is the capture time passed in.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from policy.decide import Classification, PolicyDecider, normalise_number
+from policy.decide import Classification, Direction, PolicyDecider, normalise_number
 from wire.sdp import SdpParseError, parse_sdp
 from wire.sip import SipMessage, SipParseError, is_anonymous, parse_name_addr, parse_uri, uri_number
 
@@ -32,6 +33,18 @@ MAX_EARLY_DIALOGS = 8
 # below this; more is a flood aimed at one Call-ID, and every message under
 # it is looked up among them.
 MAX_CALLS_PER_CALL_ID = 16
+# A B2BUA PBX sends its own INVITE (a new Call-ID) to the extension or the
+# trunk while the INVITE it received still rings: that leg is linked to the
+# call it serves, if it comes this soon and carries the same outside number.
+LINK_SECONDS = 120.0
+MAX_LEGS = 16
+"""Legs linked to one call at most (a ring group's phones, hops of chained PBXs)."""
+LINK_CANDIDATES = 8
+"""Calls kept per linking key: enough for one caller's calls ringing at once, and a
+flood of INVITEs with one number costs no more than this per message."""
+SAME_TAIL_DIGITS = 6
+"""Digits two forms of an outside number must share at their end to be one number (an
+outside-line prefix 0, a national or +81 form on each leg of the PBX)."""
 
 
 class CallState(enum.Enum):
@@ -40,6 +53,11 @@ class CallState(enum.Enum):
     FAILED = "failed"
     ANSWERED = "answered"
     ENDED = "ended"
+
+
+RINGING = (CallState.CALLING, CallState.EARLY, CallState.FAILED)
+"""States of a call a PBX may still be making legs for (FAILED: a 401 challenge the caller
+answers with a new INVITE, or a fork that failed while another rings)."""
 
 
 EVICTION_ORDER = (CallState.ENDED, CallState.FAILED, CallState.CALLING, CallState.EARLY)
@@ -76,6 +94,15 @@ class Call:
         default_factory=lambda: ({}, {})
     )
     early_sdp: dict[str, bytes] = field(default_factory=dict)
+    extension: str | None = None
+    withheld_number: str | None = None
+    link: Call | None = None
+    """The call this leg serves, for a leg a B2BUA PBX made: it is never recorded on its own."""
+    legs: list[Call] = field(default_factory=list)
+    link_keys: tuple[tuple[str, str, str], ...] = ()
+    seen_numbers: tuple[str | None, str | None] = (None, None)
+    """Caller and callee as this leg showed them (withheld ones too), in memory only: what
+    links another leg to this one."""
 
     @property
     def local_party(self) -> int:
@@ -107,7 +134,22 @@ class Call:
             local_number=c.local_number, remote_number=c.remote_number,
             caller=self.caller, callee=self.callee, caller_withheld=self.caller_withheld,
             codecs=tuple(self.codecs), end_reason=self.end_reason, complete=self.complete,
+            extension=None if c.excluded else self.staff_extension(),
+            withheld_number=None if c.excluded else self.withheld_number,
+            leg_call_ids=tuple(leg.call_id for leg in self.legs),
         )
+
+    def staff_extension(self) -> str | None:
+        """The extension that took or placed the call.  An inbound call is taken by the leg
+        the PBX rang that answered (a ring group rings several), else by the number it was
+        sent to; an outbound call is placed by the phone that dialled, which is this leg's
+        caller where the PBX's own leg to the trunk is the one linked."""
+        answered = [leg.extension for leg in sorted(self.legs, key=lambda leg: leg.answer_ts or 0.0)
+                    if leg.answer_ts is not None and leg.extension]
+        only = [self.legs[0].extension] if len(self.legs) == 1 and self.legs[0].extension else []
+        order = ([*answered, self.extension] if self.classification.direction is Direction.INBOUND
+                 else [self.extension, *answered])
+        return next((ext for ext in (*order, *only) if ext), None)
 
 
 @dataclass(slots=True)
@@ -145,6 +187,27 @@ def _party_number(value: str | None) -> tuple[str | None, bool]:
     return uri_number(addr.uri), is_anonymous(addr)
 
 
+def _link_key(number: str | None) -> str | None:
+    """What two legs' forms of one number share: the last digits of a long number (a 0 or +81
+    before them differs from leg to leg), a short number or a name whole."""
+    if not number:
+        return None
+    digits = number.lstrip("+")
+    if digits.isdigit():
+        return digits[-SAME_TAIL_DIGITS:]
+    return number.lower()
+
+
+def _same_number(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    x, y = a.lstrip("+"), b.lstrip("+")
+    if x.isdigit() and y.isdigit():
+        shorter, longer = sorted((x, y), key=len)
+        return x == y or (len(shorter) >= SAME_TAIL_DIGITS and longer.endswith(shorter))
+    return a.lower() == b.lower()
+
+
 def _packed(address: str | None) -> bytes | None:
     if not address:
         return None
@@ -174,8 +237,10 @@ class CallTracker:
         self._live_calls = 0
         self.endpoints: dict[Endpoint, tuple[Call, int]] = {}
         self.endpoint_generation = 0
+        self._ringing: dict[tuple[str, str, str], deque[Call]] = {}
         self.stats = {"sip_messages": 0, "sip_without_call_id": 0, "sdp_errors": 0,
-                      "calls": 0, "excluded_calls": 0, "calls_evicted": 0, "tombstones_evicted": 0}
+                      "calls": 0, "excluded_calls": 0, "calls_evicted": 0, "tombstones_evicted": 0,
+                      "legs_linked": 0}
 
     # ---- messages -------------------------------------------------------
     def on_message(self, ts: float, src: str, dst: str, msg: SipMessage) -> list[CallEvent]:
@@ -218,6 +283,8 @@ class CallTracker:
         self._queues[call.state].pop(call.serial, None)
         call.state = state
         self._queues[state][call.serial] = call
+        if state not in RINGING and call.link_keys:
+            self._unregister(call)
 
     def _find(self, call_id: str, msg: SipMessage) -> Call | None:
         calls = self._by_call_id.get(call_id)
@@ -259,13 +326,21 @@ class CallTracker:
         cc = self.decider.policy.numbering.country_code
         caller_number = normalise_number(caller_number, cc)
         callee = normalise_number(callee, cc)
+        local_numbers = ((None if anon_from else caller), pai) if classification.local_is_caller else (callee, to_number)
         call = Call(
             serial=self._serial, call_id=msg.call_id or "", caller_tag=msg.from_tag or "",
             invite_cseq=cseq, invite_ts=ts, classification=classification,
             caller=None if classification.excluded else (caller_number or ("anonymous" if withheld else None)),
             callee=None if classification.excluded else callee,
             caller_withheld=withheld, last_activity=ts,
+            extension=next((n for n in (normalise_number(v, cc) for v in local_numbers)
+                            if self.decider.is_extension(n)), None),
+            seen_numbers=(caller_number or ("anonymous" if withheld else None), callee),
         )
+        if withheld and not classification.local_is_caller:
+            self._withhold(call)
+        call.src_addresses.add(src)
+        call.dst_addresses.add(dst)
         self.stats["calls"] += 1
         if classification.excluded:
             self.stats["excluded_calls"] += 1
@@ -273,7 +348,94 @@ class CallTracker:
         self._by_call_id.setdefault(call.call_id, []).append(call)
         self._queues[CallState.CALLING][call.serial] = call
         self._live_calls += 1
+        self._link(call, src, dst)
         return call
+
+    def _withhold(self, call: Call) -> None:
+        """The outside caller withheld the number: it is no party of the row (nothing to list or
+        search), and kept aside, masked, only where the policy says so."""
+        if self.decider.policy.numbering.withheld_caller == "keep_masked" and not call.classification.excluded:
+            call.withheld_number = call.caller if call.caller != "anonymous" else None
+        call.caller = "anonymous"
+        call.classification = dataclasses.replace(call.classification, remote_number=None)
+
+    # ---- legs of a B2BUA ------------------------------------------------
+    def _place(self, address: str) -> str:
+        """Where a leg starts or ends, as linking compares it: the PBX's addresses are one place."""
+        return "pbx" if self.decider.is_pbx(address) else address
+
+    def _link(self, call: Call, src: str, dst: str) -> None:
+        """A new INVITE sent from where a ringing call was sent to, with the same caller or the
+        same dialled number, is the PBX's own leg of that call (B2BUA): linked to it, never
+        recorded apart.  Then the call is registered for legs of its own (chained PBXs)."""
+        here = self._place(src)
+        root = self._link_candidate(call, here)
+        if root is not None:
+            call.link = root
+            root.legs.append(call)
+            self.stats["legs_linked"] += 1
+            self._merge(root, call)
+        if call.state is CallState.CALLING:
+            place = self._place(dst)
+            keys = tuple((place, side, key) for side, key in zip(("caller", "callee"),
+                                                                  map(_link_key, call.seen_numbers)) if key)
+            call.link_keys = keys
+            for key in keys:
+                self._ringing.setdefault(key, deque(maxlen=LINK_CANDIDATES)).append(call)
+
+    def _link_candidate(self, call: Call, here: str) -> Call | None:
+        found: Call | None = None
+        for side, number in zip(("caller", "callee"), call.seen_numbers):
+            key = _link_key(number)
+            for other in self._ringing.get((here, side, key), ()) if key else ():
+                root = other.link or other
+                if (other.call_id != call.call_id and root.state in RINGING and len(root.legs) < MAX_LEGS
+                        and call.invite_ts - root.invite_ts <= LINK_SECONDS
+                        and _same_number(number, other.seen_numbers[0 if side == "caller" else 1])
+                        and (found is None or other.invite_ts > found.invite_ts)):
+                    found = root
+        return found
+
+    def _unregister(self, call: Call) -> None:
+        for key in call.link_keys:
+            waiting = self._ringing.get(key)
+            if waiting is not None:
+                if call in waiting:
+                    waiting.remove(call)
+                if not waiting:
+                    del self._ringing[key]
+        call.link_keys = ()
+
+    def _merge(self, root: Call, leg: Call) -> None:
+        """What a new leg tells about its call.  An excluded number on either leg excludes both
+        (nothing of the call may be kept).  The direction and parties come from the leg that
+        faces the trunk (whose numbers are the ones the carrier wrote), or fill what the call
+        lacks; a withheld caller stays withheld whatever the PBX shows its phones."""
+        rc, lc = root.classification, leg.classification
+        if lc.excluded or rc.excluded:
+            label = rc.excluded_label or lc.excluded_label
+            if not rc.excluded:
+                self.stats["excluded_calls"] += 1
+            for c in (root, leg):
+                c.classification = dataclasses.replace(c.classification, excluded=True, excluded_label=label,
+                                                       record=False, local_number=None, remote_number=None)
+                c.caller = c.callee = c.extension = c.withheld_number = None
+            return
+        trunk_leg = any(self.decider.is_trunk(a) for a in (*leg.src_addresses, *leg.dst_addresses))
+        trunk_root = any(self.decider.is_trunk(a) for a in (*root.src_addresses, *root.dst_addresses))
+        direction, local_is_caller = rc.direction, rc.local_is_caller
+        local, remote = rc.local_number, rc.remote_number
+        if direction is Direction.UNKNOWN and lc.direction is not Direction.UNKNOWN:
+            direction, local_is_caller = lc.direction, lc.local_is_caller
+            if local_is_caller != rc.local_is_caller and not root.caller_withheld:
+                local, remote = remote, local
+        if lc.local_number and (not local or (trunk_leg and not trunk_root)
+                                or (self.decider.is_extension(local) and self.decider.is_own(lc.local_number))):
+            local = lc.local_number
+        if not root.caller_withheld and lc.remote_number and (not remote or (trunk_leg and not trunk_root)):
+            remote = lc.remote_number
+        root.classification = dataclasses.replace(rc, direction=direction, local_is_caller=local_is_caller,
+                                                  local_number=local, remote_number=remote)
 
     def _sender(self, call: Call, msg: SipMessage) -> int:
         from_caller = (msg.from_tag or "") == call.caller_tag
@@ -330,7 +492,8 @@ class CallTracker:
                     if answer_sdp is not None:
                         self._apply_sdp(call, CALLEE, answer_sdp, [])
                     call.early_sdp.clear()
-                    events.append(CallAnswered(call))
+                    if call.link is None:
+                        events.append(CallAnswered(call))
                 elif to_tag == call.answered_tag and sdp is not None:
                     self._apply_sdp(call, self._sender(call, msg), sdp, events)
             elif status >= 300 and call.state is not CallState.ANSWERED:
@@ -358,11 +521,13 @@ class CallTracker:
                     pts[pt] = (rtpmap.encoding, rtpmap.clock_rate)
                     changed = True
             address = _packed(media.connection)
-            if address is None or media.port == 0:
+            if address is None or media.port == 0 or call.link is not None:
+                # A linked leg's media is the call's own once more (through the PBX) or the
+                # same flows (direct media): the call's leg records it, once.
                 continue
             if self.add_endpoint(call, party, (address, media.port)):
                 changed = True
-        if changed and call.state is CallState.ANSWERED:
+        if changed and call.state is CallState.ANSWERED and call.link is None:
             events.append(MediaChanged(call))
 
     def add_endpoint(self, call: Call, party: int, endpoint: Endpoint) -> bool:
@@ -386,7 +551,8 @@ class CallTracker:
     def _end(self, call: Call, events: list[CallEvent], *, answered: bool) -> None:
         self._set_state(call, CallState.ENDED)
         self._release_endpoints(call)
-        events.append(CallEnded(call) if answered else CallDropped(call))
+        if call.link is None:
+            events.append(CallEnded(call) if answered else CallDropped(call))
 
     def _release_endpoints(self, call: Call) -> None:
         """Unmap the call's endpoints.  endpoint_generation stays: it tells the
@@ -485,6 +651,7 @@ class CallTracker:
 
     def _forget(self, call: Call) -> None:
         self._queues[call.state].pop(call.serial, None)
+        self._unregister(call)
         calls = self._by_call_id[call.call_id]
         calls.remove(call)
         if not calls:

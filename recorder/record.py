@@ -47,6 +47,16 @@ class CallSnapshot:
     codecs: tuple[str, ...]
     end_reason: str
     complete: bool
+    extension: str | None = None
+    """The extension that placed or took the call (山形市 第9条1(4)), apart from the city-side
+    number (a DID or the representative number) in `local_number`."""
+    withheld_number: str | None = None
+    """A withheld caller's number the carrier still sent (P-Asserted-Identity), kept only where
+    the policy says keep_masked: never shown in a list or a search, only disclosed by an approved
+    request.  `remote_number` is None for such a call, as for any withheld caller."""
+    leg_call_ids: tuple[str, ...] = ()
+    """The Call-IDs of the other legs a B2BUA PBX made for this call (to the extension, to the
+    trunk, to each phone of a ring group), linked into this one row."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso", "transaction"]
+__all__ = ["MASKED", "CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso", "transaction"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -63,6 +63,9 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("erased_reason", "TEXT"),
     ("notice_id", "TEXT"),
     ("announced_at", "TEXT"),
+    ("extension", "TEXT"),
+    ("withheld_number", "TEXT"),
+    ("leg_call_ids", "TEXT NOT NULL DEFAULT '[]'"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -75,12 +78,16 @@ CREATE INDEX IF NOT EXISTS calls_recorded ON calls(recorded_at);
 ERASED_CLEAR: dict[str, Any] = {
     "sip_call_id": "", "local_number": None, "remote_number": None, "caller": None, "callee": None,
     "streams": [], "dtmf": [], "audio_path": None, "side_files": [], "size_bytes": 0, "hold_reason": None,
+    "extension": None, "withheld_number": None, "leg_call_ids": [],
 }
 """What erasure clears from a row.  The row itself stays, so `verify` can
 tell an erasure by the rules from a file that went missing, but nothing
 personal is left: no numbers, no SIP identifiers, no stream addresses."""
 
-JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files")
+JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files", "leg_call_ids")
+MASKED = "(masked)"
+"""What every listing shows for a withheld caller's kept number: only an approved request
+discloses it (access.service)."""
 BOOL_COLUMNS = ("caller_withheld", "complete", "held")
 
 
@@ -136,14 +143,21 @@ class CallRow:
     erased_reason: str | None
     notice_id: str | None
     announced_at: str | None
+    extension: str | None
+    withheld_number: str | None
+    leg_call_ids: list[str]
 
     @property
     def sealed(self) -> bool:
         return self.state == "sealed"
 
     def as_dict(self) -> dict[str, Any]:
-        """Every column, in the table's order, for JSON output."""
-        return asdict(self)
+        """Every column, in the table's order, for JSON output; a withheld caller's kept number
+        masked, as everywhere a row is shown."""
+        values = asdict(self)
+        if values["withheld_number"]:
+            values["withheld_number"] = MASKED
+        return values
 
 
 _ROW_FIELDS = tuple(f.name for f in fields(CallRow))

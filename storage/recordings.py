@@ -189,6 +189,12 @@ class FileRecording:
         return sum(p.stat().st_size for p in paths if p.exists())
 
 
+def _parties(call: CallSnapshot) -> dict[str, object]:
+    """The staff side and the legs of a call, as the row keeps them."""
+    return {"extension": call.extension, "withheld_number": call.withheld_number,
+            "leg_call_ids": list(call.leg_call_ids)}
+
+
 class RecordingStore:
     """Implements the recorder's RecordingSink over a data folder."""
 
@@ -232,6 +238,7 @@ class RecordingStore:
                 direction=str(call.direction), local_number=call.local_number, remote_number=call.remote_number,
                 caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
                 codecs=list(call.codecs), state="recording", recorded_at=call.answer_ts or call.invite_ts,
+                **_parties(call),
             )
         except sqlite3.Error as exc:
             log.error("index.write_failed", call_id=record_id, reason=str(exc))
@@ -302,10 +309,19 @@ class RecordingStore:
         return found[0] if found else None
 
     def finish_without_audio(self, result: CallResult) -> None:
+        self._party_row(result.call)
         self._seal_row(result, None, 0)
 
     def seal(self, result: CallResult, handle: FileRecording, frames: int) -> None:
+        self._party_row(result.call)
         self._seal_row(result, handle, frames)
+
+    def _party_row(self, call: CallSnapshot) -> None:
+        """What the call's other legs told after it was answered (the extension of a leg whose
+        200 the mirror showed late, a ring group's last legs), before the row is sealed."""
+        record_id = self._ids.get(call.serial)
+        if record_id is not None and record_id not in self._unindexed:
+            self._write_row(record_id, **_parties(call))
 
     def _seal_row(self, result: CallResult, handle: FileRecording | None, frames: int) -> None:
         call = result.call
