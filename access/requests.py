@@ -57,6 +57,7 @@ class AccessEvent(StrEnum):
     COPY_DOWNLOADED = "copy_downloaded"
     LISTENED = "listened"
     EXTENSION_DISCLOSED = "extension_disclosed"
+    WITHHELD_NUMBER_DISCLOSED = "withheld_number_disclosed"
     USER_ADDED = "user_added"
     USER_DISABLED = "user_disabled"
     PASSWORD_CHANGED = "password_changed"

@@ -8,6 +8,7 @@ refusal that touched records is ledgered too.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -32,20 +33,27 @@ from .requests import AccessEvent, LedgerNote, Request, RequestState
 from .rules import Actor, Grant, permit
 from .store import AccessStore
 
-__all__ = ["AccessService", "Fulfilment"]
+__all__ = ["DISCLOSING", "AccessService", "Fulfilment"]
 
 T = TypeVar("T")
 EXPORTS = "exports"
 
 
+DISCLOSING = (Wanted.COPY, Wanted.LISTEN)
+"""What a request may ask for that discloses a withheld caller's kept number with the call:
+the whole recording, approved for its purpose.  The extension alone discloses nothing else."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fulfilment:
-    """What carrying out a request produced: copies, files to listen to, or extensions."""
+    """What carrying out a request produced: copies, files to listen to, or extensions; and the
+    withheld callers' numbers the policy kept masked for its calls (call id, number)."""
 
     request: Request
     copies: tuple[CopyRecord, ...] = ()
     files: tuple[Path, ...] = ()
     extensions: tuple[tuple[str, str | None], ...] = ()
+    numbers: tuple[tuple[str, str], ...] = ()
 
 
 class AccessService:
@@ -57,6 +65,7 @@ class AccessService:
                               "copy rules (see policies/ for each guideline's)")
         self.store = store
         self.access: Access = policy.access
+        self._extension = re.compile(policy.numbering.extension_pattern)
         self.tables = AccessStore(store.data_dir / INDEX_FILE)
 
     def close(self) -> None:
@@ -246,10 +255,34 @@ class AccessService:
                 result = self._copies(grant, request, holder, folder, now)
             else:
                 result = self._listening(grant, request, folder, now)
+        numbers = self._disclose(grant, request, now, via="fulfilment")
         moved, note = core.fulfilled(request, grant, now, holder=holder)
         self.tables.save_request(moved)
         self._ledger(note, now)
-        return Fulfilment(moved, result.copies, result.files, result.extensions)
+        return Fulfilment(moved, result.copies, result.files, result.extensions, numbers)
+
+    def withheld_numbers(self, by: Actor, number: str) -> tuple[tuple[str, str], ...]:
+        """The kept numbers of withheld callers among a fulfilled request's calls, for the person
+        who carries requests out (the console's request page); each showing is ledgered."""
+        grant = self._permit(by, Action.FULFIL)
+        request = self.request(number)
+        if request.state is not RequestState.FULFILLED:
+            return ()
+        return self._disclose(grant, request, self.store.now(), via="console")
+
+    def _disclose(self, grant: Grant, request: Request, now: datetime, via: str) -> tuple[tuple[str, str], ...]:
+        """A withheld caller's number is shown only here: for a request approved for the whole
+        recording (copy, listening), to the person carrying it out, ledgered with the request."""
+        if request.wanted not in DISCLOSING:
+            return ()
+        found = []
+        for call_id in request.call_ids:
+            row = self._call(call_id)
+            if row.withheld_number and not row.erased_at:
+                found.append((call_id, row.withheld_number))
+                self._ledger(LedgerNote(AccessEvent.WITHHELD_NUMBER_DISCLOSED, grant, approved_by=request.decided_by,
+                                        details={"request": request.number, "call_id": call_id, "via": via}), now)
+        return tuple(found)
 
     def close_request(self, by: Actor, number: str, reason: str = "") -> Request:
         request = self.request(number)
@@ -319,6 +352,7 @@ class AccessService:
             "call": {"id": row.id, "started_at": row.started_at, "answered_at": row.answered_at,
                      "ended_at": row.ended_at, "duration": row.duration, "direction": row.direction,
                      "local_number": row.local_number, "remote_number": row.remote_number,
+                     "extension": row.extension, "withheld_number": row.withheld_number,
                      "sha256": row.sha256, "audio_format": row.audio_format},
         }
 
@@ -360,11 +394,13 @@ class AccessService:
 
     def _extensions(self, grant: Grant, request: Request, now: datetime) -> Fulfilment:
         """Which extension placed each outbound call (山形市 第9条1(4)): the extension and
-        nothing else of the call is disclosed."""
+        nothing else of the call is disclosed.  The recorder keeps it apart from the city-side
+        number (the DID or representative number the trunk showed)."""
         found = []
         for call_id in request.call_ids:
             row = self._call(call_id)
-            extension = row.local_number if row.direction == "outbound" else None
+            older = row.local_number if row.local_number and self._extension.fullmatch(row.local_number) else None
+            extension = (row.extension or older) if row.direction == "outbound" else None
             found.append((call_id, extension))
             self._ledger(LedgerNote(AccessEvent.EXTENSION_DISCLOSED, grant, approved_by=request.decided_by, details={
                 "request": request.number, "call_id": call_id, "extension": extension}), now)

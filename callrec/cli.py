@@ -64,20 +64,14 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
     cmd_access.may_search(args)
     index = open_index(config)
     try:
-        rows = [r.as_dict() for r in cmd_search.listed(index, args, policy)]
+        rows = cmd_search.listed(index, args, policy)
     finally:
         index.close()
     if args.json:
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        json.dump([r.as_dict() for r in rows], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
-    header = f"{'ID':27} {'STARTED':29} {'DUR':>8} {'DIR':9} {'LOCAL':14} {'REMOTE':16} DONE"
-    print(header)
-    for row in rows:
-        duration = f"{row['duration']:.1f}" if row["duration"] is not None else "-"
-        print(f"{row['id']:27} {row['started_at']:29} {duration:>8} {row['direction']:9} "
-              f"{row['local_number'] or '-':14} {row['remote_number'] or '-':16} "
-              f"{'yes' if row['complete'] else 'no'}")
+    cmd_search.print_rows(rows)
     return 0
 
 def cmd_calls_show(args: argparse.Namespace) -> int:

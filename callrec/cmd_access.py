@@ -175,6 +175,8 @@ def cmd_request_fulfil(args: argparse.Namespace) -> int:
             print(f"{path}: to listen to (as sealed)")
         for call_id, extension in done.extensions:
             print(f"{call_id}: extension {extension or '- (not an outbound call)'}")
+        for call_id, withheld in done.numbers:
+            print(f"{call_id}: withheld caller's number {withheld} (disclosed for {done.request.number}, ledgered)")
         print(f"{done.request.number}: {done.request.state}")
         return 0
     return _service(args, run)

@@ -25,6 +25,7 @@ from storage.search import (
     parse_span,
     parse_time,
     select,
+    shown_remote,
 )
 
 from .cmd_access import may_search
@@ -55,15 +56,26 @@ def _query(args: argparse.Namespace, policy: Policy) -> CallQuery:
         duration_seconds=getattr(args, "duration", None),
         duration_tolerance=getattr(args, "tolerance", None),
         remote_number=args.number, local_number=args.local, direction=args.direction,
-        country_code=policy.numbering.country_code,
+        country_code=policy.numbering.country_code, extension=args.extension,
     )
 
 
 def listed(index: CallIndex, args: argparse.Namespace, policy: Policy) -> list[CallRow]:
     """The rows `calls list` shows: all (or all kept) without a filter, else those that meet it."""
-    if not any((args.start, args.end, args.number, args.local, args.direction)):
+    if not any((args.start, args.end, args.number, args.local, args.direction, args.extension)):
         return list(index.rows() if args.all else index.kept())
     return select(index, _query(args, policy), erased=args.all)
+
+
+def print_rows(rows: list[CallRow]) -> None:
+    """`calls list` as a table: the extension apart from the city-side number, and a withheld
+    caller as 非通知 (a number the policy keeps for one is never printed here)."""
+    print(f"{'ID':27} {'STARTED':29} {'DUR':>8} {'DIR':9} {'LOCAL':14} {'EXT':6} {'REMOTE':16} DONE")
+    for row in rows:
+        duration = f"{row.duration:.1f}" if row.duration is not None else "-"
+        print(f"{row.id:27} {row.started_at:29} {duration:>8} {row.direction:9} "
+              f"{row.local_number or '-':14} {row.extension or '-':6} {shown_remote(row):16} "
+              f"{'yes' if row.complete else 'no'}")
 
 
 def cmd_calls_find(args: argparse.Namespace) -> int:
@@ -108,7 +120,7 @@ def _print_candidate(n: int, candidate: Candidate) -> None:
     state = "IN PROGRESS" if candidate.in_progress else row.state
     print(f"{n:3}. {row.id}  score {candidate.score}  {state}{'  HELD' if row.held else ''}")
     print(f"     {row.answered_at or row.started_at}  {duration}  {row.direction}  "
-          f"city-side {row.local_number or '-'}  outside {row.remote_number or '-'}")
+          f"city-side {row.local_number or '-'}  extension {row.extension or '-'}  outside {shown_remote(row)}")
     for reason in candidate.reasons:
         print(f"     - {reason}")
 
@@ -119,6 +131,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="end", metavar="TIME", help="recorded until this date and time")
     p.add_argument("--number", metavar="N", help="the outside party's number, in any written form")
     p.add_argument("--local", metavar="N", help="the city-side number: DID or extension")
+    p.add_argument("--extension", metavar="N", help="the extension that placed or took the call")
     p.add_argument("--direction", choices=DIRECTIONS)
 
 

@@ -45,13 +45,15 @@ class OwnNumber(Strict):
     label: Annotated[str, Field(max_length=64)] = ""
 
     @model_validator(mode="after")
-    def _block_or_range(self) -> OwnNumber:
-        if self.to is not None:
-            if "x" in self.number.lower():
-                raise ValueError("a range (to:) is written with whole numbers, not X digits")
-            low, high = (sum(ch.isdigit() for ch in n) for n in (self.number.lstrip("+"), self.to.lstrip("+")))
-            if low != high:
-                raise ValueError("a range's two ends must have the same number of digits")
+    def _whole_range(self) -> OwnNumber:
+        if self.to is None:
+            return self
+        if "x" in self.number.lower():
+            raise ValueError("a range (to:) is written with whole numbers, not X digits")
+        if self.number.lstrip().startswith("+") != self.to.lstrip().startswith("+"):
+            raise ValueError("write both ends of a range in the same form (both 0XX or both +81)")
+        if sum(ch.isdigit() for ch in self.number) != sum(ch.isdigit() for ch in self.to):
+            raise ValueError("a range's two ends must have the same number of digits")
         return self
 
 

@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo
 from policy.decide import Direction, normalise_number
 
 from .errors import StorageError
-from .index import CallIndex, CallRow, call_row, connect
+from .index import MASKED, CallIndex, CallRow, call_row, connect
 
-__all__ = ["CallQuery", "Candidate", "DEFAULT_WINDOW_SECONDS", "QueryError", "SearchResult", "Statement", "Tombstone", "find", "normalise", "parse_span", "parse_time", "rank", "select", "statement"]
+__all__ = ["CallQuery", "Candidate", "DEFAULT_WINDOW_SECONDS", "QueryError", "SearchResult", "Statement", "Tombstone", "find", "normalise", "parse_span", "parse_time", "rank", "select", "shown_remote", "statement"]
 
 DEFAULT_WINDOW_SECONDS = 30 * 60.0
 """How far either side of the time on the form a call may have started: forms say 頃 (about)."""
@@ -105,6 +105,8 @@ class CallQuery:
     local_number: str | None = None
     direction: str | None = None
     country_code: str = "81"
+    extension: str | None = None
+    """The extension that placed or took the call (山形市 第9条1(4)), as staff know it."""
 
     def __post_init__(self) -> None:
         if self.around is not None and (self.start is not None or self.end is not None):
@@ -127,6 +129,11 @@ class CallQuery:
     @property
     def local(self) -> str | None:
         return normalise(self.local_number, self.country_code)
+
+    @property
+    def staff(self) -> str | None:
+        """The extension asked for, digits as written (an extension has no other form)."""
+        return normalise(self.extension, self.country_code)
 
     @property
     def period(self) -> tuple[float | None, float | None]:
@@ -154,6 +161,8 @@ class CallQuery:
             parts.append(f"outside number {self.remote}")
         if self.local:
             parts.append(f"city-side number {self.local}")
+        if self.staff:
+            parts.append(f"extension {self.staff}")
         if self.direction:
             parts.append(self.direction)
         return ", ".join(parts)
@@ -191,7 +200,8 @@ class Candidate:
         return {"id": row.id, "score": self.score, "reasons": list(self.reasons), "in_progress": self.in_progress,
                 "started_at": row.started_at, "answered_at": row.answered_at, "duration": row.duration,
                 "direction": row.direction, "local_number": row.local_number, "remote_number": row.remote_number,
-                "caller_withheld": row.caller_withheld, "held": row.held, "state": row.state}
+                "caller_withheld": row.caller_withheld, "held": row.held, "state": row.state,
+                "extension": row.extension, "withheld_number": MASKED if row.withheld_number else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +265,17 @@ def statement(query: CallQuery) -> Statement:
         clauses.append("recorded_at <= ?")
         params.append(high)
     if not query.timed:
-        for column, wanted in (("remote_number", query.remote), ("local_number", query.local)):
+        for column, wanted in (("remote_number", query.remote), ("local_number", query.local),
+                               ("extension", query.staff)):
             if wanted is None:
                 continue
-            if wanted.isdigit():
-                clauses.append(f"({column} LIKE ? OR ? LIKE ('%' || {column}))")
-                params += [f"%{wanted}", wanted]
+            if column == "extension":
+                clauses.append("extension = ?")
+                params.append(wanted)
+            elif wanted.isdigit():
+                extra = " OR extension = ?" if column == "local_number" else ""
+                clauses.append(f"({column} LIKE ? OR ? LIKE ('%' || {column}){extra})")
+                params += [f"%{wanted}", wanted] + ([wanted] if extra else [])
             else:
                 clauses.append(f"{column} = ?")
                 params.append(wanted)
@@ -292,7 +307,7 @@ def rank(query: CallQuery, rows: Iterable[CallRow], *, tz: tzinfo, now: float) -
 
 def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None) -> SearchResult:
     """Search the index file for the call a form describes."""
-    if not query.timed and query.remote is None and query.local is None:
+    if not query.timed and query.remote is None and query.local is None and query.staff is None:
         raise QueryError("a search needs a time or a number: the duration or the direction alone "
                          "would match recordings of every day")
     return rank(query, _rows(index, statement(query)), tz=tz, now=time.time() if now is None else now)
@@ -313,12 +328,19 @@ def _rows(index: CallIndex, query: Statement) -> list[CallRow]:
 
 
 def _meets(query: CallQuery, row: CallRow) -> bool:
-    numbers = ((query.remote, row.remote_number, OUTSIDE_DIGITS), (query.local, row.local_number, CITY_DIGITS))
-    for wanted, stored, digits in numbers:
-        if wanted is not None and _number_match(wanted, stored, digits) not in (NumberMatch.SAME,
-                                                                                 NumberMatch.PARTIAL):
-            return False
+    """The city-side number asked may be the call's DID or its extension."""
+    if query.remote is not None and not _matches(query.remote, row.remote_number, OUTSIDE_DIGITS):
+        return False
+    if (query.local is not None and row.extension != query.local
+            and not _matches(query.local, row.local_number, CITY_DIGITS)):
+        return False
+    if query.staff is not None and row.extension != query.staff:
+        return False
     return query.direction is None or row.direction == query.direction
+
+
+def _matches(wanted: str, stored: str | None, digits: int) -> bool:
+    return _number_match(wanted, stored, digits) in (NumberMatch.SAME, NumberMatch.PARTIAL)
 
 
 def _number_match(wanted: str, stored: str | None, digits: int) -> NumberMatch:
@@ -343,7 +365,11 @@ def _marks(query: CallQuery, row: CallRow, tz: tzinfo, now: float) -> list[_Mark
     if query.remote is not None:
         checks.append(_number_mark("outside", query.remote, row.remote_number, OUTSIDE_DIGITS, row.caller_withheld))
     if query.local is not None:
-        checks.append(_number_mark("city", query.local, row.local_number, CITY_DIGITS, False))
+        checks.append(_number_mark("city", query.local, row.local_number, CITY_DIGITS, False)
+                      if row.extension != query.local else _Mark(WEIGHTS["city"], WEIGHTS["city"],
+                                                                  "city-side number matches the extension"))
+    if query.staff is not None:
+        checks.append(_extension_mark(query.staff, row.extension))
     if query.direction is not None:
         checks.append(_direction_mark(query.direction, row.direction))
     confirmed = [check for check in checks if check is not None]
@@ -374,6 +400,29 @@ def _number_mark(side: str, wanted: str, stored: str | None, digits: int, withhe
         why = "withheld (非通知)" if withheld else "not recorded"
         return _Mark(weight * UNKNOWN_SHARE, weight, f"{label} {why}: cannot be checked")
     return None
+
+
+def _extension_mark(wanted: str, actual: str | None) -> _Mark | None:
+    """None: another extension.  A row without one (a single leg with only the DID) cannot be
+    checked, and stays a candidate that says so."""
+    weight = WEIGHTS["city"]
+    if actual == wanted:
+        return _Mark(weight, weight, f"extension {actual} as asked")
+    if actual is None:
+        return _Mark(weight * UNKNOWN_SHARE, weight, "extension not recorded: cannot be checked")
+    return None
+
+
+def shown_remote(row: CallRow) -> str:
+    """The outside party as a list shows it: a withheld caller is 非通知, and a number the
+    policy keeps for such a caller is only said to be kept (an approved request discloses it)."""
+    if row.remote_number:
+        return row.remote_number
+    if row.withheld_number:
+        return "非通知 (withheld; number kept, masked)"
+    if row.caller_withheld and row.direction != Direction.OUTBOUND:
+        return "非通知 (withheld)"
+    return "-"
 
 
 def _direction_mark(wanted: str, actual: str) -> _Mark | None:

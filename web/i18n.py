@@ -116,6 +116,11 @@ _WORDS: dict[str, tuple[str, str]] = {
     "bad_request": ("入力を確認してください", "Please check what you entered"),
     "expired": ("ログインの有効期限が切れました", "Your sign-in has expired"),
     "language": ("English", "日本語"),
+    "extension": ("内線番号", "Extension"),
+    "legs": ("同じ通話の他の区間（PBX）", "Other legs of the call (PBX)"),
+    "withheld_shown": ("非通知の発信者番号（開示）", "Withheld caller's number (disclosed)"),
+    "show_withheld": ("非通知の発信者番号を表示（管理簿に記録されます）",
+                      "Show the withheld caller's number (recorded in the ledger)"),
 }
 
 

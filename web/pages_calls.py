@@ -8,11 +8,12 @@ import numpy as np
 from aiohttp import web
 
 from access.requests import RequestState
+from access.service import DISCLOSING
 from policy.access import Action, Wanted
 from storage.index import CallRow
 from storage.notices import NoticeLog
 from storage.records import sealed_files, sealed_row, set_hold
-from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time
+from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time, shown_remote
 from wire import g711
 from wire.wav import read_wav
 
@@ -63,7 +64,7 @@ def _query(request: web.Request) -> CallQuery | None:
     """The search form's fields, read as `callrec calls find` reads its options."""
     q = request.query
     console = console_of(request)
-    if not any(q.get(k) for k in ("at", "from", "to", "number", "local")):
+    if not any(q.get(k) for k in ("at", "from", "to", "number", "local", "extension")):
         return None
     at = q.get("at", "").strip()
     return CallQuery(
@@ -74,7 +75,7 @@ def _query(request: web.Request) -> CallQuery | None:
         duration_seconds=parse_span(q["duration"]) if q.get("duration") else None,
         remote_number=q.get("number") or None, local_number=q.get("local") or None,
         direction=q.get("direction") if q.get("direction") in DIRECTIONS else None,
-        country_code=console.policy.numbering.country_code)
+        country_code=console.policy.numbering.country_code, extension=q.get("extension") or None)
 
 
 async def search(request: web.Request) -> web.StreamResponse:
@@ -82,7 +83,8 @@ async def search(request: web.Request) -> web.StreamResponse:
     console.access.authorise(actor_of(request), Action.SEARCH)
     query = _query(request)
     result = find(console.store.index, query, tz=console.tz) if query is not None else None
-    return render(request, "search.html", result=result, q=request.query, directions=DIRECTIONS)
+    return render(request, "search.html", result=result, q=request.query, directions=DIRECTIONS,
+                  shown_remote=shown_remote)
 
 
 def _row(request: web.Request) -> CallRow:
@@ -92,7 +94,7 @@ def _row(request: web.Request) -> CallRow:
     return row
 
 
-async def call(request: web.Request) -> web.StreamResponse:
+async def call(request: web.Request, revealed: tuple[str, str] | None = None) -> web.StreamResponse:
     console = console_of(request)
     me = actor_of(request)
     console.access.authorise(me, Action.SEARCH)
@@ -109,9 +111,24 @@ async def call(request: web.Request) -> web.StreamResponse:
                  if row.id in r.call_ids and r.wanted is Wanted.LISTEN
                  and r.state in (RequestState.APPROVED, RequestState.FULFILLED)
                  and access.on_device_listening != "never" and console.access.may(me, Action.FULFIL)]
-    return render(request, "call.html", row=row, notice=notice, listening=listening,
+    disclosing = [r for r in console.access.requests()
+                  if row.withheld_number and row.id in r.call_ids and r.wanted in DISCLOSING
+                  and r.state is RequestState.FULFILLED and console.access.may(me, Action.FULFIL)]
+    return render(request, "call.html", row=row, notice=notice, listening=listening, disclosing=disclosing,
+                  revealed=revealed, shown_remote=shown_remote,
                   may_hold=console.access.may(me, Action.HOLD), may_request=console.access.may(me, Action.REQUEST),
                   purposes=access.purposes, wanted=[w.value for w in Wanted])
+
+
+async def withheld(request: web.Request) -> web.StreamResponse:
+    """A withheld caller's kept number, shown only through a fulfilled request for the whole
+    recording of this call, to a person who carries requests out; ledgered each time."""
+    console = console_of(request)
+    found = dict(console.access.withheld_numbers(actor_of(request), request.match_info["number"]))
+    number = found.get(request.match_info["id"])
+    if number is None:
+        raise web.HTTPNotFound()
+    return await call(request, (request.match_info["number"], number))
 
 
 async def hold(request: web.Request) -> web.StreamResponse:
@@ -155,4 +172,5 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/calls/{id}", call)
     router.add_post("/calls/{id}/hold", hold)
     router.add_get("/calls/{id}/waveform.svg", waveform_svg)
+    router.add_get("/calls/{id}/withheld/{number}", withheld)
     router.add_get("/requests/{number}/listen/{id}", listen)
