@@ -150,6 +150,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     exempt = exemption_summary(policy)
     print(f"  録音告知の例外 / notice exceptions: {exempt['lines']} line(s), "
           f"{exempt['caller_numbers']} caller number(s), {exempt['caller_prefixes']} prefix(es)")
+    kept = policy.numbering.withheld_caller == "keep_masked"
+    print(f"  市の番号 / own numbers: {len(policy.numbering.own_numbers)} 件 / entries; "
+          f"非通知の発信者番号 / withheld callers' numbers: "
+          + ("保存し非表示、承認された依頼でのみ開示 / kept masked, disclosed only by an approved request" if kept
+             else "保存しない / not kept"))
     for lang in ("ja", "en"):
         print()
         for line in describe(policy, lang) + (describe_access(policy.access, lang) if policy.access else []):

@@ -354,7 +354,9 @@ class CallTracker:
     def _withhold(self, call: Call) -> None:
         """The outside caller withheld the number: it is no party of the row (nothing to list or
         search), and kept aside, masked, only where the policy says so."""
-        if self.decider.policy.numbering.withheld_caller == "keep_masked" and not call.classification.excluded:
+        if call.classification.excluded:
+            return
+        if self.decider.policy.numbering.withheld_caller == "keep_masked":
             call.withheld_number = call.caller if call.caller != "anonymous" else None
         call.caller = "anonymous"
         call.classification = dataclasses.replace(call.classification, remote_number=None)

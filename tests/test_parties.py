@@ -66,6 +66,12 @@ def test_every_example_policy_lists_own_numbers_and_says_what_happens_to_withhel
                             caller=representative, callee="0312345678").direction is Direction.OUTBOUND
 
 
+def test_policy_check_says_the_own_numbers_and_the_withheld_rule() -> None:
+    out = run_cli("policy", "check", YAMAGATA).stdout
+    assert "市の番号 / own numbers: 3 件 / entries" in out and "kept masked, disclosed only by an approved request" in out
+    assert "保存しない / not kept" in run_cli("policy", "check", REPO / "policies" / "tsu.yaml").stdout
+
+
 def test_outbound_from_the_representative_number_is_not_swapped() -> None:
     """Without trunk addresses the built-in rules knew only extensions: a call from the city's
     own number to an outside one was `unknown`, with the city's number as the remote party."""
