@@ -76,6 +76,8 @@ class Call:
         default_factory=lambda: ({}, {})
     )
     early_sdp: dict[str, bytes] = field(default_factory=dict)
+    referred_by: str | None = None
+    replaces: str | None = None
 
     @property
     def local_party(self) -> int:
@@ -107,6 +109,7 @@ class Call:
             local_number=c.local_number, remote_number=c.remote_number,
             caller=self.caller, callee=self.callee, caller_withheld=self.caller_withheld,
             codecs=tuple(self.codecs), end_reason=self.end_reason, complete=self.complete,
+            referred_by=self.referred_by, replaces=self.replaces,
         )
 
 
@@ -143,6 +146,14 @@ def _party_number(value: str | None) -> tuple[str | None, bool]:
     except SipParseError:
         return None, False
     return uri_number(addr.uri), is_anonymous(addr)
+
+
+def _transfer_ties(msg: SipMessage) -> tuple[str | None, str | None]:
+    """An INVITE's Referred-By and the Call-ID its Replaces names (RFC 3892, RFC 3891), kept
+    short: they only ever tie a transferred call to the dialog it came from."""
+    referred_by = (msg.header("referred-by") or "")[:256] or None
+    replaces = (msg.header("replaces") or "").split(";", 1)[0].strip()[:256] or None
+    return referred_by, replaces
 
 
 def _packed(address: str | None) -> bytes | None:
@@ -196,6 +207,8 @@ class CallTracker:
                     call = self._new_call(ts, src, dst, msg, cseq_num, events)
                     if call is None:
                         return []
+                    if not call.classification.excluded:
+                        call.referred_by, call.replaces = _transfer_ties(msg)
                 else:
                     return []
             self._touch(call, ts)

@@ -47,6 +47,10 @@ class CallSnapshot:
     codecs: tuple[str, ...]
     end_reason: str
     complete: bool
+    referred_by: str | None = None
+    replaces: str | None = None
+    """The INVITE's Referred-By, and the Call-ID its Replaces names: what ties a transferred
+    call to the dialog it was transferred from (and so to that dialog's proof of notice)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("erased_reason", "TEXT"),
     ("notice_id", "TEXT"),
     ("announced_at", "TEXT"),
+    ("leg", "TEXT"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -136,6 +137,9 @@ class CallRow:
     erased_reason: str | None
     notice_id: str | None
     announced_at: str | None
+    leg: str | None = None
+    """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
+    caller heard the notice here and was then passed on), not a call of its own."""
 
     @property
     def sealed(self) -> bool:
