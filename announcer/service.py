@@ -300,7 +300,7 @@ class AnnouncerService:
         if isinstance(effect, RedirectFailed):
             row = self._redirects.pop(effect.key, None)
             if row is not None:
-                self._notices.set_hand_over(row[0], str(HandOverResult.REDIRECT_FAILED), effect.reason)
+                self._notices.set_hand_over(row[0], str(HandOverResult.REDIRECT_FAILED))
             return
         notice = self._notice(effect)
         row_id = self._rows.get(effect.key)

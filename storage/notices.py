@@ -242,9 +242,10 @@ class NoticeLog:
         self._db.execute(f"UPDATE notices SET {', '.join(f'{c} = ?' for c in values)} WHERE id = ?",
                          (*values.values(), row_id))
 
-    def set_hand_over(self, row_id: str, hand_over: str, reason: str) -> None:
-        """What became of the hand-over after the call left (a 302 the PBX did not carry out)."""
-        self._db.execute("UPDATE notices SET hand_over = ?, reason = ? WHERE id = ?", (hand_over, reason, row_id))
+    def set_hand_over(self, row_id: str, hand_over: str) -> None:
+        """What became of the hand-over after the call left (a 302 the PBX did not carry out).
+        The reason column keeps the policy's reason; the announcer logs why the hand-over failed."""
+        self._db.execute("UPDATE notices SET hand_over = ? WHERE id = ?", (hand_over, row_id))
 
     def _values(self, notice: Notice) -> dict[str, Any]:
         """The row's columns; numbers of an excluded line are dropped here as well, whatever the

@@ -301,7 +301,7 @@ class RecordingStore:
             replaces=call.replaces), NOTICE_SLACK)
         return found[0] if found else None
 
-    def _notice_values(self, call: CallSnapshot) -> dict[str, object]:
+    def _notice_values(self, call: CallSnapshot, record_id: str) -> dict[str, object]:
         """The row's link to its notice. The dialog the announcer answered and then passed the
         caller on from is recorded as the announcer's leg of the call it served (they share the
         notice), not as a call of its own."""
@@ -311,7 +311,7 @@ class RecordingStore:
         notice = match.row
         leg = ANNOUNCER_LEG if match.tie is Tie.SAME_DIALOG and notice.passed_on else None
         if leg is not None:
-            log.info("recording.announcer_leg", call_id=self._ids.get(call.serial), notice_id=notice.id)
+            log.info("recording.announcer_leg", call_id=record_id, notice_id=notice.id)
         return {"notice_id": notice.id, "leg": leg,
                 "announced_at": notice.announced_from if notice.outcome in NOTICE_HEARD else None}
 
@@ -349,7 +349,7 @@ class RecordingStore:
         )
         if handle is not None and handle.failure is not None:
             values.update(end_reason=handle.failure_code, complete=False)
-        values.update(self._notice_values(call))
+        values.update(self._notice_values(call, record_id))
         if handle is not None and handle.has_audio:
             try:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id,
