@@ -196,7 +196,8 @@ class UserAgent:
                 request = effect.transaction.request
                 log.error("announcer.final_unacknowledged", call_id=request.call_id,
                           status=effect.transaction.status)
-                self._redirect_failed((request.call_id or "", request.from_tag or ""), "the PBX never acknowledged the 302")
+                self._redirect_failed((request.call_id or "", request.from_tag or ""),
+                                      "the PBX never acknowledged the 302")
             elif isinstance(owner, (Call, Registrar)) and isinstance(effect.transaction, ClientNonInvite):
                 owner.on_timeout(effect.transaction, now)
 
