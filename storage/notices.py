@@ -52,12 +52,14 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("link_seconds", "REAL"),
     ("left_at", "TEXT"),
     ("left_epoch", "REAL"),
+    ("referral", "TEXT"),
 )
 """Columns added for linking the call a hand-over leads to; an older index gets them on open."""
 
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS notices_call_id ON notices(sip_call_id);
 CREATE INDEX IF NOT EXISTS notices_handover ON notices(handover_epoch);
+CREATE INDEX IF NOT EXISTS notices_referral ON notices(referral);
 """
 
 EXCLUDED = "excluded"
@@ -134,6 +136,7 @@ class NoticeRow:
     link_seconds: float | None = None
     left_at: str | None = None
     left_epoch: float | None = None
+    referral: str | None = None  # the token of referred_by, what an INVITE's Referred-By is looked up by
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +266,7 @@ class NoticeLog:
             "destination": None if excluded else notice.destination,
             "refer_target": None if excluded else notice.refer_target,
             "referred_by": None if excluded else notice.referred_by,
+            "referral": None if excluded else referral_token(notice.referred_by),
             "handed_over_at": iso(notice.handed_over_at, zone), "handover_epoch": notice.handed_over_at,
             "link_seconds": notice.link_seconds, "left_at": iso(notice.left_at, zone), "left_epoch": notice.left_at,
         }
@@ -283,10 +287,10 @@ class NoticeLog:
         token = referral_token(dialog.referred_by)
         rows = self._db.execute(
             "SELECT * FROM notices WHERE sip_call_id = ? OR sip_call_id = ?"
-            " OR received_epoch BETWEEN ? AND ? OR handover_epoch BETWEEN ? AND ? OR referred_by LIKE ?",
+            " OR received_epoch BETWEEN ? AND ? OR handover_epoch BETWEEN ? AND ? OR referral = ?",
             (dialog.sip_call_id, dialog.replaces or dialog.sip_call_id, dialog.invite_ts - slack, end + slack,
              dialog.invite_ts - MAX_LINK_SECONDS, dialog.invite_ts + slack,
-             f"%{REFERRAL_PARAM}={token}%" if token else "")).fetchall()
+             token)).fetchall()
         found = [m for m in (_match(_row(r), dialog, token, slack) for r in rows) if m is not None]
         found.sort(key=lambda m: (m.tie.strength, m.distance, m.row.received_epoch, m.row.id))
         return found
@@ -301,7 +305,7 @@ def _match(row: NoticeRow, dialog: Dialog, token: str | None, slack: float) -> N
     after_hand_over = abs(start - handover) if handover is not None else abs(start - row.received_epoch)
     if dialog.replaces and row.sip_call_id == dialog.replaces:
         return NoticeMatch(row, Tie.REPLACES, after_hand_over)
-    if token is not None and referral_token(row.referred_by) == token:
+    if token is not None and row.referral == token:
         return NoticeMatch(row, Tie.REFERRED_BY, after_hand_over)
     if row.outcome == EXCLUDED or not _same_caller(row, dialog):
         return None

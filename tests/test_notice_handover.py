@@ -92,7 +92,7 @@ def test_replaces_and_referred_by_tie_whatever_the_numbers(tmp_path: Path) -> No
     assert [(m.row.id, m.tie) for m in by_referral] == [(notice_id, Tie.REFERRED_BY)]
     by_replaces = log.find(dialog(start=T0 + 40, caller=None, replaces="ann-1@pbx"))
     assert [(m.row.id, m.tie) for m in by_replaces] == [(notice_id, Tie.REPLACES)]
-    assert referral_token("<sip:x@y>;callrec-ref=%25") is None, "a token is a plain word, never a LIKE pattern"
+    assert referral_token("<sip:x@y>;callrec-ref=%25") is None, "a token is a plain word"
 
 
 def test_the_window_follows_the_hand_over_and_the_policy(tmp_path: Path) -> None:
