@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,7 +266,10 @@ class AnnouncerService:
         for effect in effects:
             # Notices first: whatever SIP the same step sends, its notice is on disk before it leaves.
             if isinstance(effect, (NoticeChanged, CallEnded, RedirectFailed)):
-                self._record(effect)
+                try:
+                    self._record(effect)
+                except sqlite3.Error as exc:  # a full or failing disk must not keep the caller from a person
+                    log.error("announcer.notice_write_failed", call_id=effect.sip_call_id, reason=str(exc))
         for effect in effects:
             if isinstance(effect, Send):
                 self._send(effect)
@@ -303,13 +307,15 @@ class AnnouncerService:
                 self._notices.set_hand_over(row[0], str(HandOverResult.REDIRECT_FAILED))
             return
         notice = self._notice(effect)
-        row_id = self._rows.get(effect.key)
+        final = isinstance(effect, CallEnded)
+        row_id = self._rows.pop(effect.key, None) if final else self._rows.get(effect.key)
         if row_id is None:
-            row_id = self._rows[effect.key] = self._notices.record(notice)
+            row_id = self._notices.record(notice)
+            if not final:
+                self._rows[effect.key] = row_id
         else:
             self._notices.update(row_id, notice)
-        if isinstance(effect, CallEnded):
-            del self._rows[effect.key]
+        if final:
             for key, (_, until) in list(self._redirects.items()):
                 if until <= now:
                     del self._redirects[key]

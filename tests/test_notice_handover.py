@@ -237,3 +237,23 @@ async def test_the_pbx_never_sees_a_refer_whose_notice_is_not_on_disk(tmp_path: 
                                callee=DID))
     log.close()
     assert match.row.left_epoch is not None and match.row.left_epoch >= row[4]
+
+
+async def test_a_notice_the_disk_refuses_does_not_keep_the_caller_from_the_extension(tmp_path: Path) -> None:
+    """Writing the notice first must not make a full disk strand the call: the REFER still goes."""
+    service, pbx, transport, _, media_transport, ok, port = await setup(tmp_path, 0.6)
+
+    def refuse(*_: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        assert service._notices is not None
+        service._notices.update = refuse  # type: ignore[method-assign]
+        service._notices.record = refuse  # type: ignore[method-assign]
+        await hand_over(pbx, transport, ok, port)
+        while service.active_calls:
+            await asyncio.sleep(0.02)
+    finally:
+        await service.stop()
+        transport.close()
+        media_transport.close()
