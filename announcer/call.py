@@ -29,7 +29,7 @@ from policy.announcement import NoticeDecision, Outcome
 from wire.sip import SipMessage, SipParseError, parse_uri
 
 from .config import HandOver
-from .effects import CallEnded, CallKey, RetargetPlayback, StartPlayback, StopPlayback
+from .effects import CallEnded, CallKey, NoticeChanged, RetargetPlayback, StartPlayback, StopPlayback
 from .errors import IllegalTransition
 from .media import NegotiationError, Stream, accept_answer, accept_offer, answer_sdp, offer_sdp
 from .outcomes import HandOverResult, NoticeOutcome
@@ -44,6 +44,9 @@ __all__ = ["CALL_TRANSITIONS", "Call", "CallState", "remote_target_ok"]
 log = structlog.get_logger("callrec.announcer")
 
 _SIPFRAG_STATUS = re.compile(rb"\s*SIP/2\.0 ([1-6][0-9]{2})")
+REFERRAL_PARAM = "callrec-ref"
+"""The Referred-By parameter whose value (the announcer's dialog tag) is unique to one call: a PBX
+that copies Referred-By into the INVITE of the transferred call ties that call to its notice."""
 _OUTCOMES = {
     Outcome.EXCLUDED: NoticeOutcome.EXCLUDED,
     Outcome.NO_NOTICE_LINE: NoticeOutcome.NO_NOTICE_LINE,
@@ -128,6 +131,9 @@ class Call:
         self.hand_over = HandOverResult.NONE
         self.destination = decision.destination
         self.refer_txn: ClientNonInvite | None = None
+        self.refer_target: str | None = None
+        self.referred_by: str | None = None
+        self.handed_over_at: float | None = None
         self.pending_2xx: tuple[int, bytes, bool] | None = None  # (CSeq, response, offer in it)
         self._retransmit = T1
         self._offer = None if self.offerless else accept_offer(invite.body)
@@ -168,6 +174,7 @@ class Call:
 
     # ---- the INVITE ---------------------------------------------------------
     def start(self, now: float) -> None:
+        self._note()
         ring = self.ua.config.ring_seconds
         self.ua.respond(self.invite_txn, 100, "Trying", now=now)
         if ring > 0:
@@ -277,8 +284,10 @@ class Call:
             log.error("announcer.fallback_operator", call_id=self.call_id, reason="no usable destination")
         else:
             self.hand_over = HandOverResult.REDIRECT_302
+        self.refer_target, self.handed_over_at = target, now
         self.ua.respond(self.invite_txn, 302, "Moved Temporarily", to_tag=self.local_tag, now=now,
                         headers=[("Contact", f"<{target}>")])
+        self.ua.redirected(self.key, now)
         log.info("announcer.redirected", call_id=self.call_id)
         self._end(now)
 
@@ -296,8 +305,10 @@ class Call:
             self._fallback(now, "no usable destination")
             return
         self._move(CallState.REFERRING)
-        self.refer_txn = self._request("REFER", [("Refer-To", f"<{target}>"),
-                                                 ("Referred-By", f"<{self.local_uri}>")], now)
+        self.refer_target, self.handed_over_at = target, now
+        self.referred_by = f"<{self.local_uri}>;{REFERRAL_PARAM}={self.local_tag}"
+        self._note()
+        self.refer_txn = self._request("REFER", [("Refer-To", f"<{target}>"), ("Referred-By", self.referred_by)], now)
         self.deadlines["refer"] = now + self.ua.config.refer_timeout
         log.info("announcer.refer_sent", call_id=self.call_id,
                  fallback=self.hand_over is HandOverResult.FALLBACK_OPERATOR)
@@ -336,6 +347,7 @@ class Call:
     def _bye(self, now: float) -> None:
         if self.state in (CallState.CLOSING, CallState.ENDED):
             return
+        self._note()
         self._stop_media()
         self._move(CallState.CLOSING)
         self._request("BYE", [], now)
@@ -461,6 +473,8 @@ class Call:
     def _outcome(self) -> NoticeOutcome:
         if self.decision.outcome in _OUTCOMES:
             return _OUTCOMES[self.decision.outcome]
+        if self.state is CallState.RINGING and self.announced_from is None and not self.interrupted:
+            return NoticeOutcome.IN_PROGRESS
         if self.completed_playback:
             return NoticeOutcome.ANNOUNCED
         if self.interrupted and self.hand_over is not HandOverResult.NONE:
@@ -473,13 +487,25 @@ class Call:
         self._stop_media()
         self._move(CallState.ENDED)
         self.deadlines.clear()
+        self.ua.call_ended(self, CallEnded(**self._notice_fields()))
+
+    def _note(self) -> None:
+        """The notice as it stands, for the adapter to write before the SIP of this step leaves."""
+        self.ua.emit(NoticeChanged(**self._notice_fields()))
+
+    def _notice_fields(self) -> dict[str, object]:
+        """The notice's fields; an excluded line's keep no number, not even in the hand-over."""
         excluded = self.decision.excluded
-        self.ua.call_ended(self, CallEnded(
-            sip_call_id=self.call_id, received_at=self.received_at, outcome=self._outcome(),
-            hand_over=self.hand_over, announced_from=self.announced_from, announced_to=self.announced_to,
-            calling_number=None if excluded else self.ua.decider.normalise(self.calling),
-            called_number=None if excluded else self.ua.decider.normalise(self.called),
-            destination=None if excluded else self.destination, reason=self.decision.reason))
+        link = self.ua.decider.policy.announcement.handover_seconds
+        return {
+            "key": self.key, "sip_call_id": self.call_id, "received_at": self.received_at, "outcome": self._outcome(),
+            "hand_over": self.hand_over, "announced_from": self.announced_from, "announced_to": self.announced_to,
+            "calling_number": None if excluded else self.ua.decider.normalise(self.calling),
+            "called_number": None if excluded else self.ua.decider.normalise(self.called),
+            "destination": None if excluded else self.destination, "reason": self.decision.reason,
+            "refer_target": None if excluded else self.refer_target,
+            "referred_by": None if excluded else self.referred_by,
+            "handed_over_at": self.handed_over_at, "link_seconds": link}
 
 
 def remote_target_ok(invite: SipMessage) -> bool:

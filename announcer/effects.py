@@ -37,9 +37,12 @@ class ReleasePort:
 
 
 @dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call has left the announcer: what the notice log keeps. Times are on the core's clock
-    (the adapter's monotonic `now`); the adapter turns them into wall-clock time."""
+class NoticeState:
+    """What the notice log keeps of one call. Times are on the core's clock (the adapter's
+    monotonic `now`); the adapter turns them into wall-clock time. refer_target and referred_by
+    are the hand-over as sent (Refer-To or the 302's Contact, and the Referred-By token), so the
+    recorder can tie the call the hand-over leads to back to this notice; link_seconds is the
+    policy's window for that call to begin after handed_over_at."""
 
     sip_call_id: str
     received_at: float
@@ -51,6 +54,33 @@ class CallEnded:
     called_number: str | None
     destination: str | None
     reason: str
+    key: CallKey = ("", "")
+    refer_target: str | None = None
+    referred_by: str | None = None
+    handed_over_at: float | None = None
+    link_seconds: float | None = None
 
 
-CoreEffect = StartPlayback | RetargetPlayback | StopPlayback | ReleasePort | CallEnded
+@dataclass(frozen=True, slots=True)
+class NoticeChanged(NoticeState):
+    """The notice so far. The adapter writes it before it sends the SIP of the same step, so
+    whatever the PBX (and the recorder on the mirror) sees of a call has its notice on disk."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(NoticeState):
+    """A call has left the announcer: its notice is final."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectFailed:
+    """A call the announcer redirected (302) was not taken by the PBX, after its notice was
+    final: the 302 went unacknowledged, or the PBX sent the same call back."""
+
+    key: CallKey
+    sip_call_id: str
+    reason: str
+
+
+CoreEffect = (StartPlayback | RetargetPlayback | StopPlayback | ReleasePort | NoticeChanged | CallEnded
+              | RedirectFailed)

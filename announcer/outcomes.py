@@ -18,11 +18,14 @@ class NoticeOutcome(StrEnum):
     NOT_INBOUND = "not_inbound"
     DISABLED = "disabled"
     INTERRUPTED = "interrupted"  # the announcer was stopped during the announcement
+    IN_PROGRESS = "in_progress"  # the call is still with the announcer (or was when it stopped)
 
 
 class HandOverResult(StrEnum):
     REFER = "refer"
     REDIRECT_302 = "redirect_302"
+    # the PBX did not carry out the 302: it never acknowledged it, or sent the call back
+    REDIRECT_FAILED = "redirect_failed"
     FALLBACK_OPERATOR = "fallback_operator"
     FAILED = "failed"
     NONE = "none"  # the caller hung up before a hand-over was due

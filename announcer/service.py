@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,21 @@ from wire.sip import SipParseError, SipStreamFramer
 
 from .audio import AnnouncementAudio
 from .config import AnnouncerConfig
-from .effects import CallEnded, CallKey, ReleasePort, RetargetPlayback, StartPlayback, StopPlayback
+from .effects import (
+    CallEnded,
+    CallKey,
+    NoticeChanged,
+    NoticeState,
+    RedirectFailed,
+    ReleasePort,
+    RetargetPlayback,
+    StartPlayback,
+    StopPlayback,
+)
 from .media import Stream
+from .outcomes import HandOverResult
 from .sipmsg import Peer
-from .transaction import Send
+from .transaction import T1, Send
 from .ua import UserAgent
 
 __all__ = ["AnnouncerService"]
@@ -127,6 +139,8 @@ class AnnouncerService:
         self._tick: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self._notices: NoticeLog | None = None
+        self._rows: dict[CallKey, str] = {}
+        self._redirects: dict[CallKey, tuple[str, float]] = {}
         self._idle = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -248,7 +262,15 @@ class AnnouncerService:
     def _service(self) -> None:
         core, loop = self.core, self._loop
         assert core is not None and loop is not None
-        for effect in core.pop_effects():
+        effects = core.pop_effects()
+        for effect in effects:
+            # Notices first: whatever SIP the same step sends, its notice is on disk before it leaves.
+            if isinstance(effect, (NoticeChanged, CallEnded, RedirectFailed)):
+                try:
+                    self._record(effect)
+                except sqlite3.Error as exc:  # a full or failing disk must not keep the caller from a person
+                    log.error("announcer.notice_write_failed", call_id=effect.sip_call_id, reason=str(exc))
+        for effect in effects:
             if isinstance(effect, Send):
                 self._send(effect)
             elif isinstance(effect, StartPlayback):
@@ -260,8 +282,6 @@ class AnnouncerService:
             elif isinstance(effect, ReleasePort):
                 assert self._ports is not None
                 self._ports.release(effect.port)
-            elif isinstance(effect, CallEnded):
-                self._record(effect)
         deadline = core.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -277,23 +297,49 @@ class AnnouncerService:
         self.core.handle_timer(self._loop.time())
         self._service()
 
-    def _record(self, ended: CallEnded) -> None:
+    def _record(self, effect: NoticeChanged | CallEnded | RedirectFailed) -> None:
+        """Write a call's notice: a row when the call arrives, brought up to date at each step."""
         assert self._notices is not None and self._loop is not None
+        now = self._loop.time()
+        if isinstance(effect, RedirectFailed):
+            row = self._redirects.pop(effect.key, None)
+            if row is not None:
+                self._notices.set_hand_over(row[0], str(HandOverResult.REDIRECT_FAILED))
+            return
+        notice = self._notice(effect)
+        final = isinstance(effect, CallEnded)
+        row_id = self._rows.pop(effect.key, None) if final else self._rows.get(effect.key)
+        if row_id is None:
+            row_id = self._notices.record(notice)
+            if not final:
+                self._rows[effect.key] = row_id
+        else:
+            self._notices.update(row_id, notice)
+        if final:
+            for key, (_, until) in list(self._redirects.items()):
+                if until <= now:
+                    del self._redirects[key]
+            if effect.hand_over is HandOverResult.REDIRECT_302:
+                self._redirects[effect.key] = (row_id, now + 64 * T1 + 1)
+            log.info("announcer.notice_recorded", notice_id=row_id, call_id=effect.sip_call_id,
+                     outcome=str(effect.outcome))
+
+    def _notice(self, state: NoticeState) -> Notice:
+        assert self._loop is not None
         offset = time.time() - self._loop.time()
 
         def wall(t: float | None) -> float | None:
             return None if t is None else t + offset
 
-        notice = Notice(
-            sip_call_id=ended.sip_call_id, received_at=ended.received_at + offset, outcome=ended.outcome,
-            hand_over=ended.hand_over, announced_from=wall(ended.announced_from),
-            announced_to=wall(ended.announced_to), calling_number=ended.calling_number,
-            called_number=ended.called_number, destination=ended.destination,
-            announcement_sha256=self.audio.sha256 if ended.announced_from is not None else None,
-            reason=ended.reason)
-        notice_id = self._notices.record(notice)
-        log.info("announcer.notice_recorded", notice_id=notice_id, call_id=ended.sip_call_id,
-                 outcome=str(ended.outcome))
+        return Notice(
+            sip_call_id=state.sip_call_id, received_at=state.received_at + offset, outcome=state.outcome,
+            hand_over=state.hand_over, announced_from=wall(state.announced_from),
+            announced_to=wall(state.announced_to), calling_number=state.calling_number,
+            called_number=state.called_number, destination=state.destination,
+            announcement_sha256=self.audio.sha256 if state.announced_from is not None else None,
+            reason=state.reason, refer_target=state.refer_target, referred_by=state.referred_by,
+            handed_over_at=wall(state.handed_over_at), link_seconds=state.link_seconds,
+            left_at=time.time() if isinstance(state, CallEnded) else None)
 
     # ---- RTP ----------------------------------------------------------------------------
     def _start_playback(self, start: StartPlayback) -> None:

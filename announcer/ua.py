@@ -22,11 +22,12 @@ from wire.sip import SipMessage, SipParseError, parse_name_addr, parse_sip, pars
 from .audio import AnnouncementAudio
 from .call import Call, remote_target_ok
 from .config import AnnouncerConfig, DestinationFrom
-from .effects import CallEnded, CoreEffect, ReleasePort
+from .effects import CallEnded, CallKey, CoreEffect, RedirectFailed, ReleasePort
 from .media import NegotiationError, accept_offer
 from .register import Registrar
 from .sipmsg import ALLOW, Peer, new_branch, render, response, via
 from .transaction import (
+    T1,
     ClientNonInvite,
     InviteServerState,
     Response,
@@ -42,6 +43,7 @@ from .transaction import (
 log = structlog.get_logger("callrec.announcer")
 
 Effect = Send | CoreEffect
+REDIRECT_MEMORY = 64 * T1
 Owner = Call | Registrar
 
 
@@ -67,6 +69,7 @@ class UserAgent:
         self.open_port = open_port
         self.table = TransactionTable()
         self.calls: dict[tuple[str, str], Call] = {}
+        self._redirected: dict[CallKey, float] = {}
         self.stopping = False
         self._effects: list[Effect] = []
         self.registrar = Registrar(self, config.registration) if config.registration is not None else None
@@ -156,6 +159,21 @@ class UserAgent:
         self._run(txn.start(), now)
         return txn
 
+    def redirected(self, key: CallKey, now: float) -> None:
+        """Remember a call answered 302 for as long as its transaction lives (64×T1): if the PBX
+        never acknowledges the 302, or sends the same call back, the redirect failed at the PBX
+        and its notice must say so (RedirectFailed)."""
+        for old, until in list(self._redirected.items()):
+            if until <= now:
+                del self._redirected[old]
+        self._redirected[key] = now + REDIRECT_MEMORY
+
+    def _redirect_failed(self, key: CallKey, reason: str) -> None:
+        if self._redirected.pop(key, None) is None:
+            return
+        log.error("announcer.redirect_failed", call_id=key[0], reason=reason)
+        self._effects.append(RedirectFailed(key, key[0], reason))
+
     def call_ended(self, call: Call, ended: CallEnded) -> None:
         self.calls.pop(call.key, None)
         if call.port is not None:
@@ -175,8 +193,11 @@ class UserAgent:
                 if isinstance(owner, (Call, Registrar)):
                     owner.on_response(effect.transaction, effect.message, now)
             elif isinstance(effect.transaction, ServerInvite):
-                log.error("announcer.final_unacknowledged", call_id=effect.transaction.request.call_id,
+                request = effect.transaction.request
+                log.error("announcer.final_unacknowledged", call_id=request.call_id,
                           status=effect.transaction.status)
+                self._redirect_failed((request.call_id or "", request.from_tag or ""),
+                                      "the PBX never acknowledged the 302")
             elif isinstance(owner, (Call, Registrar)) and isinstance(effect.transaction, ClientNonInvite):
                 owner.on_timeout(effect.transaction, now)
 
@@ -249,6 +270,12 @@ class UserAgent:
             return
         if call_key in self.calls:
             self.respond(txn, 482, "Loop Detected", now=now)  # §8.2.2.2: a merged request
+            return
+        if self._redirected.get(call_key, 0.0) > now:
+            # The PBX routed the 302's target back here: the caller has heard the notice and must not
+            # hear it again in a loop; the PBX ends the call, and the notice says the redirect failed.
+            self._redirect_failed(call_key, "the PBX sent the redirected call back to the announcer")
+            self.respond(txn, 482, "Loop Detected", now=now)
             return
         if not call_key[1] or not remote_target_ok(request):
             self.respond(txn, 400, "Bad Request", now=now)

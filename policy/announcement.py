@@ -20,8 +20,8 @@ from pydantic import Field, model_validator
 from .strict import Strict
 
 __all__ = [
-    "Announcement", "CALLER_REASON_PREFIX", "NoticeCaller", "NoticeDecision", "NoticeLine", "NoticeReason", "Outcome",
-    "decide_notice", "exemption_summary",
+    "CALLER_REASON_PREFIX", "MAX_HANDOVER_SECONDS", "Announcement", "NoticeCaller", "NoticeDecision", "NoticeLine",
+    "NoticeReason", "Outcome", "decide_notice", "exemption_summary",
 ]
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ class NoticeLine(Strict):
 
 
 MIN_PREFIX_DIGITS = 3
+MAX_HANDOVER_SECONDS = 120.0
+"""The largest handover_seconds a policy may set: the recorder's search for a notice reaches this
+far back from a call's INVITE."""
 
 
 class NoticeCaller(Strict):
@@ -88,6 +91,11 @@ class Announcement(Strict):
     max_seconds: Annotated[float, Field(gt=0, le=60)] = 30.0
     lines: list[NoticeLine] = []
     callers: list[NoticeCaller] = []
+    handover_seconds: Annotated[float, Field(gt=0, le=MAX_HANDOVER_SECONDS)] = 15.0
+    """How long after the announcer hands a call over (REFER or 302) the call it leads to may
+    begin: the new INVITE comes once the PBX has routed the hand-over, and the recorder links that
+    call to this notice only within this window after the hand-over, which itself comes when the
+    announcement (of whatever length) has been played."""
 
 
 class Outcome(StrEnum):

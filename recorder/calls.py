@@ -103,6 +103,8 @@ class Call:
     seen_numbers: tuple[str | None, str | None] = (None, None)
     """Caller and callee as this leg showed them (withheld ones too), in memory only: what
     links another leg to this one."""
+    referred_by: str | None = None
+    replaces: str | None = None
 
     @property
     def local_party(self) -> int:
@@ -137,6 +139,7 @@ class Call:
             extension=None if c.excluded else self.staff_extension(),
             withheld_number=None if c.excluded else self.withheld_number,
             leg_call_ids=tuple(leg.call_id for leg in self.legs),
+            referred_by=self.referred_by, replaces=self.replaces,
         )
 
     def staff_extension(self) -> str | None:
@@ -206,6 +209,12 @@ def _same_number(a: str | None, b: str | None) -> bool:
         shorter, longer = sorted((x, y), key=len)
         return x == y or (len(shorter) >= SAME_TAIL_DIGITS and longer.endswith(shorter))
     return a.lower() == b.lower()
+def _transfer_ties(msg: SipMessage) -> tuple[str | None, str | None]:
+    """An INVITE's Referred-By and the Call-ID its Replaces names (RFC 3892, RFC 3891), kept
+    short: they only ever tie a transferred call to the dialog it came from."""
+    referred_by = (msg.header("referred-by") or "")[:256] or None
+    replaces = (msg.header("replaces") or "").split(";", 1)[0].strip()[:256] or None
+    return referred_by, replaces
 
 
 def _packed(address: str | None) -> bytes | None:
@@ -261,6 +270,8 @@ class CallTracker:
                     call = self._new_call(ts, src, dst, msg, cseq_num, events)
                     if call is None:
                         return []
+                    if not call.classification.excluded:
+                        call.referred_by, call.replaces = _transfer_ties(msg)
                 else:
                     return []
             self._touch(call, ts)

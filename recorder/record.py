@@ -57,6 +57,10 @@ class CallSnapshot:
     leg_call_ids: tuple[str, ...] = ()
     """The Call-IDs of the other legs a B2BUA PBX made for this call (to the extension, to the
     trunk, to each phone of a ring group), linked into this one row."""
+    referred_by: str | None = None
+    replaces: str | None = None
+    """The INVITE's Referred-By, and the Call-ID its Replaces names: what ties a transferred
+    call to the dialog it was transferred from (and so to that dialog's proof of notice)."""
 
 
 @dataclass(frozen=True, slots=True)

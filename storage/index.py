@@ -66,6 +66,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("extension", "TEXT"),
     ("withheld_number", "TEXT"),
     ("leg_call_ids", "TEXT NOT NULL DEFAULT '[]'"),
+    ("leg", "TEXT"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -146,6 +147,9 @@ class CallRow:
     extension: str | None
     withheld_number: str | None
     leg_call_ids: list[str]
+    leg: str | None = None
+    """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
+    caller heard the notice here and was then passed on), not a call of its own."""
 
     @property
     def sealed(self) -> bool:

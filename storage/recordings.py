@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from policy.decide import Direction
 from recorder.record import CallResult, CallSnapshot
 from wire.rtppcap import pcap_record
 
@@ -23,7 +22,7 @@ from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav
 from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .layout import RECORDINGS, ensure_private_dir
-from .notices import NoticeLog, NoticeRow
+from .notices import NOTICE_SLACK, Dialog, NoticeLog, NoticeMatch, Tie
 from .vault import VaultError, repair_vault, shred
 
 __all__ = ["DEFAULT_MIN_FREE_BYTES", "RecordingStore"]
@@ -31,10 +30,8 @@ __all__ = ["DEFAULT_MIN_FREE_BYTES", "RecordingStore"]
 log = structlog.get_logger("callrec.storage")
 
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
-NOTICE_SLACK = 5.0
-"""Seconds around an inbound call within which the announcer's notice of
-it may have been received (clocks of mirror and announcer differ a little)."""
 NOTICE_HEARD = ("announced",)
+ANNOUNCER_LEG = "announcer"
 
 _WRITE_BATCH = 32 * 1024
 """Bytes of frames gathered before they are written even without a checkpoint:
@@ -293,20 +290,37 @@ class RecordingStore:
                 log.error("recording.unrepairable", path=self.relative(path), reason=str(exc))
             self.unsealed.discard(path)
 
-    def _notice_for(self, call: CallSnapshot) -> NoticeRow | None:
-        """The announcer's record of this inbound call, if it handled it.
+    def _notice_for(self, call: CallSnapshot) -> NoticeMatch | None:
+        """The announcer's record of this call, if it handled it, and how the two are tied.
 
-        The announcer's leg has a Call-ID of its own, so the call is found
-        by its numbers (both normalised by the same policy) and by time: the
-        PBX sends it to the announcer between the INVITE and the end."""
-        if call.direction is not Direction.INBOUND or call.invite_ts is None:
-            return None
+        The recorder may see the announcer's own dialog (same Call-ID), the caller's leg to the
+        number dialled (under way while the announcer had the call), or the call a REFER or a
+        302 led to: a new dialog from the caller to the hand-over's target, begun within the
+        policy's window after the announcement ended, or one whose Replaces or Referred-By names
+        the announcer's dialog. The strongest tie wins, then the nearest in time, so a caller
+        who hung up during the announcement and called again gets the notice of the second call.
+        The direction is not asked: the call after a transfer may look internal to the PBX."""
         if self._notices is None:
             self._notices = NoticeLog(self.index.path, str(self.tz))
-        end = call.end_ts if call.end_ts is not None else call.invite_ts
-        found = self._notices.find(call.remote_number, call.local_number, call.invite_ts - NOTICE_SLACK,
-                                   end + NOTICE_SLACK)
+        found = self._notices.find(Dialog(
+            sip_call_id=call.sip_call_id, invite_ts=call.invite_ts, end_ts=call.end_ts, caller=call.caller,
+            callee=call.callee, caller_withheld=call.caller_withheld, referred_by=call.referred_by,
+            replaces=call.replaces), NOTICE_SLACK)
         return found[0] if found else None
+
+    def _notice_values(self, call: CallSnapshot, record_id: str) -> dict[str, object]:
+        """The row's link to its notice. The dialog the announcer answered and then passed the
+        caller on from is recorded as the announcer's leg of the call it served (they share the
+        notice), not as a call of its own."""
+        match = self._notice_for(call)
+        if match is None:
+            return {}
+        notice = match.row
+        leg = ANNOUNCER_LEG if match.tie is Tie.SAME_DIALOG and notice.passed_on else None
+        if leg is not None:
+            log.info("recording.announcer_leg", call_id=record_id, notice_id=notice.id)
+        return {"notice_id": notice.id, "leg": leg,
+                "announced_at": notice.announced_from if notice.outcome in NOTICE_HEARD else None}
 
     def finish_without_audio(self, result: CallResult) -> None:
         self._party_row(result.call)
@@ -351,10 +365,7 @@ class RecordingStore:
         )
         if handle is not None and handle.failure is not None:
             values.update(end_reason=handle.failure_code, complete=False)
-        notice = self._notice_for(call)
-        if notice is not None:
-            values.update(notice_id=notice.id, announced_at=notice.announced_from
-                          if notice.outcome in NOTICE_HEARD else None)
+        values.update(self._notice_values(call, record_id))
         if handle is not None and handle.has_audio:
             try:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id,

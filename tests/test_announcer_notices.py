@@ -7,7 +7,7 @@ from pathlib import Path
 
 from storage.index import CallIndex
 from announcer.outcomes import HandOverResult, NoticeOutcome
-from storage.notices import Notice, NoticeLog
+from storage.notices import Dialog, Notice, NoticeLog
 
 T0 = 1_790_000_000.0  # 2026-09-21 (JST)
 
@@ -21,6 +21,11 @@ def notice(**changes: object) -> Notice:
     return Notice(**values)  # type: ignore[arg-type]
 
 
+def trunk_leg(start: float, end: float) -> Dialog:
+    """The caller's leg to the DID, as the recorder saw it (another Call-ID than the announcer's)."""
+    return Dialog(sip_call_id="trunk@carrier", invite_ts=start, end_ts=end, caller="09011112222", callee="0355550100")
+
+
 def test_record_get_find(tmp_path: Path) -> None:
     os.umask(0o077)
     log = NoticeLog(tmp_path / "index.sqlite3")
@@ -30,9 +35,9 @@ def test_record_get_find(tmp_path: Path) -> None:
     row = log.get(first)
     assert row is not None and row.announced_from.endswith("+09:00") and row.announced_from[:10] == "2026-09-21"
     assert row.outcome == "announced" and row.hand_over == "refer"
-    assert [r.sip_call_id for r in log.find("09011112222", "0355550100", T0 + 15, T0 + 35)] == ["c2@pbx"]
-    assert [r.sip_call_id for r in log.find("09011112222", "0355550100", T0 - 35, T0 + 85)] == ["c1@pbx", "c2@pbx"]
-    assert log.find("09011112222", "0355550100", T0 + 940, T0 + 1060) == []
+    assert [m.row.sip_call_id for m in log.find(trunk_leg(T0 + 20, T0 + 32))] == ["c2@pbx"]
+    assert [m.row.sip_call_id for m in log.find(trunk_leg(T0 + 1, T0 + 40))] == ["c1@pbx", "c2@pbx"]
+    assert log.find(trunk_leg(T0 + 940, T0 + 1060)) == []
     assert log.get("nope") is None
     log.close()
     assert (tmp_path / "index.sqlite3").stat().st_mode & 0o777 == 0o600

@@ -7,8 +7,14 @@ import struct
 import time
 from pathlib import Path
 
-from storage.notices import NoticeLog
+from storage.notices import Dialog, NoticeLog
 from tests.announcer.loopback import hand_over, setup
+
+
+def own_dialog() -> Dialog:
+    """The dialog the test (as the PBX) had with the announcer, as the recorder would see it."""
+    return Dialog(sip_call_id="call-1@pbx", invite_ts=time.time(), end_ts=None, caller="0312345678",
+                  callee="0355550100")
 
 
 async def test_one_call_through_the_service(tmp_path: Path) -> None:
@@ -29,7 +35,7 @@ async def test_one_call_through_the_service(tmp_path: Path) -> None:
     seqs = [struct.unpack("!H", p[2:4])[0] for p in media.packets]
     assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
     log = NoticeLog(tmp_path / "index.sqlite3")
-    rows = log.find("0312345678", "0355550100", time.time() - 60, time.time() + 60)
+    rows = [m.row for m in log.find(own_dialog())]
     log.close()
     assert [r.outcome for r in rows] == ["announced"]
 
@@ -47,6 +53,6 @@ async def test_stop_hands_calls_over_at_once(tmp_path: Path) -> None:
         media_transport.close()
     assert len(media.packets) < 200  # far less than the 1000 packets of 20 s
     db = NoticeLog(tmp_path / "index.sqlite3")
-    (row,) = db.find("0312345678", "0355550100", time.time() - 60, time.time() + 60)
+    (row,) = [m.row for m in db.find(own_dialog())]
     db.close()
     assert row.outcome == "interrupted" and row.hand_over == "refer"

@@ -93,6 +93,9 @@ SCENARIOS: dict[str, str] = {
     "refer_403": answered() + recv("REFER") + reply("403 Forbidden") + recv("REFER") + transfer_done(),
     "refer_silent": answered() + recv("REFER") + recv("REFER") + transfer_done(),
     "early_302": (invite() + recv("100", optional=True) + recv("183") + recv("302") + ack_final()),
+    # a PBX that routes the 302's target back to the announcer: the same call again, on a new branch
+    "early_302_back": (invite() + recv("100", optional=True) + recv("183") + recv("302") + ack_final()
+                       + invite() + recv("100", optional=True) + recv("482") + ack_final()),
     "cancel": (invite() + recv("100", optional=True) + recv("180")
                + _msg("\n".join(["CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0", "[last_Via:]", FROM,
                                  "To: <sip:[service]@[remote_ip]:[remote_port]>", "Call-ID: [call_id]",
