@@ -31,15 +31,16 @@ def speech(tmp_path: Path, rate: int) -> npt.NDArray[np.int16]:
     return samples
 
 
-def g729_frames(pcm: npt.NDArray[np.int16]) -> list[bytes]:
-    """10-byte G.729 frames of 8 kHz audio, from libbcg729's encoder (no VAD)."""
+def g729_frames(pcm: npt.NDArray[np.int16], vad: bool = False) -> list[bytes]:
+    """G.729 frames of 8 kHz audio, one per 10 ms, from libbcg729's encoder: 10 bytes each, or
+    with `vad` (Annex B) 2 bytes for a SID frame and none where nothing is sent."""
     lib = ctypes.CDLL("libbcg729.so.0")
     lib.initBcg729EncoderChannel.restype = ctypes.c_void_p
     lib.initBcg729EncoderChannel.argtypes = (ctypes.c_uint8,)
     lib.closeBcg729EncoderChannel.argtypes = (ctypes.c_void_p,)
     lib.bcg729Encoder.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_int16), ctypes.c_char_p,
                                   ctypes.POINTER(ctypes.c_uint8))
-    state = lib.initBcg729EncoderChannel(0)
+    state = lib.initBcg729EncoderChannel(int(vad))
     frames = []
     size = ctypes.c_uint8()
     out = ctypes.create_string_buffer(10)
@@ -74,17 +75,21 @@ def g722_payloads(pcm: npt.NDArray[np.int16]) -> list[bytes]:
 
 
 def codec_call(payloads: Sequence[bytes], *, pt: int, rtpmap: str, clock: int,
-               lose: frozenset[int] = frozenset()) -> tuple[list[tuple[float, bytes]], float]:
-    """An inbound call answered in one codec, the trunk sending `payloads` (one per 20 ms, packets
-    numbered in `lose` left out), then a BYE; and the time the first packet left."""
+               lose: frozenset[int] = frozenset(), ptime: float = PACKET_SECONDS
+               ) -> tuple[list[tuple[float, bytes]], float]:
+    """An inbound call answered in one codec, the trunk sending `payloads` (one per `ptime`; an
+    empty one, or one numbered in `lose`, is not sent), then a BYE; and the time the first
+    packet left."""
     first = T0 + 1.05
-    step = int(clock * PACKET_SECONDS)
+    step = round(clock * ptime)
     frames = signalling(answer_codec=(pt, rtpmap))
+    seq = 0
     for n, payload in enumerate(payloads):
-        if n not in lose:
-            frames.append((first + n * PACKET_SECONDS,
-                           udp_frame(TRUNK, 20000, PBX, 40000, rtp(n, n * step, 0x5EED, payload, pt), ident=n)))
-    return frames + bye(first + len(payloads) * PACKET_SECONDS + 0.5), first
+        if payload and n not in lose:
+            frames.append((first + n * ptime,
+                           udp_frame(TRUNK, 20000, PBX, 40000, rtp(seq, n * step, 0x5EED, payload, pt), ident=n)))
+        seq += bool(payload)  # silence suppression sends nothing and skips no sequence number
+    return frames + bye(first + len(payloads) * ptime + 0.5), first
 
 
 def aligned(recorded: npt.NDArray[np.int16], source: npt.NDArray[np.int16], around: int,

@@ -4,10 +4,13 @@ the original payloads still kept in the side files."""
 from __future__ import annotations
 
 import hashlib
+import io
+import re
 import subprocess
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 import soundfile
@@ -17,9 +20,11 @@ from policy.loader import parse_policy
 from recorder import codecs
 from recorder.codecs import DELAY, CallDecoders, CodecUnavailable, Upsampler
 from recorder.engine import Recorder
+from recorder.interleave import StereoInterleaver, UnsupportedEncoding
 from tests.builders import PBX, TRUNK, rtp, udp_frame, write_pcap
 from tests.call_frames import POLICY, T0, bye, media, signalling
 from tests.codec_streams import aligned, codec_call, g722_payloads, g729_frames, opus_packets, snr_db, speech
+from tests.console_site import PASSWORD, ConsoleSite
 from tests.interop import calls, capture, need, recording, run_cli, side_file_bytes, tshark_fields, tshark_rtp
 from tests.memory_sink import MemorySink
 from wire import g711
@@ -122,6 +127,25 @@ def test_g729_call_decodes_close_to_the_source_and_to_ffmpeg(tmp_path: Path) -> 
 
     offset, correlation = aligned(remote, source, at, 80)
     assert offset == at + 40 and correlation > 0.75
+
+
+def test_g729_annex_b_silence_frames_become_comfort_noise(tmp_path: Path) -> None:
+    """With silence suppression (G.729 Annex B, one frame a packet): 2-byte SID frames decode,
+    the pauses between them are comfort noise rather than errors, and the speech still follows
+    the source."""
+    source = speech(tmp_path, 8000)
+    frames = g729_frames(source, vad=True)
+    sizes = {len(f) for f in frames}
+    assert sizes == {0, 2, 10}, sizes
+    call, first = codec_call(frames, pt=18, rtpmap="G729", clock=8000, ptime=0.01)
+    [rec] = record(call).recordings
+    assert rec.result is not None
+    stats = rec.result.streams[1].stats
+    assert (stats["decode_errors"], stats["lost"]) == (0, 0) and stats["concealed_ms"] > 0
+    remote = samples(rec.channel(1))
+    at = round((first - rec.origin) * 8000)
+    offset, correlation = aligned(remote, source, at + 40, 8)
+    assert offset == at + 40 and correlation > 0.7
 
 
 def loud_packets(source: np.ndarray, step: int, count: int) -> frozenset[int]:
@@ -246,6 +270,23 @@ def test_a_codec_without_its_library_stays_in_the_side_file(monkeypatch: pytest.
     assert [side[2][12:] for side in rec.side] == payloads
 
 
+def test_the_interleaver_takes_pcm_at_its_rate_and_g711_only_at_8k() -> None:
+    with pytest.raises(ValueError, match="8 kHz"):
+        StereoInterleaver("PCMU", window_samples=16000, rate=16000)
+    wide = StereoInterleaver("L16", window_samples=16000, rate=16000)
+    assert wide.rate == 16000
+    with pytest.raises(UnsupportedEncoding):
+        wide.place_samples(0, 0, "PCMU", bytes(160))
+    with pytest.raises(UnsupportedEncoding):
+        StereoInterleaver("PCMU").place_pcm(0, 0, bytes(320))
+    ramp = np.arange(1, 321, dtype="<i2")
+    out = wide.place_pcm(1, 0, ramp.tobytes()) + wide.place_pcm(1, 400, ramp.tobytes()) + wide.flush()
+    frames = np.frombuffer(out, "<i2").reshape(-1, 2)
+    assert not frames[:, 0].any() and len(frames) == 720
+    assert np.array_equal(frames[:320, 1], ramp) and not frames[320:400, 1].any()
+    assert np.array_equal(frames[400:, 1], ramp)
+
+
 def test_malformed_payloads_are_counted_and_skipped() -> None:
     decoders = CallDecoders(8000)
     header = rtp(1, 160, 5, b"", 18)
@@ -274,3 +315,36 @@ def test_the_interpolator_keeps_the_band_and_the_samples(frequency: int) -> None
     ideal = 10000 * np.sin(2 * np.pi * frequency * np.arange(16000) / 16000)
     assert snr_db(placed[2000:14000], ideal[2000:14000]) > 60
     assert np.abs(out[DELAY + 16000:].astype(int)).max() < 10000
+
+
+async def test_the_console_draws_and_plays_a_16k_recording(tmp_path: Path) -> None:
+    """熊本市's console on a wideband call: the waveform is drawn from the 16 kHz file, and the
+    player of an approved request streams the sealed 16 kHz WAV byte for byte."""
+    source = speech(tmp_path, 16000)
+    call, _ = codec_call(g722_payloads(source)[:150], pt=9, rtpmap="G722", clock=8000)
+    site = ConsoleSite(tmp_path, "kumamoto", {"kanri": "manager", "sato": "requester"}, frames=call)
+    try:
+        row = site.call
+        assert row["audio_format"] == "L16/16000"
+        filed = run_cli("request", "file", "--department", "総務課", "--purpose", "crime", "--wanted", "listen",
+                        "--call", row["id"], "--user", "sato", *site.where, input=PASSWORD.format("sato") + "\n")
+        number = filed.stdout.split(":")[0]
+        run_cli("request", "approve", number, "--reason", "窃盗事件の捜査", "--user", "kanri", *site.where,
+                input=PASSWORD.format("kanri") + "\n")
+        async with aiohttp.ClientSession(site.base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            page = await (await http.get("/login")).text()
+            token = re.search(r'name="login_token" value="([^"]+)"', page)
+            assert token
+            signed = await http.post("/login", data={"login_token": token.group(1), "name": "kanri",
+                                                     "password": PASSWORD.format("kanri")})
+            assert signed.status == 200
+            svg = await http.get(f"/calls/{row['id']}/waveform.svg")
+            assert svg.status == 200 and "polyline" in await svg.text()
+            played = await http.get(f"/requests/{number}/listen/{row['id']}")
+            assert (played.status, played.headers["Content-Type"]) == (200, "audio/wav")
+            body = await played.read()
+        assert hashlib.sha256(body).hexdigest() == row["sha256"]
+        pcm, rate = soundfile.read(io.BytesIO(body), dtype="int16")
+        assert rate == 16000 and abs(len(pcm) / rate - row["duration"]) < 0.05
+    finally:
+        site.stop()
