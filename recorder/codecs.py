@@ -377,7 +377,12 @@ class CallDecoders:
                 self.unavailable.add(encoding)
                 return None
         ssrc = int.from_bytes(rtp[8:12], "big")
-        return state.feed(position * self.rate // TIMELINE_RATE, ssrc, payload)
+        try:
+            return state.feed(position * self.rate // TIMELINE_RATE, ssrc, payload)
+        except CodecUnavailable:  # a new sender's decoder could not be made
+            del decoders[encoding]
+            self.unavailable.add(encoding)
+            return None
 
     def stats(self, channel: int) -> dict[str, int]:
         """What decoding added to a channel's report: concealed audio and
