@@ -373,12 +373,12 @@ def _readme(package_name: str, copy_number: str, names: list[str], key: Ed25519P
 def _describe(name: str, *, ja: bool) -> str:
     side = re.search(r"\.wav\.ch(\d+)\.rtp\.pcap$", name)
     if side is None:
-        return ("通話の録音 (WAV、ステレオ 8 kHz。左: 職員側、右: 相手方)" if ja
-                else "the call (WAV, stereo 8 kHz; left: staff, right: the other party)")
+        return ("通話の録音 (WAV、ステレオ 8 kHz または 16 kHz。左: 職員側、右: 相手方)" if ja
+                else "the call (WAV, stereo 8 kHz or 16 kHz; left: staff, right: the other party)")
     channel = "職員側" if side.group(1) == "0" else "相手方"
-    return (f"WAV にできない符号化方式の音声 ({channel}、RTP。Wireshark で開けます)" if ja
-            else f"audio in a codec not converted to WAV ({'staff' if side.group(1) == '0' else 'other party'}, "
-                 "RTP; Wireshark opens it)")
+    return (f"G.711 以外の符号化方式の音声の RTP パケット、回線上のまま ({channel}。Wireshark で開けます)" if ja
+            else f"the RTP packets of audio in a codec other than G.711, as on the wire "
+                 f"({'staff' if side.group(1) == '0' else 'other party'}; Wireshark opens them)")
 
 
 # Verifying.

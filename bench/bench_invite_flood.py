@@ -44,7 +44,7 @@ class NoSink:
     def begin(self, call: CallSnapshot, origin: float) -> None:
         raise AssertionError("a flood INVITE was recorded")
 
-    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> RecordingHandle:
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> RecordingHandle:
         raise AssertionError("a flood INVITE was recorded")
 
     def finish_without_audio(self, result: CallResult) -> None:

@@ -49,7 +49,7 @@ def cmd_calls_audio(args: argparse.Namespace) -> int:
     except (RequestRefused, RecordUnavailable) as exc:
         return _refused(exc)
     print(f"{args.output}: {args.id}, SHA-256 {copy.sha256} (as sealed)"
-          + "".join(f"\n{p}: undecoded payloads" for p in copy.files[1:]))
+          + "".join(f"\n{p}: the RTP packets as on the wire" for p in copy.files[1:]))
     return 0
 
 

@@ -18,6 +18,7 @@ from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 
 from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTracker, MediaChanged
+from .codecs import CallDecoders, file_rate
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder, split_flow
 from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
@@ -64,6 +65,10 @@ class CallMedia:
     last_media: float = 0.0
     rtcp: list[int] = field(default_factory=lambda: [0, 0])
     """RTCP packets per channel, counted here: they never reach the stream."""
+    decoders: CallDecoders | None = None
+    """Decoding into the file of what is not its G.711 (recorder/codecs.py)."""
+    wideband: bool = False
+    """The file is 16 kHz: G.711 is decoded and interpolated too."""
 
 
 def _addr(packed: bytes, port: int) -> str:
@@ -347,7 +352,7 @@ class Recorder:
         if located is None:
             return
         position, encoding, audio = located
-        if encoding in G711:
+        if encoding in G711 and not media.wideband:
             interleaver = media.interleaver
             if interleaver is None:
                 interleaver = self._open(media, encoding)
@@ -360,25 +365,43 @@ class Recorder:
             if data:
                 media.handle.append(data)  # type: ignore[union-attr]
         else:
-            self._undecoded(ts, media, channel, flow, encoding, payload)
+            self._undecoded(ts, media, channel, flow, position, encoding, audio, payload)
 
-    def _undecoded(self, ts: float, media: CallMedia, channel: int, flow: Flow, encoding: str,
-                   raw: bytes) -> None:
-        if encoding not in media.undecoded:
+    def _undecoded(self, ts: float, media: CallMedia, channel: int, flow: Flow, position: int, encoding: str,
+                   audio: bytes, raw: bytes) -> None:
+        """Audio that is not in the file's G.711: decoded into 16-bit PCM (the
+        file becomes PCM) where a decoder exists, and, unless it is G.711, kept
+        as it came in the channel's side file too, decoded or not."""
+        interleaver = media.interleaver
+        if interleaver is None:
+            interleaver = self._open(media, "L16", file_rate(encoding))
+        handle = media.handle
+        assert handle is not None and media.decoders is not None
+        if encoding not in G711:
+            src, sport, dst, dport = split_flow(flow)
+            handle.side_packet(channel, ts, raw, (str(ipaddress.ip_address(src)), sport,
+                                                  str(ipaddress.ip_address(dst)), dport))
+        chunks = media.decoders.decode(channel, position, encoding, raw, audio)
+        if chunks is None:
             media.undecoded.add(encoding)
-            if media.interleaver is None:
-                self._open(media, "L16")
-        assert media.handle is not None
-        src, sport, dst, dport = split_flow(flow)
-        media.handle.side_packet(channel, ts, raw, (str(ipaddress.ip_address(src)), sport,
-                                                    str(ipaddress.ip_address(dst)), dport))
+            return
+        if chunks and interleaver.encoding != "L16":
+            handle.convert_to_l16()
+            interleaver.to_l16()
+        for start, pcm in chunks:
+            data = interleaver.place_pcm(channel, start, pcm)
+            if data:
+                handle.append(data)
 
-    def _open(self, media: CallMedia, encoding: str) -> StereoInterleaver:
+    def _open(self, media: CallMedia, encoding: str, rate: int = RATE) -> StereoInterleaver:
         """The recording's file is made when its first audio arrives, in the
-        law of that audio; a call with no decodable audio gets a PCM file."""
+        law of that audio; a call with no G.711 audio first gets a PCM file,
+        at 16 kHz if that audio is wideband (recorder/codecs.py)."""
         assert media.origin is not None
-        media.handle = self.sink.open_audio(media.call.snapshot(), media.origin, encoding)
-        media.interleaver = StereoInterleaver(encoding, window_samples=RATE)
+        media.handle = self.sink.open_audio(media.call.snapshot(), media.origin, encoding, rate=rate)
+        media.interleaver = StereoInterleaver(encoding, window_samples=rate, rate=rate)
+        media.decoders = CallDecoders(rate)
+        media.wideband = rate != RATE
         return media.interleaver
 
     def _start(self, media: CallMedia, now: float) -> None:
@@ -409,7 +432,7 @@ class Recorder:
         interleaver = media.interleaver
         frames, late = 0, 0
         if interleaver is not None and media.handle is not None:
-            end_pos = max(int(round((end_ts - media.origin) * RATE)), interleaver.committed)
+            end_pos = max(int(round((end_ts - media.origin) * interleaver.rate)), interleaver.committed)
             media.handle.append(interleaver.commit(end_pos) + interleaver.flush())
             frames = interleaver.committed
             late = int(interleaver.stats.get("late_samples", 0))
@@ -438,6 +461,8 @@ class Recorder:
         counts before any packet reaches the stream."""
         stats = dataclasses.asdict(stream.stats)
         stats["rtcp_packets"] += media.rtcp[channel]
+        if media.decoders is not None:
+            stats.update(media.decoders.stats(channel))
         return stats
 
     def _forget_flows(self, media: CallMedia) -> None:
@@ -475,7 +500,7 @@ class Recorder:
             interleaver = media.interleaver
             if interleaver is None or media.handle is None or media.origin is None:
                 continue
-            upto = int((now - media.origin - COMMIT_LAG_SECONDS) * RATE)
+            upto = int((now - media.origin - COMMIT_LAG_SECONDS) * interleaver.rate)
             if upto > interleaver.committed:
                 media.handle.append(interleaver.commit(upto))
             media.handle.checkpoint()

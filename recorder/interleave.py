@@ -67,7 +67,8 @@ class EncodingChange(RecorderError):
 
 
 class UnsupportedEncoding(RecorderError, LocalProtocolError):
-    """A chunk that is not G.711 was handed over; such media belongs in a side file."""
+    """A chunk that is not G.711 (or G.711 for a file not at 8 kHz) was handed
+    over: such audio is decoded to 16-bit PCM first (recorder/codecs.py)."""
 
 
 class StereoInterleaver:
@@ -86,6 +87,7 @@ class StereoInterleaver:
         "_ones",
         "_overlap_samples",
         "_overlaps",
+        "_rate",
         "_rings",
         "_run",
         "_shift",
@@ -95,9 +97,13 @@ class StereoInterleaver:
         "_zeros",
     )
 
-    def __init__(self, encoding: str, window_samples: int = 8000) -> None:
+    def __init__(self, encoding: str, window_samples: int = 8000, rate: int = 8000) -> None:
         if encoding not in _MODES:
             raise ValueError(f"unsupported file encoding {encoding!r}")
+        if rate != 8000 and encoding != "L16":
+            raise ValueError("G.711 files are 8 kHz")
+        # Positions count samples at this rate; G.711 chunks are placed only at 8 kHz.
+        self._rate = rate
         if window_samples < 8:
             raise ValueError("window_samples must be at least 8")
         self._window = window_samples
@@ -135,6 +141,11 @@ class StereoInterleaver:
     def encoding(self) -> str:
         """Current file encoding: 'PCMU', 'PCMA' or 'L16'."""
         return self._encoding
+
+    @property
+    def rate(self) -> int:
+        """Samples per second of the file, and so of every position."""
+        return self._rate
 
     @property
     def committed(self) -> int:
@@ -179,11 +190,22 @@ class StereoInterleaver:
         if channel != 0 and channel != 1:
             raise ValueError(f"channel must be 0 or 1, not {channel!r}")
         if encoding != self._encoding:
-            if encoding not in _G711:
+            if encoding not in _G711 or self._rate != 8000:
                 raise UnsupportedEncoding(encoding)
             if self._encoding != "L16":
                 raise EncodingChange(encoding)
             data = g711.decode(encoding, data)
+        return self._put(channel, start, data)
+
+    def place_pcm(self, channel: int, start: int, data: bytes) -> bytes:
+        """Put 16-bit little-endian samples decoded from another codec
+        (recorder/codecs.py) on `channel` of an L16 file; as `place`.
+
+        Not through `place_samples`, whose per-packet path counts in bytes."""
+        if self._encoding != "L16":
+            raise UnsupportedEncoding("L16")
+        if channel != 0 and channel != 1:
+            raise ValueError(f"channel must be 0 or 1, not {channel!r}")
         return self._put(channel, start, data)
 
     def _settle(self, channel: int) -> None:

@@ -101,6 +101,17 @@ class StoredAudio:
     def frames(self) -> int:
         return self.data_bytes // frame_bytes(self.encoding, self.channels)
 
+    @property
+    def format(self) -> str:
+        """What the row's audio_format says: see `audio_format`."""
+        return audio_format(self.encoding, self.rate)
+
+
+def audio_format(encoding: str, rate: int) -> str:
+    """The encoding alone at 8 kHz ('PCMU', 'PCMA', 'L16', as rows always
+    said), with the rate as in an SDP rtpmap otherwise ('L16/16000')."""
+    return encoding if rate == 8000 else f"{encoding}/{rate}"
+
 
 def _open(path: Path, master: MasterKey, record_id: str, kind: str, allow_torn: bool = False) -> VaultReader:
     reader = open_vault(path, master, allow_torn=allow_torn)
@@ -189,5 +200,5 @@ def convert_to_l16(old: Path, new: Path, master: MasterKey, record_id: str) -> A
     return writer
 
 
-__all__ = ["AudioFileError", "AudioWriter", "SideWriter", "StoredAudio", "VaultError", "convert_to_l16",
+__all__ = ["AudioFileError", "AudioWriter", "SideWriter", "StoredAudio", "VaultError", "audio_format", "convert_to_l16",
            "describe", "side_bytes", "side_digest", "wav_bytes", "wav_digest"]

@@ -18,7 +18,7 @@ import structlog
 from recorder.record import CallResult, CallSnapshot
 from wire.rtppcap import pcap_record
 
-from .audiofile import AudioWriter, SideWriter, convert_to_l16, side_digest, wav_digest
+from .audiofile import AudioWriter, SideWriter, audio_format, convert_to_l16, side_digest, wav_digest
 from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .layout import RECORDINGS, ensure_private_dir
@@ -48,7 +48,7 @@ class FileRecording:
     the frames committed since the last checkpoint, at most about a second,
     besides what the interleaver had not committed yet."""
 
-    def __init__(self, store: RecordingStore, record_id: str, folder: Path, encoding: str) -> None:
+    def __init__(self, store: RecordingStore, record_id: str, folder: Path, encoding: str, rate: int = 8000) -> None:
         self._store = store
         self.record_id = record_id
         self._folder = folder
@@ -67,7 +67,7 @@ class FileRecording:
         try:
             if not store.space_left():
                 raise OSError(errno.ENOSPC, "free space below the floor")
-            self._wav = AudioWriter(self.wav_path, store.master, record_id, encoding)
+            self._wav = AudioWriter(self.wav_path, store.master, record_id, encoding, rate=rate)
         except OSError as exc:
             if self.wav_path.exists():
                 shred(self.wav_path)
@@ -242,14 +242,15 @@ class RecordingStore:
             self._unindexed.add(record_id)
         log.info("recording.started", call_id=record_id, direction=str(call.direction))
 
-    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> FileRecording:
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> FileRecording:
         record_id = self._ids[call.serial]
         day = datetime.fromtimestamp(origin, self.tz)
         folder = self.data_dir / RECORDINGS / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
         ensure_private_dir(folder)
-        handle = FileRecording(self, record_id, folder, encoding)
+        handle = FileRecording(self, record_id, folder, encoding, rate)
         if handle.has_audio:
-            self._write_row(record_id, audio_path=self.relative(handle.wav_path), audio_format=encoding)
+            self._write_row(record_id, audio_path=self.relative(handle.wav_path),
+                            audio_format=audio_format(encoding, rate))
         return handle
 
     def refusal(self, record_id: str) -> tuple[str, str] | None:
@@ -371,7 +372,7 @@ class RecordingStore:
                 audio, values["sha256"] = wav_digest(handle.wav_path, self.master, record_id,
                                                      allow_torn=handle.failure is not None)
                 values["audio_frames"] = audio.frames
-                values["audio_format"] = audio.encoding
+                values["audio_format"] = audio.format
                 values["side_files"] = handle.side_files()
                 values["size_bytes"] = handle.size_bytes()
             except (OSError, VaultError) as exc:

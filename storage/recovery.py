@@ -74,5 +74,5 @@ def _recover_files(data_dir: Path, path: Path, record_id: str, master: MasterKey
         sides.append(SideFile(int(side.group(1)), other.relative_to(data_dir).as_posix(),
                               side_digest(other, master, record_id)))
         size += other.stat().st_size
-    return {"audio_frames": audio.frames, "audio_format": audio.encoding, "sha256": digest,
+    return {"audio_frames": audio.frames, "audio_format": audio.format, "sha256": digest,
             "side_files": sides, "size_bytes": size}

@@ -12,10 +12,15 @@ from wire.rtp import RtpPacket
 TRUNK, PBX = "203.0.113.1", "192.0.2.10"
 
 
+def _rtpmap(codec: str) -> str:
+    """A codec name gets the 8 kHz clock unless it says its own ('opus/48000/2')."""
+    return codec if "/" in codec else f"{codec}/8000"
+
+
 def sdp(addr: str, port: int, direction: str = "sendrecv", codec: tuple[int, str] = (0, "PCMU")) -> str:
     family = "IP6" if ":" in addr else "IP4"
     return (f"v=0\r\no=- 1 1 IN {family} {addr}\r\ns=-\r\nc=IN {family} {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP {codec[0]} 101\r\na=rtpmap:{codec[0]} {codec[1]}/8000\r\n"
+            f"m=audio {port} RTP/AVP {codec[0]} 101\r\na=rtpmap:{codec[0]} {_rtpmap(codec[1])}\r\n"
             f"a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n")
 
 

@@ -28,13 +28,15 @@ class ConsoleSite:
 
     def __init__(self, tmp_path: Path, organisation: str, people: dict[str, str], *, tls: bool = False,
                  frames: list[tuple[float, bytes]] | None = None) -> None:
+        """`frames`: the call to record (a G.711 call both ways unless given)."""
         self.tmp = tmp_path
         self.data = tmp_path / "data"
         self.policy = REPO / "policies" / f"{organisation}.yaml"
         self.where = ("--data-dir", self.data, "--policy", self.policy)
-        up, _ = media(T0 + 1.05, 3, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
-        down, _ = media(T0 + 1.06, 3, src=(PBX, 40000), dst=(TRUNK, 20000), ssrc=2, seed=2)
-        frames = frames if frames is not None else signalling() + up + down + bye(T0 + 5)
+        if frames is None:
+            up, _ = media(T0 + 1.05, 3, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
+            down, _ = media(T0 + 1.06, 3, src=(PBX, 40000), dst=(TRUNK, 20000), ssrc=2, seed=2)
+            frames = signalling() + up + down + bye(T0 + 5)
         run_cli("replay", write_pcap(tmp_path / "calls.pcap", sorted(frames, key=lambda f: f[0])), *self.where)
         self.call = calls(self.data)[0]
         manager = next(name for name, role in people.items() if role == "manager")

@@ -19,6 +19,7 @@ class MemoryRecording:
     started: CallSnapshot
     origin: float
     encoding: str
+    rate: int = 8000
     audio: bytearray = field(default_factory=bytearray)
     side: list[tuple[int, float, bytes, tuple[str, int, str, int]]] = field(default_factory=list)
     checkpoints: int = 0
@@ -62,9 +63,9 @@ class MemorySink:
     def begin(self, call: CallSnapshot, origin: float) -> None:
         self.begun.append((call, origin))
 
-    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> MemoryRecording:
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> MemoryRecording:
         assert any(started.serial == call.serial for started, _ in self.begun), "audio before begin"
-        recording = MemoryRecording(call, origin, encoding)
+        recording = MemoryRecording(call, origin, encoding, rate)
         self.recordings.append(recording)
         return recording
 

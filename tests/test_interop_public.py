@@ -120,12 +120,13 @@ def test_nothing_answered_nothing_recorded(tmp_path: Path, name: str) -> None:
 
 
 def test_g722_kept_in_side_file(tmp_path: Path) -> None:
-    """An undecoded codec: the WAV is PCM (silence), and every payload is in
-    the side file, byte for byte as tshark reads the original."""
+    """A codec other than G.711: decoded into a 16 kHz WAV (tests/test_codecs.py
+    judges the sound), and every payload is in the side file too, byte for byte
+    as tshark reads the original."""
     data, rows = replay(tmp_path, "sip-rtp-g722.pcap")
     assert len(rows) == 1
     row = rows[0]
-    assert row["undecoded"] == ["G722"] and row["audio_format"] == "L16"
+    assert row["undecoded"] == [] and row["audio_format"] == "L16/16000"
     assert len(row["side_files"]) == 1
     side = tmp_path / "side.pcap"
     side.write_bytes(side_file_bytes(data, row))
