@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from .on_demand import OnDemandRule
 from .schema import Policy
 
 __all__ = ["Classification", "Direction", "PolicyDecider", "normalise_number"]
@@ -45,6 +46,8 @@ class Classification:
     excluded: bool
     excluded_label: str
     record: bool
+    on_demand: OnDemandRule | None = None
+    """Set on a call to record whose line is recorded only when asked for (policy.on_demand)."""
 
 
 class PolicyDecider:
@@ -58,6 +61,11 @@ class PolicyDecider:
         self._excluded = {
             normalise_number(line.number, self._cc): line.label or "excluded line"
             for line in policy.excluded_lines
+        }
+        section = policy.on_demand
+        self._on_demand = {} if section is None else {
+            normalise_number(line.number, self._cc): OnDemandRule.of(section, line, n)
+            for n, line in enumerate(section.lines)
         }
 
     def _is_trunk(self, address: str | None) -> bool:
@@ -131,4 +139,16 @@ class PolicyDecider:
             excluded=label is not None,
             excluded_label=label or "",
             record=record,
+            on_demand=self.on_demand_rule((caller, callee, *other_numbers)) if record else None,
         )
+
+    def on_demand_rule(self, numbers: Iterable[str | None]) -> OnDemandRule | None:
+        """The rule of the on-demand line among numbers, if any (matched as exclusions are: any
+        number the call carries, in any form)."""
+        if not self._on_demand:
+            return None
+        for number in numbers:
+            rule = self._on_demand.get(normalise_number(number, self._cc))
+            if rule is not None:
+                return rule
+        return None

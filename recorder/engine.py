@@ -10,18 +10,20 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from policy.decide import PolicyDecider
+from policy.on_demand import OnDemandRule
 from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 
 from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTracker, MediaChanged
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder, split_flow
+from .on_demand import OnDemandGate
 from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
-from .stream import RtpStream
+from .stream import DtmfEvent, RtpStream
 
 __all__ = ["Recorder"]
 
@@ -76,7 +78,9 @@ class Recorder:
 
     def __init__(self, decider: PolicyDecider, sink: RecordingSink) -> None:
         self.decider = decider
-        self.sink = sink
+        # On-demand lines' audio stops in the gate until somebody asks (recorder.on_demand).
+        self.on_demand = OnDemandGate(sink, self._on_demand_view)
+        self.sink: RecordingSink = self.on_demand
         self.decoder = PacketDecoder()
         self.tracker = CallTracker(decider)
         self._media: dict[int, CallMedia] = {}
@@ -482,3 +486,12 @@ class Recorder:
         horizon = now - ORPHAN_SECONDS
         while self._orphans and self._orphans[0][0] < horizon:
             self._orphans.popleft()
+
+    # ---- on-demand lines ----------------------------------------------------
+    def _on_demand_view(self, serial: int) -> tuple[OnDemandRule | None, Sequence[DtmfEvent]]:
+        """For the gate: a call's on-demand rule, from the classification it started with, and
+        the digits its staff side (channel 0) has keyed so far."""
+        media = self._media.get(serial)
+        if media is None:
+            return None, ()
+        return media.call.classification.on_demand, media.streams[0].dtmf if media.streams else ()
