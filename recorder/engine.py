@@ -170,7 +170,7 @@ class Recorder:
 
     def counters(self) -> dict[str, int]:
         """Every counter of the pipeline, for logs, status and health."""
-        return {**self.decoder.stats, **self.tracker.stats, **self.stats}
+        return {**self.decoder.stats, **self.tracker.stats, **self.stats, **self.on_demand.stats}
 
     def active_recordings(self) -> int:
         return sum(1 for media in self._media.values() if media.origin is not None)

@@ -259,6 +259,9 @@ class OnDemandGate:
         self._sink = sink
         self._view = view
         self._calls: dict[int, _Call] = {}
+        self.stats = {"on_demand_calls": 0, "on_demand_recorded": 0, "on_demand_discarded": 0}
+        """Calls on on-demand lines the engine handed here, those asked for, those forgotten unasked
+        (the engine's "recordings" counts all of the first)."""
 
     # ---- RecordingSink ------------------------------------------------------------------
     def begin(self, call: CallSnapshot, origin: float) -> None:
@@ -267,6 +270,7 @@ class OnDemandGate:
             self._sink.begin(call, origin)
         else:
             self._calls[call.serial] = _Call(call, origin, rule)
+            self.stats["on_demand_calls"] += 1
 
     def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> RecordingHandle:
         entry = self._calls.get(call.serial)
@@ -302,6 +306,7 @@ class OnDemandGate:
             entry.state = _State.RECORDING
             return StartOutcome.RESUMED
         entry.call = replace(entry.call, started_by=by, start_requested_at=at)
+        self.stats["on_demand_recorded"] += 1
         self._sink.begin(entry.call, entry.origin)
         entry.state = _State.RECORDING
         if handle is not None:
@@ -338,6 +343,8 @@ class OnDemandGate:
         """The call ended: digits keyed after the last checkpoint still count, then it is forgotten."""
         self._digits(entry, [mark for mark in result.dtmf if mark.channel == 0])
         del self._calls[entry.call.serial]
+        if entry.state is _State.HELD:
+            self.stats["on_demand_discarded"] += 1
 
     def _digits(self, entry: _Call, digits: Sequence[Digit]) -> None:
         rule = entry.rule

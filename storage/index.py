@@ -63,6 +63,9 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("erased_reason", "TEXT"),
     ("notice_id", "TEXT"),
     ("announced_at", "TEXT"),
+    ("started_by", "TEXT"),
+    ("start_requested_at", "TEXT"),
+    ("gaps", "TEXT NOT NULL DEFAULT '[]'"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -80,7 +83,7 @@ ERASED_CLEAR: dict[str, Any] = {
 tell an erasure by the rules from a file that went missing, but nothing
 personal is left: no numbers, no SIP identifiers, no stream addresses."""
 
-JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files")
+JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files", "gaps")
 BOOL_COLUMNS = ("caller_withheld", "complete", "held")
 
 
@@ -136,6 +139,13 @@ class CallRow:
     erased_reason: str | None
     notice_id: str | None
     announced_at: str | None
+    started_by: str | None
+    """An on-demand line's recording: "dtmf" (the start code on the extension) or
+    "console:<account>"; None for a call recorded automatically."""
+    start_requested_at: str | None
+    gaps: list[dict[str, Any]]
+    """Stretches of the call the audio does not hold (an on-demand call's dropped middle, a stop):
+    offset and seconds from the origin, from/to times, reason."""
 
     @property
     def sealed(self) -> bool:

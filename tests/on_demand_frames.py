@@ -55,12 +55,15 @@ def staff_side(t: float, seconds: float, keyed: dict[float, str], *, src: tuple[
 
 
 def call(seconds: float, keyed: dict[float, str] | None = None, remote_keyed: dict[float, str] | None = None,
-         call_id: str = "c1@x") -> list[tuple[float, bytes]]:
-    """An inbound call to the on-demand line: answered at T0+1, both sides talking for `seconds`,
-    BYE 0.2 s after; `keyed` digits on the staff side, `remote_keyed` on the caller's."""
-    staff = staff_side(T0 + 1.06, seconds, keyed or {})
-    caller = (staff_side(T0 + 1.05, seconds, remote_keyed, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1, seed=1)
-              if remote_keyed else media(T0 + 1.05, seconds, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)[0])
-    end = T0 + 1.05 + seconds + 0.2
-    frames = signalling(call_id, callee=LINE, caller=CALLER_NUMBER) + staff + caller
-    return sorted(frames + bye(end, call_id, LINE, CALLER_NUMBER), key=lambda f: f[0])
+         call_id: str = "c1@x", *, caller: str = CALLER_NUMBER, callee: str = LINE, start: float = T0,
+         tport: int = 20000, pport: int = 40000, seed: int = 1) -> list[tuple[float, bytes]]:
+    """An inbound call (to the on-demand line by default): INVITE at `start`, answered 1 s later,
+    both sides talking for `seconds`, BYE 0.2 s after; `keyed` digits on the staff side,
+    `remote_keyed` on the caller's."""
+    trunk, pbx = (TRUNK, tport), (PBX, pport)
+    staff = staff_side(start + 1.06, seconds, keyed or {}, src=pbx, dst=trunk, ssrc=seed + 1, seed=seed + 1)
+    other = (staff_side(start + 1.05, seconds, remote_keyed, src=trunk, dst=pbx, ssrc=seed, seed=seed)
+             if remote_keyed else media(start + 1.05, seconds, src=trunk, dst=pbx, ssrc=seed, seed=seed)[0])
+    end = start + 1.05 + seconds + 0.2
+    frames = signalling(call_id, callee=callee, caller=caller, t=start, tport=tport, pport=pport) + staff + other
+    return sorted(frames + bye(end, call_id, callee, caller), key=lambda f: f[0])

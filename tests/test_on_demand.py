@@ -48,7 +48,8 @@ def test_a_call_nobody_asks_for_never_reaches_the_sink() -> None:
     sink, recorder = run(call(6, keyed={2.0: "5"}, remote_keyed={3.0: START}), on_demand_policy())
     assert sink == MemorySink(), "not a row, not a byte: the caller's start code does not count either"
     assert recorder.on_demand.live() == []
-    assert recorder.counters()["rtp_packets"] > 500
+    counters = recorder.counters()
+    assert counters["rtp_packets"] > 500 and counters["on_demand_calls"] == counters["on_demand_discarded"] == 1
 
 
 def test_the_start_code_records_the_call_from_its_start_as_if_automatic() -> None:
