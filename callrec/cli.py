@@ -14,6 +14,7 @@ from policy.access import describe_access
 from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
+from policy.on_demand import describe_on_demand
 from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
@@ -158,7 +159,8 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
           f"{exempt['caller_numbers']} caller number(s), {exempt['caller_prefixes']} prefix(es)")
     for lang in ("ja", "en"):
         print()
-        for line in describe(policy, lang) + (describe_access(policy.access, lang) if policy.access else []):
+        for line in (describe(policy, lang) + describe_on_demand(policy, lang)
+                     + (describe_access(policy.access, lang) if policy.access else [])):
             print(f"  {line}")
     return 0
 

@@ -92,8 +92,8 @@ def describe_on_demand(policy: Policy, lang: str = "ja") -> list[str]:
     if lang == "ja":
         return [(f"{count}回線は求めがあったときだけ録音します（開始コード {section.start_code}、停止コード "
                 f"{section.stop_code}、または管理画面の録音開始ボタン）。求めがあれば通話の始めから録音し、"
-                f"求めがなかった通話は何も残しません。求めるまでは最初の{first}分と最後の{last}分だけをメモリに保持し、"
-                f"その間は録音に含まれません（欠落として記録します）。 [{section.clause}]")]
+                f"求めがなかった通話は何も残しません。求めるまでは最初の{first}分と直近の{last}分だけをメモリに保持し、"
+                f"その間の部分は録音に含まれません（欠落として記録します）。 [{section.clause}]")]
     return [(f"{count} line(s) are recorded only when asked for (start code {section.start_code}, stop code "
             f"{section.stop_code}, or the console's start button). Once asked, the call is recorded from its "
             f"start; a call never asked for leaves nothing. Until then memory keeps only the first {first} and the "
