@@ -67,6 +67,7 @@ class AccessEvent(StrEnum):
     LOGIN_FAILED = "login_failed"
     ACCOUNT_LOCKED = "account_locked"
     REFUSED_ACTION = "refused_action"
+    RECORDING_STARTED = "recording_started"  # an on-demand line's live call, asked for in the console
 
 
 class RequestStateError(AccessError):

@@ -14,6 +14,7 @@ from policy.access import describe_access
 from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
+from policy.on_demand import describe_on_demand
 from policy.retention import describe
 from policy.schema import Policy
 from recorder.engine import Recorder
@@ -157,7 +158,8 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
              else "保存しない / not kept"))
     for lang in ("ja", "en"):
         print()
-        for line in describe(policy, lang) + (describe_access(policy.access, lang) if policy.access else []):
+        for line in (describe(policy, lang) + describe_on_demand(policy, lang)
+                     + (describe_access(policy.access, lang) if policy.access else [])):
             print(f"  {line}")
     return 0
 

@@ -41,10 +41,12 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
 from storage.store import Store, StoreError
 from storage.sweep import sweep
+from web.daemon_control import control_path
 
 from . import logs
 from .config import Config, load_config
 from .context import tune_gc
+from .control import Control, serve_control
 from .health import Observations, Problem, assess
 from .sdnotify import Notifier, watchdog_interval
 
@@ -131,6 +133,7 @@ class Daemon:
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master)
         self._note_policy()
         self.recorder = Recorder(PolicyDecider(self.policy), self.store)
+        self.control = Control(self.recorder, self.store)
         loop = asyncio.get_running_loop()
         try:
             for name in config.interfaces:
@@ -154,6 +157,7 @@ class Daemon:
                 self._close_sources(loop)
                 return 1
         status_server = await self._start_status_server()
+        control_server = await serve_control(control_path(config.status_path), self.control)
         log.info("daemon.started", interfaces=",".join(config.interfaces), recovered=len(recovered))
         self._notifier.notify(READY=1, STATUS=self.status_line())
         timer = asyncio.create_task(self._every_second())
@@ -175,6 +179,9 @@ class Daemon:
             status_server.close()
             await status_server.wait_closed()
             self.config.status_path.unlink(missing_ok=True)
+            control_server.close()
+            await control_server.wait_closed()
+            control_path(self.config.status_path).unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             log.info("daemon.stopped")
@@ -305,11 +312,13 @@ class Daemon:
         self._packets_last = packets
         self._kernel_drops = sum(int(s.stats().get("kernel_drops", 0)) for s in self._sources.values())
         usage = shutil.disk_usage(self.config.data_dir)
+        held = self.recorder.on_demand.held_call_ids()  # nobody asked for them: not even their Call-IDs are logged
         obs = Observations(
             now=now, started=self._started, last_sip=self._last_sip, last_rtp=self._last_rtp,
             kernel_drops=self._kernel_drops, disk_used_percent=100.0 * usage.used / usage.total,
             active_calls=self.recorder.active_recordings(),
-            one_sided_calls=self.recorder.one_sided_recordings(now, 10.0),
+            one_sided_calls=[call_id for call_id in self.recorder.one_sided_recordings(now, 10.0)
+                             if call_id not in held],
         )
         local = datetime.fromtimestamp(now, ZoneInfo(self.policy.timezone))
         problems = assess(obs, self.config.health, local, self._reported_drops)
@@ -351,6 +360,7 @@ class Daemon:
             "interfaces": list(self._sources),
             "policy": str(self.config.policy) if self.config.policy else "built-in default",
             "uptime_seconds": round(time.time() - self._started),
+            "on_demand": self.control.live(),
         }
 
     async def _start_status_server(self) -> asyncio.AbstractServer:

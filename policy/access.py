@@ -37,6 +37,7 @@ class Action(StrEnum):
     MANAGE_USERS = "manage_users"  # accounts, roles, absence
     READ_LEDGER = "read_ledger"    # the 通話記録管理簿
     VERIFY = "verify"              # integrity check
+    START_RECORDING = "start_recording"  # record a live call on an on-demand line (品川区 第2条(2))
 
 
 class Wanted(StrEnum):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .schema import OwnNumber, Policy
+from .on_demand import OnDemandRule
+from .schema import Policy
 
 __all__ = ["Classification", "Direction", "OwnNumbers", "PolicyDecider", "normalise_number"]
 
@@ -85,6 +87,8 @@ class Classification:
     excluded: bool
     excluded_label: str
     record: bool
+    on_demand: OnDemandRule | None = None
+    """Set on a call to record whose line is recorded only when asked for (policy.on_demand)."""
 
 
 class PolicyDecider:
@@ -101,6 +105,11 @@ class PolicyDecider:
             for line in policy.excluded_lines
         }
         self._own = OwnNumbers(policy.numbering.own_numbers, self._cc)
+        section = policy.on_demand
+        self._on_demand = {} if section is None else {
+            normalise_number(line.number, self._cc): OnDemandRule.of(section, line, n)
+            for n, line in enumerate(section.lines)
+        }
 
     def is_trunk(self, address: str | None) -> bool:
         """An address of the carrier's trunk (the policy's network.trunk)."""
@@ -182,4 +191,16 @@ class PolicyDecider:
             excluded=label is not None,
             excluded_label=label or "",
             record=record,
+            on_demand=self.on_demand_rule((caller, callee, *other_numbers)) if record else None,
         )
+
+    def on_demand_rule(self, numbers: Iterable[str | None]) -> OnDemandRule | None:
+        """The rule of the on-demand line among numbers, if any (matched as exclusions are: any
+        number the call carries, in any form)."""
+        if not self._on_demand:
+            return None
+        for number in numbers:
+            rule = self._on_demand.get(normalise_number(number, self._cc))
+            if rule is not None:
+                return rule
+        return None

@@ -10,10 +10,11 @@ import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .access import Access
 from .announcement import Announcement
+from .on_demand import OnDemand
 from .retention import Listening, Retention
 from .strict import Strict
 
@@ -156,6 +157,8 @@ class Policy(Strict):
     """Who may do what with recordings; none: the embedded default, one administrator at a root shell."""
     notice: PublicNotice | None = None
     """What `callrec policy notice` publishes besides the rules themselves."""
+    on_demand: OnDemand | None = None
+    """Lines recorded only when staff ask during the call (品川区 第2条(2))."""
 
     @field_validator("version")
     @classmethod
@@ -180,3 +183,25 @@ class Policy(Strict):
         if isinstance(value, list):
             return [{"number": str(v)} if isinstance(v, (str, int)) else v for v in value]
         return value
+
+    @field_validator("on_demand")
+    @classmethod
+    def _not_excluded(cls, value: OnDemand | None, info: ValidationInfo) -> OnDemand | None:
+        """An excluded line is never recorded, asked or not: listing it as on-demand too would
+        promise staff a recording the exclusion forbids."""
+        if value is None:
+            return value
+        numbering = info.data.get("numbering") or Numbering()
+        excluded = {_normalise(line.number, numbering.country_code) for line in info.data.get("excluded_lines", [])}
+        both = [line.label or f"#{n + 1}" for n, line in enumerate(value.lines)
+                if _normalise(line.number, numbering.country_code) in excluded]
+        if both:
+            raise ValueError(f"on-demand line {both[0]} is also an excluded line, which is never recorded")
+        return value
+
+
+def _normalise(number: str, country_code: str) -> str:
+    """A policy number in the national form (decide.normalise_number, which imports this module)."""
+    from .decide import normalise_number
+
+    return normalise_number(number, country_code) or number

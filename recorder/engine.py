@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from policy.decide import PolicyDecider
+from policy.on_demand import OnDemandRule
 from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 
@@ -21,8 +22,9 @@ from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTr
 from .codecs import CallDecoders, file_rate
 from .interleave import EncodingChange, StereoInterleaver
 from .netdecode import PacketDecoder, split_flow
+from .on_demand import OnDemandGate
 from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
-from .stream import RtpStream
+from .stream import DtmfEvent, RtpStream
 
 __all__ = ["Recorder"]
 
@@ -81,7 +83,9 @@ class Recorder:
 
     def __init__(self, decider: PolicyDecider, sink: RecordingSink) -> None:
         self.decider = decider
-        self.sink = sink
+        # On-demand lines' audio stops in the gate until somebody asks (recorder.on_demand).
+        self.on_demand = OnDemandGate(sink, self._on_demand_view)
+        self.sink: RecordingSink = self.on_demand
         self.decoder = PacketDecoder()
         self.tracker = CallTracker(decider)
         self._media: dict[int, CallMedia] = {}
@@ -171,7 +175,7 @@ class Recorder:
 
     def counters(self) -> dict[str, int]:
         """Every counter of the pipeline, for logs, status and health."""
-        return {**self.decoder.stats, **self.tracker.stats, **self.stats}
+        return {**self.decoder.stats, **self.tracker.stats, **self.stats, **self.on_demand.stats}
 
     def active_recordings(self) -> int:
         return sum(1 for media in self._media.values() if media.origin is not None)
@@ -507,3 +511,12 @@ class Recorder:
         horizon = now - ORPHAN_SECONDS
         while self._orphans and self._orphans[0][0] < horizon:
             self._orphans.popleft()
+
+    # ---- on-demand lines ----------------------------------------------------
+    def _on_demand_view(self, serial: int) -> tuple[OnDemandRule | None, Sequence[DtmfEvent]]:
+        """For the gate: a call's on-demand rule, from the classification it started with, and
+        the digits its staff side (channel 0) has keyed so far."""
+        media = self._media.get(serial)
+        if media is None:
+            return None, ()
+        return media.call.classification.on_demand, media.streams[0].dtmf if media.streams else ()

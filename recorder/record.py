@@ -20,6 +20,7 @@ __all__ = [
     "CallResult",
     "CallSnapshot",
     "DtmfMark",
+    "Gap",
     "RecordingHandle",
     "RecordingSink",
     "StreamReport",
@@ -61,6 +62,11 @@ class CallSnapshot:
     replaces: str | None = None
     """The INVITE's Referred-By, and the Call-ID its Replaces names: what ties a transferred
     call to the dialog it was transferred from (and so to that dialog's proof of notice)."""
+    started_by: str | None = None
+    """Who or what started an on-demand recording: "dtmf" (the start code on the extension) or
+    "console:<account>"; None for a call recorded automatically."""
+    start_requested_at: float | None = None
+    """When that request was made (capture time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,21 @@ class DtmfMark:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch of the call that its recording does not hold, in seconds from the origin.
+
+    reason "memory_bound": an on-demand call asked for late; memory had kept only its first and
+    last minutes, and the middle was dropped before anybody asked.  reason "stopped": between a
+    stop code and the next start, or the end of the call.  A gap inside the recording is filled
+    with silence so that every offset (digits, gaps) stays the time since the origin; a gap at the
+    end is simply where the audio stops."""
+
+    offset: float
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallResult:
     """Everything known about a finished recording."""
 
@@ -97,6 +118,7 @@ class CallResult:
     dtmf: tuple[DtmfMark, ...]
     undecoded: tuple[str, ...]
     late_samples: int
+    gaps: tuple[Gap, ...] = ()
 
 
 class RecordingHandle(Protocol):

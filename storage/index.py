@@ -67,6 +67,9 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("withheld_number", "TEXT"),
     ("leg_call_ids", "TEXT NOT NULL DEFAULT '[]'"),
     ("leg", "TEXT"),
+    ("started_by", "TEXT"),
+    ("start_requested_at", "TEXT"),
+    ("gaps", "TEXT NOT NULL DEFAULT '[]'"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -85,7 +88,7 @@ ERASED_CLEAR: dict[str, Any] = {
 tell an erasure by the rules from a file that went missing, but nothing
 personal is left: no numbers, no SIP identifiers, no stream addresses."""
 
-JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files", "leg_call_ids")
+JSON_COLUMNS = ("codecs", "streams", "dtmf", "undecoded", "side_files", "leg_call_ids", "gaps")
 MASKED = "(masked)"
 """What every listing shows for a withheld caller's kept number: only an approved request
 discloses it (access.service)."""
@@ -147,6 +150,13 @@ class CallRow:
     extension: str | None
     withheld_number: str | None
     leg_call_ids: list[str]
+    started_by: str | None
+    """An on-demand line's recording: "dtmf" (the start code on the extension) or
+    "console:<account>"; None for a call recorded automatically."""
+    start_requested_at: str | None
+    gaps: list[dict[str, Any]]
+    """Stretches of the call the audio does not hold (an on-demand call's dropped middle, a stop):
+    offset and seconds from the origin, from/to times, reason."""
     leg: str | None = None
     """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
     caller heard the notice here and was then passed on), not a call of its own."""

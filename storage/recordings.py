@@ -236,11 +236,23 @@ class RecordingStore:
                 caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
                 codecs=list(call.codecs), state="recording", recorded_at=call.answer_ts or call.invite_ts,
                 **_parties(call),
+                **self._started_by(call),
             )
         except sqlite3.Error as exc:
             log.error("index.write_failed", call_id=record_id, reason=str(exc))
             self._unindexed.add(record_id)
-        log.info("recording.started", call_id=record_id, direction=str(call.direction))
+        log.info("recording.started", call_id=record_id, direction=str(call.direction),
+                 **({"started_by": call.started_by} if call.started_by else {}))
+
+    def _started_by(self, call: CallSnapshot) -> dict[str, object]:
+        """Who or what asked for an on-demand line's recording, and when (nothing for the rest)."""
+        if call.started_by is None:
+            return {}
+        return {"started_by": call.started_by, "start_requested_at": iso(call.start_requested_at, self.tz)}
+
+    def record_id(self, serial: int) -> str | None:
+        """The id of the recording the recorder's call `serial` is writing, while it is open."""
+        return self._ids.get(serial)
 
     def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> FileRecording:
         record_id = self._ids[call.serial]
@@ -360,6 +372,9 @@ class RecordingStore:
             ],
             undecoded=list(result.undecoded),
             late_samples=result.late_samples,
+            gaps=[{"offset": round(gap.offset, 3), "seconds": round(gap.seconds, 3), "reason": gap.reason,
+                   "from": iso(result.origin + gap.offset, self.tz),
+                   "to": iso(result.origin + gap.offset + gap.seconds, self.tz)} for gap in result.gaps],
             end_reason=call.end_reason,
             complete=call.complete,
             state="sealed",

@@ -7,4 +7,4 @@ the access layer's, checked on the server for every request; hiding a button is 
 
 `__all__` names the modules others may import; each module's own `__all__` names what it offers.
 """
-__all__ = ["app", "config", "server"]
+__all__ = ["app", "config", "daemon_control", "server"]

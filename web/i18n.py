@@ -121,6 +121,26 @@ _WORDS: dict[str, tuple[str, str]] = {
     "withheld_shown": ("非通知の発信者番号（開示）", "Withheld caller's number (disclosed)"),
     "show_withheld": ("非通知の発信者番号を表示（管理簿に記録されます）",
                       "Show the withheld caller's number (recorded in the ledger)"),
+    "live": ("手動録音", "On-demand calls"),
+    "live_note": ("これらの回線の通話は、求めがあったときだけ通話の始めから録音します（品川区 第2条(2)）。"
+                  "求めがなかった通話は何も残りません。",
+                  "Calls on these lines are recorded, from their start, only when someone asks; a call nobody "
+                  "asks for leaves nothing."),
+    "no_live_calls": ("通話中の対象回線はありません", "No call on an on-demand line now"),
+    "line": ("回線", "Line"),
+    "answered_at": ("通話開始", "Answered"),
+    "elapsed": ("経過時間", "Elapsed"),
+    "recording_now": ("録音中", "Recording"),
+    "not_recording": ("録音していません", "Not recorded"),
+    "start_recording": ("録音開始", "Start recording"),
+    "by_dtmf": ("内線の開始コード", "start code on the extension"),
+    "by_console": ("管理画面:", "console:"),
+    "call_gone": ("この通話は録音できません（終了した可能性があります）", "This call cannot be recorded (it may have ended)"),
+    "started_by": ("録音の開始", "Recording started by"),
+    "automatic": ("自動", "Automatic"),
+    "gaps": ("録音の欠落", "Missing from the recording"),
+    "memory_bound": ("求めがある前にメモリから消えた部分", "dropped from memory before anyone asked"),
+    "stopped": ("停止コードで止めた部分", "stopped with the stop code"),
 }
 
 
