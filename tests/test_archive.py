@@ -5,7 +5,9 @@ full medium does, and a crash (SIGKILL) before every step of a move.  The medium
 on the test's own filesystem; tests/test_archive_disk.py does it on a mounted ext4 image."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 
 from policy.loader import PolicyError, parse_policy
 from policy.retention import Archive, Period, Retention, describe
+from storage import archive
 from storage.archive import LABEL_FILE, ArchiveError, MediumUnavailable, init_medium, mounted
 from storage.layout import default_key_file
 from storage.records import RecordUnavailable, hand_out, sealed_files, set_hold
@@ -341,3 +344,18 @@ def test_the_commands_say_where_recordings_are(store: Store, tmp_path: Path) -> 
     assert audio.returncode == 1 and "not mounted" in audio.stderr
     init = run_cli("archive", "init", "--config", config, check=False)
     assert init.returncode == 1 and "does not exist" in init.stderr
+
+
+def test_a_medium_that_fills_during_a_copy_keeps_the_recording_and_nothing_half_copied(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_then_full(fd: int, data: bytes | memoryview) -> None:
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(archive, "write_all", half_then_full)
+    result = sweep(store, RULES, MOVE_ALL, "test")
+    (warning,) = result.plan.warnings
+    assert warning.code == "archive_full" and "No space left" in warning.message
+    assert result.archive.moved == [] and vaults(mounted(store).root) == [] and len(vaults(store.data_dir)) == 4
+    monkeypatch.undo()
+    assert len(sweep(store, RULES, MOVE_ALL, "test").archive.moved) == 3
