@@ -72,6 +72,6 @@ class Ext4Image:
         return content
 
     def close(self) -> None:
-        if self.mounted:
-            subprocess.run(["umount", str(self.mount_point)], check=False, timeout=60)
+        if self.mounted and subprocess.run(["umount", str(self.mount_point)], check=False, timeout=60).returncode:
+            subprocess.run(["umount", "-l", str(self.mount_point)], check=False, timeout=60)
         detach(self.file)
