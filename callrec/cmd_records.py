@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from policy.access import Action
+from storage.archive import ArchiveError, MediumUnavailable, init_medium, mounted
 from storage.layout import default_key_file
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
@@ -109,21 +110,30 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 1 naming every recording or ledger entry that does not match."""
+    """Exit 1 naming every recording or ledger entry that does not match; exit 3 when all that
+    could be checked matches but recordings on an archive medium that is not mounted could not
+    be checked (an auditor must not read that as "ok")."""
     config, policy = settings(args)
     with open_store(config, policy) as store:
         who, role = acting(args, policy, store, Action.VERIFY)
         report = verify_store(store)
+        result = "mismatch" if not report.ok else "incomplete" if report.unchecked else "ok"
         try:
-            store.ledger.append(Event.VERIFICATION, who, store.now(), result="ok" if report.ok else "mismatch",
-                                recordings=report.recordings, findings=len(report.findings), **role)
+            store.ledger.append(Event.VERIFICATION, who, store.now(), result=result,
+                                recordings=report.recordings, findings=len(report.findings), **role,
+                                **({"archived": report.archived, "unchecked": len(report.unchecked)}
+                                   if report.archived else {}))
         except LedgerError as exc:
             print(f"ledger: this verification could not be recorded: {exc}")
     for finding in report.findings:
         print(finding)
-    print(f"{'ok' if report.ok else 'MISMATCH'}: {report.recordings} recordings checked, {report.erased} erased, "
-          f"{report.in_progress} being recorded, {len(report.findings)} problem(s)")
-    return 0 if report.ok else 1
+    for item in report.unchecked:
+        print(item)
+    archived = (f" ({report.archived} on the archive medium, {len(report.unchecked)} of them not checked)"
+                if report.archived else "")
+    print(f"{result.upper() if result != 'ok' else 'ok'}: {report.recordings} recordings checked{archived}, "
+          f"{report.erased} erased, {report.in_progress} being recorded, {len(report.findings)} problem(s)")
+    return {"ok": 0, "mismatch": 1, "incomplete": 3}[result]
 
 
 def cmd_wipe(args: argparse.Namespace) -> int:
@@ -141,6 +151,10 @@ def cmd_wipe(args: argparse.Namespace) -> int:
     key_file = config.key_file or default_key_file(config.data_dir)
     key_gone = destroy_key_file(key_file)
     print(f"wiped: {result.files} files shredded, {result.rows} recordings erased, ledger entry {result.ledger_seq}")
+    if config.archive_dir is not None:
+        print(f"archive medium: {result.archive_files} files shredded" if result.archive_files is not None else
+              f"the archive medium is not mounted at {config.archive_dir}: its files stay, unreadable once the master "
+              "key is gone; mount it and shred them too")
     print(f"master key file {key_file} shredded" if key_gone else
           "the master key is a systemd credential: remove it too (rm /etc/credstore.encrypted/callrec-master-key)")
     return 0
@@ -164,11 +178,12 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
         return _fail(f"--now {args.now!r} is not an ISO 8601 date and time (e.g. 2027-04-01T00:00:00+09:00)", 2)
     with open_store(config, policy) as store:
         result = sweep(store, policy.retention, now, actor(), dry_run=args.dry_run)
-    plan = result.plan
+    plan, staged = result.plan, result.archive
     if args.json:
         json.dump({"as_of": datetime.fromtimestamp(now, tz).isoformat(), "dry_run": args.dry_run,
                    "erase": [{"id": e.id, "reason": e.reason, "recorded_at": datetime.fromtimestamp(
                        e.recorded_at, tz).isoformat(), "breaches_minimum": e.breaches_minimum} for e in plan.erase],
+                   "archive": {"move": staged.moved, "erase": staged.erased},
                    "stop_recording": plan.stop_recording,
                    "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings]},
                   sys.stdout, ensure_ascii=False, indent=2)
@@ -180,11 +195,55 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     for e in plan.erase:
         print(f"  {e.id}  recorded {datetime.fromtimestamp(e.recorded_at, tz).isoformat(timespec='seconds')}  "
               f"{e.reason}{'  (inside its minimum period)' if e.breaches_minimum else ''}")
+    if staged.moved or staged.erased:
+        print(f"archive: {'would move' if args.dry_run else 'moved'} {len(staged.moved)} recording(s) to the archive "
+              f"medium, {'would erase' if args.dry_run else 'erased'} {len(staged.erased)} from it")
+        for record_id in staged.moved:
+            print(f"  {record_id}  to the archive")
+        for record_id in staged.erased:
+            print(f"  {record_id}  erased from the archive")
     for w in plan.warnings:
         print(f"warning {w.code}: {w.message}")
     if plan.stop_recording:
         print("new calls are NOT recorded until space is freed")
     return 0
+
+
+def cmd_archive_init(args: argparse.Namespace) -> int:
+    """Prepare the second medium mounted at archive_dir (once, after mounting it)."""
+    config, policy = settings(args)
+    try:
+        with open_store(config, policy) as store:
+            medium = init_medium(store, actor())
+    except ArchiveError as exc:
+        return _fail(str(exc))
+    print(f"{medium.root}: archive medium {medium.id}")
+    return 0
+
+
+def cmd_archive_status(args: argparse.Namespace) -> int:
+    """Which medium is mounted and what each medium holds; exit 1 when the medium the
+    recordings are on (or the archive stage needs) is not mounted."""
+    config, policy = settings(args)
+    with open_store(config, policy) as store:
+        totals = store.index.archived_totals()
+        try:
+            medium = mounted(store)
+            problem = None
+        except MediumUnavailable as exc:
+            medium, problem = None, str(exc)
+    if args.json:
+        json.dump({"archive_dir": str(config.archive_dir) if config.archive_dir else None,
+                   "mounted": medium.id if medium else None, "problem": problem,
+                   "media": [{"medium": m, "recordings": n, "bytes": b} for m, n, b in totals]},
+                  sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"archive medium {medium.id} mounted at {medium.root}" if medium else f"not mounted: {problem}")
+        for name, count, size in totals:
+            print(f"  medium {name}: {count} recording(s), {size} bytes")
+    needed = bool(totals) or policy.retention.archive is not None
+    return 1 if needed and medium is None else 0
 
 
 def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersAction,  # type: ignore[type-arg]
@@ -228,6 +287,12 @@ def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersActi
     p.add_argument("--dry-run", action="store_true", help="only say what would be erased")
 
     command(sub, "verify", "check every recording against its seal, and the ledger (exit 1 on mismatch)", cmd_verify)
+
+    archive = sub.add_parser("archive", help="the second medium recordings move to after the device period")
+    archive = archive.add_subparsers(dest="archive_command", required=True)
+    command(archive, "init", "prepare the medium mounted at archive_dir (once)", cmd_archive_init)
+    command(archive, "status", "which medium is mounted and what each holds (exit 1 when one is needed and "
+            "not mounted)", cmd_archive_status, json_output=True)
 
     p = command(sub, "wipe", "decommissioning: erase every recording and the key", cmd_wipe)
     p.add_argument("--all", action="store_true", help="everything (required)")

@@ -42,6 +42,8 @@ class Config(Strict):
     health: Health = Health()
     announcer: AnnouncerConfig | None = None
     web: WebConfig | None = None
+    archive_dir: Path | None = None
+    """The second medium's folder, for a policy with an archive stage (retention.archive)."""
 
     @property
     def status_path(self) -> Path:
@@ -50,7 +52,7 @@ class Config(Strict):
 
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
-        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file")
+        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "archive_dir")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 
@@ -67,6 +69,8 @@ def load_config(path: Path) -> Config:
         updates["status_socket"] = base / config.status_socket
     if config.key_file is not None and not config.key_file.is_absolute():
         updates["key_file"] = base / config.key_file
+    if config.archive_dir is not None and not config.archive_dir.is_absolute():
+        updates["archive_dir"] = base / config.archive_dir
     if config.announcer is not None:
         updates["announcer"] = config.announcer.relative_to(base)
     return config.model_copy(update=updates)

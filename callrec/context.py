@@ -45,4 +45,4 @@ def open_store(config: Config, policy: Policy, create_key: bool = False) -> Stor
     """The index with the master key and the ledger, for commands that read
     or erase audio or write the ledger."""
     return Store.open(config.data_dir, ZoneInfo(policy.timezone), config.key_file,
-                      create_key=create_key and config.create_key)
+                      create_key=create_key and config.create_key, archive_dir=config.archive_dir)

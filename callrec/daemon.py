@@ -116,7 +116,7 @@ class Daemon:
         with DataDirLock(config.data_dir):
             try:
                 store = Store.open(config.data_dir, ZoneInfo(self.policy.timezone), config.key_file,
-                                   create_key=config.create_key)
+                                   create_key=config.create_key, archive_dir=config.archive_dir)
             except (StoreError, MasterKeyError) as exc:
                 log.error("store.refused", reason=str(exc))
                 return 2

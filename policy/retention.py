@@ -17,6 +17,9 @@ The section is written for a section manager, so it reads like the rule:
       warn_days_before: 30
       capacity: 200 GiB         # optional: the device's capacity
       free_space_floor: 1 GiB
+      archive:                  # optional: after `keep`, moved to a second medium (大阪市水道局)
+        keep: {months: 6}       # counted from the day after the period on this device ends
+        free_space_floor: 1 GiB # left free on the second medium
     listening:
       reason_required: true
 
@@ -40,7 +43,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from .strict import Strict
 
-__all__ = ["Listening", "ONE_DAY", "Period", "Retention", "describe", "describe_keeping"]
+__all__ = ["ONE_DAY", "Archive", "Listening", "Period", "Retention", "describe", "describe_keeping"]
 
 if TYPE_CHECKING:
     from .schema import Policy
@@ -256,6 +259,27 @@ def _minimum(value: object) -> object:
     raise ValueError(f"minimum must be one of {_KINDS}")
 
 
+class Archive(Strict):
+    """The archive stage: when the period kept on this device ends, recordings are moved, still
+    encrypted and sealed, to a second medium (another mounted filesystem, the daemon's
+    `archive_dir`), kept there for a period of their own and then erased.  松本市 別紙2 row 4
+    (大阪市水道局): 6か月保存経過後に別記憶媒体で6か月.
+
+    The second period is counted like the first, from the day after the device period's last
+    day (民法 第140条), so when a recording leaves the archive never depends on when a sweep
+    happened to move it: `{months: 6}` after `keep: {months: 6}` ends twelve calendar months
+    after the day of recording, whatever the medium went through meanwhile.
+    """
+
+    keep: Period
+    free_space_floor: ByteSize = 2**30
+    """Space the moves leave free on the second medium; below it recordings stay on the device."""
+
+    def last_day(self, device_last_day: date) -> date:
+        """The last day kept on the archive, for a recording whose device period ends on `device_last_day`."""
+        return self.keep.last_day(device_last_day)
+
+
 # Four years from a leap year hold every arrangement of month lengths a rule can meet.
 _CHECK_FROM = date(2028, 1, 1)
 _CHECK_DAYS = 4 * 366
@@ -270,6 +294,7 @@ class Retention(Strict):
     warn_days_before: Annotated[int, Field(ge=1, le=365)] = 30
     capacity: ByteSize | None = None
     free_space_floor: ByteSize = 2**30
+    archive: Archive | None = None
 
     @field_validator("capacity", mode="before")
     @classmethod
@@ -280,6 +305,9 @@ class Retention(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Retention:
+        if self.archive is not None and self.keep is None:
+            raise ValueError("an archive stage moves recordings when the period kept on this device ends: give keep "
+                             "as a period ({months: 6}), not until_overwritten")
         if self.minimum is None and self.if_minimum_at_risk is not None:
             raise ValueError("if_minimum_at_risk is set but there is no minimum period")
         if self.minimum is not None and self.if_minimum_at_risk is None:
@@ -342,10 +370,11 @@ _HOLD_EN = ("A recording under legal hold (disclosure request, investigation, la
 
 def _calendar(r: Retention) -> tuple[bool, bool, bool]:
     """Which counting notes a rule needs: 民法's days and months, the 年度, month ends."""
-    periods = [p for p in (r.keep, r.minimum) if p is not None]
+    periods = [p for p in (r.keep, r.minimum, r.archive.keep if r.archive else None) if p is not None]
     counted = any(p.counted for p in periods)
     fiscal = any(p.fiscal for p in periods)
-    return counted, fiscal, r.keep is not None and not counted and not r.keep.fiscal
+    month_end = any(p is not None and not p.counted and not p.fiscal for p in (r.keep, r.archive and r.archive.keep))
+    return counted, fiscal, month_end and not counted
 
 
 def _kept_ja(r: Retention) -> list[str]:
@@ -357,7 +386,9 @@ def _kept_ja(r: Retention) -> list[str]:
         else:
             lines.append("録音は保存領域が一杯になるまで保存し、その後は古い録音から順に消去(上書き)します。")
     else:
-        if r.keep.counted:
+        if r.archive is not None:
+            lines += _archived_ja(r.keep, r.archive.keep)
+        elif r.keep.counted:
             lines.append(f"録音は、{r.keep.words('ja')}を経過した後、最初の消去処理で消去します。")
         else:
             lines.append(f"録音は、{r.keep.words('ja')}まで保存し、その後最初の消去処理で消去します。")
@@ -365,6 +396,25 @@ def _kept_ja(r: Retention) -> list[str]:
             lines.append(f"保存期間内であっても、装置の保存容量({format_size(r.capacity)})に達したときは"
                          "古い録音から順に消去します。")
     return lines
+
+
+def _archived_ja(keep: Period, archive: Period) -> list[str]:
+    moved = (f"録音は、{keep.words('ja')}を経過した後" if keep.counted else f"録音は、{keep.words('ja')}を過ぎた後")
+    if archive.counted:
+        unit = f"{archive.days}日" if archive.days is not None else f"{archive.months}か月"
+        kept = f"装置での保存期間が満了した日の翌日から起算して{unit}を経過した後"
+    elif archive.fiscal:
+        n = archive.until_end_of_fiscal_year_after
+        ends = "装置での保存期間が満了した日の属する年度"
+        year = {0: ends, 1: f"{ends}の翌年度"}.get(n or 0, f"{ends}の{n}年度後の年度")
+        kept = f"{year}の末日(3月31日)を過ぎた後"
+    else:
+        n = archive.until_end_of_month_after
+        month = {0: "装置での保存期間が満了した月", 1: "装置での保存期間が満了した月の翌月"}.get(
+            n or 0, f"装置での保存期間が満了した月の{n}か月後の月")
+        kept = f"{month}の末日を過ぎた後"
+    return [f"{moved}、最初の処理で、暗号化したまま別の記憶媒体(保存用媒体)へ移します。",
+            f"保存用媒体の録音は、{kept}、最初の消去処理で消去します。"]
 
 
 def _minimum_ja(r: Retention) -> list[str]:
@@ -384,6 +434,10 @@ def _describe_ja(r: Retention, zone: str) -> list[str]:
     lines = _kept_ja(r)
     lines.append(f"ファイルシステムの空き容量が{format_size(r.free_space_floor)}を下回るときも、"
                  "古い録音から順に消去します。")
+    if r.archive is not None:
+        lines.append("保全(ホールド)中の録音は移しません。保存用媒体が接続されていないか、空き容量を"
+                     f"{format_size(r.archive.free_space_floor)}以上残せないときも装置に残し、その旨を警告します。"
+                     "装置と保存用媒体の期間をともに過ぎた録音は、装置に残っていても消去します。")
     lines += _minimum_ja(r)
     if r.minimum is None and r.keep is not None and r.capacity is not None:
         lines.append(f"容量のために保存期間より前に消去するおそれがあるときは、{r.warn_days_before}日前から警告します。")
@@ -418,7 +472,9 @@ def _kept_en(r: Retention) -> list[str]:
             lines.append("Recordings are kept until the storage is full; "
                          "then the oldest are erased (overwritten) first.")
     else:
-        if r.keep.counted:
+        if r.archive is not None:
+            lines += _archived_en(r.keep, r.archive.keep)
+        elif r.keep.counted:
             lines.append(f"Recordings are erased by the first sweep after {r.keep.words('en')} {_have(r.keep)} passed, "
                          f"{_COUNTED}.")
         else:
@@ -427,6 +483,28 @@ def _kept_en(r: Retention) -> list[str]:
             lines.append(f"Even within that period, the oldest recordings are erased first when the device's "
                          f"capacity ({format_size(r.capacity)}) is reached.")
     return lines
+
+
+def _archived_en(keep: Period, archive: Period) -> list[str]:
+    moved = (f"after {keep.words('en')} {_have(keep)} passed, {_COUNTED}" if keep.counted
+             else f"after {keep.words('en')}")
+    if archive.counted:
+        unit = archive.words("en")
+        kept = f"after {unit} {_have(archive)} passed, counted from the day after the period on the device ends"
+    elif archive.fiscal:
+        n = archive.until_end_of_fiscal_year_after or 0
+        year = {0: "the fiscal year in which the period on the device ends",
+                1: "the fiscal year after the one in which the period on the device ends"}.get(
+            n, f"the {_ordinal(n)} fiscal year after the one in which the period on the device ends")
+        kept = f"after the end of {year} (31 March)"
+    else:
+        n = archive.until_end_of_month_after or 0
+        month = {0: "the month in which the period on the device ends",
+                 1: "the month after the one in which the period on the device ends"}.get(
+            n, f"the {_ordinal(n)} month after the one in which the period on the device ends")
+        kept = f"after the end of {month}"
+    first = "Recordings are moved, still encrypted, to a second storage medium (the archive) by the first sweep"
+    return [f"{first} {moved}.", f"On the archive they are erased by the first sweep {kept}."]
 
 
 def _minimum_en(r: Retention) -> list[str]:
@@ -448,6 +526,11 @@ def _describe_en(r: Retention, zone: str) -> list[str]:
     lines = _kept_en(r)
     lines.append(f"The oldest recordings are also erased when the filesystem's free space would fall below "
                  f"{format_size(r.free_space_floor)}.")
+    if r.archive is not None:
+        lines.append("A recording under legal hold is not moved; while the archive medium is not mounted or a move "
+                     f"would leave less than {format_size(r.archive.free_space_floor)} free on it, recordings stay "
+                     "on the device too, and a warning says so; a recording past both periods is erased even if it "
+                     "is still on the device.")
     lines += _minimum_en(r)
     if r.minimum is None and r.keep is not None and r.capacity is not None:
         lines.append(f"A warning is given from {r.warn_days_before} days before capacity would erase recordings "

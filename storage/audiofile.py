@@ -117,20 +117,30 @@ def _open(path: Path, master: MasterKey, record_id: str, kind: str, allow_torn: 
     reader = open_vault(path, master, allow_torn=allow_torn)
     meta = reader.meta
     if meta.get("kind") != kind or meta.get("record") != record_id:
+        reader.close()
         raise AudioFileError(f"{path.name} belongs to {meta.get('record')!r} ({meta.get('kind')}), "
                              f"not to recording {record_id}")
     return reader
 
 
+def _chunks(reader: VaultReader) -> Iterator[bytes]:
+    """The reader's plaintext, its file closed when the stream ends or is dropped: a verify or a
+    sweep reads thousands of files and must not keep one descriptor each (nor a medium busy)."""
+    try:
+        yield from reader.chunks()
+    finally:
+        reader.close()
+
+
 def describe(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> StoredAudio:
     """`allow_torn` reads a file a full disk kept from sealing, up to its
     last complete record."""
-    reader = _open(path, master, record_id, WAV_KIND, allow_torn)
-    meta = reader.meta
-    encoding, channels = str(meta["encoding"]), int(meta["channels"])
-    length = reader.plaintext_length()
-    whole = length - length % frame_bytes(encoding, channels)
-    return StoredAudio(encoding, channels, int(meta["rate"]), whole, reader.sealed)
+    with _open(path, master, record_id, WAV_KIND, allow_torn) as reader:
+        meta = reader.meta
+        encoding, channels = str(meta["encoding"]), int(meta["channels"])
+        length = reader.plaintext_length()
+        whole = length - length % frame_bytes(encoding, channels)
+        return StoredAudio(encoding, channels, int(meta["rate"]), whole, reader.sealed)
 
 
 def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
@@ -150,7 +160,7 @@ def wav_bytes(path: Path, master: MasterKey, record_id: str,
     audio = describe(path, master, record_id, allow_torn)
     reader = _open(path, master, record_id, WAV_KIND, allow_torn)
     stream = wav_stream(audio.encoding, audio.channels, audio.rate, audio.data_bytes,
-                        _bounded(reader.chunks(), audio.data_bytes))
+                        _bounded(_chunks(reader), audio.data_bytes))
     return audio, stream
 
 
@@ -165,7 +175,7 @@ def wav_digest(path: Path, master: MasterKey, record_id: str, allow_torn: bool =
 
 
 def side_bytes(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> Iterator[bytes]:
-    return _open(path, master, record_id, SIDE_KIND, allow_torn).chunks()
+    return _chunks(_open(path, master, record_id, SIDE_KIND, allow_torn))
 
 
 def side_digest(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> str:
@@ -183,7 +193,7 @@ def convert_to_l16(old: Path, new: Path, master: MasterKey, record_id: str) -> A
     audio = describe(old, master, record_id)
     writer = AudioWriter(new, master, record_id, "L16", audio.channels, audio.rate)
     try:
-        chunks = _bounded(_open(old, master, record_id, WAV_KIND).chunks(), audio.data_bytes)
+        chunks = _bounded(_chunks(_open(old, master, record_id, WAV_KIND)), audio.data_bytes)
         pending = b""
         for chunk in chunks:
             pending += chunk

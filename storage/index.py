@@ -70,6 +70,8 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("started_by", "TEXT"),
     ("start_requested_at", "TEXT"),
     ("gaps", "TEXT NOT NULL DEFAULT '[]'"),
+    ("stored_on", "TEXT"),
+    ("archived_at", "TEXT"),
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -77,6 +79,12 @@ them on open, so an upgrade never needs a manual migration."""
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS calls_kept ON calls(held, state, recorded_at, size_bytes) WHERE erased_at IS NULL;
 CREATE INDEX IF NOT EXISTS calls_recorded ON calls(recorded_at);
+CREATE INDEX IF NOT EXISTS calls_on_device ON calls(held, state, recorded_at, size_bytes)
+    WHERE erased_at IS NULL AND stored_on IS NULL;
+CREATE INDEX IF NOT EXISTS calls_on_archive ON calls(held, state, recorded_at, size_bytes)
+    WHERE erased_at IS NULL AND stored_on IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_moving ON calls(stored_on)
+    WHERE stored_on IS NOT NULL AND archived_at IS NULL AND erased_at IS NULL;
 """
 
 ERASED_CLEAR: dict[str, Any] = {
@@ -160,6 +168,10 @@ class CallRow:
     leg: str | None = None
     """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
     caller heard the notice here and was then passed on), not a call of its own."""
+    stored_on: str | None
+    """None on this device; else the archive medium the recording was moved to (storage/archive.py)."""
+    archived_at: str | None
+    """When the move to the archive finished (the device copy removed)."""
 
     @property
     def sealed(self) -> bool:
@@ -272,11 +284,11 @@ class CallIndex:
             "AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id", (cutoff,))]
 
     def oldest_unheld(self) -> Iterator[tuple[str, float, int]]:
-        """Sealed, unheld recordings, oldest first, fetched lazily: the
-        capacity ring rarely needs more than the first few."""
+        """Sealed, unheld recordings on this device, oldest first, fetched
+        lazily: the capacity ring rarely needs more than the first few."""
         cursor = self._db.execute(
-            "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND held = 0 "
-            "AND state = 'sealed' ORDER BY recorded_at, id")
+            "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND stored_on IS NULL "
+            "AND held = 0 AND state = 'sealed' ORDER BY recorded_at, id")
         while batch := cursor.fetchmany(256):
             yield from ((r[0], r[1], r[2]) for r in batch)
 
@@ -287,7 +299,9 @@ class CallIndex:
             "SELECT recorded_at, size_bytes FROM calls WHERE recorded_at >= ? AND recorded_at < ?", (start, end))]
 
     def used_bytes(self) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL").fetchone()
+        """Bytes of recordings on this device (the archive medium's are not its capacity's)."""
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
+                               "AND stored_on IS NULL").fetchone()
         return int(row[0])
 
     def intake_since(self, since: float) -> int:
@@ -309,6 +323,32 @@ class CallIndex:
 
     def transaction(self) -> AbstractContextManager[None]:
         return transaction(self._db)
+
+    def on_device_before(self, cutoff: float, limit: int) -> list[tuple[str, float, int]]:
+        """Sealed, unheld recordings on this device made before `cutoff`, oldest first, at most
+        `limit`: what the archive stage moves next."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND stored_on IS NULL "
+            "AND held = 0 AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id LIMIT ?",
+            (cutoff, limit))]
+
+    def archived_before(self, cutoff: float) -> list[tuple[str, float, int, str]]:
+        """Unheld recordings on an archive medium made before `cutoff`: (id, recorded_at, size, medium)."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._db.execute(
+            "SELECT id, recorded_at, size_bytes, stored_on FROM calls WHERE erased_at IS NULL "
+            "AND stored_on IS NOT NULL AND held = 0 AND state = 'sealed' AND recorded_at < ? "
+            "ORDER BY recorded_at, id", (cutoff,))]
+
+    def moves_unfinished(self) -> list[str]:
+        """Recordings whose row names the archive but whose device copy may not be gone yet."""
+        return [r[0] for r in self._db.execute(
+            "SELECT id FROM calls WHERE stored_on IS NOT NULL AND archived_at IS NULL AND erased_at IS NULL")]
+
+    def archived_totals(self) -> list[tuple[str, int, int]]:
+        """(medium, recordings, bytes) of what each archive medium holds."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT stored_on, COUNT(*), COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
+            "AND stored_on IS NOT NULL GROUP BY stored_on ORDER BY stored_on")]
 
     @staticmethod
     def _encode(column: str, value: Any) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wire.wav import write_new_file
 
+from .archive import MediumUnavailable, file_root
 from .audiofile import AudioFileError, side_bytes, wav_bytes
 from .errors import StorageError
 from .index import CallRow
@@ -68,12 +69,18 @@ def sealed_row(store: Store, call_id: str) -> CallRow:
 def sealed_files(store: Store, row: CallRow) -> list[SealedFile]:
     """The WAV (suffix "") and its side files (".chN.rtp.pcap") of a sealed
     recording, to be written somewhere and checked against their seals
-    there.  Raises RecordUnavailable when it has no audio."""
+    there.  Raises RecordUnavailable when it has no audio, or when it was
+    moved to an archive medium that is not mounted (read from the medium
+    otherwise, as from the device)."""
     if not row.audio_path or row.sha256 is None:
         raise RecordUnavailable(f"{row.id} has no audio ({row.end_reason})")
-    _, wav = wav_bytes(store.data_dir / row.audio_path, store.master, row.id)
+    try:
+        root = file_root(store, row)
+    except MediumUnavailable as exc:
+        raise RecordUnavailable(f"{row.id} cannot be read now: {exc}") from None
+    _, wav = wav_bytes(root / row.audio_path, store.master, row.id)
     files = [SealedFile("", wav, row.sha256)]
-    files.extend(SealedFile(f".ch{side.channel}.rtp.pcap", side_bytes(store.data_dir / side.path, store.master, row.id),
+    files.extend(SealedFile(f".ch{side.channel}.rtp.pcap", side_bytes(root / side.path, store.master, row.id),
                             side.sha256) for side in row.side_files)
     return files
 

@@ -85,6 +85,33 @@ def expiry_cutoff(keep: Period | None, now: float, tz: tzinfo) -> float | None:
     return start_of_day(keep.last_recorded_on(day_of(now, tz) - ONE_DAY) + ONE_DAY, tz)
 
 
+def final_cutoff(rules: Retention, now: float, tz: tzinfo) -> float | None:
+    """C such that a recording is past every stage at `now` exactly when recorded_at < C: its
+    device period, and the archive's period after it where the policy has an archive stage.
+    Wherever such a recording still is (the device, when the archive medium was away), it goes.
+
+    Both stages' last days never decrease with the recording day, so their composition has the
+    inverse of the two inverses, taken in the opposite order."""
+    if rules.archive is None:
+        return expiry_cutoff(rules.keep, now, tz)
+    assert rules.keep is not None, "the policy refuses an archive stage after until_overwritten"
+    archived_on = rules.archive.keep.last_recorded_on(day_of(now, tz) - ONE_DAY)
+    return start_of_day(rules.keep.last_recorded_on(archived_on) + ONE_DAY, tz)
+
+
+def final_deadline(rules: Retention, recorded_at: float, tz: tzinfo) -> float | None:
+    """The instant from which a recording is past every stage (None: only capacity ends it)."""
+    if rules.archive is None or rules.keep is None:
+        return deadline(rules.keep, recorded_at, tz)
+    return start_of_day(rules.archive.last_day(rules.keep.last_day(day_of(recorded_at, tz))) + ONE_DAY, tz)
+
+
+def move_cutoff(rules: Retention, now: float, tz: tzinfo) -> float | None:
+    """C such that a recording on the device is due to move to the archive when recorded_at < C
+    (None: the policy has no archive stage)."""
+    return expiry_cutoff(rules.keep, now, tz) if rules.archive is not None else None
+
+
 @dataclass(frozen=True)
 class Stored:
     """A sealed, unheld recording as the store lists it."""
@@ -124,7 +151,8 @@ class SweepWarning:
     """Something an operator must hear about; `code` is stable for logs and
     `callrec status`, `at` is when it happens (now, or the forecast date)."""
 
-    code: Literal["minimum_period_at_risk", "only_held_left", "capacity_near", "floor_unreachable"]
+    code: Literal["minimum_period_at_risk", "only_held_left", "capacity_near", "floor_unreachable",
+                  "archive_unavailable", "archive_full", "archive_erasure_overdue", "archive_move_refused"]
     at: float
     message: str
 
@@ -225,13 +253,14 @@ def plan_sweep(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable
     `oldest_unheld` lists the sealed recordings that are not on hold, oldest
     first; it is read only as far as needed (the expired ones, those the ring
     must take, and those the forecast looks at), so the store can stream it
-    from an index.  Expired recordings go first ("retention"); then, while
+    from an index.  Expired recordings go first ("retention": past every stage,
+    the archive's too where the policy has one); then, while
     the store plus the reserve for calls in progress is over its limit, the
     oldest go ("capacity").  A recording still inside its minimum period is
     only taken when the policy says `overwrite`, and is then marked as a
     breach; with `stop_recording` the plan stops recording instead.
     """
-    cutoff = expiry_cutoff(rules.keep, now, tz)
+    cutoff = final_cutoff(rules, now, tz)
     oldest = _Oldest(oldest_unheld)
     erase: list[Erasure] = []
     warnings: dict[str, SweepWarning] = {}

@@ -43,10 +43,13 @@ class Store:
     master: MasterKey
     ledger: Ledger
     tz: ZoneInfo
+    archive_dir: Path | None = None
+    """The second medium's folder (config `archive_dir`), where storage/archive.py moves recordings."""
 
     @classmethod
     def open(cls, data_dir: Path, tz: ZoneInfo, key_file: Path | None = None,
-             environ: Mapping[str, str] = os.environ, create_key: bool = False) -> Store:
+             environ: Mapping[str, str] = os.environ, create_key: bool = False,
+             archive_dir: Path | None = None) -> Store:
         """`create_key` makes a key file on first use, for the embedded
         default; it is refused when the folder already holds recordings."""
         ensure_private_dir(data_dir)
@@ -71,7 +74,7 @@ class Store:
         except BaseException:
             index.close()
             raise
-        return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL)), tz)
+        return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL)), tz, archive_dir)
 
     def for_thread(self) -> Store:
         """The same store over a connection of its own, for a worker thread

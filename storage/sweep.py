@@ -6,6 +6,11 @@ files of each recording it must erase, leaves a tombstone row, and writes
 one ledger entry per sweep (how many, which period, which rule) plus one
 for every recording the ring had to erase inside its minimum period.
 
+Where the policy has an archive stage, the same sweep then moves what the
+device period has ended for to the second medium and erases from it what
+its own period has ended for (storage/archive.py); its warnings join the
+planner's, so `callrec status` and the journal say when the medium is away.
+
 Sweeps are serialised across processes (the daemon's periodic sweep and
 `callrec retention run`) by a lock file, and each erasure is its own short
 transaction, so a sweep never holds the index long enough to stall
@@ -17,7 +22,7 @@ import fcntl
 import os
 from collections import Counter
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +30,7 @@ import structlog
 
 from policy.retention import Retention, describe
 
+from .archive import StageResult, discard_copies, run_stage
 from .index import iso
 from .ledger import Event
 from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
@@ -45,6 +51,7 @@ class SweepResult:
     plan: SweepPlan
     erased: list[str]
     dry_run: bool
+    archive: StageResult = field(default_factory=StageResult)
 
 
 @contextmanager
@@ -75,6 +82,7 @@ def erase_recording(store: Store, record_id: str, at: str, reason: str) -> None:
     row = store.index.get(record_id)
     if row is None:
         return
+    discard_copies(store, row)
     paths = [store.data_dir / side.path for side in row.side_files]
     if row.audio_path:
         audio = store.data_dir / row.audio_path
@@ -90,18 +98,19 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
           incoming_bytes: int = 0) -> SweepResult:
     with _sweep_lock(store.data_dir):
         the_plan = plan(store, rules, now, incoming_bytes)
+        erased = []
+        if not dry_run and the_plan.erase:
+            at = store.now().isoformat(timespec="milliseconds")
+            for erasure in the_plan.erase:
+                erase_recording(store, erasure.id, at, erasure.reason)
+                erased.append(erasure.id)
+            _ledger(store, rules, the_plan, now, actor)
+            log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
+        staged = run_stage(store, rules, now, actor, dry_run=dry_run)
+        the_plan = replace(the_plan, warnings=the_plan.warnings + staged.warnings)
         for warning in the_plan.warnings:
             log.warning("retention.warning", code=warning.code, message=warning.message)
-        if dry_run or not the_plan.erase:
-            return SweepResult(the_plan, [], dry_run)
-        at = store.now().isoformat(timespec="milliseconds")
-        erased = []
-        for erasure in the_plan.erase:
-            erase_recording(store, erasure.id, at, erasure.reason)
-            erased.append(erasure.id)
-        _ledger(store, rules, the_plan, now, actor)
-    log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
-    return SweepResult(the_plan, erased, dry_run)
+    return SweepResult(the_plan, erased, dry_run, staged)
 
 
 def _ledger(store: Store, rules: Retention, the_plan: SweepPlan, now: float, actor: str) -> None:

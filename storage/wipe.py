@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from .archive import shred_medium
 from .layout import RECORDINGS
 from .ledger import Event
 from .store import Store
@@ -28,6 +29,8 @@ class WipeResult:
     files: int
     rows: int
     ledger_seq: int
+    archive_files: int | None = None
+    """Shredded on the archive medium; None when no medium of this recorder was mounted."""
 
 
 def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
@@ -36,6 +39,7 @@ def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
         if path.is_file() and not path.is_symlink():
             shred(path)
             files += 1
+    archived = shred_medium(store)
     at = store.now().isoformat(timespec="milliseconds")
     ids = [row.id for row in store.index.rows() if not row.erased_at]
     with store.index.transaction():
@@ -43,9 +47,9 @@ def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
             store.index.mark_erased(record_id, at, "wipe")
     store.index.compact()
     entry = store.ledger.append(Event.WIPE, actor, store.now(), reason=reason, files=files, recordings=len(ids),
-                                master_key_id=store.master.key_id)
+                                master_key_id=store.master.key_id, archive_files=archived)
     log.warning("store.wiped", files=files, recordings=len(ids))
-    return WipeResult(files, len(ids), entry.seq)
+    return WipeResult(files, len(ids), entry.seq, archived)
 
 
 def destroy_key_file(path: Path) -> bool:

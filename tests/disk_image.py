@@ -34,3 +34,44 @@ def detach(image: Path) -> None:
     for line in listed.stdout.splitlines():
         subprocess.run(["losetup", "-d", line.split(":", 1)[0]], timeout=30)
 
+
+
+class Ext4Image:
+    """An ext4 image of `mib` MiB mounted at `mount` on a loop device: `unmount()` and `mount()`
+    take it away and bring it back as pulling and plugging a medium would, `raw()` reads the image
+    unmounted, `close()` leaves nothing mounted or attached whatever happened."""
+
+    def __init__(self, file: Path, mount: Path, mib: int) -> None:
+        require_tools()
+        self.file, self.mount_point = file, mount
+        mount.mkdir(mode=0o700, exist_ok=True)
+        with file.open("wb") as out:
+            out.truncate(mib * 1024 * 1024)
+        run("mkfs.ext4", "-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(file))
+        self.mounted = False
+
+    def mount(self) -> None:
+        try:
+            run("mount", "-o", "loop", str(self.file), str(self.mount_point))
+        except subprocess.CalledProcessError as exc:
+            raise AssertionError(f"cannot mount an ext4 image on a loop device: {exc.stderr.decode().strip()}") from None
+        self.mounted = True
+
+    def unmount(self) -> None:
+        run("umount", str(self.mount_point))
+        self.mounted = False
+        detach(self.file)
+
+    def raw(self) -> bytes:
+        was = self.mounted
+        if was:
+            self.unmount()
+        content = self.file.read_bytes()
+        if was:
+            self.mount()
+        return content
+
+    def close(self) -> None:
+        if self.mounted and subprocess.run(["umount", str(self.mount_point)], check=False, timeout=60).returncode:
+            subprocess.run(["umount", "-l", str(self.mount_point)], check=False, timeout=60)
+        detach(self.file)

@@ -22,6 +22,7 @@ import soundfile
 from tests.builders import PBX, TRUNK, write_pcap
 from tests.call_frames import bye, media, signalling
 from tests.console_site import free_port
+from tests.disk_image import Ext4Image
 from tests.interop import REPO, calls, recording, recording_bytes, run_cli
 from tests.sipp.netns import Lab, preflight
 
@@ -349,3 +350,43 @@ def test_the_console_shows_the_live_daemons_health(daemon: LiveDaemon, tmp_path:
         web.terminate()
         web.wait(timeout=20)
         log.close()
+
+
+def test_an_unmounted_archive_medium_is_a_warning_and_recordings_stay(daemon: LiveDaemon, tmp_path: Path) -> None:
+    """大阪市水道局's archive stage under the daemon: while the second medium is away the recording
+    stays on the device and `callrec status` and the journal say so; with the medium back, the
+    daemon's sweep moves it there."""
+    daemon.policy.write_text("network: {trunk: [203.0.113.0/28]}\nretention:\n  keep: {days: 1}\n"
+                             "  free_space_floor: 1 MiB\n  archive: {keep: {days: 36500}, free_space_floor: 1 MiB}\n")
+    medium = Ext4Image(tmp_path / "medium.img", tmp_path / "mnt", 16)
+    try:
+        daemon.config.write_text(daemon.config.read_text()
+                                 + f"sweep_interval_seconds: 5\narchive_dir: {medium.mount_point}\n")
+        up, _ = media(1_764_000_001.05, 3, src=(TRUNK, 21000), dst=(PBX, 41000), ssrc=7)
+        frames = signalling("old@test", t=1_764_000_000, tport=21000, pport=41000) + up + bye(1_764_000_005,
+                                                                                             "old@test")
+        run_cli("replay", write_pcap(tmp_path / "old.pcap", frames), "--config", daemon.config)
+        medium.mount()
+        run_cli("archive", "init", "--config", daemon.config)
+        medium.unmount()
+        daemon.start()
+        state = _wait_for(lambda: (s := _status(daemon)) and any(w["code"] == "archive_unavailable"
+                                                                  for w in s["warnings"]) and s,
+                          20, "the missing medium was never reported")
+        [warning] = [w for w in state["warnings"] if w["code"] == "archive_unavailable"]
+        assert "not mounted" in warning["message"] and "1 recording(s)" in warning["message"]
+        assert "archive_unavailable" in daemon.logtext()
+        [row] = calls(daemon.data)
+        assert row["stored_on"] is None and (daemon.data / row["audio_path"]).exists()
+        daemon.lab.stop(daemon.proc)
+        medium.mount()
+        daemon.start()
+        moved = _wait_for(lambda: (rows := calls(daemon.data)) and rows[0]["archived_at"] and rows[0], 30,
+                          "the recording was never moved to the medium")
+        assert (medium.mount_point / moved["audio_path"]).exists()
+        assert not (daemon.data / moved["audio_path"]).exists()
+        assert not any(w["code"].startswith("archive") for w in _status(daemon)["warnings"])
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.lab.stop(daemon.proc)
+        medium.close()

@@ -132,7 +132,7 @@ ANNEX = {
     "hyogo": ("兵庫県", 1, Period(until_end_of_month_after=1), None, True, "管財課長"),
     "akitakata": ("安芸高田市", 2, Period(months=1), None, False, "管財管理課長"),
     "hashima": ("羽島市", 3, None, Period(months=3), False, "管財課長"),
-    "osaka_water": ("大阪市水道局", 4, Period(months=12), None, False, "お客様サービス課長"),
+    "osaka_water": ("大阪市水道局", 4, Period(months=6), None, False, "お客様サービス課長"),
     "kami": ("香美市", 5, None, None, False, "総務課長"),
     "tsu": ("津市", 6, Period(months=3), None, False, "各課等の所属長"),
     "hachioji": ("八王子市", 7, Period(days=30), None, False, "庁舎管理課長"),
@@ -164,9 +164,12 @@ def test_capacity_rings_of_the_annex_keep_what_the_row_says() -> None:
     assert load_policy(POLICIES / "kami.yaml").retention.capacity is not None  # 自動更新
 
 
-def test_the_archive_stage_osaka_cannot_write_yet_is_said_in_its_file() -> None:
+def test_osaka_keeps_six_months_here_then_six_on_a_second_medium() -> None:
     text = (POLICIES / "osaka_water.yaml").read_text(encoding="utf-8")
-    assert "6か月保存経過後に別記憶媒体で6か月" in text and "Not writable yet" in text
+    assert "6か月保存経過後に別記憶媒体で6か月" in text
+    retention = load_policy(POLICIES / "osaka_water.yaml").retention
+    assert retention.keep == Period(months=6)
+    assert retention.archive is not None and retention.archive.keep == Period(months=6)
 
 
 def test_hyogo_names_its_exempted_caller_with_a_reason() -> None:
