@@ -165,13 +165,13 @@ class CallRow:
     gaps: list[dict[str, Any]]
     """Stretches of the call the audio does not hold (an on-demand call's dropped middle, a stop):
     offset and seconds from the origin, from/to times, reason."""
-    leg: str | None = None
-    """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
-    caller heard the notice here and was then passed on), not a call of its own."""
     stored_on: str | None
     """None on this device; else the archive medium the recording was moved to (storage/archive.py)."""
     archived_at: str | None
     """When the move to the archive finished (the device copy removed)."""
+    leg: str | None = None
+    """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
+    caller heard the notice here and was then passed on), not a call of its own."""
 
     @property
     def sealed(self) -> bool:
