@@ -110,8 +110,9 @@ class _Handle:
     """The RecordingHandle the engine writes an on-demand call through: memory while the call is
     held, the sink's handle while it records, nothing while it is stopped."""
 
-    def __init__(self, gate: OnDemandGate, entry: _Call, encoding: str) -> None:
+    def __init__(self, gate: OnDemandGate, entry: _Call, encoding: str, rate: int) -> None:
         self._gate = gate
+        self.rate = rate
         self._entry = entry
         self.encoding = encoding
         self._width = 4 if encoding == "L16" else 2
@@ -121,10 +122,10 @@ class _Handle:
         self._stopped = 0
         """Frames dropped since the stop code."""
         self._head = bytearray()
-        self._head_limit = int(entry.rule.keep_first_seconds * RATE)
+        self._head_limit = int(entry.rule.keep_first_seconds * rate)
         self._tail: deque[bytes] = deque()
         self._tail_bytes = 0
-        self._tail_limit = int(entry.rule.keep_last_seconds * RATE)
+        self._tail_limit = int(entry.rule.keep_last_seconds * rate)
         self._dropped = 0
         """Frames between the head and the tail that memory let go."""
         self._side_head: list[Side] = []
@@ -179,7 +180,7 @@ class _Handle:
             return
         entry = self._entry
         if entry.state is _State.STOPPED and self._stopped:
-            entry.gaps.append(Gap(self.written / RATE, self._stopped / RATE, "stopped"))
+            entry.gaps.append(Gap(self.written / self.rate, self._stopped / self.rate, "stopped"))
         self.real.close(self._gate.result_of(entry, result))
 
     # ---- the gate's side ----------------------------------------------------------------
@@ -215,7 +216,7 @@ class _Handle:
         if self._head:
             real.append(bytes(self._head))
         if self._dropped:
-            self._entry.gaps.append(Gap(head_frames / RATE, self._dropped / RATE, "memory_bound"))
+            self._entry.gaps.append(Gap(head_frames / self.rate, self._dropped / self.rate, "memory_bound"))
             self._write_silence(self._dropped)
         for chunk in self._tail:
             real.append(chunk)
@@ -230,7 +231,7 @@ class _Handle:
     def resume(self) -> None:
         """A start after a stop: the stopped stretch becomes silence and a gap."""
         if self.real is not None and self._stopped:
-            self._entry.gaps.append(Gap(self.written / RATE, self._stopped / RATE, "stopped"))
+            self._entry.gaps.append(Gap(self.written / self.rate, self._stopped / self.rate, "stopped"))
             self._write_silence(self._stopped)
             self.written += self._stopped
         self._stopped = 0
@@ -272,13 +273,13 @@ class OnDemandGate:
             self._calls[call.serial] = _Call(call, origin, rule)
             self.stats["on_demand_calls"] += 1
 
-    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> RecordingHandle:
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> RecordingHandle:
         entry = self._calls.get(call.serial)
         if entry is None:
-            return self._sink.open_audio(call, origin, encoding)
-        handle = entry.handle = _Handle(self, entry, encoding)
+            return self._sink.open_audio(call, origin, encoding, rate)
+        handle = entry.handle = _Handle(self, entry, encoding, rate)
         if entry.state is not _State.HELD:
-            handle.real = self._sink.open_audio(entry.call, origin, encoding)
+            handle.real = self._sink.open_audio(entry.call, origin, encoding, rate)
         return handle
 
     def finish_without_audio(self, result: CallResult) -> None:
@@ -310,7 +311,7 @@ class OnDemandGate:
         self._sink.begin(entry.call, entry.origin)
         entry.state = _State.RECORDING
         if handle is not None:
-            handle.release(self._sink.open_audio(entry.call, entry.origin, handle.encoding))
+            handle.release(self._sink.open_audio(entry.call, entry.origin, handle.encoding, handle.rate))
         return StartOutcome.STARTED
 
     def stop(self, serial: int) -> bool:
