@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +26,7 @@ from tests.interop import capture, tshark_fields
 
 FUZZ = settings(
     max_examples=300,
-    deadline=timedelta(seconds=2),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
