@@ -93,6 +93,7 @@ async def test_a_handler_starts_the_recording_and_the_ledger_names_them(site: Co
     http = await person(site, "tanto")
     async with http:
         page = await (await http.get("/live")).text()
+        assert '<a href="/live">手動録音</a>' in page, "the menu offers the page where the policy has on-demand lines"
         assert "区民相談窓口" in page and "0:01:0" in page and "録音開始" in page
         assert f'action="/live/{CALL}/start"' in page
         tokenless = await http.post(f"/live/{CALL}/start", data={})
