@@ -7,9 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.sipp.captures import Captures, make_captures
 from tests.sipp.netns import LabError
+
+settings.register_profile("callrec", deadline=None)
+settings.load_profile("callrec")
+"""Property tests judge results, never speed: a per-example deadline fails them whenever the
+machine is busy (speed is measured in bench/)."""
 
 
 @pytest.fixture(scope="session")
