@@ -55,6 +55,7 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
+ANONYMOUS = "anonymous"
 RINGING = (CallState.CALLING, CallState.EARLY, CallState.FAILED)
 """States of a call a PBX may still be making legs for (FAILED: a 401 challenge the caller
 answers with a new INVITE, or a fork that failed while another rings)."""
@@ -346,7 +347,7 @@ class CallTracker:
             caller_withheld=withheld, last_activity=ts,
             extension=next((n for n in (normalise_number(v, cc) for v in local_numbers)
                             if self.decider.is_extension(n)), None),
-            seen_numbers=(caller_number or ("anonymous" if withheld else None), callee),
+            seen_numbers=(caller_number or (ANONYMOUS if withheld else None), callee),
         )
         if withheld and not classification.local_is_caller:
             self._withhold(call)
@@ -392,6 +393,9 @@ class CallTracker:
             place = self._place(dst)
             keys = tuple((place, side, key) for side, key in zip(("caller", "callee"),
                                                                   map(_link_key, call.seen_numbers)) if key)
+            if call.caller_withheld and call.seen_numbers[0] != ANONYMOUS:
+                # The PBX's own leg of a withheld call may show it anonymous, as the caller asked.
+                keys += ((place, "caller", ANONYMOUS),)
             call.link_keys = keys
             for key in keys:
                 self._ringing.setdefault(key, deque(maxlen=LINK_CANDIDATES)).append(call)
@@ -404,7 +408,8 @@ class CallTracker:
                 root = other.link or other
                 if (other.call_id != call.call_id and root.state in RINGING and len(root.legs) < MAX_LEGS
                         and call.invite_ts - root.invite_ts <= LINK_SECONDS
-                        and _same_number(number, other.seen_numbers[0 if side == "caller" else 1])
+                        and (_same_number(number, other.seen_numbers[0 if side == "caller" else 1])
+                             or (key == ANONYMOUS and side == "caller" and other.caller_withheld))
                         and (found is None or other.invite_ts > found.invite_ts)):
                     found = root
         return found

@@ -253,6 +253,17 @@ def test_an_excluded_extension_reached_through_the_pbx_excludes_the_whole_call(t
     assert b"0312345678" not in _all_bytes(data)
 
 
+def test_a_withheld_callers_legs_are_linked_and_the_number_stays_masked(tmp_path: Path) -> None:
+    """The trunk leg says Privacy: id with the number in P-Asserted-Identity; the PBX shows
+    its phone an anonymous caller: still one call, and the number kept only as the policy says."""
+    frames, want = b2bua_call(outbound=False, direct=False, withheld=True)
+    policy = B2BUA_POLICY.replace("numbering:\n", "numbering:\n  withheld_caller: keep_masked\n")
+    _, rows, _ = _replay(tmp_path, frames, policy)
+    [row] = rows
+    assert row["leg_call_ids"] == want["legs"] and row["extension"] == "301"
+    assert row["remote_number"] is None and row["caller"] == "anonymous" and row["withheld_number"] == "(masked)"
+
+
 def test_two_unrelated_calls_at_once_are_not_linked(tmp_path: Path) -> None:
     first, _ = b2bua_call(outbound=False, direct=True)
     other, _ = b2bua_call(outbound=True, direct=True, outside="0455550123", extension="402", t=1_764_000_000.3)

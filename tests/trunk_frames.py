@@ -151,8 +151,8 @@ def trunk_day(count: int) -> tuple[Frames, list[dict[str, str | None]]]:
 
 
 def b2bua_call(*, outbound: bool, direct: bool, t: float = T0, extension: str = "301",
-               outside: str = "0312345678", talk: float = 2.0, ring_also: str | None = None
-               ) -> tuple[Frames, dict[str, object]]:
+               outside: str = "0312345678", talk: float = 2.0, ring_also: str | None = None,
+               withheld: bool = False) -> tuple[Frames, dict[str, object]]:
     """One call through a B2BUA PBX: the trunk leg (carrier to PBX, or PBX to carrier) and the
     PBX's own leg to or from the extension, each its own Call-ID.  The PBX answers the first leg
     when the second is answered.  Media anchored at the PBX runs on both legs (the PBX relays
@@ -173,6 +173,12 @@ def b2bua_call(*, outbound: bool, direct: bool, t: float = T0, extension: str = 
                     f"<sip:{did}@{PBX}>", offer=carrier_media, answer=phone_media if direct else pbx_trunk)
         second = Leg("b2b-phone@192.0.2.11", PBX_LAN, PHONE, f"sip:{extension}@{PHONE}", f"<sip:{outside}@{PBX_LAN}>",
                      f"<sip:{extension}@{PBX_LAN}>", offer=carrier_media if direct else pbx_lan, answer=phone_media)
+        if withheld:
+            first = Leg(first.call_id, first.src, first.dst, first.ruri, '"Anonymous" <sip:anonymous@anonymous.invalid>',
+                        first.to, ("Privacy: id", f"P-Asserted-Identity: <sip:{outside}@{CARRIER_A}>"),
+                        first.offer, first.answer)
+            second = Leg(second.call_id, second.src, second.dst, second.ruri, "<sip:anonymous@anonymous.invalid>",
+                         second.to, (), second.offer, second.answer)
         trunk, lan = first, second
     frames = invite(first, t) + respond(first, t + 0.01, "100 Trying") + invite(second, t + 0.02)
     others = []
