@@ -81,12 +81,14 @@ def cmd_calls_show(args: argparse.Namespace) -> int:
     index = open_index(config)
     try:
         row = index.get(args.id)
+        parts = [] if row is None else index.parts(row)
     finally:
         index.close()
     if row is None:
         print(f"callrec: no call with id {args.id}", file=sys.stderr)
         return 1
     values = row.as_dict()
+    values["parts"] = [{"id": part.id, "leg": part.leg or "conversation"} for part in parts]
     if row.notice_id:
         notices = NoticeLog(config.data_dir / INDEX_FILE)
         try:

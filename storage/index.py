@@ -257,6 +257,15 @@ class CallIndex:
         row = self._db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
         return None if row is None else call_row(row)
 
+    def parts(self, row: CallRow) -> list[CallRow]:
+        """The other dialogs of the phone call `row` is: for the conversation, the announcer's leg
+        that shares its notice (the caller heard the 録音告知 there and was then passed on); for
+        that leg, the conversation.  Listings show the conversation alone, as one call."""
+        if not row.notice_id:
+            return []
+        return [call_row(r) for r in self._db.execute(
+            "SELECT * FROM calls WHERE notice_id = ? AND id <> ? ORDER BY recorded_at, id", (row.notice_id, row.id))]
+
     def rows(self) -> Iterator[CallRow]:
         for row in self._db.execute("SELECT * FROM calls ORDER BY started_at, id"):
             yield call_row(row)

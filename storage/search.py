@@ -254,7 +254,8 @@ class _Mark:
 def statement(query: CallQuery) -> Statement:
     """The rows worth scoring.  With a time, the window on `recorded_at` alone (an index range;
     the rest is judged in Python).  Without one, the rows whose number ends as the one asked
-    (or is its end): a scan, but one that a dialling prefix or a missing area code cannot fool."""
+    (or is its end): a scan, but one that a dialling prefix or a missing area code cannot fool.
+    An announcer's leg is never a call of its own: it is found through its conversation."""
     clauses: list[str] = []
     params: list[Any] = []
     low, high = query.period
@@ -280,7 +281,8 @@ def statement(query: CallQuery) -> Statement:
                 clauses.append(f"{column} = ?")
                 params.append(wanted)
             break
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    clauses.append("leg IS NULL")
+    where = f" WHERE {' AND '.join(clauses)}"
     return Statement(f"SELECT * FROM calls{where} ORDER BY recorded_at, id", tuple(params))
 
 

@@ -22,6 +22,7 @@ from recorder.record import CallResult, CallSnapshot
 from storage.index import CallIndex
 from storage.notices import Dialog, Notice, NoticeLog, Tie, referral_token
 from storage.recordings import RecordingStore
+from storage.search import CallQuery, select
 from tests.announcer.loopback import hand_over, setup
 from tests.announcer.pbx import CALLER, DID, KEY, Harness, ack_for, answered, find, invite, referred
 from tests.interop import store_key
@@ -162,6 +163,9 @@ def test_one_phone_call_through_a_refer_is_one_call_with_its_announcer_leg(tmp_p
     assert call.announced_at == notices.get(notice_id).announced_from  # type: ignore[union-attr]
     assert other.notice_id is None
     assert [r.id for r in index.rows() if r.leg is None and r.notice_id == notice_id] == [call.id]
+    listed = select(index, CallQuery(remote_number=CALLER))
+    assert [r.id for r in listed] == [call.id], "the announcer's leg is listed and found only as a part"
+    assert [p.id for p in index.parts(call)] == [leg.id] and [p.id for p in index.parts(leg)] == [call.id]
 
 
 def test_a_caller_who_hung_up_during_the_announcement_keeps_a_call_of_its_own(tmp_path: Path) -> None:

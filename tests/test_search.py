@@ -186,7 +186,7 @@ def test_listing_filters_take_only_what_is_sure(index: CallIndex) -> None:
 
 def test_the_window_is_an_index_range_in_plain_sql(index: CallIndex) -> None:
     query = statement(CallQuery(around=AROUND, remote_number=CALLER, duration_seconds=180))
-    assert query.sql == "SELECT * FROM calls WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY recorded_at, id"
+    assert query.sql == "SELECT * FROM calls WHERE recorded_at >= ? AND recorded_at <= ? AND leg IS NULL ORDER BY recorded_at, id"
     assert query.params == (AROUND - 1800, AROUND + 1800)
     with closing(connect(index.path)) as db:
         plan = " ".join(str(r[3]) for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.params))

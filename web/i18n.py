@@ -117,6 +117,8 @@ _WORDS: dict[str, tuple[str, str]] = {
     "expired": ("ログインの有効期限が切れました", "Your sign-in has expired"),
     "language": ("English", "日本語"),
     "extension": ("内線番号", "Extension"),
+    "announcer_leg": ("録音告知の区間", "Announcement leg"),
+    "conversation": ("通話本体", "The conversation"),
     "legs": ("同じ通話の他の区間（PBX）", "Other legs of the call (PBX)"),
     "withheld_shown": ("非通知の発信者番号（開示）", "Withheld caller's number (disclosed)"),
     "show_withheld": ("非通知の発信者番号を表示（管理簿に記録されます）",

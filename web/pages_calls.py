@@ -99,6 +99,7 @@ async def call(request: web.Request, revealed: tuple[str, str] | None = None) ->
     me = actor_of(request)
     console.access.authorise(me, Action.SEARCH)
     row = _row(request)
+    parts = console.store.index.parts(row)
     notice = None
     if row.notice_id:
         log = NoticeLog(console.store.index.path, console.policy.timezone)
@@ -114,7 +115,7 @@ async def call(request: web.Request, revealed: tuple[str, str] | None = None) ->
     disclosing = [r for r in console.access.requests()
                   if row.withheld_number and row.id in r.call_ids and r.wanted in DISCLOSING
                   and r.state is RequestState.FULFILLED and console.access.may(me, Action.FULFIL)]
-    return render(request, "call.html", row=row, notice=notice, listening=listening, disclosing=disclosing,
+    return render(request, "call.html", row=row, parts=parts, notice=notice, listening=listening, disclosing=disclosing,
                   revealed=revealed, shown_remote=shown_remote,
                   may_hold=console.access.may(me, Action.HOLD), may_request=console.access.may(me, Action.REQUEST),
                   purposes=access.purposes, wanted=[w.value for w in Wanted])
