@@ -28,6 +28,7 @@ from storage.retention import final_cutoff, final_deadline, move_cutoff
 from storage.store import Store
 from storage.sweep import sweep
 from storage.verify import verify_store
+from storage.wipe import wipe_all
 from tests.archive_helpers import (
     BEFORE_MOVE,
     CAPTURES,
@@ -373,3 +374,11 @@ def test_a_copy_package_and_the_consoles_player_read_a_moved_recording(store: St
     assert verify_package(tmp_path / "C2017-0001.zip", info.fingerprint).ok
     encoding, channels, _, audio = read_wav(b"".join(sealed_files(store, row)[0].chunks))
     assert channels == 2 and len(audio) > 0 and encoding
+
+
+def test_decommissioning_shreds_the_mounted_medium_too(store: Store) -> None:
+    sweep(store, RULES, MOVE_26, "test")
+    result = wipe_all(store, "test", "lease return")
+    assert (result.files, result.archive_files) == (2, 2)
+    assert vaults(store.data_dir) == [] and vaults(mounted(store).root) == []
+    assert ledger(store, "wipe")[0]["archive_files"] == 2
