@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from access.package import verify_package, write_package
 from policy.loader import PolicyError, parse_policy
 from policy.retention import Archive, Period, Retention, describe
 from storage import archive
@@ -27,6 +28,7 @@ from storage.retention import final_cutoff, final_deadline, move_cutoff
 from storage.store import Store
 from storage.sweep import sweep
 from storage.verify import verify_store
+from storage.wipe import wipe_all
 from tests.archive_helpers import (
     BEFORE_MOVE,
     CAPTURES,
@@ -43,6 +45,7 @@ from tests.archive_helpers import (
     vaults,
 )
 from tests.interop import capture, run_cli
+from wire.wav import read_wav
 
 RULES = parse_policy(POLICY).retention
 
@@ -359,3 +362,23 @@ def test_a_medium_that_fills_during_a_copy_keeps_the_recording_and_nothing_half_
     assert result.archive.moved == [] and vaults(mounted(store).root) == [] and len(vaults(store.data_dir)) == 4
     monkeypatch.undo()
     assert len(sweep(store, RULES, MOVE_ALL, "test").archive.moved) == 3
+
+
+def test_a_copy_package_and_the_consoles_player_read_a_moved_recording(store: Store, tmp_path: Path) -> None:
+    """The access layer's copy (fulfil) and the console's listening take the files from
+    storage.records.sealed_files, which reads a moved recording from the medium."""
+    sweep(store, RULES, MOVE_ALL, "test")
+    row = next(row for row in store.index.rows() if row.side_files)
+    manifest = {"copy_number": "C2017-0001", "call": {"id": row.id, "sha256": row.sha256}}
+    info = write_package(tmp_path / "C2017-0001.zip", sealed_files(store, row), manifest, store.master)
+    assert verify_package(tmp_path / "C2017-0001.zip", info.fingerprint).ok
+    encoding, channels, _, audio = read_wav(b"".join(sealed_files(store, row)[0].chunks))
+    assert channels == 2 and len(audio) > 0 and encoding
+
+
+def test_decommissioning_shreds_the_mounted_medium_too(store: Store) -> None:
+    sweep(store, RULES, MOVE_26, "test")
+    result = wipe_all(store, "test", "lease return")
+    assert (result.files, result.archive_files) == (2, 2)
+    assert vaults(store.data_dir) == [] and vaults(mounted(store).root) == []
+    assert ledger(store, "wipe")[0]["archive_files"] == 2
