@@ -36,6 +36,9 @@ class Config(Strict):
     sip_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [5060]
     status_socket: Path | None = None
     key_file: Path | None = None
+    anchor_dir: Path | None = None
+    """Where the ledgers' heads are anchored (README: the ledger's anchor); a
+    second medium is best. Default: beside the data folder, DATA.anchor."""
     sweep_interval_seconds: Annotated[float, Field(ge=5, le=86400)] = 60.0
     create_key: bool = True
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
@@ -50,7 +53,7 @@ class Config(Strict):
 
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
-        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file")
+        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "anchor_dir")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 
@@ -67,6 +70,8 @@ def load_config(path: Path) -> Config:
         updates["status_socket"] = base / config.status_socket
     if config.key_file is not None and not config.key_file.is_absolute():
         updates["key_file"] = base / config.key_file
+    if config.anchor_dir is not None and not config.anchor_dir.is_absolute():
+        updates["anchor_dir"] = base / config.anchor_dir
     if config.announcer is not None:
         updates["announcer"] = config.announcer.relative_to(base)
     return config.model_copy(update=updates)

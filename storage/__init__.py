@@ -9,4 +9,5 @@ durable writes and the retention planner are its own business.
 names what it offers.
 """
 __all__ = ["durable", "errors", "index", "keys", "layout", "ledger", "lock", "notices", "records", "recordings",
-           "recovery", "search", "store", "sweep", "verify", "wipe"]
+           "recovery", "search", "store", "sweep", "verify", "wipe",
+           "anchor", "faults", "reserve", "seal_ledger", "sealing"]

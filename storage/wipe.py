@@ -15,6 +15,7 @@ import structlog
 
 from .layout import RECORDINGS
 from .ledger import Event
+from .seal_ledger import flush_seals
 from .store import Store
 from .vault import shred
 
@@ -38,9 +39,11 @@ def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
             files += 1
     at = store.now().isoformat(timespec="milliseconds")
     ids = [row.id for row in store.index.rows() if not row.erased_at]
+    key = store.seal_key
     with store.index.transaction():
         for record_id in ids:
-            store.index.mark_erased(record_id, at, "wipe")
+            store.index.mark_erased(record_id, at, "wipe", key)
+    flush_seals(store.index, store.seals, actor, store.now())
     store.index.compact()
     entry = store.ledger.append(Event.WIPE, actor, store.now(), reason=reason, files=files, recordings=len(ids),
                                 master_key_id=store.master.key_id)

@@ -1,6 +1,7 @@
 """An index that cannot be written (a full disk, a read-only file) never
-crashes the recorder and never leaves audio nobody could find: the call is
-not recorded, the failure is logged, and later calls record again."""
+crashes the recorder and never leaves audio nobody could find: the call's
+audio is not recorded, its row is written once the index takes it, the
+failure is logged once, and later calls record again."""
 from __future__ import annotations
 
 import sqlite3
@@ -67,10 +68,14 @@ def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -
         recorder.finish()
     rows = [r.as_dict() for r in index.rows()]
     index.close()
-    assert [r["sip_call_id"] for r in rows] == ["c1@x"] and rows[0]["complete"]
+    assert [r["sip_call_id"] for r in rows] == ["c0@x", "c1@x"]
+    lost, kept = rows
+    assert lost["end_reason"] == "not_recorded_index" and not lost["complete"] and lost["audio_path"] is None
+    assert lost["state"] == "sealed" and lost["remote_number"] == "0312345678", "the call's metadata is kept"
+    assert kept["complete"]
     files = [p.name for p in (data / "recordings").rglob("*.vault")]
-    assert files == [Path(rows[0]["audio_path"]).name], "no audio without a row"
-    assert any(e["event"] == "index.write_failed" for e in logs)
+    assert files == [Path(kept["audio_path"]).name], "no audio without a row"
+    assert [e["event"] for e in logs].count("index.write_failed") == 1, "logged once, then counted"
 
 
 def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) -> None:
