@@ -65,7 +65,7 @@ def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
     lost = store.faults.totals()
     if lost:
-        print(f"callrec: the disk kept {sum(lost.values())} call(s) from being recorded in full: "
+        print("callrec: calls the disk kept from being recorded in full: "
               + ", ".join(f"{count} {what}" for what, count in sorted(lost.items())), file=sys.stderr)
     return 1 if failures or lost else 0
 

@@ -49,7 +49,7 @@ from .durable import fsync_dir, write_all
 from .errors import StorageError
 from .layout import ensure_private_dir
 
-__all__ = ["Event", "Ledger", "LedgerEntry", "LedgerError"]
+__all__ = ["Event", "Ledger", "LedgerEntry", "LedgerError", "default_anchor_dir"]
 
 log = structlog.get_logger("callrec.ledger")
 
@@ -80,6 +80,12 @@ class Event(StrEnum):
     AUDIO_ACCESS = "audio_access"  # call id, reason
     CAPACITY_WARNING = "capacity_warning"
     EXPORT = "export"
+
+
+def default_anchor_dir(data_dir: Path) -> Path:
+    """Beside the data folder, never inside it, like the key file: where the
+    ledgers' heads are anchored unless the config names a second medium."""
+    return data_dir.parent / f"{data_dir.name}.anchor"
 
 
 class LedgerError(StorageError):

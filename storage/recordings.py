@@ -24,7 +24,7 @@ from .faults import FaultLog
 from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .layout import RECORDINGS, ensure_private_dir
-from .ledger import LedgerError
+from .ledger import LedgerError, default_anchor_dir
 from .notices import NoticeLog, NoticeRow
 from .reserve import RESERVE_BYTES, Reserve
 from .seal_ledger import flush_seals, seal_key, seal_ledger
@@ -220,7 +220,7 @@ class RecordingStore:
         self._ids: dict[int, str] = {}
         self.faults = FaultLog(tz)
         self._seal_key = seal_key(master)
-        self.seals = seal_ledger(data_dir, master, anchor_dir)
+        self.seals = seal_ledger(data_dir, master, anchor_dir or default_anchor_dir(data_dir))
         self._seals_due = False
         self._dropped: set[str] = set()
         self.reserve = Reserve(data_dir, reserve_bytes)

@@ -19,7 +19,7 @@ from .errors import StorageError
 from .index import CallIndex
 from .keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file, load_master_key
 from .layout import INDEX_FILE, default_key_file, ensure_private_dir
-from .ledger import KEY_LABEL, Ledger
+from .ledger import KEY_LABEL, Ledger, default_anchor_dir
 from .reserve import Reserve
 from .seal_ledger import seal_key, seal_ledger
 
@@ -30,12 +30,6 @@ KEY_ID_SETTING = "master_key_id"
 
 class StoreError(StorageError):
     """The data folder cannot be used as it is; says why and what to do."""
-
-
-def default_anchor_dir(data_dir: Path) -> Path:
-    """Beside the data folder, never inside it, like the key file: where the
-    ledgers' heads are anchored unless the config names a second medium."""
-    return data_dir.parent / f"{data_dir.name}.anchor"
 
 
 def actor() -> str:
