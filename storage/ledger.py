@@ -323,6 +323,8 @@ class Ledger:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
         try:
             head = json.loads(raw)
             seq, mac, head_mac = head["seq"], head["mac"], head["head_mac"]

@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,7 +25,7 @@ from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
 from tests.call_frames import POLICY, T0, bye, media, signalling
-from tests.interop import calls, capture, recording_bytes, run_cli, store_key
+from tests.interop import REPO, calls, capture, recording_bytes, run_cli, store_key
 
 pytestmark = pytest.mark.root
 
@@ -138,3 +140,18 @@ def test_read_commands_work_and_replay_fails_loudly_on_a_full_disk(small_disk: C
     assert len(rows) == 3 and {r["state"] for r in rows} == {"sealed"}
     assert [r["end_reason"] for r in rows if not r["audio_path"]] == ["write_failed"]
     assert run_cli("verify", "--data-dir", data, check=False).returncode == 0
+
+
+def test_an_index_left_with_a_journal_is_read_whole_on_a_full_disk(small_disk: Callable[[str], Path]) -> None:
+    """A recorder that died left rows in the index's journal (-wal); on a full disk `calls list`
+    reads them too, from a private copy, since the journal cannot be replayed in place."""
+    data = small_disk("8m")
+    subprocess.run([sys.executable, "-c", (
+        "import os, sys\nfrom pathlib import Path\nfrom storage.index import CallIndex\n"
+        "index = CallIndex(Path(sys.argv[1]) / 'index.sqlite3')\n"
+        "index.insert(id='20251125T010000-0000abcd', sip_call_id='c@x', started_at='2025-11-25T01:00:00+09:00', "
+        "direction='inbound', remote_number='0312345678')\nos._exit(0)\n"), str(data)], cwd=REPO, check=True, timeout=60)
+    assert (data / "index.sqlite3-wal").stat().st_size > 0
+    fill(data)
+    [row] = calls(data)
+    assert row["remote_number"] == "0312345678"
