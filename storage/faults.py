@@ -29,6 +29,7 @@ class FaultLog:
         self._failures: Counter[str] = Counter()
         self._logged_hour: dict[str, str] = {}
         self.calls_per_hour: dict[str, Counter[str]] = {}
+        self._counting_hour: str | None = None
 
     def failed(self, code: str, reason: str, event: str, at: float | None = None, **context: Any) -> None:
         """One failed write of kind `code`; logged (as `event`) only when the
@@ -50,8 +51,14 @@ class FaultLog:
             self._failures[code] = 0
 
     def lost(self, what: str, at: float | None, count: int = 1) -> None:
-        """A call that lost `what` (its audio, its row) to a fault."""
+        """A call that lost `what` (its audio, its row) to a fault; the first
+        loss of a new hour logs what the hour before cost."""
         hour = self._hour(at) if at is not None else "unknown"
+        if hour != self._counting_hour:
+            before = self.calls_per_hour.get(self._counting_hour or "")
+            if before:
+                log.error("storage.calls_lost", hour=self._counting_hour, **before)
+            self._counting_hour = hour
         self.calls_per_hour.setdefault(hour, Counter())[what] += count
 
     def totals(self) -> Counter[str]:

@@ -13,6 +13,7 @@ import structlog
 from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from recorder.engine import Recorder
+from storage.faults import FaultLog
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
@@ -94,3 +95,17 @@ def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) ->
     index.close()
     assert rows["c0@x"]["state"] == "sealed" and rows["c0@x"]["complete"] and rows["c0@x"]["sha256"]
     assert rows["c1@x"]["state"] == "sealed"
+
+
+def test_a_fault_is_logged_once_then_counted_per_hour() -> None:
+    faults = FaultLog(ZoneInfo("Asia/Tokyo"))
+    with structlog.testing.capture_logs() as logs:
+        for n in range(1000):
+            faults.failed("index", "database or disk is full", "index.write_failed", at=T0 + n)
+        for n in range(3):
+            faults.lost("write_failed", T0 + n * 1800)
+        faults.cleared("index")
+    assert [(e["event"], e.get("failures"), e.get("write_failed")) for e in logs] == [
+        ("index.write_failed", None, None), ("storage.calls_lost", None, 2), ("storage.fault_cleared", 1000, None)]
+    assert faults.as_dict() == {"active": {}, "calls_per_hour": {"2025-11-25T01:00+09:00": {"write_failed": 2},
+                                                                "2025-11-25T02:00+09:00": {"write_failed": 1}}}
