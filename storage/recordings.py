@@ -134,7 +134,7 @@ class FileRecording:
             self._fail(exc)
             return
         self.wav_path = new
-        self._store.index.update(self.record_id, audio_path=self._store.relative(new), audio_format="L16")
+        self._store._write_row(self.record_id, audio_path=self._store.relative(new), audio_format="L16")
         shred(old)
 
     def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
