@@ -22,7 +22,7 @@ from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.lock import DataDirLock
 from storage.notices import NoticeLog
 from storage.recordings import RecordingStore
-from storage.recovery import recover_unfinished
+from storage.recovery import recover_store
 from wire.errors import CallrecError
 
 from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_web, logs
@@ -34,6 +34,8 @@ from .replay import replay
 __all__ = ["build_parser", "main"]
 
 log = structlog.get_logger("callrec.cli")
+
+REPLAY_ACTOR = "callrec replay"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -50,14 +52,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
+    """Exit 1 when a capture could not be read or a call lost its audio or
+    its row to the disk (counted per hour in the log, `storage.calls_lost`)."""
     with open_store(config, policy, create_key=True) as data:
-        recover_unfinished(config.data_dir, data.index, data.tz, data.master)
-        store = RecordingStore(config.data_dir, data.index, data.tz, data.master)
+        recover_store(data, REPLAY_ACTOR)
+        store = RecordingStore(config.data_dir, data.index, data.tz, data.master, anchor_dir=data.anchor_dir)
         recorder = Recorder(PolicyDecider(policy), store)
-        failures = replay(recorder, captures)
+        try:
+            failures = replay(recorder, captures)
+        finally:
+            store.close()
         stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
-    return 1 if failures else 0
+    lost = store.faults.totals()
+    if lost:
+        print("callrec: calls the disk kept from being recorded in full: "
+              + ", ".join(f"{count} {what}" for what, count in sorted(lost.items())), file=sys.stderr)
+    return 1 if failures or lost else 0
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
@@ -141,6 +152,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   "recording.max_open_dialogs (an INVITE flood?)")
         if status.get("recording_stopped"):
             print(f"  NEW CALLS ARE NOT RECORDED: {status['recording_stopped']}")
+        for hour, lost in (status.get("storage_faults") or {}).get("calls_per_hour", {}).items():
+            print(f"  calls the disk cost, hour of {hour}: " + ", ".join(f"{n} {what}" for what, n in lost.items()))
     return 0 if status["healthy"] else 1
 
 

@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 
 from policy.access import Action
 from storage.archive import ArchiveError, MediumUnavailable, init_medium, mounted
+from storage.anchor import check_anchor, export_anchor
 from storage.layout import default_key_file
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
 from storage.records import RecordUnavailable, RequestRefused, hand_out, held_rows, set_hold
 from storage.store import actor
 from storage.sweep import sweep
-from storage.verify import verify_store
+from storage.verify import Finding, ledger_findings, verify_store
 from storage.wipe import destroy_key_file, wipe_all
 
 from .cmd_access import acting, cmd_ledger_book
@@ -70,7 +71,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    with open_store(config, policy) as store:
+    with open_store(config, policy, read_only=True) as store:
         acting(args, policy, store, Action.HOLD)
         held = held_rows(store)
     for row in held:
@@ -80,7 +81,7 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
 
 def cmd_ledger_list(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    with open_store(config, policy) as store:
+    with open_store(config, policy, read_only=True) as store:
         acting(args, policy, store, Action.READ_LEDGER)
         entries = list(store.ledger.entries())
     if args.json:
@@ -97,26 +98,63 @@ def cmd_ledger_list(args: argparse.Namespace) -> int:
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     config, policy = settings(args)
-    with open_store(config, policy) as store:
+    with open_store(config, policy, read_only=True) as store:
         acting(args, policy, store, Action.READ_LEDGER)
-        problems = store.ledger.verify()
+        problems = ledger_findings(store)
         count = 0 if problems else sum(1 for _ in store.ledger.entries())
+        seals = 0 if problems else sum(1 for _ in store.seals.entries())
     for problem in problems:
-        print(f"ledger {problem}")
+        print(problem)
     if problems:
         return 1
-    print(f"ledger: {count} entries, chain intact")
+    print(f"ledger: {count} entries, chain intact; seal ledger: {seals} entries, chain intact; "
+          "neither behind its anchor")
     return 0
+
+
+def cmd_ledger_anchor(args: argparse.Namespace) -> int:
+    """A signed statement of both ledgers' heads, to keep off this machine
+    (README: the ledger's anchor); `callrec verify --anchor FILE` checks it."""
+    config, policy = settings(args)
+    if args.output is not None and args.output.exists():
+        return _fail(f"{args.output} exists; callrec never overwrites a file", 2)
+    with open_store(config, policy, read_only=True) as store:
+        acting(args, policy, store, Action.READ_LEDGER)
+        export = export_anchor(store, store.now())
+    text = json.dumps(export, ensure_ascii=False, sort_keys=True) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        with args.output.open("x", encoding="utf-8") as out:
+            out.write(text)
+        print(f"{args.output}: ledger seq {(export['ledger'] or {}).get('seq', 0)}, seal ledger seq "
+              f"{(export['seals'] or {}).get('seq', 0)}, signed by {export['fingerprint']}")
+    return 0
+
+
+def _anchors(paths: list[Path]) -> list[tuple[Path, object]]:
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            raise LedgerError(f"{path}: not a readable anchor export ({exc})") from None
+    return loaded
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 1 naming every recording or ledger entry that does not match; exit 3 when all that
     could be checked matches but recordings on an archive medium that is not mounted could not
-    be checked (an auditor must not read that as "ok")."""
+    be checked (an auditor must not read that as "ok").  It reads the store read-only where it
+    must (a full disk); the ledger entry that records the verification is then left out, and
+    said so."""
     config, policy = settings(args)
-    with open_store(config, policy) as store:
+    anchors = _anchors(args.anchor)
+    with open_store(config, policy, read_only=True) as store:
         who, role = acting(args, policy, store, Action.VERIFY)
         report = verify_store(store)
+        for path, export in anchors:
+            report.findings.extend(Finding(f"anchor {path}", problem) for problem in check_anchor(store, export))
         result = "mismatch" if not report.ok else "incomplete" if report.unchecked else "ok"
         try:
             store.ledger.append(Event.VERIFICATION, who, store.now(), result=result,
@@ -125,10 +163,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                    if report.archived else {}))
         except LedgerError as exc:
             print(f"ledger: this verification could not be recorded: {exc}")
+        except OSError as exc:
+            print(f"ledger: this verification could not be recorded: {exc.strerror or exc}", file=sys.stderr)
     for finding in report.findings:
         print(finding)
     for item in report.unchecked:
         print(item)
+    for note in report.notes:
+        print(f"note: {note}")
     archived = (f" ({report.archived} on the archive medium, {len(report.unchecked)} of them not checked)"
                 if report.archived else "")
     print(f"{result.upper() if result != 'ok' else 'ok'}: {report.recordings} recordings checked{archived}, "
@@ -286,7 +328,14 @@ def add_parsers(sub: argparse._SubParsersAction, calls: argparse._SubParsersActi
     p.add_argument("--now", help="act as of this ISO 8601 time (auditors, tests); default: now")
     p.add_argument("--dry-run", action="store_true", help="only say what would be erased")
 
-    command(sub, "verify", "check every recording against its seal, and the ledger (exit 1 on mismatch)", cmd_verify)
+    p = command(ledger, "anchor", "a signed statement of the ledgers' heads, to keep off this machine",
+                cmd_ledger_anchor)
+    p.add_argument("-o", "--output", type=Path, help="new file to write (default: standard output)")
+
+    p = command(sub, "verify", "check every recording against its seal, and the ledger (exit 1 on mismatch)",
+                cmd_verify)
+    p.add_argument("--anchor", type=Path, action="append", default=[], metavar="FILE",
+                   help="an export of `callrec ledger anchor` kept off the machine: the ledgers must still hold it")
 
     archive = sub.add_parser("archive", help="the second medium recordings move to after the device period")
     archive = archive.add_subparsers(dest="archive_command", required=True)

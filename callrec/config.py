@@ -36,6 +36,9 @@ class Config(Strict):
     sip_ports: list[Annotated[int, Field(ge=1, le=65535)]] = [5060]
     status_socket: Path | None = None
     key_file: Path | None = None
+    anchor_dir: Path | None = None
+    """Where the ledgers' heads are anchored (README: the ledger's anchor); a
+    second medium is best. Default: beside the data folder, DATA.anchor."""
     sweep_interval_seconds: Annotated[float, Field(ge=5, le=86400)] = 60.0
     create_key: bool = True
     log_level: Annotated[str, Field(pattern="^(debug|info|warning|error)$")] = "info"
@@ -52,7 +55,8 @@ class Config(Strict):
 
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
-        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "archive_dir")
+        fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "archive_dir",
+                  "anchor_dir")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 
@@ -71,6 +75,8 @@ def load_config(path: Path) -> Config:
         updates["key_file"] = base / config.key_file
     if config.archive_dir is not None and not config.archive_dir.is_absolute():
         updates["archive_dir"] = base / config.archive_dir
+    if config.anchor_dir is not None and not config.anchor_dir.is_absolute():
+        updates["anchor_dir"] = base / config.anchor_dir
     if config.announcer is not None:
         updates["announcer"] = config.announcer.relative_to(base)
     return config.model_copy(update=updates)

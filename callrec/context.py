@@ -36,13 +36,16 @@ def settings(args: argparse.Namespace) -> tuple[Config, Policy]:
 
 
 def open_index(config: Config) -> CallIndex:
-    """The index alone, for commands that show metadata but no audio."""
+    """The index alone, for commands that show metadata but no audio; read
+    only when a full disk keeps it from being opened as usual."""
     ensure_private_dir(config.data_dir)
-    return CallIndex(config.data_dir / INDEX_FILE)
+    return CallIndex.for_reading(config.data_dir / INDEX_FILE)
 
 
-def open_store(config: Config, policy: Policy, create_key: bool = False) -> Store:
+def open_store(config: Config, policy: Policy, create_key: bool = False, read_only: bool = False) -> Store:
     """The index with the master key and the ledger, for commands that read
-    or erase audio or write the ledger."""
+    or erase audio or write the ledger; `read_only` for those that only read
+    or check, so that they work on a full disk too."""
     return Store.open(config.data_dir, ZoneInfo(policy.timezone), config.key_file,
-                      create_key=create_key and config.create_key, archive_dir=config.archive_dir)
+                      create_key=create_key and config.create_key, archive_dir=config.archive_dir,
+                      anchor_dir=config.anchor_dir, read_only=read_only)

@@ -33,12 +33,13 @@ from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
+from storage.anchor import export_anchor
 from storage.keys import MasterKeyError
 from storage.layout import ensure_private_dir
-from storage.ledger import Event
+from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
 from storage.recordings import RecordingStore
-from storage.recovery import recover_unfinished
+from storage.recovery import recover_store
 from storage.store import Store, StoreError
 from storage.sweep import sweep
 from web.daemon_control import control_path
@@ -103,6 +104,7 @@ class Daemon:
         self._sweep_due = asyncio.Event()
         self._reserved_for = 0
         self._sweeping: asyncio.Task[None] | None = None
+        self._anchored_on: str | None = None
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -116,7 +118,8 @@ class Daemon:
         with DataDirLock(config.data_dir):
             try:
                 store = Store.open(config.data_dir, ZoneInfo(self.policy.timezone), config.key_file,
-                                   create_key=config.create_key, archive_dir=config.archive_dir)
+                                   create_key=config.create_key, archive_dir=config.archive_dir,
+                                   anchor_dir=config.anchor_dir)
             except (StoreError, MasterKeyError) as exc:
                 log.error("store.refused", reason=str(exc))
                 return 2
@@ -128,9 +131,9 @@ class Daemon:
     async def _serve(self, data: Store) -> int:
         config = self.config
         tz = data.tz
-        recovered = recover_unfinished(config.data_dir, data.index, tz, data.master)
+        recovered = recover_store(data, DAEMON_ACTOR)
         self.data = data
-        self.store = RecordingStore(config.data_dir, data.index, tz, data.master)
+        self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
         self._note_policy()
         self.recorder = Recorder(PolicyDecider(self.policy), self.store)
         self.control = Control(self.recorder, self.store)
@@ -176,6 +179,7 @@ class Daemon:
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
             self.recorder.finish("shutdown")
+            self.store.close()
             status_server.close()
             await status_server.wait_closed()
             self.config.status_path.unlink(missing_ok=True)
@@ -296,6 +300,7 @@ class Daemon:
             if self._syncing is None or self._syncing.done():
                 self._syncing = asyncio.create_task(asyncio.to_thread(sync_filesystem, self.config.data_dir))
             self._observe(now)
+            self._export_anchor_daily(now)
             self._notifier.notify(STATUS=self.status_line())
             if interval is not None and now - last_ping >= interval:
                 self._notifier.notify(WATCHDOG=1)
@@ -332,20 +337,48 @@ class Daemon:
         self._problems = problems
         self._disk_percent = obs.disk_used_percent
 
+    def _export_anchor_daily(self, now: float) -> None:
+        """Once a day (and at start) the signed heads of both ledgers go into
+        the journal, so that a log server receiving it holds a copy no one on
+        this machine can put back (storage/anchor.py)."""
+        day = datetime.fromtimestamp(now, self.data.tz).date().isoformat()
+        if day == self._anchored_on:
+            return
+        self._anchored_on = day
+        try:
+            export = export_anchor(self.data, self.data.now())
+        except (LedgerError, OSError) as exc:
+            log.error("ledger.anchor_export_failed", reason=str(exc))
+            return
+        log.info("ledger.anchor_exported", anchor=json.dumps(export, ensure_ascii=False, sort_keys=True))
+
     def status_line(self) -> str:
         recorder = getattr(self, "recorder", None)
         calls = recorder.active_recordings() if recorder is not None else 0
         return (f"{calls} active calls, {self._pps:.0f} packets/s, {self._kernel_drops} kernel drops, "
                 f"disk {getattr(self, '_disk_percent', 0.0):.0f}% used")
 
+    def _storage_problems(self) -> list[Problem]:
+        """Storage faults under way (a full disk): unhealthy until they clear."""
+        store = getattr(self, "store", None)
+        if store is None:
+            return []
+        lost = store.faults.totals()
+        counted = f"; calls affected so far: {', '.join(f'{n} {what}' for what, n in sorted(lost.items()))}" \
+            if lost else ""
+        return [Problem("storage", f"{code}: {reason}{counted}") for code, reason in store.faults.active.items()
+                if code != "not_recorded_retention"]
+
     def status(self) -> dict[str, Any]:
-        problems = self._problems + [p for p in self._retention if p.code in UNHEALTHY_RETENTION]
+        problems = (self._problems + [p for p in self._retention if p.code in UNHEALTHY_RETENTION]
+                    + self._storage_problems())
         return {
             "healthy": not problems,
             "problems": [{"code": p.code, "message": p.message} for p in problems],
             "warnings": [{"code": p.code, "message": p.message} for p in self._retention
                          if p.code not in UNHEALTHY_RETENTION],
             "recording_stopped": self.store.refusing,
+            "storage_faults": self.store.faults.as_dict(),
             "announcer_calls": self.announcer.active_calls if self.announcer is not None else None,
             "active_calls": self.recorder.active_recordings(),
             "packets_per_second": self._pps,

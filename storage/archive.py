@@ -393,7 +393,7 @@ def _erase_archived(store: Store, medium: Medium, row: CallRow, at: str, reason:
         audio = medium.root / row.audio_path
         paths.extend(p for p in audio.parent.glob(f"{row.id}.*") if p not in paths)
     _shred_all(p for p in paths if p.is_file() and not p.is_symlink())
-    store.index.mark_erased(row.id, at, reason)
+    store.index.mark_erased(row.id, at, reason, store.seal_key)
 
 
 def _clear_staging(medium: Medium) -> None:

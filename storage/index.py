@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
+
+import structlog
+
+from .sealing import row_mac
 
 __all__ = ["MASKED", "CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso", "transaction"]
+
+log = structlog.get_logger("callrec.storage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -72,6 +80,8 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("gaps", "TEXT NOT NULL DEFAULT '[]'"),
     ("stored_on", "TEXT"),
     ("archived_at", "TEXT"),
+    ("seal_mac", "TEXT"),  # the row's seal (storage/sealing.py); not in CallRow, so no listing shows it
+    ("seal_seq", "INTEGER"),  # the seal ledger entry that names that seal; NULL until it does
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -85,6 +95,7 @@ CREATE INDEX IF NOT EXISTS calls_on_archive ON calls(held, state, recorded_at, s
     WHERE erased_at IS NULL AND stored_on IS NOT NULL;
 CREATE INDEX IF NOT EXISTS calls_moving ON calls(stored_on)
     WHERE stored_on IS NOT NULL AND archived_at IS NULL AND erased_at IS NULL;
+CREATE INDEX IF NOT EXISTS calls_unledgered ON calls(id) WHERE seal_mac IS NOT NULL AND seal_seq IS NULL;
 """
 
 ERASED_CLEAR: dict[str, Any] = {
@@ -189,17 +200,63 @@ class CallRow:
 _ROW_FIELDS = tuple(f.name for f in fields(CallRow))
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection to the index file as every part of callrec opens it:
     WAL (readers never wait), writers wait for each other rather than fail
     (the recorder, the sweep, the announcer's notices and CLI commands share
-    the file), and freed pages are zeroed so erased rows leave nothing."""
+    the file), and freed pages are zeroed so erased rows leave nothing.
+
+    `read_only` is for commands that only read, when the normal open failed
+    (a full disk: opening in WAL mode must create the -shm file); see
+    _connect_read_only."""
+    if read_only:
+        return _connect_read_only(path)
     db = sqlite3.connect(path, isolation_level=None)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA secure_delete=ON")
     db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """The index opened without writing a byte.
+
+    `mode=ro` shares the running writer's -shm, so it sees every commit.  It
+    cannot start without one on a full disk; then nobody is writing (a
+    writer would have the -shm), and the file is read as it stands
+    (`immutable=1`) when no journal is left to replay, or else from a
+    private copy of file and journal on another filesystem."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            db = _snapshot(path, wal)
+        else:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        log.warning("index.read_only", path=str(path), reason=str(exc))
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _snapshot(path: Path, wal: Path) -> sqlite3.Connection:
+    """The index with its journal replayed into memory, from a copy made in a
+    private temporary folder that is gone again before this returns."""
+    with tempfile.TemporaryDirectory(prefix="callrec-index-") as folder:
+        copy = Path(folder) / path.name
+        copy.write_bytes(path.read_bytes())
+        copy.with_name(copy.name + "-wal").write_bytes(wal.read_bytes())
+        source = sqlite3.connect(copy)
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            source.backup(db)
+        finally:
+            source.close()
     return db
 
 
@@ -226,15 +283,32 @@ def iso(ts: float | None, tz: tzinfo, timespec: str = "milliseconds") -> str | N
 class CallIndex:
     """Rows of the calls table; the only writer of the index file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self._db = connect(path)
-        self._db.executescript(SCHEMA)
-        present = {r["name"] for r in self._db.execute("PRAGMA table_info(calls)")}
-        for name, decl in ADDED_COLUMNS:
-            if name not in present:
-                self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
-        self._db.executescript(LATE_INDEXES)
+        self.read_only = read_only
+        self._db = connect(path, read_only=read_only)
+        if read_only:
+            return
+        try:
+            self._db.executescript(SCHEMA)
+            present = {r["name"] for r in self._db.execute("PRAGMA table_info(calls)")}
+            for name, decl in ADDED_COLUMNS:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
+            self._db.executescript(LATE_INDEXES)
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    @classmethod
+    def for_reading(cls, path: Path) -> CallIndex:
+        """The index for a command that only reads: opened as usual (which
+        brings an older index up to date), or read-only when that fails, so
+        that a full disk never keeps anyone from reading or checking."""
+        try:
+            return cls(path)
+        except sqlite3.OperationalError:
+            return cls(path, read_only=True)
 
     def close(self) -> None:
         self._db.close()
@@ -319,8 +393,64 @@ class CallIndex:
                                "AND held IN (0, 1) AND recorded_at >= ?", (since,)).fetchone()
         return int(row[0])
 
-    def mark_erased(self, call_id: str, at: str, reason: str) -> None:
-        self.update(call_id, **ERASED_CLEAR, erased_at=at, erased_reason=reason)
+    def mark_erased(self, call_id: str, at: str, reason: str, seal_key: bytes | None = None) -> None:
+        """Clear the row to a tombstone; with the seal key the tombstone is
+        sealed in its place, for the seal ledger to name as erased."""
+        values = {**ERASED_CLEAR, "erased_at": at, "erased_reason": reason}
+        if seal_key is None:
+            self.update(call_id, **values)
+        else:
+            self.seal(call_id, seal_key, **values)
+
+    def seal(self, call_id: str, key: bytes, **values: Any) -> str | None:
+        """Write the values and seal the row as it then reads back (what a
+        later reader sees, whatever the database did to the values); the seal
+        is not yet in the seal ledger (seal_seq NULL) until flushed there.
+        Returns the seal, or None when there is no such row."""
+        def write() -> str | None:
+            if values:
+                self.update(call_id, **values)
+            row = self._db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+            if row is None:
+                return None
+            mac = row_mac(key, row)
+            self._db.execute("UPDATE calls SET seal_mac = ?, seal_seq = NULL WHERE id = ?", (mac, call_id))
+            return mac
+
+        if self._db.in_transaction:
+            return write()
+        with self.transaction():
+            return write()
+
+    def unledgered(self, limit: int) -> list[tuple[str, str, bool]]:
+        """Sealed rows the seal ledger does not name yet: (id, seal, erased)."""
+        return [(r[0], r[1], r[2] is not None) for r in self._db.execute(
+            "SELECT id, seal_mac, erased_at FROM calls WHERE seal_mac IS NOT NULL AND seal_seq IS NULL "
+            "ORDER BY id LIMIT ?", (limit,))]
+
+    def mark_ledgered(self, seals: dict[str, str], seq: int) -> None:
+        """Note the seal ledger entry that names these seals; a row sealed
+        again meanwhile (its seal differs) stays to be named again."""
+        with self.transaction():
+            self._db.executemany("UPDATE calls SET seal_seq = ? WHERE id = ? AND seal_mac = ?",
+                                 [(seq, call_id, mac) for call_id, mac in seals.items()])
+
+    def seal_of(self, call_id: str) -> str | None:
+        row = self._db.execute("SELECT seal_mac FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def unsealed_finished(self) -> list[str]:
+        """Rows finished before rows were sealed (an index of an older
+        version): sealed or erased, yet without a seal."""
+        return [r[0] for r in self._db.execute(
+            "SELECT id FROM calls WHERE seal_mac IS NULL AND (state = 'sealed' OR erased_at IS NOT NULL) ORDER BY id")]
+
+    def raw_rows(self) -> Iterator[sqlite3.Row]:
+        """Every row as stored, for checking seals against what is on disk; an
+        index of an older version read read-only (a full disk) has no seals."""
+        present = {r["name"] for r in self._db.execute("PRAGMA table_info(calls)")}
+        missing = "".join(f", NULL AS {name}" for name in ("seal_mac", "seal_seq") if name not in present)
+        yield from self._db.execute(f"SELECT *{missing} FROM calls ORDER BY started_at, id")
 
     def compact(self) -> None:
         """Rewrite the file without free pages and empty the WAL, so what

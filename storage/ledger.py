@@ -35,7 +35,8 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -46,8 +47,9 @@ import structlog
 
 from .durable import fsync_dir, write_all
 from .errors import StorageError
+from .layout import ensure_private_dir
 
-__all__ = ["Event", "Ledger", "LedgerEntry", "LedgerError"]
+__all__ = ["Event", "Ledger", "LedgerEntry", "LedgerError", "default_anchor_dir"]
 
 log = structlog.get_logger("callrec.ledger")
 
@@ -78,6 +80,12 @@ class Event(StrEnum):
     AUDIO_ACCESS = "audio_access"  # call id, reason
     CAPACITY_WARNING = "capacity_warning"
     EXPORT = "export"
+
+
+def default_anchor_dir(data_dir: Path) -> Path:
+    """Beside the data folder, never inside it, like the key file: where the
+    ledgers' heads are anchored unless the config names a second medium."""
+    return data_dir.parent / f"{data_dir.name}.anchor"
 
 
 class LedgerError(StorageError):
@@ -161,19 +169,28 @@ def _to_entry(entry: dict[str, Any]) -> LedgerEntry:
 
 
 class Ledger:
-    """An append-only, keyed hash chain shared by the daemon and the CLI."""
+    """An append-only, keyed hash chain shared by the daemon and the CLI.
 
-    def __init__(self, path: Path, head_path: Path, key: bytes) -> None:
+    With an `anchor_path` (outside the data folder, best on a second
+    medium), every head is also written there, and neither append() nor
+    verify() accepts a ledger that ends before the anchor: a ledger and head
+    put back from an earlier copy (a backup, a snapshot) are named, not
+    continued."""
+
+    def __init__(self, path: Path, head_path: Path, key: bytes, anchor_path: Path | None = None) -> None:
         if len(key) < 32:
             raise ValueError("the ledger key is at least 32 bytes (MasterKey.derive(KEY_LABEL))")
         self.path = path
         self.head_path = head_path
+        self.anchor_path = anchor_path
         self.lock_path = path.with_name(path.name + ".lock")
         self._key = key
+        self._anchor_failing = False
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path, key: bytes) -> Ledger:
-        return cls(data_dir / LEDGER_FILE, data_dir / HEAD_FILE, key)
+    def in_data_dir(cls, data_dir: Path, key: bytes, anchor_dir: Path | None = None) -> Ledger:
+        return cls(data_dir / LEDGER_FILE, data_dir / HEAD_FILE, key,
+                   anchor_dir / HEAD_FILE if anchor_dir is not None else None)
 
     def append(
         self,
@@ -190,44 +207,68 @@ class Ledger:
         beside the ledger serialises them (the lock file, not the ledger,
         so that reading never waits).
         """
+        with self._locked():
+            return self._append_locked(event, actor, now, reason, approved_by, **details)
+
+    @contextmanager
+    def batch(self) -> Iterator[Callable[..., LedgerEntry]]:
+        """The ledger locked across a read and the appends that follow from
+        it (the seal ledger: which rows it does not name yet); yields the
+        append function to use meanwhile."""
+        with self._locked():
+            yield self._append_locked
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock_fd)
+
+    def _append_locked(
+        self,
+        event: StrEnum | str,
+        actor: str,
+        now: datetime,
+        reason: str | None = None,
+        approved_by: str | None = None,
+        **details: Any,
+    ) -> LedgerEntry:
         if now.utcoffset() is None:
             raise ValueError("ledger times carry their UTC offset; pass an aware datetime")
         if not isinstance(event, StrEnum):
             event = Event(event)
         if not _EVENT_NAME.fullmatch(event):
             raise ValueError(f"ledger event names are lower-case words joined by _, not {event!r}")
-        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                seq, prev = self._tail(fd)
-                body: dict[str, Any] = {
-                    "seq": seq + 1,
-                    "at": now.isoformat(timespec="milliseconds"),
-                    "event": str(event),
-                    "actor": actor,
-                    "reason": reason,
-                    "approved_by": approved_by,
-                    "details": details,
-                    "prev": prev,
-                }
-                entry = {**body, "mac": _entry_mac(self._key, body)}
-                write_all(fd, canonical(entry) + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if seq == 0:
-                fsync_dir(self.path.parent)
-            self._write_head(entry["seq"], entry["mac"])
+            seq, prev = self._tail(fd)
+            body: dict[str, Any] = {
+                "seq": seq + 1,
+                "at": now.isoformat(timespec="milliseconds"),
+                "event": str(event),
+                "actor": actor,
+                "reason": reason,
+                "approved_by": approved_by,
+                "details": details,
+                "prev": prev,
+            }
+            entry = {**body, "mac": _entry_mac(self._key, body)}
+            write_all(fd, canonical(entry) + b"\n")
+            os.fsync(fd)
         finally:
-            os.close(lock_fd)
-        log.info("ledger.appended", seq=entry["seq"], ledger_event=str(event), actor=actor)
+            os.close(fd)
+        if seq == 0:
+            fsync_dir(self.path.parent)
+        self._write_head(entry["seq"], entry["mac"])
+        log.info("ledger.appended", ledger=self.path.name, seq=entry["seq"], ledger_event=str(event), actor=actor)
         return _to_entry(entry)
 
     def _tail(self, fd: int) -> tuple[int, str]:
         """(seq, mac) to chain onto, after checking the end against the head
-        and cutting off a torn line."""
+        and the anchor, and cutting off a torn line."""
         size = os.fstat(fd).st_size
         window = min(size, _TAIL_WINDOW)
         while True:
@@ -259,6 +300,11 @@ class Ledger:
                     f"{self.path} does not end where {self.head_path.name} says (seq {head_seq}): "
                     "entries were removed or the head was replaced; run `callrec ledger verify`"
                 )
+        anchor = self._read_anchor()
+        if isinstance(anchor, tuple) and last is not None and (
+                anchor[0] > last["seq"] or (anchor[0] == last["seq"] and anchor[1] != last["mac"])):
+            raise LedgerError(f"{self.path} ends before its anchor {self.anchor_path} (seq {anchor[0]}): "
+                              "the ledger was put back from an earlier copy; run `callrec verify`")
         if torn:
             os.ftruncate(fd, size - len(torn))
             os.fsync(fd)
@@ -267,10 +313,18 @@ class Ledger:
 
     def _read_head(self) -> tuple[int, str] | str | None:
         """(seq, mac); None when absent; a reason string when it is bad."""
+        return self._read_head_file(self.head_path)
+
+    def _read_anchor(self) -> tuple[int, str] | str | None:
+        return None if self.anchor_path is None else self._read_head_file(self.anchor_path)
+
+    def _read_head_file(self, path: Path) -> tuple[int, str] | str | None:
         try:
-            raw = self.head_path.read_bytes()
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
         try:
             head = json.loads(raw)
             seq, mac, head_mac = head["seq"], head["mac"], head["head_mac"]
@@ -283,45 +337,112 @@ class Ledger:
         return seq, mac
 
     def _write_head(self, seq: int, mac: str) -> None:
-        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            write_all(fd, canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.head_path)
-        fsync_dir(self.head_path.parent)
+        _replace_file(self.head_path, canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}))
+        if self.anchor_path is not None:
+            self._write_anchor(seq, mac)
 
-    def _lines(self) -> tuple[list[bytes], bytes]:
-        """Complete lines and the torn rest (bytes after the last newline)."""
+    def _write_anchor(self, seq: int, mac: str) -> None:
+        """The anchor follows the head; a second medium that is gone (unplugged,
+        unmounted) must not stop the ledger, so a failure is logged once and the
+        anchor catches up with the next append that can write it."""
+        assert self.anchor_path is not None
+        try:
+            ensure_private_dir(self.anchor_path.parent)
+            _replace_file(self.anchor_path,
+                          canonical({"seq": seq, "mac": mac, "head_mac": _head_mac(self._key, seq, mac)}))
+        except OSError as exc:
+            if not self._anchor_failing:
+                log.error("ledger.anchor_failed", anchor=str(self.anchor_path), reason=exc.strerror or str(exc))
+            self._anchor_failing = True
+            return
+        if self._anchor_failing:
+            log.warning("ledger.anchor_resumed", anchor=str(self.anchor_path), seq=seq)
+        self._anchor_failing = False
+
+    def ensure_anchor(self) -> None:
+        """At a writer's start: a ledger that has no anchor yet (made before
+        anchors, or its anchor folder is new) is anchored at its head, after
+        the same checks an append makes."""
+        if self.anchor_path is None or self._read_anchor() is not None:
+            return
+        with self._locked():
+            head = self._read_head()
+            if not isinstance(head, tuple):
+                return
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                seq, mac = self._tail(fd)
+            finally:
+                os.close(fd)
+            if (seq, mac) == head:
+                self._write_anchor(seq, mac)
+                log.warning("ledger.anchored", ledger=self.path.name, anchor=str(self.anchor_path), seq=seq)
+
+    def head(self) -> tuple[int, str] | None:
+        """(seq, mac) of the last entry as the head records it; None for an
+        empty ledger; LedgerError when the head is bad."""
+        head = self._read_head()
+        if isinstance(head, str):
+            raise LedgerError(f"{self.head_path}: {head}; run `callrec ledger verify`")
+        return head
+
+    def mac_at(self, seq: int) -> str | None:
+        """The mac of entry `seq` as stored, or None when the ledger does not reach it."""
+        for number, line, complete in self._lines():
+            if not complete:
+                return None
+            try:
+                entry = _parse(line)
+            except ValueError as exc:
+                raise LedgerError(f"{self.path}: line {number} is not a ledger entry ({exc})") from None
+            if entry["seq"] == seq:
+                return str(entry["mac"])
+        return None
+
+    def _lines(self) -> Iterator[tuple[int, bytes, bool]]:
+        """(line number, line, complete) in file order, read as a stream: a
+        seal ledger grows by a line a second.  Only the last can be torn."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            return [], b""
+            return
         with os.fdopen(fd, "rb") as file:
-            lines = file.read().split(b"\n")
-        return lines[:-1], lines[-1]
+            for number, line in enumerate(file, 1):
+                if line.endswith(b"\n"):
+                    yield number, line[:-1], True
+                elif line:
+                    yield number, line, False
 
     def entries(self) -> Iterator[LedgerEntry]:
         """Every complete entry in file order, unchecked (verify() checks);
         a torn last line is not an entry."""
-        lines, _ = self._lines()
-        for number, line in enumerate(lines, 1):
+        for number, line, complete in self._lines():
+            if not complete:
+                return
             try:
                 yield _to_entry(_parse(line))
             except ValueError as exc:
                 raise LedgerError(f"{self.path}: line {number} is not a ledger entry ({exc})") from None
 
-    def verify(self) -> list[LedgerProblem]:
+    def verify(self, require_anchor: bool = True) -> list[LedgerProblem]:
         """Everything that does not match, each naming its line and seq; an
-        empty list is a ledger nobody has altered."""
+        empty list is a ledger nobody has altered.  `require_anchor=False`
+        accepts a ledger without an anchor yet (made by a version before
+        anchors, not yet opened by a newer recorder)."""
         problems: list[LedgerProblem] = []
-        lines, torn = self._lines()
         expected_seq, expected_prev = 1, GENESIS
         last: dict[str, Any] | None = None
-        for number, line in enumerate(lines, 1):
+        lines = 0
+        anchor = self._read_anchor()
+        anchored_mac: str | None = None
+        for number, line, complete in self._lines():
+            if not complete:
+                problems.append(
+                    LedgerProblem(number, None, "torn last entry (no newline): a crash during an append; "
+                                  "that entry was never recorded and the next append removes it")
+                )
+                break
+            lines = number
             try:
                 entry = _parse(line)
             except ValueError as exc:
@@ -338,12 +459,9 @@ class Ledger:
                     LedgerProblem(number, seq, "broken chain: prev is not the MAC of the entry before "
                                   "(an entry was removed, inserted or moved)")
                 )
+            if isinstance(anchor, tuple) and seq == anchor[0]:
+                anchored_mac = entry["mac"]
             expected_seq, expected_prev, last = seq + 1, entry["mac"], entry
-        if torn:
-            problems.append(
-                LedgerProblem(len(lines) + 1, None, "torn last entry (no newline): a crash during an append; "
-                              "that entry was never recorded and the next append removes it")
-            )
         head = self._read_head()
         if isinstance(head, str):
             problems.append(LedgerProblem(None, None, head))
@@ -358,9 +476,46 @@ class Ledger:
                     LedgerProblem(None, head_seq, f"tail missing: the head says seq {head_seq} but the ledger {ends}")
                 )
             elif last["seq"] == head_seq and last["mac"] != head_mac:
-                problems.append(LedgerProblem(len(lines), head_seq, "last entry is not the one the head recorded"))
+                problems.append(LedgerProblem(lines, head_seq, "last entry is not the one the head recorded"))
             elif last["seq"] > head_seq + 1 or (last["seq"] == head_seq + 1 and last["prev"] != head_mac):
                 problems.append(
-                    LedgerProblem(len(lines), last["seq"], f"entries after seq {head_seq} that the head never recorded")
+                    LedgerProblem(lines, last["seq"], f"entries after seq {head_seq} that the head never recorded")
                 )
+        problems.extend(self._anchor_problems(anchor, last, anchored_mac, require_anchor))
         return problems
+
+    def _anchor_problems(self, anchor: tuple[int, str] | str | None, last: dict[str, Any] | None,
+                         anchored_mac: str | None, require_anchor: bool) -> list[LedgerProblem]:
+        """The ledger against its anchor: it may run ahead of the anchor (a
+        second medium that was away), never behind it or beside it."""
+        if self.anchor_path is None:
+            return []
+        where = str(self.anchor_path)
+        if isinstance(anchor, str):
+            return [LedgerProblem(None, None, f"anchor {where}: {anchor}")]
+        if anchor is None:
+            return [] if last is None or not require_anchor else [LedgerProblem(None, None, f"anchor {where} is missing: the ledger "
+                                                          "cannot be checked against an earlier copy of itself")]
+        seq, mac = anchor
+        if last is None or last["seq"] < seq:
+            ends = "is empty" if last is None else f"ends at seq {last['seq']}"
+            return [LedgerProblem(None, seq, f"rolled back: the anchor {where} recorded seq {seq} but the ledger "
+                                  f"{ends} (the ledger and its head were replaced by an earlier copy)")]
+        if anchored_mac != mac:
+            return [LedgerProblem(None, seq, f"entry seq {seq} is not the one the anchor {where} recorded "
+                                  "(the ledger was rewritten)")]
+        return []
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """Write a small file whole and durably in place of the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        write_all(fd, content + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

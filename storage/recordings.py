@@ -19,10 +19,14 @@ from recorder.record import CallResult, CallSnapshot
 from wire.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, audio_format, convert_to_l16, side_digest, wav_digest
+from .faults import FaultLog
 from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
 from .layout import RECORDINGS, ensure_private_dir
+from .ledger import LedgerError, default_anchor_dir
 from .notices import NOTICE_SLACK, Dialog, NoticeLog, NoticeMatch, Tie
+from .reserve import RESERVE_BYTES, Reserve
+from .seal_ledger import flush_seals, seal_key, seal_ledger
 from .vault import VaultError, repair_vault, shred
 
 __all__ = ["DEFAULT_MIN_FREE_BYTES", "RecordingStore"]
@@ -32,6 +36,12 @@ log = structlog.get_logger("callrec.storage")
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 NOTICE_HEARD = ("announced",)
 ANNOUNCER_LEG = "announcer"
+
+MAX_PENDING_ROWS = 10_000
+"""Rows held in memory while the index refuses them (about 2 KiB each); a
+call beyond that is counted as lost rather than held."""
+ACTOR = "callrec recorder"
+AUDIO_FAULTS = ("write_failed", "not_recorded_index", "not_recorded_retention")
 
 _WRITE_BATCH = 32 * 1024
 """Bytes of frames gathered before they are written even without a checkpoint:
@@ -83,7 +93,8 @@ class FileRecording:
         try again, so recording resumes when space returns."""
         if self.failure is None:
             self.failure = exc.strerror or str(exc)
-            log.error("recording.write_failed", call_id=self.record_id, reason=self.failure)
+            self._store.faults.failed(self.failure_code, self.failure, "recording.write_failed",
+                                      call_id=self.record_id)
         self._pending.clear()
         self._pending_size = 0
 
@@ -120,7 +131,7 @@ class FileRecording:
             self._fail(exc)
             return
         self.wav_path = new
-        self._store.index.update(self.record_id, audio_path=self._store.relative(new), audio_format="L16")
+        self._store._write_row(self.record_id, audio_path=self._store.relative(new), audio_format="L16")
         shred(old)
 
     def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
@@ -196,21 +207,30 @@ class RecordingStore:
     """Implements the recorder's RecordingSink over a data folder."""
 
     def __init__(self, data_dir: Path, index: CallIndex, tz: ZoneInfo, master: MasterKey,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, *, anchor_dir: Path | None = None,
+                 reserve_bytes: int = RESERVE_BYTES) -> None:
         self.data_dir = data_dir
         self.index = index
         self.master = master
         self.tz = tz
         self.min_free_bytes = min_free_bytes
         self._notices: NoticeLog | None = None
-        self._unindexed: set[str] = set()
-        self._unwritten: dict[str, dict[str, object]] = {}
+        self._unwritten: dict[str, _PendingRow] = {}
         self.unsealed: set[Path] = set()
         self.refusing: str | None = None
         """Why new calls are not recorded, when the retention policy says
         so (stop_recording rather than cut a minimum period short)."""
         self._ids: dict[int, str] = {}
+        self.faults = FaultLog(tz)
+        self._seal_key = seal_key(master)
+        self.seals = seal_ledger(data_dir, master, anchor_dir or default_anchor_dir(data_dir))
+        self._seals_due = False
+        self._dropped: set[str] = set()
+        self.reserve = Reserve(data_dir, reserve_bytes)
         ensure_private_dir(data_dir / RECORDINGS)
+        self._released = not self.reserve.keep(self.min_free_bytes) and not self.space_left()
+        """The reserve was given to the index (or the disk was full at start):
+        no audio until the reserve is back."""
 
     def space_left(self) -> bool:
         """Whether the filesystem is above the floor that keeps the index
@@ -228,19 +248,16 @@ class RecordingStore:
     def begin(self, call: CallSnapshot, origin: float) -> None:
         record_id = self._new_id(origin)
         self._ids[call.serial] = record_id
-        try:
-            self.index.insert(
-                id=record_id, sip_call_id=call.sip_call_id,
-                started_at=iso(call.invite_ts, self.tz), answered_at=iso(call.answer_ts, self.tz),
-                direction=str(call.direction), local_number=call.local_number, remote_number=call.remote_number,
-                caller=call.caller, callee=call.callee, caller_withheld=call.caller_withheld,
-                codecs=list(call.codecs), state="recording", recorded_at=call.answer_ts or call.invite_ts,
-                **_parties(call),
-                **self._started_by(call),
-            )
-        except sqlite3.Error as exc:
-            log.error("index.write_failed", call_id=record_id, reason=str(exc))
-            self._unindexed.add(record_id)
+        self._write_backlog()
+        self._unwritten[record_id] = _PendingRow(call.invite_ts, insert={
+            "id": record_id, "sip_call_id": call.sip_call_id,
+            "started_at": iso(call.invite_ts, self.tz), "answered_at": iso(call.answer_ts, self.tz),
+            "direction": str(call.direction), "local_number": call.local_number,
+            "remote_number": call.remote_number, "caller": call.caller, "callee": call.callee,
+            "caller_withheld": call.caller_withheld, "codecs": list(call.codecs), "state": "recording",
+            "recorded_at": call.answer_ts or call.invite_ts, **_parties(call), **self._started_by(call),
+        })
+        self._write_row(record_id)
         log.info("recording.started", call_id=record_id, direction=str(call.direction),
                  **({"started_by": call.started_by} if call.started_by else {}))
 
@@ -267,33 +284,73 @@ class RecordingStore:
 
     def refusal(self, record_id: str) -> tuple[str, str] | None:
         """Why this recording must not write audio, as (end reason, message):
-        audio with no row would be evidence nobody can find or erase."""
-        if record_id in self._unindexed:
+        audio with no row would be evidence nobody can find or erase, and
+        audio written into the reserve would take the room kept for rows."""
+        pending = self._unwritten.get(record_id)
+        if pending is not None and pending.insert is not None:
             return "not_recorded_index", "the index could not be written"
         if self.refusing is not None:
             return "not_recorded_retention", self.refusing
+        if self._released:
+            return "write_failed", "the disk is full: only the call's metadata is kept"
         return None
 
-    def _write_row(self, record_id: str, **values: object) -> None:
-        """A row update that a failing index (full disk) cannot turn into a
-        crash: it is logged and kept, and tried again at every checkpoint
-        until the disk has room (or the next start's recovery seals it)."""
-        if record_id in self._unindexed:
-            return
-        pending = self._unwritten.pop(record_id, {})
-        pending.update(values)
-        try:
-            self.index.update(record_id, **pending)
-        except sqlite3.Error as exc:
-            self._unwritten[record_id] = pending
-            log.error("index.write_failed", call_id=record_id, reason=str(exc))
+    def _write_row(self, record_id: str, seal: bool = False, **values: object) -> bool:
+        """A row insert or update that a failing index (full disk) cannot turn
+        into a crash: the first failure releases the reserve and tries again;
+        what still fails is kept and tried again at every checkpoint until
+        the disk has room (or the next start's recovery seals the row).
+        Whether it was written."""
+        if record_id in self._dropped:
+            if seal:
+                self._dropped.discard(record_id)
+            return False
+        pending = self._unwritten.get(record_id)
+        if pending is None:
+            pending = self._unwritten[record_id] = _PendingRow(None)
+        pending.update.update(values)
+        pending.seal = pending.seal or seal
+        for attempt in range(2):
+            try:
+                pending.write(self.index, record_id, self._seal_key)
+            except sqlite3.Error as exc:
+                self.faults.failed("index", str(exc), "index.write_failed", at=pending.at, call_id=record_id)
+                if attempt == 0 and self.reserve.release():
+                    self._released = True
+                    continue
+                self._hold(record_id, pending)
+                return False
+            break
+        del self._unwritten[record_id]
+        self.faults.cleared("index")
+        if pending.seal:
+            self._seals_due = True
+        if self._released and not self._unwritten:
+            self._take_back_reserve()
+        return True
+
+    def _take_back_reserve(self) -> None:
+        """Everything held back is written: once the disk has room beyond the
+        floor again, the reserve is allocated again and audio resumes."""
+        if self.reserve.keep(self.min_free_bytes):
+            self._released = False
+            log.warning("recording.resumed_after_disk_full")
+
+    def _hold(self, record_id: str, pending: _PendingRow) -> None:
+        """Keep a row the index refused, within MAX_PENDING_ROWS; past that
+        the call is counted as lost (and its later updates dropped)."""
+        if len(self._unwritten) > MAX_PENDING_ROWS and pending.insert is not None:
+            del self._unwritten[record_id]
+            if not pending.seal:
+                self._dropped.add(record_id)
+            self.faults.lost("no_row", pending.at)
 
     def retry_rows(self) -> None:
-        """What a full disk held back: row updates, and the final record of
+        """What a full disk held back: rows, seals, and the final record of
         files it kept from being sealed (which does not change their audio
-        or its sealed hash)."""
-        for record_id in list(self._unwritten):
-            self._write_row(record_id)
+        or its sealed hash).  Once the disk has room again the reserve is
+        allocated again and audio is written again."""
+        self._write_backlog()
         for path in list(self.unsealed):
             try:
                 repair_vault(path, self.master)
@@ -302,6 +359,43 @@ class RecordingStore:
             except VaultError as exc:
                 log.error("recording.unrepairable", path=self.relative(path), reason=str(exc))
             self.unsealed.discard(path)
+        if self._released and not self._unwritten:
+            self._take_back_reserve()
+        if self._seals_due:
+            self.flush_seals()
+
+    def _write_backlog(self) -> None:
+        """Rows the index refused, oldest first, until one is refused again
+        (the disk is still full: the rest waits for the next checkpoint)."""
+        for record_id in list(self._unwritten):
+            if not self._write_row(record_id):
+                break
+
+    def flush_seals(self) -> None:
+        """Name the rows sealed since the last flush in the seal ledger; a
+        disk that refuses is a fault like any other, and the rows stay to be
+        named at the next flush."""
+        try:
+            flush_seals(self.index, self.seals, ACTOR, datetime.now(self.tz))
+        except (OSError, LedgerError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.faults.failed("seal_ledger", reason, "seals.write_failed")
+            return
+        self._seals_due = False
+        self.faults.cleared("seal_ledger")
+
+    def close(self) -> None:
+        """After the last call: everything held back is tried once more, the
+        seals are named, and what could not be written is counted as lost
+        (its calls stay without a row, or in `recording` for the next start's
+        recovery)."""
+        self.retry_rows()
+        self.flush_seals()
+        for pending in self._unwritten.values():
+            self.faults.lost("no_row" if pending.insert is not None else "unsealed", pending.at)
+        lost = self.faults.totals()
+        if lost:
+            log.error("storage.calls_lost", **lost, detail="per hour in `callrec status`")
 
     def _notice_for(self, call: CallSnapshot) -> NoticeMatch | None:
         """The announcer's record of this call, if it handled it, and how the two are tied.
@@ -336,19 +430,10 @@ class RecordingStore:
                 "announced_at": notice.announced_from if notice.outcome in NOTICE_HEARD else None}
 
     def finish_without_audio(self, result: CallResult) -> None:
-        self._party_row(result.call)
         self._seal_row(result, None, 0)
 
     def seal(self, result: CallResult, handle: FileRecording, frames: int) -> None:
-        self._party_row(result.call)
         self._seal_row(result, handle, frames)
-
-    def _party_row(self, call: CallSnapshot) -> None:
-        """What the call's other legs told after it was answered (the extension of a leg whose
-        200 the mirror showed late, a ring group's last legs), before the row is sealed."""
-        record_id = self._ids.get(call.serial)
-        if record_id is not None and record_id not in self._unindexed:
-            self._write_row(record_id, **_parties(call))
 
     def _seal_row(self, result: CallResult, handle: FileRecording | None, frames: int) -> None:
         call = result.call
@@ -381,6 +466,11 @@ class RecordingStore:
         )
         if handle is not None and handle.failure is not None:
             values.update(end_reason=handle.failure_code, complete=False)
+            self.faults.lost(handle.failure_code, call.invite_ts)
+        elif handle is not None and handle.has_audio:
+            for code in AUDIO_FAULTS:
+                self.faults.cleared(code)
+        values.update(_parties(call))
         values.update(self._notice_values(call, record_id))
         if handle is not None and handle.has_audio:
             try:
@@ -393,9 +483,30 @@ class RecordingStore:
             except (OSError, VaultError) as exc:
                 log.error("recording.seal_failed", call_id=record_id, reason=str(exc))
                 values.update(end_reason="write_failed", complete=False)
-        if record_id in self._unindexed:
-            self._unindexed.discard(record_id)
-            return
-        self._write_row(record_id, **values)
+        self._write_row(record_id, seal=True, **values)
         log.info("recording.sealed", call_id=record_id, direction=str(call.direction),
                  complete=values["complete"], end_reason=values["end_reason"], frames=frames)
+
+
+class _PendingRow:
+    """A row write the index refused: the insert (until the row exists), the
+    updates since, and whether they seal it; `at` is the call's start, for
+    counting what a fault cost per hour."""
+
+    __slots__ = ("at", "insert", "seal", "update")
+
+    def __init__(self, at: float | None, insert: dict[str, object] | None = None) -> None:
+        self.at = at
+        self.insert = insert
+        self.update: dict[str, object] = {}
+        self.seal = False
+
+    def write(self, index: CallIndex, record_id: str, key: bytes) -> None:
+        if self.insert is not None:
+            index.insert(**self.insert)
+            self.insert = None
+        if self.seal:
+            index.seal(record_id, key, **self.update)
+        elif self.update:
+            index.update(record_id, **self.update)
+        self.update = {}

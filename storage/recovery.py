@@ -1,5 +1,8 @@
 """After a crash: every recording that was being written is made readable,
-sealed as incomplete and indexed, before anything new is recorded."""
+sealed as incomplete and indexed, before anything new is recorded; and the
+seal ledger brought up to date with the index (rows sealed just before the
+crash, and at the first start after an upgrade the rows sealed before rows
+had seals)."""
 from __future__ import annotations
 
 import os
@@ -13,9 +16,11 @@ import structlog
 from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallIndex, SideFile, iso
 from .keys import MasterKey
+from .seal_ledger import flush_seals, seal_key, seal_unsealed
+from .store import Store
 from .vault import VaultError, repair_vault, shred
 
-__all__ = ["recover_unfinished"]
+__all__ = ["recover_store", "recover_unfinished"]
 
 log = structlog.get_logger("callrec.storage")
 
@@ -31,8 +36,14 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
     file's last modification, which is when its last audio was written.
     """
     recovered = []
+    key = seal_key(master)
     for row in index.unfinished():
         record_id = row.id
+        if index.seal_of(record_id) is not None:
+            # Sealed once, then set back to `recording`: sealing it again
+            # would bless whatever was done to it.  verify names it.
+            log.error("recording.unsealed_after_seal", call_id=record_id)
+            continue
         update: dict[str, object] = {"state": "sealed", "complete": False, "end_reason": END_REASON}
         if row.audio_path:
             path = data_dir / row.audio_path
@@ -41,7 +52,7 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
             except (OSError, VaultError, AudioFileError) as exc:
                 log.error("recording.unrepairable", call_id=record_id, reason=str(exc))
                 update["end_reason"] = "lost_in_crash"
-                index.update(record_id, **update)
+                index.seal(record_id, key, **update)
                 recovered.append(record_id)
                 continue
             ended = os.stat(path).st_mtime
@@ -49,9 +60,28 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
             if row.answered_at:
                 answered = datetime.fromisoformat(row.answered_at).timestamp()
                 update["duration"] = round(max(0.0, ended - answered), 3)
-        index.update(record_id, **update)
+        index.seal(record_id, key, **update)
         log.warning("recording.recovered", call_id=record_id)
         recovered.append(record_id)
+    return recovered
+
+
+def recover_store(store: Store, actor: str) -> list[str]:
+    """Everything a writer (the daemon, replay) does at start before it
+    records: recover what a crash left open, anchor both ledgers if they
+    are not yet, seal the rows of an older version at the first start after
+    the upgrade (`adopted`), and name in the seal ledger every seal it does
+    not name yet.  Returns the recovered ids."""
+    recovered = recover_unfinished(store.data_dir, store.index, store.tz, store.master)
+    seals = store.seals
+    for ledger in (store.ledger, seals):
+        ledger.ensure_anchor()
+    if not seals.path.exists() or seals.path.stat().st_size == 0:
+        adopted = seal_unsealed(store.index, seals, store.seal_key, actor, store.now())
+        if adopted:
+            log.warning("seals.adopted", rows=adopted,
+                        detail="rows sealed before rows had seals are sealed as they read now")
+    flush_seals(store.index, seals, actor, store.now())
     return recovered
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,9 +19,11 @@ from .errors import StorageError
 from .index import CallIndex
 from .keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file, load_master_key
 from .layout import INDEX_FILE, default_key_file, ensure_private_dir
-from .ledger import KEY_LABEL, Ledger
+from .ledger import KEY_LABEL, Ledger, default_anchor_dir
+from .reserve import Reserve
+from .seal_ledger import seal_key, seal_ledger
 
-__all__ = ["Store", "StoreError", "actor"]
+__all__ = ["Store", "StoreError", "actor", "default_anchor_dir"]
 
 KEY_ID_SETTING = "master_key_id"
 
@@ -45,16 +48,23 @@ class Store:
     tz: ZoneInfo
     archive_dir: Path | None = None
     """The second medium's folder (config `archive_dir`), where storage/archive.py moves recordings."""
+    anchor_dir: Path | None = field(default=None)
 
     @classmethod
     def open(cls, data_dir: Path, tz: ZoneInfo, key_file: Path | None = None,
-             environ: Mapping[str, str] = os.environ, create_key: bool = False,
-             archive_dir: Path | None = None) -> Store:
+             environ: Mapping[str, str] = os.environ, create_key: bool = False, *,
+             archive_dir: Path | None = None, anchor_dir: Path | None = None, read_only: bool = False) -> Store:
         """`create_key` makes a key file on first use, for the embedded
-        default; it is refused when the folder already holds recordings."""
+        default; it is refused when the folder already holds recordings.
+
+        `read_only` is for commands that only read or check: on a full disk
+        the index is then opened read-only rather than not at all.  A writer
+        that cannot open the index on a full disk releases the reserve
+        (storage/reserve.py) and tries once more."""
         ensure_private_dir(data_dir)
         key_path = key_file or default_key_file(data_dir)
-        index = CallIndex(data_dir / INDEX_FILE)
+        anchors = anchor_dir or default_anchor_dir(data_dir)
+        index = _open_index(data_dir, read_only)
         try:
             known = index.setting(KEY_ID_SETTING)
             try:
@@ -66,7 +76,7 @@ class Store:
                 master = create_key_file(key_path)
             except MasterKeyError as exc:
                 raise StoreError(str(exc)) from None
-            if known is None:
+            if known is None and not index.read_only:
                 index.set_setting(KEY_ID_SETTING, master.key_id)
             elif known != master.key_id:
                 raise StoreError(f"{data_dir} was written under master key {known}, but the key loaded is "
@@ -74,7 +84,17 @@ class Store:
         except BaseException:
             index.close()
             raise
-        return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL)), tz, archive_dir)
+        return cls(data_dir, index, master, Ledger.in_data_dir(data_dir, master.derive(KEY_LABEL), anchors), tz,
+                   archive_dir, anchors)
+
+    @property
+    def seals(self) -> Ledger:
+        """The seal ledger (storage/seal_ledger.py), anchored beside the 管理簿."""
+        return seal_ledger(self.data_dir, self.master, self.anchor_dir)
+
+    @property
+    def seal_key(self) -> bytes:
+        return seal_key(self.master)
 
     def for_thread(self) -> Store:
         """The same store over a connection of its own, for a worker thread
@@ -92,3 +112,15 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_index(data_dir: Path, read_only: bool) -> CallIndex:
+    path = data_dir / INDEX_FILE
+    if read_only:
+        return CallIndex.for_reading(path)
+    try:
+        return CallIndex(path)
+    except sqlite3.OperationalError:
+        if not Reserve(data_dir).release():
+            raise
+        return CallIndex(path)

@@ -2,9 +2,10 @@
 
 The planner (storage/retention.py) decides from the policy, the date and
 the usage; this adapter lists the candidates from the index, shreds the
-files of each recording it must erase, leaves a tombstone row, and writes
-one ledger entry per sweep (how many, which period, which rule) plus one
-for every recording the ring had to erase inside its minimum period.
+files of each recording it must erase, leaves a sealed tombstone row, and
+writes one ledger entry per sweep (how many, which period, which rule) plus
+one for every recording the ring had to erase inside its minimum period;
+the seal ledger names each tombstone by id.
 
 Where the policy has an archive stage, the same sweep then moves what the
 device period has ended for to the second medium and erases from it what
@@ -34,6 +35,7 @@ from .archive import StageResult, discard_copies, run_stage
 from .index import iso
 from .ledger import Event
 from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
+from .seal_ledger import flush_seals
 from .store import Store
 from .vault import shred
 
@@ -91,7 +93,7 @@ def erase_recording(store: Store, record_id: str, at: str, reason: str) -> None:
     for path in paths:
         if path.is_file() and not path.is_symlink():
             shred(path)
-    store.index.mark_erased(record_id, at, reason)
+    store.index.mark_erased(record_id, at, reason, store.seal_key)
 
 
 def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bool = False,
@@ -104,9 +106,12 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
             for erasure in the_plan.erase:
                 erase_recording(store, erasure.id, at, erasure.reason)
                 erased.append(erasure.id)
+            flush_seals(store.index, store.seals, actor, store.now())
             _ledger(store, rules, the_plan, now, actor)
             log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
         staged = run_stage(store, rules, now, actor, dry_run=dry_run)
+        if staged.erased and not dry_run:
+            flush_seals(store.index, store.seals, actor, store.now())
         the_plan = replace(the_plan, warnings=the_plan.warnings + staged.warnings)
         for warning in the_plan.warnings:
             log.warning("retention.warning", code=warning.code, message=warning.message)

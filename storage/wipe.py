@@ -16,6 +16,7 @@ import structlog
 from .archive import shred_medium
 from .layout import RECORDINGS
 from .ledger import Event
+from .seal_ledger import flush_seals
 from .store import Store
 from .vault import shred
 
@@ -42,9 +43,11 @@ def wipe_all(store: Store, actor: str, reason: str | None) -> WipeResult:
     archived = shred_medium(store)
     at = store.now().isoformat(timespec="milliseconds")
     ids = [row.id for row in store.index.rows() if not row.erased_at]
+    key = store.seal_key
     with store.index.transaction():
         for record_id in ids:
-            store.index.mark_erased(record_id, at, "wipe")
+            store.index.mark_erased(record_id, at, "wipe", key)
+    flush_seals(store.index, store.seals, actor, store.now())
     store.index.compact()
     entry = store.ledger.append(Event.WIPE, actor, store.now(), reason=reason, files=files, recordings=len(ids),
                                 master_key_id=store.master.key_id, archive_files=archived)

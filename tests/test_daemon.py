@@ -136,6 +136,8 @@ def test_live_call_status_reload_and_graceful_stop(daemon: LiveDaemon) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     state = json.loads(status.stdout)
     assert state["healthy"] and state["kernel_drops"] == 0 and state["interfaces"] == ["lo"]
+    assert state["storage_faults"] == {"active": {}, "calls_per_hour": {}}
+    assert "ledger.anchor_exported" in daemon.logtext(), "the signed heads go into the journal at start"
 
     daemon.policy.write_text("network:\n  trunk: [203.0.113.0/28]\n  pbx: [nonsense]\n")
     assert daemon.proc is not None
@@ -168,6 +170,7 @@ def test_kill_9_then_restart_recovers_the_open_recording(daemon: LiveDaemon) -> 
     daemon.start()
     row = daemon.row("live-c@test")
     assert row["end_reason"] == "recovered_after_crash" and not row["complete"]
+    assert run_cli("verify", "--data-dir", daemon.data, check=False).returncode == 0, "recovered, sealed, ledgered"
     _assert_audio(daemon, row, record, complete=False)
     _, record_d = daemon.call("live-d@test", 2.0, 20006)
     row_d = daemon.row("live-d@test")

@@ -1,6 +1,7 @@
 """An index that cannot be written (a full disk, a read-only file) never
-crashes the recorder and never leaves audio nobody could find: the call is
-not recorded, the failure is logged, and later calls record again."""
+crashes the recorder and never leaves audio nobody could find: the call's
+audio is not recorded, its row is written once the index takes it, the
+failure is logged once, and later calls record again."""
 from __future__ import annotations
 
 import sqlite3
@@ -12,6 +13,7 @@ import structlog
 from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from recorder.engine import Recorder
+from storage.faults import FaultLog
 from storage.index import CallIndex
 from storage.recordings import RecordingStore
 from tests.builders import PBX, TRUNK
@@ -67,10 +69,14 @@ def test_unwritable_index_skips_the_call_and_recording_resumes(tmp_path: Path) -
         recorder.finish()
     rows = [r.as_dict() for r in index.rows()]
     index.close()
-    assert [r["sip_call_id"] for r in rows] == ["c1@x"] and rows[0]["complete"]
+    assert [r["sip_call_id"] for r in rows] == ["c0@x", "c1@x"]
+    lost, kept = rows
+    assert lost["end_reason"] == "not_recorded_index" and not lost["complete"] and lost["audio_path"] is None
+    assert lost["state"] == "sealed" and lost["remote_number"] == "0312345678", "the call's metadata is kept"
+    assert kept["complete"]
     files = [p.name for p in (data / "recordings").rglob("*.vault")]
-    assert files == [Path(rows[0]["audio_path"]).name], "no audio without a row"
-    assert any(e["event"] == "index.write_failed" for e in logs)
+    assert files == [Path(kept["audio_path"]).name], "no audio without a row"
+    assert [e["event"] for e in logs].count("index.write_failed") == 1, "logged once, then counted"
 
 
 def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) -> None:
@@ -89,3 +95,17 @@ def test_a_seal_the_index_refused_is_written_once_it_has_room(tmp_path: Path) ->
     index.close()
     assert rows["c0@x"]["state"] == "sealed" and rows["c0@x"]["complete"] and rows["c0@x"]["sha256"]
     assert rows["c1@x"]["state"] == "sealed"
+
+
+def test_a_fault_is_logged_once_then_counted_per_hour() -> None:
+    faults = FaultLog(ZoneInfo("Asia/Tokyo"))
+    with structlog.testing.capture_logs() as logs:
+        for n in range(1000):
+            faults.failed("index", "database or disk is full", "index.write_failed", at=T0 + n)
+        for n in range(3):
+            faults.lost("write_failed", T0 + n * 1800)
+        faults.cleared("index")
+    assert [(e["event"], e.get("failures"), e.get("write_failed")) for e in logs] == [
+        ("index.write_failed", None, None), ("storage.calls_lost", None, 2), ("storage.fault_cleared", 1000, None)]
+    assert faults.as_dict() == {"active": {}, "calls_per_hour": {"2025-11-25T01:00+09:00": {"write_failed": 2},
+                                                                "2025-11-25T02:00+09:00": {"write_failed": 1}}}

@@ -268,3 +268,35 @@ def test_long_ledger_append_reads_only_its_end(tmp_path: Path) -> None:
     ledger.append(Event.VERIFICATION, "callrec", T0, result=big)
     ledger.append(Event.VERIFICATION, "callrec", T0, result="ok")
     assert ledger.verify() == [] and auditor_check(ledger.path, KEY) == 3
+
+
+def anchored_in(folder: Path) -> Ledger:
+    return Ledger.in_data_dir(folder / "data", KEY, folder / "anchor")
+
+
+def test_a_ledger_put_back_from_an_earlier_copy_is_caught_by_its_anchor_and_not_continued(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    ledger = anchored_in(tmp_path)
+    fill(ledger, 3)
+    earlier = (ledger.path.read_bytes(), ledger.head_path.read_bytes())
+    fill(ledger, 2)
+    assert ledger.verify() == [] and (tmp_path / "anchor" / "ledger.head").is_file()
+    ledger.path.write_bytes(earlier[0])
+    ledger.head_path.write_bytes(earlier[1])
+    assert [p for p in problems_of(ledger) if "rolled back" in p], problems_of(ledger)
+    with pytest.raises(LedgerError, match="earlier copy"):
+        ledger.append(Event.WIPE, "x", T0)
+    assert ledger.path.read_bytes() == earlier[0], "a refused append changes nothing"
+
+
+def test_an_anchor_that_cannot_be_written_never_stops_the_ledger(tmp_path: Path) -> None:
+    """A second medium that is away: entries go on, logged once, and verify says the anchor cannot
+    be read; the anchor catches up with the next entry once it is back."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "anchor").write_text("not a folder")
+    ledger = anchored_in(tmp_path)
+    fill(ledger, 2)
+    assert [p.problem.split(": ")[-1] for p in ledger.verify()] == ["cannot be read (Not a directory)"]
+    (tmp_path / "anchor").unlink()
+    fill(ledger, 1)
+    assert ledger.verify() == [] and ledger.head() == ledger._read_anchor()

@@ -147,7 +147,8 @@ def test_example_config_loads_and_names_restart_settings(tmp_path: Path) -> None
 
     config = load_config(REPO / "config.example.yaml")
     assert config.interfaces == ["eth1"] and config.status_path == Path("/run/callrec/status.sock")
-    assert Config().restart_needed(config) == ["data_dir", "interfaces", "status_socket", "key_file"]
+    assert Config().restart_needed(config) == ["data_dir", "interfaces", "status_socket", "key_file",
+                                                "anchor_dir"]
     bad = tmp_path / "config.yaml"
     bad.write_text("data_dir: /x\nhealth:\n  business_hours: '9-5'\n")
     try:
