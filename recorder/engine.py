@@ -306,6 +306,9 @@ class Recorder:
             if isinstance(event, CallAnswered):
                 if event.call.classification.record:
                     media = media or self._media_for(event.call)
+                    # The answer may come from another fork than the early
+                    # media did: each channel may latch onto a new source.
+                    media.latched[:] = [False, False]
                     self._start(media, event.call.answer_ts or self.now)
             elif isinstance(event, MediaChanged):
                 if media is not None:
