@@ -53,6 +53,11 @@ from .sdnotify import Notifier, watchdog_interval
 
 log = structlog.get_logger("callrec.daemon")
 
+CLOCK_AND_MEDIA_COUNTERS = ("clock_steps", "clock_strays", "clock_gaps", "rtp_foreign")
+"""The recorder's counters `callrec status` shows for the capture clock
+(steps followed, stray timestamps, gaps taken as time) and for RTP aimed
+at calls that was not theirs."""
+
 MAX_BLOCKS_PER_WAKEUP = 8
 DAEMON_ACTOR = "callrec daemon"
 POLICY_HASH_SETTING = "policy_sha256"
@@ -385,6 +390,7 @@ class Daemon:
             "kernel_drops": self._kernel_drops,
             "calls_evicted": self.recorder.counters().get("calls_evicted", 0),
             "tombstones_evicted": self.recorder.counters().get("tombstones_evicted", 0),
+            **{key: self.recorder.counters().get(key, 0) for key in CLOCK_AND_MEDIA_COUNTERS},
             "disk_used_percent": round(getattr(self, "_disk_percent", 0.0), 1),
             "store_bytes": self._store_bytes,
             "capacity_bytes": self.policy.retention.capacity,

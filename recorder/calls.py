@@ -636,6 +636,20 @@ class CallTracker:
                     self._end(call, events, answered=False)
         return events
 
+    def shift_clock(self, delta: float) -> None:
+        """The capture clock stepped (recorder.engine measures the step
+        against the RTP of the calls in progress): every time held here
+        moves by `delta`, so that no timer fires, or waits, for time that
+        did not pass.  The queues keep their order."""
+        for calls in self._by_call_id.values():
+            for call in calls:
+                call.invite_ts += delta
+                call.last_activity += delta
+                if call.answer_ts is not None:
+                    call.answer_ts += delta
+                if call.end_ts is not None:
+                    call.end_ts += delta
+
     # ---- bounds ---------------------------------------------------------
     def _make_room(self, call_id: str, events: list[CallEvent]) -> None:
         """Before a new call is added: at most max_open_dialogs calls (the

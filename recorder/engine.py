@@ -1,17 +1,42 @@
 """The recorder core: frames in, recordings out.
 
 Decoding, call tracking, RTP matching and sample placement happen here with
-the capture timestamp as the only clock.  Everything that touches a disk is
+the capture timestamp as the clock.  Everything that touches a disk is
 behind the RecordingSink given to the constructor, so the same core serves
 `callrec replay` and the live daemon, and the tests can watch what it writes.
+
+The capture clock is trusted only as far as the media agrees with it.  A
+frame more than CLOCK_JUMP_SECONDS ahead of the clock, or behind the frames
+before it, is held until the next one tells which it was: a stray timestamp
+(the next frame is back on the clock: the held one is handled at the
+clock's time) or a step of the clock (NTP after a boot without RTC, an
+admin's `date`, a damaged capture).  For a step, the RTP of a call in
+progress says how much time really passed (its timestamp went on 20 ms, not
+an hour); whatever the capture clock jumped beyond that, everything in
+flight (calls, their timers, their media timelines) is moved by, so that no
+call ends, no ringing call is given up and no recording gets silence for
+time that did not pass.  A forward jump that no media contradicts is time
+that passed (a quiet line).  Steps, strays and such gaps are logged and
+counted (`clock_steps`, `clock_strays`, `clock_gaps`).
+
+A channel's media is the one its SDP and dialog set up: a flow from the
+party's SDP address, from where the other party sends its media (symmetric
+RTP, as the PBX latched it), or the first flow to reach the channel since
+its SDP last changed; and within those, one SSRC at a time (see
+recorder.stream).  Other packets aimed at the call are foreign: counted for
+the call's channel (`foreign` in its stream report) and in `rtp_foreign`,
+never recorded.
 """
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import structlog
 
 from policy.decide import PolicyDecider
 from policy.on_demand import OnDemandRule
@@ -26,7 +51,9 @@ from .on_demand import OnDemandGate
 from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
 from .stream import DtmfEvent, RtpStream
 
-__all__ = ["Recorder"]
+__all__ = ["CLOCK_JUMP_SECONDS", "Recorder"]
+
+log = structlog.get_logger("recorder.engine")
 
 RATE = 8000
 G711 = frozenset(("PCMU", "PCMA"))
@@ -45,6 +72,23 @@ MAX_FLOWS_PER_CHANNEL = 32
 MAX_REPORTED_FLOWS = 8
 MAX_NEGATIVE_FLOWS = 65536
 MAX_TCP_FRAMERS = 4096
+MAX_FOREIGN_FLOWS = 65536
+"""Foreign flows remembered (all calls), so that a flood aimed at a call
+costs one lookup per packet; beyond, they are judged packet by packet."""
+MAX_FOREIGN_FLOWS_PER_CALL = 4096
+"""Of which one call may hold: a flood aimed at one call cannot crowd out
+the others'."""
+CLOCK_JUMP_SECONDS = 2.0
+"""How far a frame's capture time may lie ahead of the clock, or behind the
+frames before it, before it is held to tell a stray from a step: more than
+the frames of two interfaces drained in turn are apart, less than anything
+that would matter in a recording."""
+GAP_SAMPLES = 10 * RATE
+"""A packet this far beyond what a recording has written (media resuming
+after a pause) has the silence before it written first, in pieces."""
+COMMIT_PIECE_SAMPLES = 10 * RATE
+"""The most silence or audio handed to a recording at once: 320 KB of
+16-bit stereo, whatever the length of a pause."""
 
 Flow = bytes
 """A direction of traffic as recorder.netdecode names it: addresses and ports
@@ -65,12 +109,25 @@ class CallMedia:
     seen_flows: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
     undecoded: set[str] = field(default_factory=set)
     last_media: float = 0.0
+    """Arrival of the last RTP before the recording started (after, the
+    streams know it)."""
     rtcp: list[int] = field(default_factory=lambda: [0, 0])
     """RTCP packets per channel, counted here: they never reach the stream."""
     decoders: CallDecoders | None = None
     """Decoding into the file of what is not its G.711 (recorder/codecs.py)."""
     wideband: bool = False
     """The file is 16 kHz: G.711 is decoded and interpolated too."""
+    latched: list[bool] = field(default_factory=lambda: [False, False])
+    """Whether a flow carries each channel since its SDP last changed."""
+    foreign: list[int] = field(default_factory=lambda: [0, 0])
+    """Packets of foreign flows per channel (foreign SSRCs: the streams)."""
+    foreign_names: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
+    foreign_flows: list[Flow] = field(default_factory=list)
+    limit: int = GAP_SAMPLES
+    """A position beyond which a packet has the silence before it written
+    first (never more than GAP_SAMPLES past what the file holds)."""
+    clock_shift: float = 0.0
+    """Seconds the call's times were moved by capture-clock steps."""
 
 
 def _addr(packed: bytes, port: int) -> str:
@@ -99,12 +156,18 @@ class Recorder:
         self._orphans: deque[tuple[float, Flow, bytes]] = deque()
         self._orphan_generation = -1
         self._framers: dict[Flow, SipStreamFramer] = {}
+        self._foreign: dict[Flow, tuple[CallMedia, int]] = {}
         self._next_tick = 0.0
         self.now = 0.0
+        self._frame_ts = -math.inf
+        """The latest capture time of a frame taken on the clock."""
+        self._held: list[tuple[float, tuple[int, bytes] | None]] = []
+        """Frames (or the daemon's clock, None) held off the clock."""
+        self._peek = PacketDecoder(dedup_window=0)
         self.stats = {
-            "rtp_packets": 0, "rtp_unmatched": 0,
+            "rtp_packets": 0, "rtp_unmatched": 0, "rtp_foreign": 0,
             "rtcp_packets": 0, "rtp_not_recorded": 0, "sip_malformed": 0, "udp_other": 0,
-            "recordings": 0, "unanswered": 0,
+            "recordings": 0, "unanswered": 0, "clock_steps": 0, "clock_strays": 0, "clock_gaps": 0,
         }
 
     # ---- input ------------------------------------------------------------
@@ -124,10 +187,22 @@ class Recorder:
         rtp = 0
         now = self.now
         next_tick = self._next_tick
+        frame_ts = self._frame_ts
+        lo, hi = self._window()
         try:
             for ts, linktype, frame in frames:
+                if not lo <= ts <= hi:
+                    # Off the clock (or frames are held): the slow path.
+                    self.stats["rtp_packets"] += rtp
+                    rtp = 0
+                    self._frame_ts = frame_ts
+                    self._off_clock(ts, (linktype, frame))
+                    now, next_tick, frame_ts = self.now, self._next_tick, self._frame_ts
+                    lo, hi = self._window()
+                    continue
                 if ts > now:
-                    self.now = now = ts
+                    self.now = now = frame_ts = ts
+                    lo, hi = ts - CLOCK_JUMP_SECONDS, ts + CLOCK_JUMP_SECONDS
                     if ts >= next_tick:
                         self._tick(ts)
                         next_tick = self._next_tick
@@ -154,14 +229,25 @@ class Recorder:
                         self._sip_stream(ts, flow, payload)
         finally:
             self.stats["rtp_packets"] += rtp
+            self._frame_ts = frame_ts
 
     def finish(self, reason: str = "capture_end") -> None:
         """End of input (or of the daemon): close every open call, incomplete."""
+        while self._held:
+            self._resolve(final=True)
         self._handle(self.tracker.close_all(self.now, reason))
 
     def advance(self, now: float) -> None:
         """Let time pass without packets (a live daemon on a quiet line):
-        timeouts fire and open recordings are committed up to `now`."""
+        timeouts fire and open recordings are committed up to `now`.  While
+        calls are being recorded, a clock that jumps ahead is judged as a
+        frame would be (their media will tell); with none, it is time."""
+        if self._held or (now > self.now + CLOCK_JUMP_SECONDS and self.active_recordings()):
+            self._off_clock(now, None)
+        else:
+            self._advance_clock(now)
+
+    def _advance_clock(self, now: float) -> None:
         if now > self.now:
             self.now = now
             if now >= self._next_tick:
@@ -229,10 +315,16 @@ class Recorder:
             if isinstance(event, CallAnswered):
                 if event.call.classification.record:
                     media = media or self._media_for(event.call)
+                    # The answer may come from another fork than the early
+                    # media did: each channel may latch onto a new source.
+                    media.latched[:] = [False, False]
                     self._start(media, event.call.answer_ts or self.now)
             elif isinstance(event, MediaChanged):
                 if media is not None:
+                    # New SDP: the flows are judged again, and each channel
+                    # may latch onto a new source.
                     self._forget_flows(media)
+                    media.latched[:] = [False, False]
                     for channel, stream in enumerate(media.streams):
                         stream.set_payload_types(event.call.pt_map_for(self._party(event.call, channel)))
             elif isinstance(event, CallEnded):
@@ -264,10 +356,10 @@ class Recorder:
             # RTCP first on a flow is routed as RTP would be, so that it counts
             # for its call and the flow is known when RTP follows on it.
             route = self._route(flow)
-            if route is None:
+            if route is None or not route[2]:
                 self.stats["rtcp_packets"] += 1
             else:
-                self._rtcp(*route)
+                self._rtcp(route[0], route[1])
             return
         route = self._route(flow)
         if route is None:
@@ -275,9 +367,11 @@ class Recorder:
             self._orphans.append((ts, flow, payload))
             if len(self._orphans) > MAX_ORPHANS:
                 self._orphans.popleft()
-            return
-        self.stats["rtp_packets"] += 1
-        self._media_packet(ts, route[0], route[1], flow, payload)
+        elif route[2]:
+            self.stats["rtp_packets"] += 1
+            self._media_packet(ts, route[0], route[1], flow, payload)
+        else:
+            self._foreign_packet(route[0], route[1])
 
     def _rtcp(self, media: CallMedia, channel: int) -> None:
         """RTCP of a call's flow: counted for the call's channel, kept out of
@@ -285,14 +379,26 @@ class Recorder:
         self.stats["rtcp_packets"] += 1
         media.rtcp[channel] += 1
 
-    def _route(self, flow: Flow) -> tuple[CallMedia, int] | None:
-        """Match a new flow to a call and channel through the SDP endpoints.
+    def _foreign_packet(self, media: CallMedia, channel: int) -> None:
+        media.foreign[channel] += 1
+        self.stats["rtp_foreign"] += 1
+
+    def _route(self, flow: Flow) -> tuple[CallMedia, int, bool] | None:
+        """Match a new flow to a call and channel through the SDP endpoints,
+        and judge whether it is the channel's media (True) or foreign.
 
         The destination decides first (a party receives where its SDP says,
-        even behind NAT); then the source (symmetric RTP).  A match by
-        destination also teaches the sender's real address, so media from an
-        address other than the SDP's is matched in both directions.
+        even behind NAT); then the source (symmetric RTP).  A flow to a
+        party is its peer's media if it comes from the peer's SDP address,
+        from where the party sends its own media (the party latched onto
+        it), or is the first to reach the channel: a latch that also teaches
+        the sender's real address, so media from an address other than the
+        SDP's is matched in both directions.  Foreign flows are remembered
+        (bounded) until the call's SDP or legitimate flows change.
         """
+        known = self._foreign.get(flow)
+        if known is not None:
+            return known[0], known[1], False
         tracker = self.tracker
         if self._unmatched_generation != tracker.endpoint_generation:
             self._unmatched.clear()
@@ -302,14 +408,14 @@ class Recorder:
         src, sport, dst, dport = split_flow(flow)
         reverse = self._sent_from.get((dst, dport)) or self._sent_to.get((src, sport))
         hit = tracker.endpoints.get((dst, dport))
+        learn = False
         if reverse is not None:
             call = reverse[0].call
             speaker = self._party(call, 1 - reverse[1])
         elif hit is not None:
             call, receiver = hit
             speaker = 1 - receiver
-            tracker.add_endpoint(call, speaker, (src, sport))
-            self._unmatched_generation = tracker.endpoint_generation
+            learn = True
         else:
             hit = tracker.endpoints.get((src, sport))
             if hit is None:
@@ -320,10 +426,22 @@ class Recorder:
             call, speaker = hit
         media = self._media_for(call)
         channel = call.channel_of(speaker)
+        name = f"{_addr(src, sport)}>{_addr(dst, dport)}"
+        if not self._legitimate(media, channel, speaker, (src, sport)):
+            names = media.foreign_names[channel]
+            if name not in names and len(names) < MAX_REPORTED_FLOWS:
+                names.append(name)
+            if len(media.foreign_flows) < MAX_FOREIGN_FLOWS_PER_CALL and len(self._foreign) < MAX_FOREIGN_FLOWS:
+                media.foreign_flows.append(flow)
+                self._foreign[flow] = (media, channel)
+            return media, channel, False
+        if learn:
+            tracker.add_endpoint(call, speaker, (src, sport))
+            self._unmatched_generation = tracker.endpoint_generation
+        media.latched[channel] = True
         route = (media, channel)
         flows = media.flows[channel]
         seen = media.seen_flows[channel]
-        name = f"{_addr(src, sport)}>{_addr(dst, dport)}"
         if name not in seen and len(seen) < MAX_REPORTED_FLOWS:
             seen.append(name)
         if len(flows) < MAX_FLOWS_PER_CHANNEL:
@@ -331,7 +449,21 @@ class Recorder:
             self._flows[flow] = route
             self._sent_from[(src, sport)] = route
             self._sent_to[(dst, dport)] = route
-        return route
+            # A new source of the call's media may explain flows judged
+            # foreign before it (the PBX latched onto a new address).
+            self._forget_foreign(media)
+        return media, channel, True
+
+    def _legitimate(self, media: CallMedia, channel: int, speaker: int, source: tuple[bytes, int]) -> bool:
+        """Whether media from `source` on `channel` is the one the dialog set
+        up; see _route."""
+        if not media.latched[channel]:
+            return True
+        known = self.tracker.endpoints.get(source)
+        if known is not None and known[0] is media.call and known[1] == speaker:
+            return True
+        answered = self._sent_to.get(source)
+        return answered is not None and answered[0] is media and answered[1] != channel
 
     def _media_packet(self, ts: float, media: CallMedia, channel: int, flow: Flow, payload: bytes) -> None:
         """The per-packet path: kept flat, one parse, and no object beyond the
@@ -351,11 +483,15 @@ class Recorder:
             if len(pending) > MAX_PENDING_PER_CALL:
                 pending.popleft()
             return
-        media.last_media = ts
-        located = media.streams[channel].locate(ts, payload)
+        stream = media.streams[channel]
+        located = stream.locate(ts, payload)
         if located is None:
+            if stream.released:
+                self._replay_released(media, channel, flow)
             return
         position, encoding, audio = located
+        if position > media.limit:
+            self._bound_gap(media, position, encoding)
         if encoding in G711 and not media.wideband:
             interleaver = media.interleaver
             if interleaver is None:
@@ -370,6 +506,19 @@ class Recorder:
                 media.handle.append(data)  # type: ignore[union-attr]
         else:
             self._undecoded(ts, media, channel, flow, position, encoding, audio, payload)
+
+    def _replay_released(self, media: CallMedia, channel: int, flow: Flow) -> None:
+        """An SSRC took over the channel: the packets it sent meanwhile, in order."""
+        for arrival, data in media.streams[channel].take_released():
+            self._media_packet(arrival, media, channel, flow, data)
+
+    def _settle(self, media: CallMedia, now: float) -> None:
+        """A channel whose only SSRC sent a single packet takes it, once
+        `now` shows no other came (see RtpStream.settle)."""
+        for channel, stream in enumerate(media.streams):
+            if stream.settle(now):
+                flows = media.flows[channel]
+                self._replay_released(media, channel, flows[0] if flows else bytes(12))
 
     def _undecoded(self, ts: float, media: CallMedia, channel: int, flow: Flow, position: int, encoding: str,
                    audio: bytes, raw: bytes) -> None:
@@ -416,7 +565,7 @@ class Recorder:
         earliest = media.pending[0][0] if media.pending else now
         media.origin = max(min(earliest, now), now - preroll, call.invite_ts)
         media.streams = [
-            RtpStream(media.origin, call.pt_map_for(self._party(call, channel)))
+            RtpStream(media.origin, call.pt_map_for(self._party(call, channel)), lock_ssrc=True)
             for channel in (0, 1)
         ]
         self.sink.begin(call.snapshot(), media.origin)
@@ -433,13 +582,19 @@ class Recorder:
         if media.origin is None:
             return
         end_ts = call.end_ts if call.end_ts is not None else self.now
+        self._settle(media, math.inf)
         interleaver = media.interleaver
         frames, late = 0, 0
         if interleaver is not None and media.handle is not None:
-            end_pos = max(int(round((end_ts - media.origin) * interleaver.rate)), interleaver.committed)
-            media.handle.append(interleaver.commit(end_pos) + interleaver.flush())
+            # A call that ended (BYE) is recorded to its end; one closed for
+            # it (RTP timeout, end of capture, shutdown) to its last media.
+            end_pos = round((end_ts - media.origin) * interleaver.rate) if call.complete else self._frontier(media)
+            self._commit(media, end_pos)
+            media.handle.append(interleaver.flush())
             frames = interleaver.committed
             late = int(interleaver.stats.get("late_samples", 0))
+        for stream in media.streams:
+            self.stats["rtp_foreign"] += stream.stats.foreign
         result = CallResult(
             call=call.snapshot(), origin=media.origin, frames=frames,
             encoding=interleaver.encoding if interleaver is not None else None,
@@ -467,6 +622,9 @@ class Recorder:
         stats["rtcp_packets"] += media.rtcp[channel]
         if media.decoders is not None:
             stats.update(media.decoders.stats(channel))
+        stats["foreign"] += media.foreign[channel]
+        stats["foreign_flows"] = list(media.foreign_names[channel])
+        stats["clock_shift"] = round(media.clock_shift, 3)
         return stats
 
     def _forget_flows(self, media: CallMedia) -> None:
@@ -478,6 +636,13 @@ class Recorder:
                     if table.get(end, (None,))[0] is media:
                         del table[end]
             flows.clear()
+        self._forget_foreign(media)
+
+    def _forget_foreign(self, media: CallMedia) -> None:
+        for flow in media.foreign_flows:
+            if self._foreign.get(flow, (None,))[0] is media:
+                del self._foreign[flow]
+        media.foreign_flows.clear()
 
     def _adopt_orphans(self) -> None:
         """RTP that came before the SDP that explains it (e.g. the callee
@@ -487,26 +652,162 @@ class Recorder:
         for ts, flow, payload in orphans:
             if ts < horizon:
                 continue
-            route = self._flows.get(flow) or self._route(flow)
+            known = self._flows.get(flow)
+            route = (*known, True) if known is not None else self._route(flow)
             if route is None:
                 self._orphans.append((ts, flow, payload))
-            else:
-                self.stats["rtp_unmatched"] -= 1
+                continue
+            self.stats["rtp_unmatched"] -= 1
+            if route[2]:
                 self.stats["rtp_packets"] += 1
                 self._media_packet(ts, route[0], route[1], flow, payload)
+            else:
+                self._foreign_packet(route[0], route[1])
+
+    # ---- clock ------------------------------------------------------------
+    def _window(self) -> tuple[float, float]:
+        """The capture times feed_frames takes on its fast path: none while
+        frames are held, any before the first frame."""
+        if self._held:
+            return math.inf, -math.inf
+        if self._frame_ts == -math.inf:
+            return -math.inf, math.inf
+        return self._frame_ts - CLOCK_JUMP_SECONDS, self.now + CLOCK_JUMP_SECONDS
+
+    def _on_clock(self, ts: float) -> bool:
+        return self._frame_ts - CLOCK_JUMP_SECONDS <= ts <= self.now + CLOCK_JUMP_SECONDS
+
+    def _off_clock(self, ts: float, item: tuple[int, bytes] | None) -> None:
+        """A frame (None: the daemon's clock) off the clock, or any while
+        others are held; see the module docstring."""
+        if not math.isfinite(ts):
+            if item is not None:
+                self._count_strays(1, ts)
+                self._take(self.now, item)
+            return
+        if self._on_clock(ts):
+            if self._held:
+                self._strays()
+            self._take(ts, item)
+            return
+        if self._held and (ts > self.now) != (self._held[0][0] > self.now):
+            self._strays()
+        self._held.append((ts, item))
+        if len(self._held) > 1:
+            self._resolve(final=False)
+
+    def _strays(self) -> None:
+        """The held frames were off a clock the next frame is back on: they
+        are taken at the clock's time."""
+        held, self._held = self._held, []
+        frames = [item for _, item in held if item is not None]
+        if frames:
+            self._count_strays(len(frames), held[0][0])
+        for item in frames:
+            self._take(self.now, item)
+
+    def _count_strays(self, count: int, ts: float) -> None:
+        self.stats["clock_strays"] += count
+        log.warning("capture.clock_stray", frames=count, seconds=round(ts - self.now, 3)
+                    if math.isfinite(ts) else str(ts))
+
+    def _take(self, ts: float, item: tuple[int, bytes] | None) -> None:
+        """A frame (or clock reading) at `ts`, which is on the clock."""
+        if item is None:
+            self._advance_clock(ts)
+        else:
+            self.feed_frames(((ts, item[0], item[1]),))
+
+    def _resolve(self, *, final: bool) -> None:
+        """Frames held off the clock were followed by one that is not back
+        on it (or the input ended): a step of the clock or a gap of real
+        time.  The media in progress tells them apart; see the module
+        docstring.  At the end of input, a single frame that the media calls
+        a step is taken as a stray."""
+        held, self._held = self._held, []
+        first = held[0][0]
+        forward = first > self.now
+        jump = first - self.now if forward else first - self._frame_ts
+        evidence = self._evidence(held)
+        if evidence is None:
+            step = 0.0 if forward else jump
+        else:
+            when, last, elapsed = evidence
+            step = min(when - last - min(elapsed, self.decider.policy.recording.rtp_timeout_seconds), jump)
+            if forward and step <= CLOCK_JUMP_SECONDS:
+                step = 0.0
+        if forward and step and final:
+            self._held = held
+            self._strays()
+            return
+        if step:
+            self.stats["clock_steps"] += 1
+            log.warning("capture.clock_step", seconds=round(step, 3), measured_by_rtp=evidence is not None)
+            self._shift(step)
+        else:
+            self.stats["clock_gaps"] += 1
+            log.info("capture.clock_gap", seconds=round(first - self.now, 3))
+        self._advance_clock(first)
+        if held[0][1] is not None:
+            self._frame_ts = max(self._frame_ts, first)
+        for ts, item in held:
+            if item is None:
+                self.advance(ts)
+            else:
+                self.feed_frames(((ts, item[0], item[1]),))
+
+    def _evidence(self, held: list[tuple[float, tuple[int, bytes] | None]]) -> tuple[float, float, float] | None:
+        """The first held RTP packet that continues a recorded stream:
+        (its capture time, the stream's last arrival, media seconds between
+        them by RTP timestamp).  Decoded apart (no de-duplication or
+        reassembly state is touched) before the frames are taken."""
+        for ts, item in held:
+            if item is None:
+                continue
+            for proto, flow, payload in self._peek.decode_flows(ts, item[0], item[1]):
+                route = self._flows.get(flow) if proto == 17 else None
+                if route is None or not route[0].streams:
+                    continue
+                found = route[0].streams[route[1]].elapsed(payload)
+                if found is not None:
+                    return ts, found[0], found[1]
+        return None
+
+    def _shift(self, step: float) -> None:
+        """The capture clock stepped by `step` seconds more than the media
+        says passed: everything in flight moves with it (the calls and their
+        timers, the recordings' timelines, RTP waiting for its call), so
+        that their durations and gaps stay what the media says."""
+        self.now += step
+        self._frame_ts += step
+        self._next_tick += step
+        self.tracker.shift_clock(step)
+        self._orphans = deque((ts + step, flow, payload) for ts, flow, payload in self._orphans)
+        for media in self._media.values():
+            media.pending = deque((ts + step, channel, flow, payload) for ts, channel, flow, payload in media.pending)
+            if media.last_media:
+                media.last_media += step
+            if media.origin is not None:
+                media.origin += step
+            media.clock_shift += step
+            for stream in media.streams:
+                stream.shift(step)
 
     # ---- time -------------------------------------------------------------
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_SECONDS
-        last_media = {serial: m.last_media for serial, m in self._media.items()}
+        last_media = {serial: self._last_media(m) for serial, m in self._media.items()}
         self._handle(self.tracker.on_timer(now, self.decider.policy.recording.rtp_timeout_seconds, last_media))
+        for media in self._media.values():
+            self._settle(media, now)
         for media in self._media.values():
             interleaver = media.interleaver
             if interleaver is None or media.handle is None or media.origin is None:
                 continue
-            upto = int((now - media.origin - COMMIT_LAG_SECONDS) * interleaver.rate)
+            # Not beyond the media: if none follows, the file ends there.
+            upto = min(int((now - media.origin - COMMIT_LAG_SECONDS) * interleaver.rate), self._frontier(media))
             if upto > interleaver.committed:
-                media.handle.append(interleaver.commit(upto))
+                self._commit(media, upto)
             media.handle.checkpoint()
         horizon = now - ORPHAN_SECONDS
         while self._orphans and self._orphans[0][0] < horizon:
@@ -520,3 +821,47 @@ class Recorder:
         if media is None:
             return None, ()
         return media.call.classification.on_demand, media.streams[0].dtmf if media.streams else ()
+
+    @staticmethod
+    def _last_media(media: CallMedia) -> float:
+        """Arrival of the call's last RTP (foreign packets do not count)."""
+        last = media.last_media
+        for stream in media.streams:
+            arrival = stream.last_arrival
+            if arrival is not None and arrival > last:
+                last = arrival
+        return last
+
+    def _frontier(self, media: CallMedia) -> int:
+        """Where the call's media ends so far, in the file's samples: the end of
+        its audio, or of its last packet of any kind (comfort noise, DTMF).  The
+        streams count on the 8 kHz timeline; a 16 kHz file has twice as many."""
+        assert media.origin is not None and media.interleaver is not None
+        frontier = int((self._last_media(media) - media.origin) * RATE)
+        for stream in media.streams:
+            end = stream.end
+            if end is not None and end > frontier:
+                frontier = end
+        return frontier * media.interleaver.rate // RATE
+
+    def _commit(self, media: CallMedia, upto: int) -> None:
+        """Commit the recording up to `upto`, in pieces of at most
+        COMMIT_PIECE_SAMPLES (of the 8 kHz timeline) however far that is; `upto`
+        and `media.limit` as in _frontier."""
+        interleaver, handle = media.interleaver, media.handle
+        assert interleaver is not None and handle is not None
+        piece = COMMIT_PIECE_SAMPLES * interleaver.rate // RATE
+        while interleaver.committed < upto:
+            handle.append(interleaver.commit(min(upto, interleaver.committed + piece)))
+        media.limit = interleaver.committed * RATE // interleaver.rate + GAP_SAMPLES
+
+    def _bound_gap(self, media: CallMedia, position: int, encoding: str) -> None:
+        """A packet far beyond what the file holds (media resuming after a
+        pause): the silence before it is committed in pieces first, rather
+        than in one piece as long as the pause."""
+        if media.interleaver is None:
+            if encoding not in G711:
+                return
+            self._open(media, encoding)
+        assert media.interleaver is not None
+        self._commit(media, (position - RATE) * media.interleaver.rate // RATE)

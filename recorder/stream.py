@@ -15,6 +15,16 @@ is dropped and counted as an overrun), so a flood cannot stretch the recording
 and a sender with a fast clock loses single packets rather than drifting away
 from the other party. Every audio position lies within `resync_threshold` of
 its packet's wall-clock position.
+
+With `lock_ssrc` (what the recorder uses for a call's channel) only one SSRC
+at a time is the channel's: the first that shows two packets in sequence, or
+that stays alone for SSRC_IDLE_SECONDS (`settle`: a stream of one packet).
+Another SSRC takes over only once it too has shown two in sequence and the
+locked one has been silent for SSRC_IDLE_SECONDS (an SSRC change after a
+hold, a PBX switching what it bridges); until then its packets are held, and
+those that never take over are foreign: counted, never placed.  Packets
+injected with random SSRCs, or alongside the real stream with one of their
+own, never reach the file.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from wire.rtp import EVENT_NAMES, RtpPacket, parse_rtp_fast, serialize_rtp
 __all__ = [
     "MAX_DTMF_EVENTS",
     "MAX_SSRCS",
+    "SSRC_IDLE_SECONDS",
     "AudioChunk",
     "DtmfEvent",
     "RtpStream",
@@ -51,6 +62,24 @@ MAX_LISTED_SSRCS: Final = 64
 """SSRC values reported in stats; later ones are only counted."""
 MAX_DTMF_EVENTS: Final = 4096
 """DTMF events kept per channel; further events are only counted."""
+SSRC_IDLE_SECONDS: Final = 0.25
+"""How long the locked SSRC must have been silent before another takes over:
+longer than any packet interval, so a stream still talking is never
+replaced, and short enough that a legitimate change loses nothing (the new
+SSRC's packets are held meanwhile)."""
+_PROBATION: Final = 2
+"""Packets in sequence an SSRC shows before it may be locked (RFC 3550 A.1's
+MIN_SEQUENTIAL): a flood of random SSRCs never shows two."""
+_IN_SEQUENCE: Final = 16
+"""A sequence step up to this continues a held SSRC's run (loss allowed)."""
+_MAX_CANDIDATES: Final = 512
+"""SSRCs held per channel while they prove themselves; the oldest is dropped
+(as foreign) beyond that.  Large enough that the real stream's next packet
+finds its first one still held under a flood of hundreds of random SSRCs
+between two of its packets."""
+_MAX_HELD: Final = 16
+"""Packets held per candidate SSRC (320 ms at 20 ms): what a legitimate
+change may lose at most while the old SSRC falls silent."""
 
 _AUDIO: Final = 0
 _CN: Final = 1
@@ -120,7 +149,9 @@ class StreamStats:
     second one to accept a restart). `overruns` are packets dropped because
     placing them would have put the channel more than the resync threshold
     ahead of the wall clock. `rtcp_packets` are RTCP multiplexed on the RTP
-    port (RFC 5761), ignored."""
+    port (RFC 5761), ignored. `foreign` are packets of SSRCs that never
+    became the channel's (with lock_ssrc), `foreign_ssrcs` how many SSRCs
+    they came with."""
 
     packets: int = 0
     duplicates: int = 0
@@ -134,6 +165,8 @@ class StreamStats:
     dtmf_dropped: int = 0
     rtcp_packets: int = 0
     malformed: int = 0
+    foreign: int = 0
+    foreign_ssrcs: int = 0
     ssrc_count: int = 0
     ssrcs: list[int] = field(default_factory=list)
     encodings: list[str] = field(default_factory=list)
@@ -245,6 +278,18 @@ def _shared_info(kind: int, encoding: str, clock: int, width: int) -> _PtInfo:
     return (kind, encoding, clock, width)
 
 
+class _Candidate:
+    """An SSRC that is not the channel's yet: how far its run of packets in
+    sequence goes, and the packets held until it takes over or is dropped."""
+
+    __slots__ = ("held", "last_seq", "run")
+
+    def __init__(self, seq: int) -> None:
+        self.last_seq = seq
+        self.run = 1
+        self.held: list[tuple[float, bytes]] = []
+
+
 Located = tuple[int, str, bytes]
 """(position, encoding, payload): an AudioChunk's fields, as `locate` returns them."""
 
@@ -253,13 +298,22 @@ class RtpStream:
     """All RTP of one (call, channel), every SSRC, turned into positioned chunks.
 
     Memory is bounded: at most MAX_SSRCS sources of fixed size, MAX_DTMF_EVENTS
-    events and one stats entry per payload type."""
+    events and one stats entry per payload type; with lock_ssrc, at most
+    _MAX_CANDIDATES held SSRCs of at most _MAX_HELD packets each.
+
+    With lock_ssrc, `locate` returns None for a packet whose SSRC is not the
+    channel's; when such an SSRC takes over, its held packets (the one just
+    given included) are in `released`, to be given to `locate` again in
+    order (`take_released`)."""
 
     __slots__ = (
+        "_candidates",
+        "_gate",
         "_last_arrival",
         "_last_head",
         "_last_end",
         "_last_info",
+        "_lock",
         "_lost_evicted",
         "_pt_info",
         "_received_evicted",
@@ -271,6 +325,7 @@ class RtpStream:
         "dtmf",
         "origin",
         "rate",
+        "released",
     )
 
     def __init__(
@@ -279,6 +334,7 @@ class RtpStream:
         payload_types: dict[int, tuple[str, int]],
         rate: int = 8000,
         resync_threshold: float = 1.0,
+        lock_ssrc: bool = False,
     ) -> None:
         if rate <= 0 or resync_threshold <= 0:
             raise ValueError("rate and resync_threshold must be positive")
@@ -298,6 +354,10 @@ class RtpStream:
         self._received_evicted = 0
         self._last_arrival: float | None = None
         self._stats = StreamStats()
+        self._gate = lock_ssrc
+        self._lock = -1
+        self._candidates: dict[int, _Candidate] = {}
+        self.released: list[tuple[float, bytes]] = []
         self.set_payload_types(payload_types)
 
     def set_payload_types(self, payload_types: dict[int, tuple[str, int]]) -> None:
@@ -327,15 +387,24 @@ class RtpStream:
         return None if self._last_end == _NO_END else self._last_end
 
     @property
+    def last_arrival(self) -> float | None:
+        """Capture time of the channel's last packet (of its SSRC)."""
+        return self._last_arrival
+
+    @property
     def stats(self) -> StreamStats:
-        """Snapshot of the counters (a copy; the stream keeps counting)."""
+        """Snapshot of the counters (a copy; the stream keeps counting).
+        Packets still held for an SSRC that has not taken over count as
+        foreign: had the call ended now, they would be."""
         s = self._stats
         lost = self._lost_evicted + sum(src.lost() for src in self._sources.values())
         received = self._received_evicted + sum(src.received() for src in self._sources.values())
+        held = sum(len(c.held) for c in self._candidates.values())
         return StreamStats(
             # Every packet past the header parse is RTCP, a duplicate, a
-            # dropped sequence jump or received: derived, not counted per packet.
-            packets=s.rtcp_packets + s.duplicates + s.seq_jumps + received,
+            # dropped sequence jump, foreign or received: derived, not
+            # counted per packet.
+            packets=s.rtcp_packets + s.duplicates + s.seq_jumps + s.foreign + held + received,
             duplicates=s.duplicates,
             lost=lost,
             out_of_order=s.out_of_order,
@@ -347,6 +416,8 @@ class RtpStream:
             dtmf_dropped=s.dtmf_dropped,
             rtcp_packets=s.rtcp_packets,
             malformed=s.malformed,
+            foreign=s.foreign + held,
+            foreign_ssrcs=s.foreign_ssrcs + sum(1 for c in self._candidates.values() if c.held),
             ssrc_count=s.ssrc_count,
             ssrcs=list(s.ssrcs),
             encodings=list(s.encodings),
@@ -375,11 +446,14 @@ class RtpStream:
         except struct.error:
             self._stats.malformed += 1
             return None
+        if ssrc != self._src_id and self._gate and ssrc != self._lock:
+            self._hold(arrival, head, ssrc, sequence, data)
+            return None
         if head == self._last_head:
             kind, encoding, clock, g711 = self._last_info
             payload = data[12:]
         else:
-            described = self._describe(head, data)
+            described = self._describe(head, data, admitted=True)
             if described is None:
                 return None
             kind, encoding, clock, g711, payload = described
@@ -424,14 +498,16 @@ class RtpStream:
             self._last_end = end
         return pos, encoding, payload
 
-    def _describe(self, head: int, data: bytes) -> tuple[int, str, int, int, bytes] | None:
+    def _describe(self, head: int, data: bytes, admitted: bool) -> tuple[int, str, int, int, bytes] | None:
         """Payload and payload type information of a packet whose first two
         header bytes differ from the previous packet's; None (counted) if it
         is malformed or RTCP on the RTP port.
 
-        Only a plain 12-byte header (version byte 0x80) of an RTP payload type
-        is remembered for the next packet, so that a match in `locate` means
-        the payload starts at byte 12 and is not RTCP."""
+        Only for an admitted packet (not one held for its SSRC) is the
+        encoding listed in the stats and a plain 12-byte header (version byte
+        0x80) of an RTP payload type remembered for the next packet, so that
+        a match in `locate` means the payload starts at byte 12 and is not
+        RTCP."""
         if head >> 8 == 0x80:
             payload = data[12:]
         else:
@@ -453,12 +529,119 @@ class RtpStream:
         if info[0] == _IGNORED:
             self._stats.rtcp_packets += 1
             return None
+        if not admitted:
+            return info[0], info[1], info[2], info[3], payload
         if info[1] not in self._stats.encodings:
             self._stats.encodings.append(info[1])
         if head >> 8 == 0x80:
             self._last_head = head
             self._last_info = info
         return info[0], info[1], info[2], info[3], payload
+
+    def _hold(self, arrival: float, head: int, ssrc: int, seq: int, data: bytes) -> None:
+        """A packet of an SSRC that is not the channel's (lock_ssrc): held
+        while its SSRC proves itself, then released or counted as foreign;
+        see the module docstring."""
+        if self._describe(head, data, admitted=False) is None:
+            return
+        candidates = self._candidates
+        cand = candidates.get(ssrc)
+        if cand is None:
+            if len(candidates) >= _MAX_CANDIDATES:
+                self._reject(candidates.pop(next(iter(candidates))))
+            cand = candidates[ssrc] = _Candidate(seq)
+        else:
+            step = (seq - cand.last_seq) & 0xFFFF
+            if step == 0:
+                self._stats.duplicates += 1
+                return
+            if step <= _IN_SEQUENCE:
+                cand.run += 1
+            else:
+                self._stats.foreign += len(cand.held)
+                cand.held.clear()
+                cand.run = 1
+        cand.last_seq = seq
+        held = cand.held
+        held.append((arrival, data))
+        if len(held) > _MAX_HELD:
+            del held[0]
+            self._stats.foreign += 1
+        last = self._last_arrival
+        if cand.run < _PROBATION or (last is not None and arrival - last < SSRC_IDLE_SECONDS):
+            return
+        # It takes over: what it sent while the old SSRC still talked is foreign.
+        del candidates[ssrc]
+        self._lock = ssrc
+        keep = held if last is None else [packet for packet in held if packet[0] > last]
+        self._stats.foreign += len(held) - len(keep)
+        self.released = keep
+
+    def _reject(self, cand: _Candidate) -> None:
+        self._stats.foreign += len(cand.held)
+        self._stats.foreign_ssrcs += 1
+
+    def settle(self, now: float) -> bool:
+        """Time passed (`now`): before any SSRC is the channel's, one that
+        has been the only one for SSRC_IDLE_SECONDS takes it even without a
+        second packet.  True when it did: its packets are in `released`."""
+        candidates = self._candidates
+        if self._lock != -1 or len(candidates) != 1:
+            return False
+        ssrc, cand = next(iter(candidates.items()))
+        if not cand.held or now - cand.held[-1][0] < SSRC_IDLE_SECONDS:
+            return False
+        del candidates[ssrc]
+        self._lock = ssrc
+        self.released = cand.held
+        return True
+
+    def take_released(self) -> list[tuple[float, bytes]]:
+        """The packets (arrival, bytes) of an SSRC that just took over, to be
+        located again in order; empties the list."""
+        released, self.released = self.released, []
+        return released
+
+    def elapsed(self, data: bytes) -> tuple[float, float] | None:
+        """(arrival of the channel's last packet, media seconds from it to
+        `data` by RTP timestamp), if `data` continues the current SSRC in
+        sequence (a step below MAX_DROPOUT) with an audio or comfort-noise
+        timestamp at or after the last one; else None.  Nothing changes.
+
+        The recorder asks this of the first packets after its capture clock
+        jumped: a stream that went on in sequence 20 ms later says the jump
+        was not time that passed."""
+        last = self._last_arrival
+        if last is None or len(data) < 12:
+            return None
+        head, sequence, timestamp, ssrc = _RTP_HEADER(data, 0)
+        if ssrc != self._src_id:
+            return None
+        src = self._src
+        if not 0 < (sequence - src.max_seq) & 0xFFFF < MAX_DROPOUT:
+            return None
+        info = self._pt_info.get(head & 0x7F)
+        if info is None or (info[0] != _AUDIO and info[0] != _CN):
+            return None
+        delta = (timestamp - src.last_ts) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            return None
+        return last, delta / info[2]
+
+    def shift(self, delta: float) -> None:
+        """Move every capture time the stream holds by `delta` seconds: the
+        recorder's clock stepped and the call moves with it, so positions
+        (counted from the origin) stay what they were."""
+        self.origin += delta
+        if self._last_arrival is not None:
+            self._last_arrival += delta
+        if self._stats.first_arrival is not None:
+            self._stats.first_arrival += delta
+        for src in self._sources.values():
+            src.last_used += delta
+        for cand in self._candidates.values():
+            cand.held = [(when + delta, data) for when, data in cand.held]
+        self.released = [(when + delta, data) for when, data in self.released]
 
     def _switch(self, ssrc: int, seq: int, ts: int, arrival: float) -> _Source:
         stats = self._stats

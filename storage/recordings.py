@@ -441,6 +441,9 @@ class RecordingStore:
         end = call.end_ts
         answered = call.answer_ts
         values: dict[str, object] = dict(
+            # As they stand at the end: a step of the capture clock during
+            # the call moved them with it (recorder.engine).
+            started_at=iso(call.invite_ts, self.tz), answered_at=iso(answered, self.tz),
             ended_at=iso(end, self.tz),
             duration=round(end - answered, 3) if end is not None and answered is not None else None,
             codecs=list(call.codecs),

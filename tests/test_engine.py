@@ -153,7 +153,10 @@ def test_hold_gap_and_garbage_timestamps_stay_wall_clock_bounded(tmp_path: Path)
                                   ts0=100 * 160, seed=5)
     garbage, _ = media(T0 + 65.05, 1, src=(PBX, 40000), dst=(TRUNK, 20000), ssrc=2, seq0=200,
                        ts0=2**31, seed=6)
-    data, [row], _ = replay(tmp_path, signalling() + before + after + garbage + bye(T0 + 66.5))
+    # The held party's line is not silent meanwhile: with nothing at all on
+    # the mirror for 60 s, media that goes on 20 ms later is a clock step.
+    held, _ = media(T0 + 1.07, 65, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=9, seed=7)
+    data, [row], _ = replay(tmp_path, signalling() + before + after + garbage + held + bye(T0 + 66.5))
     wav = recording(data, row)
     duration = 66.5 - (T0 + 1.0 - T0)
     assert abs(wav.frames / 8000 - duration) < 1.5
