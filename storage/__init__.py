@@ -8,5 +8,5 @@ durable writes and the retention planner are its own business.
 `__all__` names the modules others may import; each module's own `__all__`
 names what it offers.
 """
-__all__ = ["archive", "durable", "errors", "index", "keys", "layout", "ledger", "lock", "notices", "records", "recordings",
-           "recovery", "search", "store", "sweep", "verify", "wipe"]
+__all__ = ["archive", "archive_audit", "durable", "errors", "index", "keys", "layout", "ledger", "lock", "notices",
+           "records", "recordings", "recovery", "search", "store", "sweep", "verify", "wipe"]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import ArchiveAudit
+from .archive_audit import ArchiveAudit
 from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallRow
 from .layout import RECORDINGS
