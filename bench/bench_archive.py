@@ -24,13 +24,13 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callrec import logs  # noqa: E402
-from policy.retention import Archive, Period, Retention  # noqa: E402
-from storage.archive import MAX_MOVES, init_medium  # noqa: E402
-from storage.audiofile import AudioWriter, wav_digest  # noqa: E402
-from storage.layout import ensure_private_dir  # noqa: E402
-from storage.store import Store  # noqa: E402
-from storage.sweep import sweep  # noqa: E402
+from callrec import logs
+from policy.retention import Archive, Period, Retention
+from storage.archive import MAX_MOVES, init_medium
+from storage.audiofile import AudioWriter, wav_digest
+from storage.layout import ensure_private_dir
+from storage.store import Store
+from storage.sweep import sweep
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 START = 1_700_000_000.0

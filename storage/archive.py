@@ -48,8 +48,8 @@ from .retention import SweepWarning, final_cutoff, move_cutoff
 from .store import Store
 from .vault import VaultError, shred
 
-__all__ = ["LABEL_FILE", "ArchiveAudit", "ArchiveError", "ArchiveEvent", "Medium", "MediumUnavailable", "StageResult",
-           "discard_copies", "file_root", "init_medium", "mounted", "run_stage", "shred_medium"]
+__all__ = ["LABEL_FILE", "ArchiveError", "ArchiveEvent", "Medium", "MediumUnavailable", "StageResult",
+           "discard_copies", "file_root", "init_medium", "medium_names", "mounted", "run_stage", "shred_medium"]
 
 log = structlog.get_logger("callrec.storage")
 
@@ -181,7 +181,7 @@ def _relative(name: str) -> str:
     return name
 
 
-def _names(row: CallRow) -> list[str]:
+def medium_names(row: CallRow) -> list[str]:
     """The recording's files, relative to the device's or the medium's folder."""
     names = [row.audio_path] if row.audio_path else []
     return [_relative(name) for name in names + [side.path for side in row.side_files]]
@@ -335,7 +335,7 @@ def move(store: Store, medium: Medium, row: CallRow, floor: int) -> None:
     """Move one sealed recording from the device to the medium (see the module docstring for
     the order).  MediumUnavailable when the medium is full or fails; ArchiveError when the copy
     does not match (the recording then stays on the device, untouched)."""
-    names = _names(row)
+    names = medium_names(row)
     size = sum((store.data_dir / name).stat().st_size for name in names)
     try:
         if _free_bytes(medium.root) - size < floor:
@@ -360,7 +360,7 @@ def _finish(store: Store, medium: Medium, record_id: str) -> bool:
     row = store.index.get(record_id)
     if row is None or row.stored_on != medium.id:
         return False
-    names = _names(row)
+    names = medium_names(row)
     try:
         for name in names:
             copy = medium.root / name
@@ -384,11 +384,11 @@ def discard_copies(store: Store, row: CallRow) -> None:
         medium = mounted(store)
     except MediumUnavailable:
         return
-    _shred_all(path for name in _names(row) if (path := medium.root / name).is_file() and not path.is_symlink())
+    _shred_all(path for name in medium_names(row) if (path := medium.root / name).is_file() and not path.is_symlink())
 
 
 def _erase_archived(store: Store, medium: Medium, row: CallRow, at: str, reason: str) -> None:
-    paths = [medium.root / name for name in _names(row)]
+    paths = [medium.root / name for name in medium_names(row)]
     if row.audio_path:
         audio = medium.root / row.audio_path
         paths.extend(p for p in audio.parent.glob(f"{row.id}.*") if p not in paths)
@@ -552,69 +552,3 @@ def shred_medium(store: Store) -> int | None:
              for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()]
     _shred_all(files)
     return len(files)
-
-
-# ---- verification -------------------------------------------------------------------------------
-
-class ArchiveAudit:
-    """What `callrec verify` checks of the archive, beside each archived recording's seal:
-    which medium holds it (a medium that is not mounted is "not checked", never "missing"),
-    copies left on the device, and files on the medium that no row accounts for."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.unchecked: list[tuple[str, str]] = []
-        self.archived = 0
-        self.medium: Medium | None = None
-        self.problem = ""
-        self._on_medium: dict[str, list[Path]] = {}
-        if store.archive_dir is None and not store.index.archived_totals():
-            return
-        try:
-            self.medium = mounted(store)
-        except MediumUnavailable as exc:
-            self.problem = str(exc)
-            return
-        for folder in (self.medium.root / RECORDINGS, self.medium.root / STAGING):
-            for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                if path.is_file():
-                    self._on_medium.setdefault(path.name.split(".", 1)[0], []).append(path)
-
-    def check(self, row: CallRow, device_files: list[Path]) -> tuple[Path | None, list[tuple[str, str]]]:
-        """For a row on an archive medium: the folder to check its files in (None: not
-        mounted, said in `unchecked`), and what is wrong around it."""
-        self.archived += 1
-        subject = f"recording {row.id}"
-        problems = [(subject, f"{path.relative_to(self.store.data_dir)} is still on the device although the recording "
-                     f"was moved to archive medium {row.stored_on}"
-                     + (" (a move a crash interrupted: the next sweep removes it)" if row.archived_at is None else ""))
-                    for path in device_files]
-        if self.medium is None or self.medium.id != row.stored_on:
-            why = self.problem or f"the medium mounted at {self.store.archive_dir} is {self.medium and self.medium.id}"
-            self.unchecked.append((subject, f"not checked: it is on archive medium {row.stored_on}, and {why}"))
-            return None, problems
-        named = {self.medium.root / name for name in _names(row)}
-        stray = f"on archive medium {self.medium.id}, named by no index row"
-        problems += [(str(path.relative_to(self.medium.root)), stray)
-                     for path in self._on_medium.pop(row.id, []) if path not in named]
-        return self.medium.root, problems
-
-    def leftovers(self) -> list[tuple[str, str]]:
-        """Files on the medium no archived row named: erased recordings' (must be gone), copies a
-        crash left while the recording was still on the device, and strangers."""
-        if self.medium is None:
-            return []
-        found = []
-        for record_id, paths in sorted(self._on_medium.items()):
-            row = self.store.index.get(record_id)
-            for path in paths:
-                where = f"{path.relative_to(self.medium.root)} on archive medium {self.medium.id}"
-                if row is not None and row.erased_at:
-                    found.append((f"recording {row.id}", f"erased {row.erased_at} but {where} is still there"))
-                elif row is not None and row.stored_on is None:
-                    left = (f"{where} is a copy a crash left while the recording was being moved; it is still on "
-                            "the device, and the next sweep redoes the move")
-                    found.append((f"recording {row.id}", left))
-                else:
-                    found.append((where, "no index row names this file"))
-        return found

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from sqlite3 import Row
 
-from .archive import ArchiveAudit
+from .archive_audit import ArchiveAudit
 from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallRow, call_row
 from .layout import RECORDINGS
