@@ -34,9 +34,9 @@ class WatchedRecording(MemoryRecording):
 
 
 class WatchedSink(MemorySink):
-    def open_audio(self, call: CallSnapshot, origin: float, encoding: str) -> MemoryRecording:
-        super().open_audio(call, origin, encoding)
-        self.recordings[-1] = WatchedRecording(call, origin, encoding)
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> MemoryRecording:
+        super().open_audio(call, origin, encoding, rate)
+        self.recordings[-1] = WatchedRecording(call, origin, encoding, rate)
         return self.recordings[-1]
 
 
