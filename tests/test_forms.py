@@ -15,6 +15,7 @@ import pytest
 
 from access import forms
 from access.errors import AccessError, FormError
+from access.requests import AccessEvent
 from access.forms import (
     EVENT_LABELS,
     FORM_SETS,
@@ -31,6 +32,7 @@ from access.forms import (
     minutes_seconds,
     request_pdf,
 )
+from storage.archive import ArchiveEvent
 from storage.keys import MasterKey
 from storage.ledger import KEY_LABEL, Event, Ledger, LedgerEntry
 
@@ -327,7 +329,7 @@ def ledger_entries(tmp_path: Path, count: int) -> list[LedgerEntry]:
 
 
 def test_every_ledger_event_has_a_japanese_name() -> None:
-    assert set(Event) <= set(EVENT_LABELS)
+    assert set(Event) | set(AccessEvent) | set(ArchiveEvent) <= set(EVENT_LABELS)
     assert EVENT_LABELS[Event.ERASURE] == "消去" and EVENT_LABELS[Event.HOLD_ADDED] == "保存延長（法的保全）"
 
 
