@@ -28,12 +28,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -69,6 +68,21 @@ def chromium(profile: Path) -> WebDriver:
         pytest.fail(f"cannot start {CHROMIUM} through {CHROMEDRIVER}: {exc.msg}", pytrace=False)
 
 
+
+def _left(page: WebElement) -> bool:
+    """Whether the browser has left the page `page` was the root of.  Mid-navigation Chromium may
+    answer "Node with given id does not belong to the document" instead of a stale reference:
+    the same news, in other words."""
+    try:
+        page.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
 class Browser:
     """One person at one browser: goes to pages, fills forms, reads what is shown, and keeps a
     screenshot of every screen it reaches."""
@@ -86,7 +100,7 @@ class Browser:
         """Click something that loads a new page, and wait until that page is there."""
         page = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(page))
+        WebDriverWait(self.driver, WAIT).until(lambda _: _left(page))
         self._settled(name)
 
     def press(self, button_id: str, name: str) -> None:
