@@ -4,6 +4,7 @@ access to the recorded WAV files."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import shutil
 import struct
 import subprocess
@@ -120,6 +121,16 @@ def run_cli(*args: str | Path, check: bool = True, timeout: float = 600,
 
 def calls(data_dir: Path) -> list[dict]:
     return json.loads(run_cli("calls", "list", "--json", "--data-dir", data_dir).stdout)
+
+
+def notice_rows(data_dir: Path) -> list[dict]:
+    """The announcer's notice rows as the index file holds them, every column."""
+    db = sqlite3.connect(data_dir / "index.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM notices")]
+    finally:
+        db.close()
 
 
 def epoch(iso: str) -> float:

@@ -12,7 +12,6 @@ without them the tests fail with the reason, they never skip.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import soundfile
 
 from tests.announcer import realpbx as rp
-from tests.interop import calls, epoch, run_cli
+from tests.interop import calls, epoch, notice_rows, run_cli
 from tests.sipp.netns import Lab
 
 pytestmark = pytest.mark.root
@@ -83,12 +82,7 @@ class Call:
         self.rows = calls(folder / "data")
 
     def notices(self) -> list[dict]:
-        db = sqlite3.connect(self.folder / "data" / "index.sqlite3")
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in db.execute("SELECT * FROM notices")]
-        finally:
-            db.close()
+        return notice_rows(self.folder / "data")
 
 
 def test_refer_the_conversation_carries_the_notice_and_the_announcer_leg_is_part_of_it(

@@ -6,7 +6,6 @@ them the tests fail with the reason, they never skip.
 """
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,13 @@ import pytest
 import soundfile
 
 from announcer.audio import DEFAULT_AUDIO, load_audio
+from storage.notices import referral_token
 from tests.announcer import scenarios
 from tests.announcer.lab import (
     ANNOUNCER_IP, CALLER, DID, OPERATOR, PBX_IP, PBX_MEDIA_PORT, PBX_SIP_PORT, SIPP_TIMEOUT, STRANGER_IP, Announcer,
     Capture, Net, build, config_text, sipp,
 )
-from tests.interop import tshark_fields
+from tests.interop import notice_rows, tshark_fields
 from tests.sipp.netns import Lab
 
 pytestmark = pytest.mark.root
@@ -74,12 +74,7 @@ class Run:
         return [dict(zip(names, row)) for row in rows]
 
     def notices(self) -> list[dict]:
-        db = sqlite3.connect(self.folder / "data" / "index.sqlite3")
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in db.execute("SELECT * FROM notices")]
-        finally:
-            db.close()
+        return notice_rows(self.folder / "data")
 
 
 def assert_announcement(run: Run, audio: bytes, pt: int) -> None:
@@ -207,3 +202,23 @@ def test_register_with_digest_against_sipp_registrar(net: Net, folder: Path) -> 
     assert code == 0, log.read_text(errors="replace")[-2000:]
     assert "announcer.register_failed" not in announcer.log
     assert "expires=120" in announcer.log
+
+
+# ---- the hand-over as the notice records it (issue 17, item 10) ---------------------------------
+def test_refer_notice_names_what_the_pbx_was_sent(net: Net, folder: Path) -> None:
+    run = Run(net, folder, "refer", policy=TONE_POLICY)
+    (refer,) = [m for m in run.sip() if m["sip.Method"] == "REFER"]
+    (notice,) = run.notices()
+    assert refer["sip.Refer-To"] == f"<{notice['refer_target']}>" == f"<sip:{DID}@{PBX_IP}>"
+    assert referral_token(notice["referred_by"]) is not None
+    assert notice["announced_to"] <= notice["handed_over_at"] <= notice["left_at"]
+    assert notice["link_seconds"] == 15.0 and notice["left_epoch"] >= notice["handover_epoch"]
+
+
+def test_a_302_routed_back_to_the_announcer_is_a_failed_redirect(net: Net, folder: Path) -> None:
+    run = Run(net, folder, "early_302_back", hand_over="early_media_302")
+    assert methods(run).count("302 INVITE") == 1 and "482 INVITE" in methods(run)
+    assert run.log.count("event='announcer.playing'") == 1, "the caller hears the notice once"
+    (notice,) = run.notices()
+    assert (notice["outcome"], notice["hand_over"]) == ("announced", "redirect_failed")
+    assert "event='announcer.redirect_failed'" in run.log

@@ -23,7 +23,7 @@ from storage.index import CallIndex
 from storage.notices import Dialog, Notice, NoticeLog, Tie, referral_token
 from storage.recordings import RecordingStore
 from storage.search import CallQuery, select
-from tests.announcer.loopback import hand_over, setup
+from tests.announcer.loopback import hand_over, hand_over_to_the_end, setup
 from tests.announcer.pbx import CALLER, DID, KEY, Harness, ack_for, answered, find, invite, referred
 from tests.interop import store_key
 
@@ -250,14 +250,7 @@ async def test_a_notice_the_disk_refuses_does_not_keep_the_caller_from_the_exten
     def refuse(*_: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    try:
-        assert service._notices is not None
-        service._notices.update = refuse  # type: ignore[method-assign]
-        service._notices.record = refuse  # type: ignore[method-assign]
-        await hand_over(pbx, transport, ok, port)
-        while service.active_calls:
-            await asyncio.sleep(0.02)
-    finally:
-        await service.stop()
-        transport.close()
-        media_transport.close()
+    assert service._notices is not None
+    service._notices.update = refuse  # type: ignore[method-assign]
+    service._notices.record = refuse  # type: ignore[method-assign]
+    await hand_over_to_the_end(service, pbx, transport, media_transport, ok, port)

@@ -5,12 +5,11 @@ own Call-ID), links its recording to that notice, so `callrec calls show`
 says whether and when the caller heard that the call is recorded."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 
-from tests.announcer.loopback import hand_over, setup
+from tests.announcer.loopback import hand_over_to_the_end, setup
 from tests.builders import PBX, TRUNK, write_pcap
 from tests.call_frames import bye, media, signalling
 from tests.interop import run_cli
@@ -30,14 +29,7 @@ async def test_recording_says_when_the_caller_heard_the_notice(tmp_path: Path) -
     data.mkdir(mode=0o700)
     heard_from = time.time()
     service, pbx, transport, _, media_transport, ok, port = await setup(data, 1.0)
-    try:
-        await hand_over(pbx, transport, ok, port)
-        while service.active_calls:
-            await asyncio.sleep(0.02)
-    finally:
-        await service.stop()
-        transport.close()
-        media_transport.close()
+    await hand_over_to_the_end(service, pbx, transport, media_transport, ok, port)
 
     frames = (trunk_call("announced@trunk", heard_from - 0.5, "+81312345678", 20000)
               + trunk_call("other@trunk", heard_from - 0.4, "0399998888", 20002)

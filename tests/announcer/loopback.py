@@ -81,3 +81,17 @@ async def hand_over(pbx: Pbx, transport: asyncio.DatagramTransport, ok: SipMessa
     transport.sendto(notify(ok, "SIP/2.0 200 OK", cseq=2, branch="z9hG4bKn", terminated=True), ("127.0.0.1", port))
     bye = await pbx.expect("BYE")
     transport.sendto(answer(bye, 200, "OK"), ("127.0.0.1", port))
+
+
+async def hand_over_to_the_end(service: AnnouncerService, pbx: Pbx, transport: asyncio.DatagramTransport,
+                               media_transport: asyncio.DatagramTransport, ok: SipMessage, port: int) -> None:
+    """The hand-over, then the wait for the call's end; the service stopped and both sockets closed
+    whatever happens on the way."""
+    try:
+        await hand_over(pbx, transport, ok, port)
+        while service.active_calls:
+            await asyncio.sleep(0.02)
+    finally:
+        await service.stop()
+        transport.close()
+        media_transport.close()
