@@ -33,6 +33,7 @@ from storage.ledger import Event, LedgerEntry
 
 from .errors import FormError
 from .requests import AccessEvent
+from .site_desk import SiteEvent
 
 __all__ = ["EVENT_LABELS", "FORM_SETS", "LEDGER_COLUMNS", "AnswerForm", "FormCall", "RequestForm", "answer_pdf",
            "circled_purpose", "japanese_date", "ledger_book_csv", "ledger_book_pdf", "ledger_book_rows",
@@ -90,6 +91,14 @@ EVENT_LABELS: dict[str, str] = {
     AccessEvent.ACCOUNT_LOCKED: "アカウントの停止（連続失敗）",
     AccessEvent.REFUSED_ACTION: "権限のない操作の拒否",
     AccessEvent.RECORDING_STARTED: "手動録音の開始",
+    SiteEvent.ENROLLED: "拠点の登録（証明書の受領）",
+    SiteEvent.REVOCATIONS_UPDATED: "失効リストの更新",
+    SiteEvent.GRANT_USED: "センターの許可による提供",
+    SiteEvent.GRANT_REFUSED: "センターの許可の拒否",
+    SiteEvent.CONNECTION_REFUSED: "拠点への接続の拒否",
+    SiteEvent.FETCH_CUT_SHORT: "提供の中断",
+    SiteEvent.HOLD_ORDER_REFUSED: "保存延長指示の拒否",
+    SiteEvent.HOLD_ORDER_ALREADY: "保存延長指示（適用済み）",
 }
 """The ledger's event names as the 管理簿 prints them: every event anyone appends (a test holds it),
 so an auditor reading the book never meets an English identifier."""

@@ -25,7 +25,7 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from wire.errors import CallrecError
 
-from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_web, logs
+from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_sites, cmd_web, logs
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd_announcer.add_parser(sub)
     cmd_web.add_parser(sub, common)
+    cmd_sites.add_parsers(sub, common)
 
     p = sub.add_parser("run", help="record live from the configured interfaces (foreground, for systemd)")
     p.add_argument("--config", type=Path, help="daemon config file (YAML); default: built-in, capture on lo")

@@ -28,6 +28,14 @@ class Health(Strict):
     disk_warn_percent: Annotated[float, Field(gt=0, lt=100)] = 90.0
 
 
+class SiteFetch(Strict):
+    """The fetch server a site runs for its centre (README: several sites): mutual TLS with the
+    certificates of `callrec site enrol`."""
+
+    listen: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 7443
+
+
 class Config(Strict):
     data_dir: Path = DEFAULT_DATA_DIR
     policy: Path | None = None
@@ -47,6 +55,8 @@ class Config(Strict):
     web: WebConfig | None = None
     archive_dir: Path | None = None
     """The second medium's folder, for a policy with an archive stage (retention.archive)."""
+    site_fetch: SiteFetch | None = None
+    """Serve recordings to the centre against its grants; this data folder must be enrolled."""
 
     @property
     def status_path(self) -> Path:

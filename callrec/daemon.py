@@ -43,6 +43,7 @@ from storage.recovery import recover_store
 from storage.store import Store, StoreError
 from storage.sweep import sweep
 from web.daemon_control import control_path
+from wire.errors import CallrecError
 
 from . import logs
 from .config import Config, load_config
@@ -50,6 +51,7 @@ from .context import tune_gc
 from .control import Control, serve_control
 from .health import Observations, Problem, assess
 from .sdnotify import Notifier, watchdog_interval
+from .site_server import SiteFetchServer
 
 log = structlog.get_logger("callrec.daemon")
 
@@ -165,6 +167,7 @@ class Daemon:
                 self._close_sources(loop)
                 return 1
         status_server = await self._start_status_server()
+        site_fetch = await self._start_site_fetch(data)
         control_server = await serve_control(control_path(config.status_path), self.control)
         log.info("daemon.started", interfaces=",".join(config.interfaces), recovered=len(recovered))
         self._notifier.notify(READY=1, STATUS=self.status_line())
@@ -187,6 +190,8 @@ class Daemon:
             self.store.close()
             status_server.close()
             await status_server.wait_closed()
+            if site_fetch is not None:
+                await site_fetch.close()
             self.config.status_path.unlink(missing_ok=True)
             control_server.close()
             await control_server.wait_closed()
@@ -401,6 +406,22 @@ class Daemon:
             "uptime_seconds": round(time.time() - self._started),
             "on_demand": self.control.live(),
         }
+
+    async def _start_site_fetch(self, data: Store) -> SiteFetchServer | None:
+        """The centre's way to the recordings (config `site_fetch:`).  If it cannot start (not
+        enrolled, port taken) the site records on and says so: a site records alone."""
+        if self.config.site_fetch is None:
+            return None
+        server = None
+        try:
+            server = SiteFetchServer(data, self.config.site_fetch.listen, self.config.site_fetch.port)
+            await server.start()
+        except (CallrecError, OSError) as exc:
+            log.error("site_fetch.failed", reason=str(exc))
+            if server is not None:
+                await server.close()
+            return None
+        return server
 
     async def _start_status_server(self) -> asyncio.AbstractServer:
         path = self.config.status_path

@@ -16,6 +16,7 @@ import pytest
 from access import forms
 from access.errors import AccessError, FormError
 from access.requests import AccessEvent
+from access.site_desk import SiteEvent
 from access.forms import (
     EVENT_LABELS,
     FORM_SETS,
@@ -330,6 +331,7 @@ def ledger_entries(tmp_path: Path, count: int) -> list[LedgerEntry]:
 
 def test_every_ledger_event_has_a_japanese_name() -> None:
     assert set(Event) | set(AccessEvent) | set(ArchiveEvent) <= set(EVENT_LABELS)
+    assert set(SiteEvent) <= set(EVENT_LABELS)
     assert EVENT_LABELS[Event.ERASURE] == "消去" and EVENT_LABELS[Event.HOLD_ADDED] == "保存延長（法的保全）"
 
 

@@ -1,0 +1,285 @@
+"""The site's side of the centre's word: honour a grant (once), apply a hold order (once), and
+write every use and every refusal into the site's own ledger.
+
+The centre decides; the site checks and keeps the record.  The site's 通話記録管理簿 names each
+fetch with the request, the call, who approved it, the nonce and the client certificate, and each
+refusal with why (a forged or foreign grant, an expired one, a used one, a client the TLS layer
+turned away), so the site's book alone answers "who took this recording out, on whose word",
+even if the centre's were lost.
+
+Used nonces and applied orders are kept in two small tables of the index file; their primary
+keys make a second use fail even when two connections race.
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from storage.index import CallRow, connect
+from storage.layout import INDEX_FILE, ensure_private_dir
+from storage.records import RecordUnavailable, RequestRefused, sealed_files, sealed_row, set_hold
+from storage.store import Store
+
+from .errors import PackageError
+from .package import write_package
+from .site_grants import (
+    Allowed,
+    GrantRefused,
+    HoldConfirmation,
+    Refusal,
+    SiteGrant,
+    check_grant,
+    confirm_hold,
+    read_hold_order,
+)
+from .site_identity import SiteIdentity, load_site
+
+__all__ = ["Peer", "Served", "SiteDesk", "SiteEvent", "apply_hold_order"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS site_grant_uses (
+    nonce TEXT PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    allow TEXT NOT NULL,
+    used_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_hold_orders (
+    order_id TEXT PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    confirmation TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+"""
+
+_CHUNK = 1 << 16
+
+
+class SiteEvent(StrEnum):
+    """The site's ledger events for the centre's grants and orders; stable, auditors grep them."""
+
+    ENROLLED = "site_enrolled"
+    REVOCATIONS_UPDATED = "site_revocations_updated"
+    GRANT_USED = "site_grant_used"
+    GRANT_REFUSED = "site_grant_refused"
+    CONNECTION_REFUSED = "site_connection_refused"
+    FETCH_CUT_SHORT = "site_fetch_cut_short"
+    HOLD_ORDER_REFUSED = "site_hold_order_refused"
+    HOLD_ORDER_ALREADY = "site_hold_order_already"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end: the address, and the client certificate once TLS verified it."""
+
+    address: str
+    subject: str | None = None
+    serial: str | None = None
+
+    def details(self) -> dict[str, str]:
+        return {"peer": self.address, **({"client": self.subject} if self.subject else {}),
+                **({"client_serial": self.serial} if self.serial else {})}
+
+    @property
+    def actor(self) -> str:
+        return self.subject or f"unidentified client {self.address}"
+
+
+@dataclass
+class Served:
+    """A grant honoured: what to send (the sealed WAV, or the copy package), its SHA-256 (the seal,
+    or the package's), its media type, and its size where known; `close` removes what was made."""
+
+    grant: SiteGrant
+    media_type: str
+    sha256: str
+    size: int | None
+    chunks: Iterator[bytes]
+    ledger_seq: int
+    _cleanup: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def close(self) -> None:
+        self._cleanup()
+
+
+class SiteDesk:
+    """One site's data folder, answering the centre."""
+
+    def __init__(self, store: Store, identity: SiteIdentity) -> None:
+        self.store = store
+        self.identity = identity
+        self._db = connect(store.data_dir / INDEX_FILE)
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def of(cls, store: Store) -> SiteDesk:
+        return cls(store, load_site(store.data_dir))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- refusals -------------------------------------------------------------------------
+    def refuse_connection(self, peer: Peer, reason: Refusal, message: str) -> None:
+        """A client turned away before any grant was read (TLS, certificate, revocation)."""
+        self.store.ledger.append(SiteEvent.CONNECTION_REFUSED, peer.actor, self.store.now(), reason=message,
+                                 refusal=str(reason), site=self.identity.name, **peer.details())
+
+    def _refuse_grant(self, peer: Peer, exc: GrantRefused, **asked: str) -> None:
+        self.store.ledger.append(SiteEvent.GRANT_REFUSED, peer.actor, self.store.now(), reason=str(exc),
+                                 refusal=str(exc.reason), site=self.identity.name, **asked, **peer.details())
+
+    # ---- grants ---------------------------------------------------------------------------
+    def open(self, token: str, *, call_id: str, request: str, allow: Allowed, peer: Peer) -> Served:
+        """What the grant lets the centre fetch, ledgered before a byte leaves; GrantRefused
+        (ledgered) when the grant does not hold for this call and request, was used already, or
+        the recording cannot be served."""
+        asked = {"call_id": call_id, "request": request, "allow": str(allow)}
+        now = self.store.now()
+        try:
+            grant = check_grant(token, self.identity.grant_key, site=self.identity.name, call_id=call_id,
+                                request=request, allow=allow, now=now)
+            row = self._row(call_id)
+            self._use(grant, now)
+            served = self._copy(grant, row) if grant.allow is Allowed.COPY else self._listen(grant, row)
+        except GrantRefused as exc:
+            self._refuse_grant(peer, exc, **asked)
+            raise
+        try:
+            entry = self.store.ledger.append(
+                SiteEvent.GRANT_USED, peer.actor, now, reason=f"request {grant.request}",
+                approved_by=grant.approved_by, site=self.identity.name, **asked, nonce=grant.nonce,
+                issued_at=grant.issued_at.isoformat(), not_after=grant.not_after.isoformat(),
+                sha256=served.sha256, sealed_sha256=row.sha256,
+                **({"copy": grant.copy.get("copy_number")} if grant.copy else {}), **peer.details())
+        except BaseException:
+            served.close()
+            raise
+        served.ledger_seq = entry.seq
+        return served
+
+    def cut_short(self, served: Served, peer: Peer, sent: int, why: str) -> None:
+        """The stream broke off after its use was ledgered: say how far it got."""
+        self.store.ledger.append(SiteEvent.FETCH_CUT_SHORT, peer.actor, self.store.now(), reason=why,
+                                 call_id=served.grant.call_id, request=served.grant.request, nonce=served.grant.nonce,
+                                 bytes_sent=sent, use_entry=served.ledger_seq, **peer.details())
+
+    def _row(self, call_id: str) -> CallRow:
+        try:
+            return sealed_row(self.store, call_id)
+        except RecordUnavailable as exc:
+            raise GrantRefused(Refusal.UNAVAILABLE, str(exc)) from None
+
+    def _use(self, grant: SiteGrant, now: datetime) -> None:
+        try:
+            self._db.execute("INSERT INTO site_grant_uses (nonce, call_id, request, allow, used_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (grant.nonce, grant.call_id, grant.request, str(grant.allow),
+                                                        now.isoformat(timespec="seconds")))
+        except sqlite3.IntegrityError:
+            raise GrantRefused(Refusal.REPLAYED, f"the grant {grant.nonce} was used already") from None
+
+    def _listen(self, grant: SiteGrant, row: CallRow) -> Served:
+        try:
+            audio = sealed_files(self.store, row)[0]
+        except RecordUnavailable as exc:
+            raise GrantRefused(Refusal.UNAVAILABLE, str(exc)) from None
+        return Served(grant, "audio/wav", audio.sha256, None, audio.chunks, 0)
+
+    def _copy(self, grant: SiteGrant, row: CallRow) -> Served:
+        """The numbered copy package, made here (only the site holds the key that signs it), kept
+        until streamed, then removed: the centre keeps the copy, the site its ledger entry."""
+        assert grant.copy is not None
+        ensure_private_dir(self.identity.files.outgoing)
+        folder = Path(tempfile.mkdtemp(dir=self.identity.files.outgoing))
+        path = folder / "copy.zip"
+        manifest = {**grant.copy, "request": grant.request, "site": self.identity.name,
+                    "call": {name: getattr(row, name) for name in (
+                        "id", "started_at", "answered_at", "ended_at", "duration", "direction", "local_number",
+                        "remote_number", "extension", "sha256", "audio_format")}}
+        try:
+            info = write_package(path, sealed_files(self.store, row), manifest, self.store.master)
+        except (PackageError, RecordUnavailable) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise GrantRefused(Refusal.UNAVAILABLE, f"the copy package cannot be made: {exc}") from None
+        return Served(grant, "application/zip", info.sha256, path.stat().st_size, _read(path), 0,
+                      lambda: shutil.rmtree(folder, ignore_errors=True))
+
+    # ---- hold orders ----------------------------------------------------------------------
+    def apply_hold_order(self, token: str, actor: str = "centre") -> str:
+        """Apply the centre's hold order and answer with the site's signed confirmation.  An
+        order applied before gets the same confirmation again and changes nothing; an order
+        that cannot apply (unknown or erased call) is confirmed as refused, so the centre stops
+        showing it pending and shows why."""
+        try:
+            order = read_hold_order(token, self.identity.grant_key, site=self.identity.name)
+        except GrantRefused as exc:
+            self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, actor, self.store.now(), reason=str(exc),
+                                     refusal=str(exc.reason), site=self.identity.name)
+            raise
+        known = self._db.execute("SELECT confirmation FROM site_hold_orders WHERE order_id = ?",
+                                 (order.order_id,)).fetchone()
+        if known is not None:
+            return str(known[0])
+        now = self.store.now()
+        via = {"order": order.order_id, "via": "centre", "ordered_by": order.ordered_by}
+        state = "held" if order.hold else "released"
+        detail = ""
+        row = self.store.index.get(order.call_id)
+        if row is not None and row.sealed and not row.erased_at and row.held == order.hold:
+            detail = "already so at the site"
+            seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_ALREADY, order.ordered_by, now, reason=order.reason,
+                                           approved_by=order.approved_by, call_id=order.call_id, **via).seq
+        else:
+            try:
+                set_hold(self.store, order.call_id, order.hold, actor=order.ordered_by, reason=order.reason,
+                         approved_by=order.approved_by, role=via)
+                seq = _entry_for(self.store, order.order_id)
+            except (RecordUnavailable, RequestRefused) as exc:
+                state, detail = "refused", str(exc)
+                seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, order.ordered_by, now, reason=detail,
+                                               approved_by=order.approved_by, refusal=str(Refusal.UNAVAILABLE),
+                                               call_id=order.call_id, site=self.identity.name, **via).seq
+        confirmation = confirm_hold(self.identity.key, HoldConfirmation(
+            site=self.identity.name, order_id=order.order_id, call_id=order.call_id, state=state, detail=detail,
+            at=now, ledger_seq=seq))
+        self._db.execute("INSERT INTO site_hold_orders (order_id, call_id, confirmation, applied_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+                         (order.order_id, order.call_id, confirmation, now.isoformat(timespec="seconds")))
+        stored = self._db.execute("SELECT confirmation FROM site_hold_orders WHERE order_id = ?",
+                                  (order.order_id,)).fetchone()
+        return str(stored[0])
+
+
+def _entry_for(store: Store, order_id: str) -> int | None:
+    """The seq of the ledger entry that applied an order (set_hold appends it and returns nothing)."""
+    found = None
+    for entry in store.ledger.entries():
+        if entry.details.get("order") == order_id:
+            found = entry.seq
+    return found
+
+
+def _read(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(_CHUNK):
+            yield chunk
+
+
+def apply_hold_order(store: Store, order: str) -> str:
+    """The site's entry point for a hold order, whoever carries it (the sync's outbox, a file on a
+    stick): `order` is the centre's token (`access.site_grants.issue_hold_order`), the answer the
+    site's signed confirmation (`access.site_grants.check_confirmation` reads it at the centre)."""
+    with SiteDesk.of(store) as desk:
+        return desk.apply_hold_order(order)
