@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
+from storage.errors import StorageError
 from storage.index import CallRow, connect
 from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.records import RecordUnavailable, RequestRefused, sealed_files, sealed_row, set_hold
@@ -193,7 +194,7 @@ class SiteDesk:
     def _listen(self, grant: SiteGrant, row: CallRow) -> Served:
         try:
             audio = sealed_files(self.store, row)[0]
-        except RecordUnavailable as exc:
+        except StorageError as exc:
             raise GrantRefused(Refusal.UNAVAILABLE, str(exc)) from None
         return Served(grant, "audio/wav", audio.sha256, None, audio.chunks, 0)
 
@@ -210,7 +211,7 @@ class SiteDesk:
                         "remote_number", "extension", "sha256", "audio_format")}}
         try:
             info = write_package(path, sealed_files(self.store, row), manifest, self.store.master)
-        except (PackageError, RecordUnavailable) as exc:
+        except (PackageError, StorageError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise GrantRefused(Refusal.UNAVAILABLE, f"the copy package cannot be made: {exc}") from None
         return Served(grant, "application/zip", info.sha256, path.stat().st_size, _read(path), 0,

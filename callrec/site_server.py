@@ -28,7 +28,7 @@ from access.site_desk import Peer, Served, SiteDesk
 from access.site_grants import Allowed, GrantRefused, Refusal
 from access.site_identity import load_site
 from storage.store import Store
-from wire.errors import RemoteInputError
+from wire.errors import CallrecError, RemoteInputError
 
 from .pki import peer_is_centre, server_context
 
@@ -93,6 +93,8 @@ class SiteFetchServer:
             await self._serve(reader, writer, peer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.warning("site_fetch.connection_lost", peer=peer.address, reason=str(exc) or type(exc).__name__)
+        except CallrecError as exc:
+            log.error("site_fetch.failed", peer=peer.address, reason=str(exc))
         finally:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
