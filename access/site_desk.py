@@ -126,6 +126,13 @@ class SiteDesk:
     def close(self) -> None:
         self._db.close()
 
+    def clear_outgoing(self) -> None:
+        """Remove copy packages a crash left between making and streaming them: each one was
+        ledgered as used, none may stay at the site in a second form."""
+        if self.identity.files.outgoing.exists():
+            for leftover in self.identity.files.outgoing.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
     def __enter__(self) -> Self:
         return self
 

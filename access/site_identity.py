@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtensionOID
 
 from storage.durable import fsync_dir
-from storage.layout import ensure_private_dir
 
 from .errors import AccessError
 from .site_grants import check_site_name
@@ -157,22 +157,30 @@ def _check(site: str, certificate: x509.Certificate, key: ec.EllipticCurvePrivat
 def install_site(data_dir: Path, *, site: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
                  ca: x509.Certificate, grant_key: Ed25519PublicKey, crl: x509.CertificateRevocationList,
                  enrolled_at: str) -> SiteIdentity:
-    """Keep an enrolment; refused if this data folder is enrolled already (a site is enrolled once:
-    a new certificate is a new enrolment by the centre, and the old one is revoked there)."""
+    """Keep an enrolment, whole or not at all (its files are written in a folder of their own that
+    is renamed into place); refused if this data folder is enrolled already (a site is enrolled
+    once: a new certificate is a new enrolment by the centre, and the old one is revoked there)."""
     check_site_name(site)
     _check(site, certificate, key, ca, crl)
     files = SiteFiles.in_data_dir(data_dir)
-    ensure_private_dir(files.folder)
     if files.info.exists():
         raise SiteError(f"{data_dir} is enrolled already as site {load_site(data_dir).name}")
+    staged = SiteFiles(Path(tempfile.mkdtemp(dir=data_dir, prefix=".site-")))
     pem = serialization.Encoding.PEM
-    write_private(files.key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    write_private(files.certificate, certificate.public_bytes(pem))
-    write_private(files.ca, ca.public_bytes(pem))
-    write_private(files.grant_key, grant_key.public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
-    write_private(files.crl, crl.public_bytes(pem))
-    info = {"site": site, "enrolled_at": enrolled_at, "serial": format(certificate.serial_number, "x")}
-    write_private(files.info, json.dumps(info, ensure_ascii=False, indent=2).encode() + b"\n")
+    try:
+        write_private(staged.key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        write_private(staged.certificate, certificate.public_bytes(pem))
+        write_private(staged.ca, ca.public_bytes(pem))
+        write_private(staged.grant_key, grant_key.public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
+        write_private(staged.crl, crl.public_bytes(pem))
+        info = {"site": site, "enrolled_at": enrolled_at, "serial": format(certificate.serial_number, "x")}
+        write_private(staged.info, json.dumps(info, ensure_ascii=False, indent=2).encode() + b"\n")
+        os.rename(staged.folder, files.folder)
+    except OSError as exc:
+        shutil.rmtree(staged.folder, ignore_errors=True)
+        raise SiteError(f"{files.folder}: the enrolment cannot be kept there ({exc.strerror or exc})") from None
+    fsync_dir(data_dir)
     return load_site(data_dir)
 
 

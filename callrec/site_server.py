@@ -67,6 +67,7 @@ class SiteFetchServer:
         self._crl_stamp: tuple[int, int] | None = None
 
     async def start(self) -> None:
+        self.desk.clear_outgoing()
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("site_fetch.listening", site=self.desk.identity.name, host=self.host, port=self.port)
