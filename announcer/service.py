@@ -336,7 +336,8 @@ class AnnouncerService:
             hand_over=state.hand_over, announced_from=wall(state.announced_from),
             announced_to=wall(state.announced_to), calling_number=state.calling_number,
             called_number=state.called_number, destination=state.destination,
-            announcement_sha256=self.audio.sha256 if state.announced_from is not None else None,
+            announcement_sha256=state.announcement_sha256,
+            announcement=str(state.announcement) if state.announcement is not None else None,
             reason=state.reason, refer_target=state.refer_target, referred_by=state.referred_by,
             handed_over_at=wall(state.handed_over_at), link_seconds=state.link_seconds,
             left_at=time.time() if isinstance(state, CallEnded) else None)
