@@ -36,7 +36,7 @@ from .requests import AccessEvent
 
 __all__ = ["EVENT_LABELS", "FORM_SETS", "LEDGER_COLUMNS", "AnswerForm", "FormCall", "RequestForm", "answer_pdf",
            "circled_purpose", "japanese_date", "ledger_book_csv", "ledger_book_pdf", "ledger_book_rows",
-           "minutes_seconds", "request_pdf"]
+           "minutes_seconds", "request_pdf", "table_pdf"]
 
 _FormSetName = Literal["shinagawa", "matsumoto", "yamagata", "kumamoto", "saitama"]
 _WantedName = Literal["listen", "copy", "extension_only"]
@@ -998,5 +998,31 @@ def ledger_book_pdf(entries: Iterable[LedgerEntry], title: str = "通話記録�
         table.row(LEDGER_COLUMNS)
         for row in ledger_book_rows(entries):
             table.row(row)
+    _number_pages(pdf, always=True)
+    return bytes(pdf.output())
+
+
+def table_pdf(title: str, organisation: str, note: str, rows: Sequence[Sequence[str]]) -> bytes:
+    """A landscape A4 table under a title, set as the 管理簿 is (its first row the column heads,
+    repeated on every page; pages numbered): for counts such as the monthly report."""
+    pdf = _new_pdf("L")
+    pdf.set_title(title)
+    pdf.set_auto_page_break(True, margin=_MARGIN)
+    _draw_para(pdf, _Para(title, "C", heading=True, size=16, gap=2))
+    if organisation:
+        _draw_para(pdf, _Para(organisation, "R", gap=2))
+    if note:
+        _draw_para(pdf, _Para(note, "L", size=9, gap=3))
+    pdf.set_font("mincho", size=9)
+    heads = FontFace(family="gothic", emphasis="", fill_color=(230, 230, 230))
+    width = pdf.w - 2 * _MARGIN
+    count = max((len(row) for row in rows), default=1)
+    names = (22.0, 44.0, 34.0)[:count]
+    rest = (width - sum(names)) / max(count - len(names), 1)
+    widths = (*names, *([rest] * (count - len(names))))
+    with pdf.table(col_widths=widths, width=width, headings_style=heads, line_height=_line_height(9),
+                   text_align="LEFT", wrapmode="CHAR", padding=1) as table:
+        for row in rows:
+            table.row(tuple(row))
     _number_pages(pdf, always=True)
     return bytes(pdf.output())

@@ -71,6 +71,10 @@ class Purpose(Strict):
     """What a request with this purpose may ask for (山形市 第9条1(4) asks the extension only)."""
     crime: bool = False
     """A crime occurred (熊本市 第4条3 allows playback for it without the manager's judgement)."""
+    evidence: bool = False
+    """An evidence export (証拠提出) for the police or a lawyer about customer harassment: its copy
+    package also carries the call's harassment marks and its proof of notice, and the monthly
+    report counts it."""
 
 
 class CopyRules(Strict):
