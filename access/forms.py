@@ -30,6 +30,7 @@ from fpdf.fonts import FontFace
 
 from storage.archive import ArchiveEvent
 from storage.ledger import Event, LedgerEntry
+from storage.marks import MarkEvent
 
 from .errors import FormError
 from .requests import AccessEvent
@@ -90,6 +91,10 @@ EVENT_LABELS: dict[str, str] = {
     AccessEvent.ACCOUNT_LOCKED: "アカウントの停止（連続失敗）",
     AccessEvent.REFUSED_ACTION: "権限のない操作の拒否",
     AccessEvent.RECORDING_STARTED: "手動録音の開始",
+    MarkEvent.MARKED: "カスハラ通話の記録（証拠保全）",
+    MarkEvent.WITHDRAWN: "カスハラ記録の取消し",
+    MarkEvent.HOLD_RELEASED: "証拠保全の解除",
+    MarkEvent.HOLD_EXPIRED: "証拠保全期間の満了",
 }
 """The ledger's event names as the 管理簿 prints them: every event anyone appends (a test holds it),
 so an auditor reading the book never meets an English identifier."""

@@ -38,6 +38,8 @@ class Action(StrEnum):
     READ_LEDGER = "read_ledger"    # the 通話記録管理簿
     VERIFY = "verify"              # integrity check
     START_RECORDING = "start_recording"  # record a live call on an on-demand line (品川区 第2条(2))
+    MARK = "mark"                  # mark a call as harassment after it (the keypad code needs no account)
+    MANAGE_MARKS = "manage_marks"  # withdraw a mark, release an evidence hold (the manager)
 
 
 class Wanted(StrEnum):

@@ -34,6 +34,7 @@ from policy.retention import Retention, describe
 from .archive import StageResult, discard_copies, run_stage
 from .index import iso
 from .ledger import Event
+from .marks import MarkBook
 from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
 from .seal_ledger import flush_seals
 from .store import Store
@@ -99,6 +100,9 @@ def erase_recording(store: Store, record_id: str, at: str, reason: str) -> None:
 def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bool = False,
           incoming_bytes: int = 0) -> SweepResult:
     with _sweep_lock(store.data_dir):
+        if not dry_run:
+            with MarkBook(store) as marks:  # evidence holds whose period is over end first
+                marks.lift_expired(now, actor)
         the_plan = plan(store, rules, now, incoming_bytes)
         erased = []
         if not dry_run and the_plan.erase:
