@@ -31,6 +31,7 @@ from fpdf.fonts import FontFace
 from storage.archive import ArchiveEvent
 from storage.ledger import Event, LedgerEntry
 from storage.marks import MarkEvent
+from storage.warnings import WarningEvent
 
 from .errors import FormError
 from .requests import AccessEvent
@@ -95,6 +96,7 @@ EVENT_LABELS: dict[str, str] = {
     MarkEvent.WITHDRAWN: "カスハラ記録の取消し",
     MarkEvent.HOLD_RELEASED: "証拠保全の解除",
     MarkEvent.HOLD_EXPIRED: "証拠保全期間の満了",
+    WarningEvent.CLEARED: "警告対象番号の解除",
 }
 """The ledger's event names as the 管理簿 prints them: every event anyone appends (a test holds it),
 so an auditor reading the book never meets an English identifier."""

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from access.service import AccessService
-from announcer.audio import AnnouncementAudio, AudioError, load_announcement
+from announcer.audio import AnnouncementAudio, AudioError, load_announcement, load_warning
 from announcer.service import AnnouncerService
 from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
@@ -158,7 +158,7 @@ class Daemon:
         if config.announcer is not None:
             try:
                 self.announcer = AnnouncerService(config.announcer, self.policy, self._announcement(self.policy),
-                                                  data.index.path)
+                                                  data.index.path, self._warning(self.policy))
                 await self.announcer.start()
             except (AudioError, OSError) as exc:
                 log.error("announcer.failed", reason=str(exc))
@@ -263,6 +263,10 @@ class Daemon:
     def _announcement(self, policy: Policy) -> AnnouncementAudio:
         """The policy's announcement, a relative path read beside the policy file."""
         return load_announcement(policy.announcement, self.config.policy.parent if self.config.policy else None)
+
+    def _warning(self, policy: Policy) -> AnnouncementAudio | None:
+        """The policy's warning announcement for marked numbers, if it names one, beside the policy file."""
+        return load_warning(policy, self.config.policy.parent if self.config.policy else None)
 
     def _note_policy(self) -> None:
         """A ledger entry whenever the policy in force changes (its hash)."""
@@ -442,7 +446,7 @@ class Daemon:
             return
         if self.announcer is not None:
             try:
-                self.announcer.update_policy(policy, self._announcement(policy))
+                self.announcer.update_policy(policy, self._announcement(policy), self._warning(policy))
             except AudioError as exc:
                 log.error("policy.refused", file=str(self.config.policy), reason=str(exc))
                 return

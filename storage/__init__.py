@@ -10,4 +10,4 @@ names what it offers.
 """
 __all__ = ["anchor", "archive", "archive_audit", "durable", "errors", "faults", "index", "keys", "layout", "ledger",
            "lock", "marks", "notices", "records", "recordings", "recovery", "reserve", "seal_ledger", "sealing",
-           "search", "store", "sweep", "verify", "wipe"]
+           "search", "store", "sweep", "verify", "warnings", "wipe"]
