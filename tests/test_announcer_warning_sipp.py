@@ -22,8 +22,18 @@ import soundfile
 from announcer.audio import load_audio
 from storage.marks import MarkBook
 from storage.warnings import WarningList
-from tests.announcer.lab import ANNOUNCER_IP, CALLER, PBX_IP, PBX_MEDIA_PORT, STRANGER_IP, Announcer, Capture, Net, \
-    config_text, sipp
+from tests.announcer.lab import (
+    ANNOUNCER_IP,
+    CALLER,
+    PBX_IP,
+    PBX_MEDIA_PORT,
+    STRANGER_IP,
+    Announcer,
+    Capture,
+    Net,
+    config_text,
+    sipp,
+)
 from tests.interop import notice_rows, tshark_fields
 from tests.marks_helpers import HARASSMENT, marks_policy, open_store, record_calls
 from tests.sipp.netns import Lab, preflight, reap_stale
