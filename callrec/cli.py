@@ -25,7 +25,7 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from wire.errors import CallrecError
 
-from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_web, logs
+from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_report, cmd_search, cmd_web, logs
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_records.add_parsers(sub, calls, common)
     cmd_search.add_parsers(calls, common, listing)
     cmd_access.add_parsers(sub, common)
+    cmd_report.add_parsers(sub, common)
 
     cmd_announcer.add_parser(sub)
     cmd_web.add_parser(sub, common)
