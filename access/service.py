@@ -19,6 +19,7 @@ from policy.access import Access, Action, Wanted
 from policy.schema import Policy
 from storage.index import CallRow
 from storage.layout import INDEX_FILE, ensure_private_dir
+from storage.marks import MarkBook
 from storage.notices import NoticeLog
 from storage.records import hand_out, sealed_files, sealed_row
 from storage.store import Store
@@ -362,7 +363,8 @@ class AccessService:
     def _evidence(self, row: CallRow) -> dict[str, object]:
         """What an evidence export (証拠提出) carries beside the recording, inside the signed
         manifest: the proof of notice (whether and when the caller was told of the recording, and
-        which announcement was played) and the call's harassment marks."""
+        which announcement was played) and the call's harassment marks, withdrawn ones too (with
+        who withdrew them and why), so the recipient sees the whole history."""
         notice = None
         if row.notice_id:
             log = NoticeLog(self.store.index.path, self.timezone)
@@ -371,7 +373,9 @@ class AccessService:
             finally:
                 log.close()
             notice = found.as_dict() if found is not None else None
-        return {"notice": notice}
+        with MarkBook(self.store) as book:
+            marks = [mark.as_dict() for mark in book.of_call(row.id)]
+        return {"notice": notice, "marks": marks}
 
     def _listening(self, grant: Grant, request: Request, folder: Path, now: datetime) -> Fulfilment:
         if self.access.on_device_listening == "never":
