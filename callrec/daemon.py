@@ -38,6 +38,7 @@ from storage.keys import MasterKeyError
 from storage.layout import ensure_private_dir
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
+from storage.marks import KeypadMarks
 from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from storage.store import Store, StoreError
@@ -140,7 +141,9 @@ class Daemon:
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
         self._note_policy()
-        self.recorder = Recorder(PolicyDecider(self.policy), self.store)
+        # Harassment marks keyed on extensions: stored, ledgered and logged at once (storage/marks.py).
+        self.marks = KeypadMarks(data, self.policy.harassment, self.store)
+        self.recorder = Recorder(PolicyDecider(self.policy), self.store, self.marks)
         self.control = Control(self.recorder, self.store)
         loop = asyncio.get_running_loop()
         try:
@@ -185,6 +188,7 @@ class Daemon:
             self._close_sources(loop)
             self.recorder.finish("shutdown")
             self.store.close()
+            self.marks.close()
             status_server.close()
             await status_server.wait_closed()
             self.config.status_path.unlink(missing_ok=True)
@@ -451,6 +455,7 @@ class Daemon:
                 log.error("policy.refused", file=str(self.config.policy), reason=str(exc))
                 return
         self.policy = policy
+        self.marks.book.section = policy.harassment
         self.recorder.set_decider(PolicyDecider(policy))
         self._note_policy()
         log.info("policy.loaded", file=str(self.config.policy or "built-in default"))

@@ -45,8 +45,17 @@ API (all on `MarkBook(store, section)`; `section` is the policy's `harassment:` 
 - ``counts(start, end, by_line=False) -> list[MarkCount]``  (per month in the site's zone and
   category, optionally per city-side line: counts only, no numbers)
 - ``repeat_numbers(after_marks, since, country_code) -> list[RepeatNumber]``
+- ``alerts(since) -> list[Alert]``  (marks keyed during calls, newest first, with the line, the
+  extension and whether the call is still going on: the console's live alert page polls this)
+- ``marked_call_ids(ids) -> set[str]``  (which of these calls carry an active mark: listings)
 - ``lift_expired(now, actor) -> list[str]``  (the sweep calls it first)
 - ``findings() -> list[tuple[str, str]]``  (for verify)
+
+`KeypadMarks(store, section, recordings)` is the recorder's `MarkSink` (recorder/record.py) that
+the daemon and `callrec replay` hand the recorder: it turns a code keyed on the extension into
+`add(..., via="dtmf", marked_by="ext:<extension>")` and logs the journal entry
+`harassment.marked` (fields: call_id, mark_id, category, line, extension, marked_at; never the
+caller's number) at warning level, or `harassment.mark_failed` with the reason.
 """
 from __future__ import annotations
 
@@ -54,24 +63,28 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from policy.decide import normalise_number
 from policy.harassment import Harassment, evidence_last_day
 from policy.retention import ONE_DAY
+from recorder.record import CallSnapshot
 
 from .errors import StorageError
 from .index import connect, transaction
+from .ledger import LedgerError
 from .retention import start_of_day
 from .store import Store
 
-__all__ = ["MARK_VIAS", "Mark", "MarkBook", "MarkCount", "MarkError", "MarkEvent", "RepeatNumber"]
+__all__ = ["MARK_VIAS", "Alert", "KeypadMarks", "Mark", "MarkBook", "MarkCount", "MarkError", "MarkEvent",
+           "RepeatNumber"]
 
 log = structlog.get_logger("callrec.storage")
 
@@ -169,6 +182,22 @@ class RepeatNumber:
     number: str
     calls: int
     last_marked_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A mark staff made during a call, as the console's live alert shows it: the line (the
+    city-side number) and the extension, never the caller's number.  `ongoing`: the call is
+    still being recorded, so the people the policy names may listen in where it allows."""
+
+    mark_id: str
+    call_id: str
+    category: str
+    marked_at: str
+    marked_ts: float
+    line: str | None
+    extension: str | None
+    ongoing: bool
 
 
 def _mac(key: bytes, values: Mapping[str, Any]) -> str:
@@ -359,6 +388,18 @@ class MarkBook:
         return sorted((RepeatNumber(n, len(c), last) for n, (c, last) in seen.items() if len(c) >= after_marks),
                       key=lambda r: r.number)
 
+    def alerts(self, since: float) -> list[Alert]:
+        """Active marks keyed on an extension (made during the call) since `since`, newest first:
+        what the console's live alert page shows (the daemon writes them the moment the code is
+        keyed; the console polls this)."""
+        if not self._present:
+            return []
+        return [Alert(r["id"], r["call_id"], r["category"], r["marked_at"], r["marked_ts"], r["local_number"],
+                      r["extension"], r["state"] == "recording") for r in self._db.execute(
+            "SELECT m.id, m.call_id, m.category, m.marked_at, m.marked_ts, c.local_number, c.extension, c.state "
+            "FROM marks m JOIN calls c ON c.id = m.call_id WHERE m.via = 'dtmf' AND m.withdrawn_at IS NULL "
+            "AND m.marked_ts >= ? ORDER BY m.marked_ts DESC, m.id DESC", (since,))]
+
     def findings(self) -> list[tuple[str, str]]:
         """(subject, problem) for `callrec verify`: rows against their MACs, the ledger's marks
         against the table, and each call's evidence hold against its marks."""
@@ -432,6 +473,47 @@ class MarkBook:
             (call_id,)).fetchone()[0]
         self._db.execute("UPDATE calls SET evidence_until = ? WHERE id = ?", (until, call_id))
         return None if until is None else float(until)
+
+
+class RecordIds(Protocol):
+    """The recording store's side: the row id of the recorder's open call (storage/recordings.py)."""
+
+    def record_id(self, serial: int) -> str | None: ...
+
+
+class KeypadMarks:
+    """The recorder's MarkSink (recorder/record.py) over a store: a code keyed on the extension
+    becomes a mark on the call's row (`via="dtmf"`, `marked_by="ext:<extension>"`), with its
+    evidence hold and its ledger entry, and is told at once: the journal entry
+    `harassment.marked` (line, extension, category, call id and mark id; no caller number) and
+    the marks table the console's live alert page reads (`MarkBook.alerts`).
+
+    A mark that cannot be stored (no row yet on a full disk, a ledger that refuses) is logged as
+    `harassment.mark_failed` with the same fields and the reason; the recording goes on."""
+
+    def __init__(self, store: Store, section: Harassment | None, recordings: RecordIds) -> None:
+        self.book = MarkBook(store, section)
+        self._recordings = recordings
+        self._tz = store.tz
+
+    def close(self) -> None:
+        self.book.close()
+
+    def mark(self, call: CallSnapshot, category: str, at: float) -> None:
+        record_id = self._recordings.record_id(call.serial)
+        fields = {"call_id": record_id, "category": category, "line": call.local_number,
+                  "extension": call.extension}
+        if record_id is None:
+            log.error("harassment.mark_failed", reason="the call has no recording", **fields)
+            return
+        marked_by = f"ext:{call.extension}" if call.extension else "staff side"
+        try:
+            mark = self.book.add(record_id, category, marked_by=marked_by, via="dtmf",
+                                 at=datetime.fromtimestamp(at, self._tz))
+        except (MarkError, LedgerError, sqlite3.Error, OSError) as exc:
+            log.error("harassment.mark_failed", reason=str(exc), **fields)
+            return
+        log.warning("harassment.marked", mark_id=mark.id, marked_at=mark.marked_at, **fields)
 
 
 def _iso(ts: float | None, tz: Any) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from policy.harassment import MarkRule, describe_harassment, evidence_last_day
-from policy.loader import PolicyError, parse_policy
+from policy.loader import PolicyError, load_policy, parse_policy
 from tests.marks_helpers import HARASSMENT, POLICY, marks_policy
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -78,3 +78,27 @@ def test_the_alert_names_roles_of_the_access_rules_and_listens_only_where_allowe
     assert parse_policy(base + HARASSMENT + "  alert:\n    roles: [manager]\n").harassment is not None
     error = _refused(POLICY + "  alert:\n    roles: [manager]\n")
     assert "access.roles does not have" in error.reason
+
+
+GUIDELINE_NAMES_HARASSMENT = {
+    # stem: where its guideline (shared/seeds) speaks of improper pressure, demands or harassment
+    "shinagawa": "品川区 第1条", "kumamoto": "熊本市 第1条", "yamagata": "山形市 第1条",
+    "matsumoto": "松本市 報告事項 4", "hyogo": "row 1", "akitakata": "row 2", "hashima": "row 3", "kami": "row 5",
+    "tsu": "row 6", "hachioji": "row 7", "koshigaya": "row 8",
+}
+
+
+@pytest.mark.parametrize("path", sorted(POLICIES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_whose_guideline_names_harassment_has_categories_with_clauses(path: Path) -> None:
+    section = load_policy(path).harassment
+    if path.stem not in GUIDELINE_NAMES_HARASSMENT:
+        assert section is None, f"{path.name}: its guideline does not speak of harassment"
+        return
+    assert section is not None and section.categories
+    where = GUIDELINE_NAMES_HARASSMENT[path.stem]
+    assert where in section.clause
+    assert all(c.clause and c.keep for c in section.categories)
+    policy = load_policy(path)
+    if policy.access is not None:
+        manager = policy.access.roles["manager"]
+        assert {"mark", "manage_marks"} <= set(manager.may) and section.alert.roles == ["manager"]
