@@ -167,7 +167,7 @@ _WORDS: dict[str, tuple[str, str]] = {
     "evidence_exports": ("証拠提出", "Evidence exports"),
     "total": ("合計", "Total"),
     "harassment_marks": ("カスハラ記録", "Harassment marks"),
-    "kept_as_evidence": ("証拠として保全中：", "Kept as evidence until"),
+    "kept_as_evidence": ("証拠として保全中（この日まで）：", "Kept as evidence until (inclusive)"),
     "marked_at": ("記録日時", "Marked at"),
     "category": ("区分", "Category"),
     "marked_by": ("記録者", "Marked by"),

@@ -127,7 +127,7 @@ async def call(request: web.Request, revealed: tuple[str, str] | None = None) ->
                   category_labels={c.id: c.label for c in section.categories} if section is not None else {},
                   may_mark=section is not None and console.access.may(me, Action.MARK),
                   may_manage_marks=console.access.may(me, Action.MANAGE_MARKS),
-                  evidence_until=datetime.fromtimestamp(row.evidence_until, console.tz).date().isoformat()
+                  evidence_until=datetime.fromtimestamp(row.evidence_until - 1, console.tz).date().isoformat()
                   if row.evidence_until else None)
 
 
