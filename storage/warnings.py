@@ -93,10 +93,18 @@ class WarningList:
     def _since(self, now: float) -> float:
         return now - timedelta(days=self.rule.within_days).total_seconds()
 
-    def _counted(self, now: float) -> dict[str, tuple[dict[str, list[str]], float]]:
-        """number -> (call id -> the counted mark ids on that call, the last mark's time)."""
+    def _counted(self, now: float, number: str | None = None) -> dict[str, tuple[dict[str, list[str]], float]]:
+        """number -> (call id -> the counted mark ids on that call, the last mark's time); only
+        that number's when one is given (the announcer's question at each INVITE: the rows are
+        picked in SQL, in the forms the index may hold it, so the answer costs no scan of every
+        marked number)."""
+        query, values = _COUNTED, [self._since(now)]
+        if number is not None:
+            forms = sorted({number, f"+{self.country_code}{number[1:]}" if number.startswith("0") else number})
+            query += f" AND c.remote_number IN ({', '.join('?' for _ in forms)})"
+            values += forms
         found: dict[str, tuple[dict[str, list[str]], float]] = {}
-        for row in self._db.execute(_COUNTED, (self._since(now),)):
+        for row in self._db.execute(query, values):
             number = normalise_number(row["remote_number"], self.country_code)
             if number and any(ch.isdigit() for ch in number):
                 calls, last = found.get(number, ({}, 0.0))
@@ -111,7 +119,8 @@ class WarningList:
 
     def warned(self, number: str, now: float) -> bool:
         """Whether this caller (national form, as the announcer normalises it) hears the warning."""
-        calls, _ = self._counted(now).get(normalise_number(number, self.country_code) or number, ({}, 0.0))
+        wanted = normalise_number(number, self.country_code) or number
+        calls, _ = self._counted(now, wanted).get(wanted, ({}, 0.0))
         return len(calls) >= self.rule.after_marks
 
     def clear(self, store: Store, number: str, *, by: str, reason: str, role: Mapping[str, str] | None = None,
@@ -123,7 +132,7 @@ class WarningList:
             raise WarningError("clearing a number needs a reason (--reason TEXT)")
         now = now or store.now()
         wanted = normalise_number(number, self.country_code) or number
-        calls, _ = self._counted(now.timestamp()).get(wanted, ({}, 0.0))
+        calls, _ = self._counted(now.timestamp(), wanted).get(wanted, ({}, 0.0))
         if len(calls) < self.rule.after_marks:
             raise WarningError("that number does not hear the warning (list them with `callrec warnings list`)")
         marks = sorted(mark for ids in calls.values() for mark in ids)
