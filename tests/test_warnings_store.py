@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from access.forms import EVENT_LABELS
 from storage.marks import MarkBook
 from storage.warnings import WarningError, WarningEvent, WarningList
 from tests.call_frames import T0
@@ -72,3 +73,7 @@ def test_withheld_callers_never_count(tmp_path: Path) -> None:
             book.add(call_id, "threat", marked_by="sato", via="cli", at=_at(T0 + 100))
         with WarningList(store.index.path, section.warning, "81") as warnings:
             assert not warnings.warned(A, T0 + 200) and warnings.numbers(T0 + 200) == []
+
+
+def test_the_clear_has_its_words_in_the_ledger_book() -> None:
+    assert set(WarningEvent) <= set(EVENT_LABELS)
