@@ -71,7 +71,7 @@ def usage_of(store: Store, now: float, incoming_bytes: int = 0) -> Usage:
     st = os.statvfs(store.data_dir)
     intake = store.index.intake_since(now - INTAKE_DAYS * DAY_SECONDS) / INTAKE_DAYS
     return Usage(used_bytes=store.index.used_bytes(), incoming_bytes=incoming_bytes,
-                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake)
+                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake, held_bytes=store.index.held_bytes())
 
 
 def plan(store: Store, rules: Retention, now: float, incoming_bytes: int = 0) -> SweepPlan:

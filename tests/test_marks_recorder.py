@@ -5,20 +5,27 @@ on-demand line's unasked call to be recorded; and `callrec replay` of such a cap
 mark on the right row of a real store, ledgered, held, logged as `harassment.marked`."""
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
+from callrec import journal
+from callrec.logs import configure
 from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from recorder.engine import Recorder
 from recorder.record import CallSnapshot
+from storage.marks import KeypadMarks
 from tests.builders import write_pcap
 from tests.call_frames import T0
 from tests.interop import calls, run_cli
-from tests.marks_helpers import HARASSMENT
+from tests.marks_helpers import HARASSMENT, marks_policy, open_store, record_calls
 from tests.memory_sink import MemorySink
 from tests.on_demand_frames import AUTOMATIC, START, STOP, call
+from tests.test_service import _datagram_socket, _fields
 
 POLICY = AUTOMATIC + HARASSMENT
 
@@ -104,3 +111,40 @@ def test_replay_lands_the_mark_on_its_row_held_ledgered_and_logged(tmp_path: Pat
     assert "0355501234" not in line, "no caller number in the alert"
     ledger = run_cli("ledger", "list", "--json", "--data-dir", data).stdout
     assert '"harassment_marked"' in ledger and mark["id"] in ledger
+
+
+@dataclass
+class OneRecording:
+    """The recording store's side of KeypadMarks: every call is this row."""
+
+    row_id: str
+
+    def record_id(self, serial: int) -> str | None:
+        return self.row_id
+
+
+def test_a_keypad_mark_is_a_journal_entry_of_its_own_without_the_callers_number(tmp_path: Path) -> None:
+    with open_store(tmp_path / "data") as store:
+        [row_id] = record_calls(store, ["0355501234"])
+        row = store.index.get(row_id)
+        assert row is not None
+        snapshot = CallSnapshot(7, row.sip_call_id, T0, T0 + 1, None, row.direction, "0263111111",  # type: ignore[arg-type]
+                                "0355501234", "0355501234", "0263111111", False, ("PCMU",), "", False,
+                                extension="201")
+        keypad = KeypadMarks(store, marks_policy().harassment, OneRecording(row_id))
+        sock = _datagram_socket(tmp_path / "journal")
+        configure("warning", journal=True)  # the ledger's and the store's info lines are not looked at
+        structlog.configure(logger_factory=journal.JournalLoggerFactory(str(tmp_path / "journal")))
+        try:
+            keypad.mark(snapshot, "threat", T0 + 3)
+            keypad.mark(dataclasses.replace(snapshot, serial=8), "nonsense", T0 + 4)
+            entry, failed = _fields(sock.recv(65536)), _fields(sock.recv(65536))
+        finally:
+            configure("info", journal=False)
+            keypad.close()
+            sock.close()
+    assert entry["EVENT"] == "harassment.marked" and entry["PRIORITY"] == "4"
+    assert (entry["CALL_ID"], entry["CATEGORY"], entry["EXTENSION"], entry["LINE"]) == (
+        row_id, "threat", "201", "0263111111")
+    assert entry["MARK_ID"].startswith("M") and "0355501234" not in str(entry)
+    assert failed["EVENT"] == "harassment.mark_failed" and "unknown category" in failed["REASON"]
