@@ -112,6 +112,8 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
                 erased.append(erasure.id)
             flush_seals(store.index, store.seals, actor, store.now())
             _ledger(store, rules, the_plan, now, actor)
+            with MarkBook(store) as marks:  # a mark's note goes with its recording
+                marks.forget_erased_notes()
             log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
         staged = run_stage(store, rules, now, actor, dry_run=dry_run)
         if staged.erased and not dry_run:
