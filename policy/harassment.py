@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .schema import Policy
 
 __all__ = ["Category", "Harassment", "HarassmentAlert", "HarassmentWarning", "MarkRule", "describe_harassment",
-           "evidence_last_day"]
+           "evidence_keeping", "evidence_last_day"]
 
 Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Clause = Annotated[str, Field(min_length=1, max_length=200)]
@@ -146,6 +146,17 @@ class MarkRule:
 def evidence_last_day(category: Category, marked_on: date) -> date:
     """The last calendar day a call marked on `marked_on` is kept as evidence."""
     return category.keep.last_day(marked_on)
+
+
+def evidence_keeping(section: Harassment) -> str:
+    """The sentence the public notice adds to how long recordings are kept: a marked call is kept
+    longer than the rest, and the public is told how much longer at most."""
+    reference = date(2026, 4, 1)
+    longest = max(section.categories, key=lambda c: c.keep.last_day(reference))
+    same = all(c.keep == longest.keep for c in section.categories)
+    period = _period_ja(longest.keep)
+    return ("職員への脅迫や不当な要求などがあったとして記録した通話は、証拠として、記録した日から"
+            + (f"{period}" if same else f"区分に応じて最長{period}") + "保存し、その後は通常の規則により消去します。")
 
 
 def _period_ja(period: Period) -> str:

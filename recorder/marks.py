@@ -58,6 +58,10 @@ class _Handle:
         self.convert_to_l16 = inner.convert_to_l16
         self.side_packet = inner.side_packet
 
+    def __getattr__(self, name: str) -> object:
+        """Anything else the handle offers (a later addition to the protocol) is the inner one's."""
+        return getattr(self._inner, name)
+
     def checkpoint(self) -> None:
         self._watch.poll(self._entry)
         self._inner.checkpoint()

@@ -392,6 +392,12 @@ class CallIndex:
                                "AND stored_on IS NULL").fetchone()
         return int(row[0])
 
+    def held_bytes(self) -> int:
+        """Bytes on this device that no rule and no ring takes: legal holds and harassment evidence."""
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
+                               "AND stored_on IS NULL AND (held = 1 OR evidence_until IS NOT NULL)").fetchone()
+        return int(row[0])
+
     def intake_since(self, since: float) -> int:
         """Bytes recorded since `since` (epoch), for the capacity forecast."""
         row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "

@@ -11,7 +11,8 @@ category           a category id of the policy's `harassment:` section
 marked_by          an account ("sato"), or the staff side's extension ("ext:201")
 marked_at          ISO 8601 with the site's offset; `marked_ts` the same instant as epoch
 via                dtmf | console | cli
-note               free text (may be empty)
+note               free text (may be empty); kept in this row only (the ledger says
+                   whether there was one), and cleared when the call is erased
 hold_until         epoch from which the evidence hold no longer keeps the call: the day
                    after the category's `keep` period, counted from the day of the mark
 withdrawn_*        by, at, reason: a wrong or late mark taken back by the manager
@@ -49,6 +50,7 @@ API (all on `MarkBook(store, section)`; `section` is the policy's `harassment:` 
   extension and whether the call is still going on: the console's live alert page polls this)
 - ``marked_call_ids(ids) -> set[str]``  (which of these calls carry an active mark: listings)
 - ``lift_expired(now, actor) -> list[str]``  (the sweep calls it first)
+- ``forget_erased_notes() -> int``  (the sweep calls it after its erasures)
 - ``findings() -> list[tuple[str, str]]``  (for verify)
 
 `KeypadMarks(store, section, recordings)` is the recorder's `MarkSink` (recorder/record.py) that
@@ -264,7 +266,7 @@ class MarkBook:
             self._insert(values)
             self._refresh_hold(call_id)
         mark = _mark(values)
-        self.store.ledger.append(MarkEvent.MARKED, marked_by, self.store.now(), reason=mark.note or None,
+        self.store.ledger.append(MarkEvent.MARKED, marked_by, self.store.now(), has_note=bool(mark.note),
                                  mark_id=mark.id, call_id=call_id, category=category, category_label=rule.label,
                                  clause=rule.clause, via=via, marked_at=mark.marked_at,
                                  hold_until=_iso(hold_until, tz), **(role or {}))
@@ -330,6 +332,21 @@ class MarkBook:
                                  mark_ids=[m.id for m in due], as_of=_iso(now, self.store.tz))
         log.info("marks.holds_expired", calls=len(calls))
         return calls
+
+    def forget_erased_notes(self) -> int:
+        """Clear the notes of marks whose call has been erased: a note may tell what the caller
+        said, and goes with the recording; the mark itself stays (category, who, when: counted).
+        The sweep calls this after its erasures.  Returns how many notes were cleared."""
+        if not self._present:
+            return 0
+        due = [_mark(r) for r in self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM marks WHERE note <> '' AND call_id IN "
+            "(SELECT id FROM calls WHERE erased_at IS NOT NULL)")]
+        if due:
+            with transaction(self._db):
+                for mark in due:
+                    self._update(mark, note="")
+        return len(due)
 
     # ---- reading --------------------------------------------------------------------------
     def get(self, mark_id: str) -> Mark | None:

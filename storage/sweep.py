@@ -71,7 +71,7 @@ def usage_of(store: Store, now: float, incoming_bytes: int = 0) -> Usage:
     st = os.statvfs(store.data_dir)
     intake = store.index.intake_since(now - INTAKE_DAYS * DAY_SECONDS) / INTAKE_DAYS
     return Usage(used_bytes=store.index.used_bytes(), incoming_bytes=incoming_bytes,
-                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake)
+                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake, held_bytes=store.index.held_bytes())
 
 
 def plan(store: Store, rules: Retention, now: float, incoming_bytes: int = 0) -> SweepPlan:
@@ -112,6 +112,8 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
                 erased.append(erasure.id)
             flush_seals(store.index, store.seals, actor, store.now())
             _ledger(store, rules, the_plan, now, actor)
+            with MarkBook(store) as marks:  # a mark's note goes with its recording
+                marks.forget_erased_notes()
             log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
         staged = run_stage(store, rules, now, actor, dry_run=dry_run)
         if staged.erased and not dry_run:

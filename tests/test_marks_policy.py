@@ -9,6 +9,7 @@ import pytest
 
 from policy.harassment import MarkRule, describe_harassment, evidence_last_day
 from policy.loader import PolicyError, load_policy, parse_policy
+from policy.notice import render_notice
 from tests.marks_helpers import HARASSMENT, POLICY, marks_policy
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -99,6 +100,8 @@ def test_every_example_whose_guideline_names_harassment_has_categories_with_clau
     assert where in section.clause
     assert all(c.clause and c.keep for c in section.categories)
     policy = load_policy(path)
+    keeping = render_notice(policy, "md").split("## 保存期間")[1].split("##")[0]
+    assert "証拠として、記録した日から" in keeping and "5年保存" in keeping, "the public is told they stay longer"
     if policy.access is not None:
         manager = policy.access.roles["manager"]
         assert {"mark", "manage_marks"} <= set(manager.may) and section.alert.roles == ["manager"]

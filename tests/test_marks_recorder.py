@@ -5,20 +5,27 @@ on-demand line's unasked call to be recorded; and `callrec replay` of such a cap
 mark on the right row of a real store, ledgered, held, logged as `harassment.marked`."""
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policy.decide import PolicyDecider
+import structlog
+
+from callrec import journal
+from callrec.logs import configure
+from policy.decide import Direction, PolicyDecider
 from policy.loader import parse_policy
 from recorder.engine import Recorder
 from recorder.record import CallSnapshot
+from storage.marks import KeypadMarks
 from tests.builders import write_pcap
 from tests.call_frames import T0
 from tests.interop import calls, run_cli
-from tests.marks_helpers import HARASSMENT
-from tests.memory_sink import MemorySink
+from tests.marks_helpers import HARASSMENT, marks_policy, open_store, record_calls
+from tests.memory_sink import MemoryRecording, MemorySink
 from tests.on_demand_frames import AUTOMATIC, START, STOP, call
+from tests.test_service import _datagram_socket, _fields
 
 POLICY = AUTOMATIC + HARASSMENT
 
@@ -65,10 +72,21 @@ def test_digits_after_the_last_checkpoint_count_at_the_end() -> None:
     assert sink.recordings[0].result is not None
 
 
+def _snapshot(serial: int = 7) -> CallSnapshot:
+    return CallSnapshot(serial, "c9@x", T0, T0 + 1, None, Direction.INBOUND, "0263111111", "0355501234",
+                        "0355501234", "0263111111", False, ("PCMU",), "", False, extension="201")
+
+
 def test_without_a_harassment_section_nothing_is_watched() -> None:
     frames = call(6, keyed={2.0: "*91"})
-    _, marks, sink = _run(AUTOMATIC, frames, T0 + 30)
-    assert marks.got == [] and type(sink.recordings[0]).__name__ == "MemoryRecording"
+    _, marks, _ = _run(AUTOMATIC, frames, T0 + 30)
+    assert marks.got == []
+    for policy, wrapped in ((AUTOMATIC, False), (POLICY, True)):
+        watch = Recorder(PolicyDecider(parse_policy(policy)), MemorySink(), Marks()).marks
+        watch.begin(_snapshot(), T0 + 1)
+        handle = watch.open_audio(_snapshot(), T0 + 1, "PCMU")
+        assert isinstance(handle, MemoryRecording) != wrapped, "unwatched calls keep the sink's own handle"
+        assert handle.checkpoints == 0, "what the wrapper does not define is the inner handle's"
 
 
 def test_a_mark_on_an_unasked_on_demand_call_records_it_from_its_start() -> None:
@@ -104,3 +122,38 @@ def test_replay_lands_the_mark_on_its_row_held_ledgered_and_logged(tmp_path: Pat
     assert "0355501234" not in line, "no caller number in the alert"
     ledger = run_cli("ledger", "list", "--json", "--data-dir", data).stdout
     assert '"harassment_marked"' in ledger and mark["id"] in ledger
+
+
+@dataclass
+class OneRecording:
+    """The recording store's side of KeypadMarks: every call is this row."""
+
+    row_id: str
+
+    def record_id(self, serial: int) -> str | None:
+        return self.row_id
+
+
+def test_a_keypad_mark_is_a_journal_entry_of_its_own_without_the_callers_number(tmp_path: Path) -> None:
+    with open_store(tmp_path / "data") as store:
+        [row_id] = record_calls(store, ["0355501234"])
+        row = store.index.get(row_id)
+        assert row is not None
+        snapshot = dataclasses.replace(_snapshot(), sip_call_id=row.sip_call_id)
+        keypad = KeypadMarks(store, marks_policy().harassment, OneRecording(row_id))
+        sock = _datagram_socket(tmp_path / "journal")
+        configure("warning", journal=True)  # the ledger's and the store's info lines are not looked at
+        structlog.configure(logger_factory=journal.JournalLoggerFactory(str(tmp_path / "journal")))
+        try:
+            keypad.mark(snapshot, "threat", T0 + 3)
+            keypad.mark(dataclasses.replace(snapshot, serial=8), "nonsense", T0 + 4)
+            entry, failed = _fields(sock.recv(65536)), _fields(sock.recv(65536))
+        finally:
+            configure("info", journal=False)
+            keypad.close()
+            sock.close()
+    assert entry["EVENT"] == "harassment.marked" and entry["PRIORITY"] == "4"
+    assert (entry["CALL_ID"], entry["CATEGORY"], entry["EXTENSION"], entry["LINE"]) == (
+        row_id, "threat", "201", "0263111111")
+    assert entry["MARK_ID"].startswith("M") and "0355501234" not in str(entry)
+    assert failed["EVENT"] == "harassment.mark_failed" and "unknown category" in failed["REASON"]

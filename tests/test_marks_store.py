@@ -48,8 +48,9 @@ def test_a_mark_holds_its_call_and_withdrawing_it_undoes_the_hold(tmp_path: Path
         assert [m.id for m in book.of_call(first)] == [demand.id, threat.id]
 
         events = [(e.event, e.actor, e.reason) for e in store.ledger.entries()]
-        assert events == [(MarkEvent.MARKED, "sato", "「燃やすぞ」"), (MarkEvent.MARKED, "ext:201", None),
+        assert events == [(MarkEvent.MARKED, "sato", None), (MarkEvent.MARKED, "ext:201", None),
                           (MarkEvent.WITHDRAWN, "manager", "誤操作"), (MarkEvent.WITHDRAWN, "manager", "誤操作")]
+        assert "燃やすぞ" not in store.ledger.path.read_text(), "the note stays in the mark, never in the ledger"
         marked = next(store.ledger.entries()).details
         assert marked["category_label"] == "脅迫・恐喝" and marked["clause"] == "品川区 第5条(2)"
         assert marked["hold_until"] == "2030-11-26T00:00:00+09:00" and marked["call_id"] == first
@@ -82,7 +83,7 @@ def test_release_and_expiry_end_the_hold_and_the_sweep_then_applies_the_rule(tmp
     with open_store(tmp_path / "data") as store, MarkBook(store, section) as book:
         kept, released, plain = record_calls(store, [A, B, C])
         demand = book.add(kept, "demand", marked_by="sato", via="console", at=_at(T0 + 300))
-        book.add(released, "threat", marked_by="sato", via="console", at=_at(T0 + 300))
+        book.add(released, "threat", marked_by="sato", via="console", note="氏名と住所を名乗った", at=_at(T0 + 300))
         [gone] = book.release_hold(released, by="manager", reason="示談成立")
         assert gone.released_by == "manager" and gone.active and not gone.holding
         assert store.index.get(released).evidence_until is None  # type: ignore[union-attr]
@@ -91,6 +92,8 @@ def test_release_and_expiry_end_the_hold_and_the_sweep_then_applies_the_rule(tmp
         result = sweep(store, rules, past_rule, "test")
         assert set(result.erased) == {released, plain}, "past its rule; the marked call is kept as evidence"
         assert store.index.get(kept).erased_at is None  # type: ignore[union-attr]
+        [gone] = book.of_call(released)
+        assert gone.note == "" and gone.category == "threat", "the note went with the recording; the mark stays"
 
         past_hold = demand.hold_until + 1  # type: ignore[operator]
         result = sweep(store, rules, past_hold, "test")
