@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policy.loader import parse_policy  # noqa: E402
-from storage.index import connect  # noqa: E402
-from storage.marks import MarkBook  # noqa: E402
-from storage.store import Store  # noqa: E402
-from storage.warnings import WarningList  # noqa: E402
+from policy.loader import parse_policy
+from storage.index import connect
+from storage.marks import MarkBook
+from storage.store import Store
+from storage.warnings import WarningList
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 POLICY = """\

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
 import structlog
 
@@ -84,7 +85,7 @@ class WarningList:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> WarningList:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
