@@ -30,6 +30,8 @@ from fpdf.fonts import FontFace
 
 from storage.archive import ArchiveEvent
 from storage.ledger import Event, LedgerEntry
+from storage.marks import MarkEvent
+from storage.warnings import WarningEvent
 
 from .errors import FormError
 from .requests import AccessEvent
@@ -37,7 +39,7 @@ from .site_desk import SiteEvent
 
 __all__ = ["EVENT_LABELS", "FORM_SETS", "LEDGER_COLUMNS", "AnswerForm", "FormCall", "RequestForm", "answer_pdf",
            "circled_purpose", "japanese_date", "ledger_book_csv", "ledger_book_pdf", "ledger_book_rows",
-           "minutes_seconds", "request_pdf"]
+           "minutes_seconds", "request_pdf", "table_pdf"]
 
 _FormSetName = Literal["shinagawa", "matsumoto", "yamagata", "kumamoto", "saitama"]
 _WantedName = Literal["listen", "copy", "extension_only"]
@@ -99,6 +101,11 @@ EVENT_LABELS: dict[str, str] = {
     SiteEvent.FETCH_CUT_SHORT: "提供の中断",
     SiteEvent.HOLD_ORDER_REFUSED: "保存延長指示の拒否",
     SiteEvent.HOLD_ORDER_ALREADY: "保存延長指示（適用済み）",
+    MarkEvent.MARKED: "カスハラ通話の記録（証拠保全）",
+    MarkEvent.WITHDRAWN: "カスハラ記録の取消し",
+    MarkEvent.HOLD_RELEASED: "証拠保全の解除",
+    MarkEvent.HOLD_EXPIRED: "証拠保全期間の満了",
+    WarningEvent.CLEARED: "警告対象番号の解除",
 }
 """The ledger's event names as the 管理簿 prints them: every event anyone appends (a test holds it),
 so an auditor reading the book never meets an English identifier."""
@@ -1007,5 +1014,31 @@ def ledger_book_pdf(entries: Iterable[LedgerEntry], title: str = "通話記録�
         table.row(LEDGER_COLUMNS)
         for row in ledger_book_rows(entries):
             table.row(row)
+    _number_pages(pdf, always=True)
+    return bytes(pdf.output())
+
+
+def table_pdf(title: str, organisation: str, note: str, rows: Sequence[Sequence[str]]) -> bytes:
+    """A landscape A4 table under a title, set as the 管理簿 is (its first row the column heads,
+    repeated on every page; pages numbered): for counts such as the monthly report."""
+    pdf = _new_pdf("L")
+    pdf.set_title(title)
+    pdf.set_auto_page_break(True, margin=_MARGIN)
+    _draw_para(pdf, _Para(title, "C", heading=True, size=16, gap=2))
+    if organisation:
+        _draw_para(pdf, _Para(organisation, "R", gap=2))
+    if note:
+        _draw_para(pdf, _Para(note, "L", size=9, gap=3))
+    pdf.set_font("mincho", size=9)
+    heads = FontFace(family="gothic", emphasis="", fill_color=(230, 230, 230))
+    width = pdf.w - 2 * _MARGIN
+    count = max((len(row) for row in rows), default=1)
+    names = (22.0, 44.0, 34.0)[:count]
+    rest = (width - sum(names)) / max(count - len(names), 1)
+    widths = (*names, *([rest] * (count - len(names))))
+    with pdf.table(col_widths=widths, width=width, headings_style=heads, line_height=_line_height(9),
+                   text_align="LEFT", wrapmode="CHAR", padding=1) as table:
+        for row in rows:
+            table.row(tuple(row))
     _number_pages(pdf, always=True)
     return bytes(pdf.output())

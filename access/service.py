@@ -19,6 +19,8 @@ from policy.access import Access, Action, Wanted
 from policy.schema import Policy
 from storage.index import CallRow
 from storage.layout import INDEX_FILE, ensure_private_dir
+from storage.marks import MarkBook
+from storage.notices import NoticeLog
 from storage.records import hand_out, sealed_files, sealed_row
 from storage.store import Store
 from storage.store import actor as shell_user
@@ -66,6 +68,7 @@ class AccessService:
         self.store = store
         self.access: Access = policy.access
         self._extension = re.compile(policy.numbering.extension_pattern)
+        self.timezone = policy.timezone
         self.tables = AccessStore(store.data_dir / INDEX_FILE)
 
     def close(self) -> None:
@@ -354,7 +357,25 @@ class AccessService:
                      "local_number": row.local_number, "remote_number": row.remote_number,
                      "extension": row.extension, "withheld_number": row.withheld_number,
                      "sha256": row.sha256, "audio_format": row.audio_format},
+            **({"evidence": self._evidence(row)} if purpose is not None and purpose.evidence else {}),
         }
+
+    def _evidence(self, row: CallRow) -> dict[str, object]:
+        """What an evidence export (証拠提出) carries beside the recording, inside the signed
+        manifest: the proof of notice (whether and when the caller was told of the recording, and
+        which announcement was played) and the call's harassment marks, withdrawn ones too (with
+        who withdrew them and why), so the recipient sees the whole history."""
+        notice = None
+        if row.notice_id:
+            log = NoticeLog(self.store.index.path, self.timezone)
+            try:
+                found = log.get(row.notice_id)
+            finally:
+                log.close()
+            notice = found.as_dict() if found is not None else None
+        with MarkBook(self.store) as book:
+            marks = [mark.as_dict() for mark in book.of_call(row.id)]
+        return {"notice": notice, "marks": marks}
 
     def _listening(self, grant: Grant, request: Request, folder: Path, now: datetime) -> Fulfilment:
         if self.access.on_device_listening == "never":

@@ -15,12 +15,13 @@ import numpy.typing as npt
 import soundfile
 
 from policy.announcement import Announcement
+from policy.schema import Policy
 from wire.g711 import SILENCE_BYTE, encode
 from wire.rtp import SAMPLES_PER_FRAME
 
 from .errors import AnnouncerError
 
-__all__ = ["DEFAULT_AUDIO", "AnnouncementAudio", "AudioError", "load_announcement", "load_audio"]
+__all__ = ["DEFAULT_AUDIO", "AnnouncementAudio", "AudioError", "load_announcement", "load_audio", "load_warning"]
 
 DEFAULT_AUDIO = Path(__file__).resolve().parent / "data" / "default_announcement.wav"
 """What callers hear when the policy names no file (python -m announcer.make_default_announcement)."""
@@ -103,3 +104,15 @@ def load_announcement(rules: Announcement, base: Path | None = None) -> Announce
     if not path.is_absolute() and base is not None:
         path = base / path
     return load_audio(path, rules.max_seconds)
+
+
+def load_warning(policy: Policy, base: Path | None = None) -> AnnouncementAudio | None:
+    """The warning the policy names for numbers marked as harassment (harassment.warning), as
+    G.711, held to the notice's length limit; None when the policy names none. Read and checked
+    with the notice, so a reload with a broken warning file is refused like one with a broken
+    notice."""
+    rule = policy.harassment.warning if policy.harassment is not None else None
+    if rule is None:
+        return None
+    path = rule.announcement if rule.announcement.is_absolute() or base is None else base / rule.announcement
+    return load_audio(path, policy.announcement.max_seconds)

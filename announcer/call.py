@@ -28,11 +28,12 @@ import structlog
 from policy.announcement import NoticeDecision, Outcome
 from wire.sip import SipMessage, SipParseError, parse_uri
 
+from .audio import AnnouncementAudio
 from .config import HandOver
 from .effects import CallEnded, CallKey, NoticeChanged, RetargetPlayback, StartPlayback, StopPlayback
 from .errors import IllegalTransition
 from .media import NegotiationError, Stream, accept_answer, accept_offer, answer_sdp, offer_sdp
-from .outcomes import HandOverResult, NoticeOutcome
+from .outcomes import AnnouncementKind, HandOverResult, NoticeOutcome
 from .sipmsg import Peer, new_tag, safe_number
 from .transaction import T1, T2, ClientNonInvite, InviteServerState, ServerInvite, ServerNonInvite
 
@@ -100,8 +101,11 @@ class Call:
     """The dialog with the PBX for one caller, and where the announcement stands."""
 
     def __init__(self, ua: UserAgent, key: CallKey, invite: SipMessage, txn: ServerInvite, peer: Peer,
-                 decision: NoticeDecision, calling: str | None, called: str | None, now: float) -> None:
+                 decision: NoticeDecision, calling: str | None, called: str | None, now: float, *,
+                 audio: AnnouncementAudio, announcement: AnnouncementKind = AnnouncementKind.NOTICE) -> None:
         self.ua = ua
+        self.audio = audio  # fixed when the call arrives: a reload mid-call changes nothing it hears
+        self.announcement = announcement
         self.key = key
         self.call_id = key[0]
         self.invite_txn = txn
@@ -250,14 +254,14 @@ class Call:
         first = self.stream is None
         self.stream = stream
         if not first and self.state is CallState.PLAYING:
-            self.ua.emit(RetargetPlayback(self.key, stream, self.ua.audio.g711[stream.law]))
+            self.ua.emit(RetargetPlayback(self.key, stream, self.audio.g711[stream.law]))
 
     def _play(self, now: float) -> None:
         assert self.stream is not None and self.port is not None
         self._move(CallState.PLAYING)
         self.announced_from = now
-        log.info("announcer.playing", call_id=self.call_id, law=self.stream.law)
-        self.ua.emit(StartPlayback(self.key, self.port, self.stream, self.ua.audio.g711[self.stream.law]))
+        log.info("announcer.playing", call_id=self.call_id, law=self.stream.law, announcement=str(self.announcement))
+        self.ua.emit(StartPlayback(self.key, self.port, self.stream, self.audio.g711[self.stream.law]))
 
     def playback_done(self, now: float) -> None:
         if self.state is not CallState.PLAYING:
@@ -505,7 +509,8 @@ class Call:
             "destination": None if excluded else self.destination, "reason": self.decision.reason,
             "refer_target": None if excluded else self.refer_target,
             "referred_by": None if excluded else self.referred_by,
-            "handed_over_at": self.handed_over_at, "link_seconds": link}
+            "handed_over_at": self.handed_over_at, "link_seconds": link, "announcement": self.announcement if self.announced_from is not None else None,
+            "announcement_sha256": self.audio.sha256 if self.announced_from is not None else None}
 
 
 def remote_target_ok(invite: SipMessage) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .media import Stream
-from .outcomes import HandOverResult, NoticeOutcome
+from .outcomes import AnnouncementKind, HandOverResult, NoticeOutcome
 
 CallKey = tuple[str, str]  # (Call-ID, the PBX's tag)
 
@@ -42,7 +42,9 @@ class NoticeState:
     monotonic `now`); the adapter turns them into wall-clock time. refer_target and referred_by
     are the hand-over as sent (Refer-To or the 302's Contact, and the Referred-By token), so the
     recorder can tie the call the hand-over leads to back to this notice; link_seconds is the
-    policy's window for that call to begin after handed_over_at."""
+    policy's window for that call to begin after handed_over_at. announcement says which one
+    the call was given (the warning instead of the notice for a marked number) and
+    announcement_sha256 the file it was made from, once playing began."""
 
     sip_call_id: str
     received_at: float
@@ -59,6 +61,8 @@ class NoticeState:
     referred_by: str | None = None
     handed_over_at: float | None = None
     link_seconds: float | None = None
+    announcement: AnnouncementKind | None = None
+    announcement_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

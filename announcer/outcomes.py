@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["HandOverResult", "NoticeOutcome"]
+__all__ = ["AnnouncementKind", "HandOverResult", "NoticeOutcome"]
 
 
 class NoticeOutcome(StrEnum):
@@ -29,3 +29,11 @@ class HandOverResult(StrEnum):
     FALLBACK_OPERATOR = "fallback_operator"
     FAILED = "failed"
     NONE = "none"  # the caller hung up before a hand-over was due
+
+
+class AnnouncementKind(StrEnum):
+    """Which announcement a call was played: the ordinary 録音告知, or the warning the policy names
+    for a number marked as harassment often enough (issue 18, "the caller next time")."""
+
+    NOTICE = "notice"
+    WARNING = "warning"

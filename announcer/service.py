@@ -21,6 +21,7 @@ import structlog
 from policy.decide import PolicyDecider
 from policy.schema import Policy
 from storage.notices import Notice, NoticeLog
+from storage.warnings import WarningList
 from wire.rtp import FRAME_MS, PAYLOAD_TYPES, Packetiser, frames
 from wire.sip import SipParseError, SipStreamFramer
 
@@ -41,7 +42,7 @@ from .media import Stream
 from .outcomes import HandOverResult
 from .sipmsg import Peer
 from .transaction import T1, Send
-from .ua import UserAgent
+from .ua import UserAgent, never_warned
 
 __all__ = ["AnnouncerService"]
 
@@ -119,13 +120,20 @@ class _SipDatagrams(asyncio.DatagramProtocol):
 
 
 class AnnouncerService:
-    """The announcer as a service the daemon (or `callrec announcer`) runs: start(), stop()."""
+    """The announcer as a service the daemon (or `callrec announcer`) runs: start(), stop().
 
-    def __init__(self, config: AnnouncerConfig, policy: Policy, audio: AnnouncementAudio, index_path: Path) -> None:
+    `warning` is the policy's warning announcement (harassment.warning), if it names one: the
+    core plays it to callers whose number this adapter finds warned in the index (storage/warnings.py),
+    read at each INVITE so a mark or a clear counts from the next call on."""
+
+    def __init__(self, config: AnnouncerConfig, policy: Policy, audio: AnnouncementAudio, index_path: Path,
+                 warning: AnnouncementAudio | None = None) -> None:
         self.config = config
         self.policy = policy
         self.audio = audio
+        self.warning = warning
         self.index_path = index_path
+        self._warnings: WarningList | None = None
         self.core: UserAgent | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -154,6 +162,7 @@ class AnnouncerService:
         self._notices = NoticeLog(self.index_path, self.policy.timezone)
         self._ports = _RtpPorts(loop, cfg.listen_address, *cfg.rtp_ports)
         self.core = UserAgent(cfg, PolicyDecider(self.policy), self.audio, self._ports.open)
+        self._arm_warning()
         if "udp" in cfg.transports:
             self._udp, _ = await loop.create_datagram_endpoint(
                 lambda: _SipDatagrams(self), local_addr=(cfg.listen_address, cfg.listen_port))
@@ -162,14 +171,39 @@ class AnnouncerService:
         self.core.start(loop.time())
         self._service()
         log.info("announcer.ready", address=cfg.listen_address, port=cfg.listen_port, transports=cfg.transports,
-                 hand_over=str(cfg.hand_over), announcement_sha256=self.audio.sha256)
+                 hand_over=str(cfg.hand_over), announcement_sha256=self.audio.sha256,
+                 warning_sha256=self.warning.sha256 if self._warnings is not None and self.warning else None)
 
-    def update_policy(self, policy: Policy, audio: AnnouncementAudio) -> None:
+    def update_policy(self, policy: Policy, audio: AnnouncementAudio, warning: AnnouncementAudio | None = None) -> None:
         """SIGHUP: new calls get the new rules and announcement; calls under way keep theirs."""
-        self.policy, self.audio = policy, audio
+        self.policy, self.audio, self.warning = policy, audio, warning
         if self.core is not None:
             self.core.decider = PolicyDecider(policy)
             self.core.audio = audio
+            self._arm_warning()
+
+    def _arm_warning(self) -> None:
+        """Give the core the warning and the predicate over the index's marks, or neither."""
+        assert self.core is not None
+        if self._warnings is not None:
+            self._warnings.close()
+            self._warnings = None
+        rule = self.policy.harassment.warning if self.policy.harassment is not None else None
+        if rule is None or self.warning is None:
+            self.core.warning, self.core.warned = None, never_warned
+            return
+        self._warnings = WarningList(self.index_path, rule, self.policy.numbering.country_code)
+        self.core.warning, self.core.warned = self.warning, self._warned
+
+    def _warned(self, number: str) -> bool:
+        """The index is asked at each INVITE; a failing index plays the ordinary notice (the caller
+        must still reach a person) and says so."""
+        assert self._warnings is not None
+        try:
+            return self._warnings.warned(number, time.time())
+        except sqlite3.Error as exc:
+            log.error("announcer.warning_lookup_failed", reason=str(exc))
+            return False
 
     async def stop(self) -> None:
         """Calls in progress are handed over at once; waits for them up to stop_timeout."""
@@ -197,6 +231,8 @@ class AnnouncerService:
             self._ports.close()
         if self._notices is not None:
             self._notices.close()
+        if self._warnings is not None:
+            self._warnings.close()
         log.info("announcer.stopped")
 
     # ---- SIP in ---------------------------------------------------------------------
@@ -336,7 +372,8 @@ class AnnouncerService:
             hand_over=state.hand_over, announced_from=wall(state.announced_from),
             announced_to=wall(state.announced_to), calling_number=state.calling_number,
             called_number=state.called_number, destination=state.destination,
-            announcement_sha256=self.audio.sha256 if state.announced_from is not None else None,
+            announcement_sha256=state.announcement_sha256,
+            announcement=str(state.announcement) if state.announcement is not None else None,
             reason=state.reason, refer_target=state.refer_target, referred_by=state.referred_by,
             handed_over_at=wall(state.handed_over_at), link_seconds=state.link_seconds,
             left_at=time.time() if isinstance(state, CallEnded) else None)

@@ -8,6 +8,11 @@ Only the PBX may use the announcer: requests from any other address are answered
 as announcer.refused (OPTIONS excepted, so that monitoring can ping it). Responses go back on the
 flow the request came on, like rport (RFC 3581) and connection reuse (RFC 5923): the PBX is the
 one peer, sits next to us, and may be behind NAT or talk TCP from an ephemeral port.
+
+The caller next time (issue 18): when the policy names a warning announcement, the adapter gives
+the core its audio (`warning`) and a predicate over normalised numbers (`warned`) that says which
+callers were marked often enough; a call that would hear the notice from such a number hears the
+warning instead. The core never looks the number up itself: storage is the adapter's business.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from collections.abc import Callable
 import structlog
 
 from policy.announcement import decide_notice
-from policy.decide import PolicyDecider
+from policy.decide import PolicyDecider, normalise_number
 from wire.sip import SipMessage, SipParseError, parse_name_addr, parse_sip, parse_uri, uri_number
 
 from .audio import AnnouncementAudio
@@ -24,6 +29,7 @@ from .call import Call, remote_target_ok
 from .config import AnnouncerConfig, DestinationFrom
 from .effects import CallEnded, CallKey, CoreEffect, RedirectFailed, ReleasePort
 from .media import NegotiationError, accept_offer
+from .outcomes import AnnouncementKind
 from .register import Registrar
 from .sipmsg import ALLOW, Peer, new_branch, render, response, via
 from .transaction import (
@@ -45,6 +51,13 @@ log = structlog.get_logger("callrec.announcer")
 Effect = Send | CoreEffect
 REDIRECT_MEMORY = 64 * T1
 Owner = Call | Registrar
+WITHHELD_PRIVACY = ("id", "user", "header")
+"""Privacy values (RFC 3323, 3325) by which a caller withheld the number: such a caller is never
+warned, whatever number the PBX still shows."""
+
+
+def never_warned(_number: str) -> bool:
+    return False
 
 
 def _number(value: str | None) -> str | None:
@@ -73,6 +86,8 @@ class UserAgent:
         self.stopping = False
         self._effects: list[Effect] = []
         self.registrar = Registrar(self, config.registration) if config.registration is not None else None
+        self.warning: AnnouncementAudio | None = None
+        self.warned: Callable[[str], bool] = never_warned
 
     # ---- adapter interface ---------------------------------------------------
     def pop_effects(self) -> list[Effect]:
@@ -289,10 +304,28 @@ class UserAgent:
                 return
         calling, called, others = self._numbers(request)
         decision = decide_notice(self.decider, calling, called, others)
-        call = Call(self, call_key, request, txn, peer, decision, calling, called, now)
+        warn = decision.announce and self._warned(request, calling)
+        call = Call(self, call_key, request, txn, peer, decision, calling, called, now,
+                    audio=self.warning if warn and self.warning is not None else self.audio,
+                    announcement=AnnouncementKind.WARNING if warn else AnnouncementKind.NOTICE)
         self.calls[call_key] = call
-        log.info("announcer.invite", call_id=call_key[0], decision=str(decision.outcome))
+        log.info("announcer.invite", call_id=call_key[0], decision=str(decision.outcome),
+                 announcement=str(call.announcement))
         call.start(now)
+
+    def _warned(self, request: SipMessage, calling: str | None) -> bool:
+        """Whether this caller hears the warning: the policy names one, the caller showed a number
+        (withheld numbers are excepted, even when the PBX still passes them on) and the adapter's
+        predicate says that number was marked often enough."""
+        if self.warning is None:
+            return False
+        privacy = (request.header("privacy") or "").lower()
+        if any(word in privacy for word in WITHHELD_PRIVACY):
+            return False
+        number = normalise_number(calling, self.decider.policy.numbering.country_code)
+        if not number or not any(ch.isdigit() for ch in number):
+            return False
+        return self.warned(number)
 
     def _numbers(self, request: SipMessage) -> tuple[str | None, str | None, tuple[str | None, ...]]:
         """Calling number, the called number the config points at, and every other number the

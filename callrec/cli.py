@@ -13,6 +13,7 @@ import structlog
 from policy.access import describe_access
 from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
+from policy.harassment import describe_harassment
 from policy.loader import load_policy
 from policy.on_demand import describe_on_demand
 from policy.retention import describe
@@ -20,12 +21,14 @@ from policy.schema import Policy
 from recorder.engine import Recorder
 from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.lock import DataDirLock
+from storage.marks import KeypadMarks
 from storage.notices import NoticeLog
 from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from wire.errors import CallrecError
 
-from . import cmd_access, cmd_announcer, cmd_policy, cmd_records, cmd_search, cmd_sites, cmd_web, logs
+from . import (cmd_access, cmd_announcer, cmd_marks, cmd_policy, cmd_records, cmd_report, cmd_search, cmd_sites, cmd_web,
+               logs)
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -57,12 +60,14 @@ def _replay_locked(config: Config, policy: Policy, captures: list[Path]) -> int:
     with open_store(config, policy, create_key=True) as data:
         recover_store(data, REPLAY_ACTOR)
         store = RecordingStore(config.data_dir, data.index, data.tz, data.master, anchor_dir=data.anchor_dir)
-        recorder = Recorder(PolicyDecider(policy), store)
+        marks = KeypadMarks(data, policy.harassment, store)
+        recorder = Recorder(PolicyDecider(policy), store, marks)
         try:
             failures = replay(recorder, captures)
         finally:
             store.close()
-        stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats}
+            marks.close()
+        stats = {**recorder.decoder.stats, **recorder.tracker.stats, **recorder.stats, **recorder.marks.stats}
         log.info("replay.finished", **{k: v for k, v in stats.items() if v})
     lost = store.faults.totals()
     if lost:
@@ -173,7 +178,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
              else "保存しない / not kept"))
     for lang in ("ja", "en"):
         print()
-        for line in (describe(policy, lang) + describe_on_demand(policy, lang)
+        for line in (describe(policy, lang) + describe_on_demand(policy, lang) + describe_harassment(policy, lang)
                      + (describe_access(policy.access, lang) if policy.access else [])):
             print(f"  {line}")
     return 0
@@ -209,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calls_show)
 
     cmd_records.add_parsers(sub, calls, common)
+    cmd_marks.add_parsers(calls, common)
     cmd_search.add_parsers(calls, common, listing)
     cmd_access.add_parsers(sub, common)
+    cmd_report.add_parsers(sub, common)
 
     cmd_announcer.add_parser(sub)
     cmd_web.add_parser(sub, common)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from announcer.audio import AudioError, load_announcement
+from announcer.audio import AudioError, load_announcement, load_warning
 from announcer.config import load_announcer_config
 from announcer.service import AnnouncerService
 from policy.loader import PolicyError, load_policy
@@ -40,14 +40,16 @@ def cmd_announcer(args: argparse.Namespace) -> int:
         config, policy_path, data_dir = load_announcer_config(args.config)
         policy_path = args.policy or policy_path
         policy = load_policy(policy_path) if policy_path is not None else Policy()
-        audio = load_announcement(policy.announcement, policy_path.parent if policy_path is not None else None)
+        base = policy_path.parent if policy_path is not None else None
+        audio = load_announcement(policy.announcement, base)
+        warning = load_warning(policy, base)
     except (PolicyError, AudioError) as exc:
         print(f"callrec announcer: {exc}", file=sys.stderr)
         return 2
     data = args.data_dir or data_dir or DEFAULT_DATA_DIR
     ensure_private_dir(data)
     try:
-        asyncio.run(_serve(AnnouncerService(config, policy, audio, data / INDEX_FILE)))
+        asyncio.run(_serve(AnnouncerService(config, policy, audio, data / INDEX_FILE, warning)))
     except OSError as exc:
         log.error("announcer.failed", reason=str(exc))
         return 1

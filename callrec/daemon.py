@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from access.service import AccessService
-from announcer.audio import AnnouncementAudio, AudioError, load_announcement
+from announcer.audio import AnnouncementAudio, AudioError, load_announcement, load_warning
 from announcer.service import AnnouncerService
 from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
@@ -38,6 +38,7 @@ from storage.keys import MasterKeyError
 from storage.layout import ensure_private_dir
 from storage.ledger import Event, LedgerError
 from storage.lock import DataDirLock
+from storage.marks import KeypadMarks
 from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from storage.store import Store, StoreError
@@ -142,7 +143,9 @@ class Daemon:
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
         self._note_policy()
-        self.recorder = Recorder(PolicyDecider(self.policy), self.store)
+        # Harassment marks keyed on extensions: stored, ledgered and logged at once (storage/marks.py).
+        self.marks = KeypadMarks(data, self.policy.harassment, self.store)
+        self.recorder = Recorder(PolicyDecider(self.policy), self.store, self.marks)
         self.control = Control(self.recorder, self.store)
         loop = asyncio.get_running_loop()
         try:
@@ -160,7 +163,7 @@ class Daemon:
         if config.announcer is not None:
             try:
                 self.announcer = AnnouncerService(config.announcer, self.policy, self._announcement(self.policy),
-                                                  data.index.path)
+                                                  data.index.path, self._warning(self.policy))
                 await self.announcer.start()
             except (AudioError, OSError) as exc:
                 log.error("announcer.failed", reason=str(exc))
@@ -188,6 +191,7 @@ class Daemon:
             self._close_sources(loop)
             self.recorder.finish("shutdown")
             self.store.close()
+            self.marks.close()
             status_server.close()
             await status_server.wait_closed()
             if site_fetch is not None:
@@ -268,6 +272,10 @@ class Daemon:
     def _announcement(self, policy: Policy) -> AnnouncementAudio:
         """The policy's announcement, a relative path read beside the policy file."""
         return load_announcement(policy.announcement, self.config.policy.parent if self.config.policy else None)
+
+    def _warning(self, policy: Policy) -> AnnouncementAudio | None:
+        """The policy's warning announcement for marked numbers, if it names one, beside the policy file."""
+        return load_warning(policy, self.config.policy.parent if self.config.policy else None)
 
     def _note_policy(self) -> None:
         """A ledger entry whenever the policy in force changes (its hash)."""
@@ -463,11 +471,12 @@ class Daemon:
             return
         if self.announcer is not None:
             try:
-                self.announcer.update_policy(policy, self._announcement(policy))
+                self.announcer.update_policy(policy, self._announcement(policy), self._warning(policy))
             except AudioError as exc:
                 log.error("policy.refused", file=str(self.config.policy), reason=str(exc))
                 return
         self.policy = policy
+        self.marks.book.section = policy.harassment
         self.recorder.set_decider(PolicyDecider(policy))
         self._note_policy()
         log.info("policy.loaded", file=str(self.config.policy or "built-in default"))

@@ -7,4 +7,5 @@ numpy: an announcement is a file path here, and the announcer reads it.
 `__all__` names the modules others may import; each module's own `__all__`
 names what it offers.
 """
-__all__ = ["access", "announcement", "decide", "loader", "notice", "on_demand", "retention", "schema", "strict"]
+__all__ = ["access", "announcement", "decide", "harassment", "loader", "notice", "on_demand", "retention", "schema",
+           "strict"]

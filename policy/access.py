@@ -38,6 +38,8 @@ class Action(StrEnum):
     READ_LEDGER = "read_ledger"    # the 通話記録管理簿
     VERIFY = "verify"              # integrity check
     START_RECORDING = "start_recording"  # record a live call on an on-demand line (品川区 第2条(2))
+    MARK = "mark"                  # mark a call as harassment after it (the keypad code needs no account)
+    MANAGE_MARKS = "manage_marks"  # withdraw a mark, release an evidence hold (the manager)
 
 
 class Wanted(StrEnum):
@@ -71,6 +73,10 @@ class Purpose(Strict):
     """What a request with this purpose may ask for (山形市 第9条1(4) asks the extension only)."""
     crime: bool = False
     """A crime occurred (熊本市 第4条3 allows playback for it without the manager's judgement)."""
+    evidence: bool = False
+    """An evidence export (証拠提出) for the police or a lawyer about customer harassment: its copy
+    package also carries the call's harassment marks and its proof of notice, and the monthly
+    report counts it."""
 
 
 class CopyRules(Strict):

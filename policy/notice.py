@@ -23,6 +23,7 @@ from typing import Literal
 
 from .announcement import NoticeReason
 from .decide import normalise_number
+from .harassment import evidence_keeping
 from .loader import PolicyError
 from .retention import describe_keeping
 from .schema import Policy
@@ -71,8 +72,11 @@ def render_notice(policy: Policy, fmt: Format = "md", source: str = "<policy>") 
 def notice_sections(policy: Policy) -> list[Section]:
     """The notice's parts in the order a reader asks: what, why, what is kept, how long, what is
     not recorded, whether they are told on the line, who manages it, whom to ask."""
+    keeping = describe_keeping(policy.retention, "ja")
+    if policy.harassment is not None:  # marked calls are kept longer: the public is told how much
+        keeping.append(evidence_keeping(policy.harassment))
     sections = [_opening(policy), _purpose(policy), Section("記録する内容", items=KEPT),
-                Section("保存期間", paragraphs=tuple(describe_keeping(policy.retention, "ja")))]
+                Section("保存期間", paragraphs=tuple(keeping))]
     if policy.excluded_lines:
         sections.append(_not_recorded(policy))
     sections += [_announcement(policy), _management(policy), _contact(policy)]

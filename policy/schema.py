@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .access import Access
 from .announcement import Announcement
+from .harassment import Harassment
 from .on_demand import OnDemand
 from .retention import Listening, Retention
 from .strict import Strict
@@ -159,6 +160,8 @@ class Policy(Strict):
     """What `callrec policy notice` publishes besides the rules themselves."""
     on_demand: OnDemand | None = None
     """Lines recorded only when staff ask during the call (品川区 第2条(2))."""
+    harassment: Harassment | None = None
+    """Calls marked as customer harassment: categories, the mark code, alert, warning (policy/harassment.py)."""
 
     @field_validator("version")
     @classmethod
@@ -197,6 +200,29 @@ class Policy(Strict):
                 if _normalise(line.number, numbering.country_code) in excluded]
         if both:
             raise ValueError(f"on-demand line {both[0]} is also an excluded line, which is never recorded")
+        return value
+
+    @field_validator("harassment")
+    @classmethod
+    def _harassment_fits(cls, value: Harassment | None, info: ValidationInfo) -> Harassment | None:
+        """The mark codes must not overlap the on-demand codes (one keypad, one recorder), the
+        alert must name roles the access rules have, and listening in only where the access rules
+        let recordings be heard on the device."""
+        if value is None:
+            return value
+        on_demand = info.data.get("on_demand")
+        if on_demand is not None:
+            clash = value.clashes({on_demand.start_code: "the on-demand start code",
+                                   on_demand.stop_code: "the on-demand stop code"})
+            if clash:
+                raise ValueError(clash)
+        access = info.data.get("access")
+        unknown = [r for r in value.alert.roles if access is None or r not in access.roles]
+        if unknown:
+            raise ValueError(f"alert.roles names {', '.join(unknown)}, which access.roles does not have")
+        if value.alert.listen and (access is None or access.on_device_listening != "allowed"):
+            raise ValueError("alert.listen: listening in is allowed only where access.on_device_listening is "
+                             "allowed" + (f" ({access.listening_clause})" if access is not None else ""))
         return value
 
 

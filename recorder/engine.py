@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from policy.decide import PolicyDecider
+from policy.harassment import MarkRule
 from policy.on_demand import OnDemandRule
 from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
@@ -46,9 +47,10 @@ from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip,
 from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTracker, MediaChanged
 from .codecs import CallDecoders, file_rate
 from .interleave import EncodingChange, StereoInterleaver
+from .marks import MarkWatch
 from .netdecode import PacketDecoder, split_flow
 from .on_demand import OnDemandGate
-from .record import CallResult, DtmfMark, RecordingHandle, RecordingSink, StreamReport
+from .record import CallResult, DtmfMark, MarkSink, RecordingHandle, RecordingSink, StreamReport
 from .stream import DtmfEvent, RtpStream
 
 __all__ = ["CLOCK_JUMP_SECONDS", "Recorder"]
@@ -138,11 +140,15 @@ def _addr(packed: bytes, port: int) -> str:
 class Recorder:
     """Feeds frames through decoding, signalling and media to a sink."""
 
-    def __init__(self, decider: PolicyDecider, sink: RecordingSink) -> None:
+    def __init__(self, decider: PolicyDecider, sink: RecordingSink, marks: MarkSink | None = None) -> None:
         self.decider = decider
         # On-demand lines' audio stops in the gate until somebody asks (recorder.on_demand).
         self.on_demand = OnDemandGate(sink, self._on_demand_view)
-        self.sink: RecordingSink = self.on_demand
+        # Harassment marks keyed on the extension go to `marks` while the call goes on (recorder.marks).
+        harassment = decider.policy.harassment
+        self.marks = MarkWatch(self.on_demand, MarkRule.of(harassment) if harassment else None, self._staff_digits,
+                               marks)
+        self.sink: RecordingSink = self.marks
         self.decoder = PacketDecoder()
         self.tracker = CallTracker(decider)
         self._media: dict[int, CallMedia] = {}
@@ -258,10 +264,11 @@ class Recorder:
         classification they started with."""
         self.decider = decider
         self.tracker.decider = decider
+        self.marks.rule = MarkRule.of(decider.policy.harassment) if decider.policy.harassment else None
 
     def counters(self) -> dict[str, int]:
         """Every counter of the pipeline, for logs, status and health."""
-        return {**self.decoder.stats, **self.tracker.stats, **self.stats, **self.on_demand.stats}
+        return {**self.decoder.stats, **self.tracker.stats, **self.stats, **self.on_demand.stats, **self.marks.stats}
 
     def active_recordings(self) -> int:
         return sum(1 for media in self._media.values() if media.origin is not None)
@@ -821,6 +828,11 @@ class Recorder:
         if media is None:
             return None, ()
         return media.call.classification.on_demand, media.streams[0].dtmf if media.streams else ()
+
+    def _staff_digits(self, serial: int) -> Sequence[DtmfEvent]:
+        """For the mark watch: the digits a call's staff side (channel 0) has keyed so far."""
+        media = self._media.get(serial)
+        return media.streams[0].dtmf if media is not None and media.streams else ()
 
     @staticmethod
     def _last_media(media: CallMedia) -> float:

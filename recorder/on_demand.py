@@ -330,6 +330,11 @@ class OnDemandGate:
                          entry.state is _State.RECORDING, entry.call.started_by, entry.call.start_requested_at)
                 for serial, entry in sorted(self._calls.items())]
 
+    def is_held(self, serial: int) -> bool:
+        """Whether this call is on an on-demand line and nobody has asked for it yet."""
+        entry = self._calls.get(serial)
+        return entry is not None and entry.state is _State.HELD
+
     def held_call_ids(self) -> set[str]:
         """SIP Call-IDs of calls nobody has asked for yet: kept out of health reports and logs."""
         return {entry.call.sip_call_id for entry in self._calls.values() if entry.state is _State.HELD}

@@ -21,6 +21,7 @@ __all__ = [
     "CallSnapshot",
     "DtmfMark",
     "Gap",
+    "MarkSink",
     "RecordingHandle",
     "RecordingSink",
     "StreamReport",
@@ -140,3 +141,12 @@ class RecordingSink(Protocol):
     def begin(self, call: CallSnapshot, origin: float) -> None: ...
     def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> RecordingHandle: ...
     def finish_without_audio(self, result: CallResult) -> None: ...
+
+
+class MarkSink(Protocol):
+    """Where a harassment mark keyed on the staff side's extension goes (storage/marks.py):
+    `call` as the recorder knows it (its recording is open: the mark comes before the close),
+    `category` a category id of the policy's harassment section, `at` the capture time of the
+    code's last digit.  Called while the call goes on, so the alert is live."""
+
+    def mark(self, call: CallSnapshot, category: str, at: float) -> None: ...

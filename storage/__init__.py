@@ -9,5 +9,5 @@ durable writes and the retention planner are its own business.
 names what it offers.
 """
 __all__ = ["anchor", "archive", "archive_audit", "durable", "errors", "faults", "index", "keys", "layout", "ledger",
-           "lock", "notices", "records", "recordings", "recovery", "reserve", "seal_ledger", "sealing", "search",
-           "store", "sweep", "verify", "wipe"]
+           "lock", "marks", "notices", "records", "recordings", "recovery", "reports", "reserve", "seal_ledger",
+           "sealing", "search", "store", "sweep", "verify", "warnings", "wipe"]

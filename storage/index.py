@@ -82,6 +82,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("archived_at", "TEXT"),
     ("seal_mac", "TEXT"),  # the row's seal (storage/sealing.py); not in CallRow, so no listing shows it
     ("seal_seq", "INTEGER"),  # the seal ledger entry that names that seal; NULL until it does
+    ("evidence_until", "REAL"),  # a harassment mark's evidence hold (storage/marks.py); unsealed, like `held`
 )
 """Columns the storage issue added; an index made by an older version gets
 them on open, so an upgrade never needs a manual migration."""
@@ -183,6 +184,9 @@ class CallRow:
     leg: str | None = None
     """'announcer': this dialog is the announcer's leg of the call that shares its notice_id (the
     caller heard the notice here and was then passed on), not a call of its own."""
+    evidence_until: float | None = None
+    """Kept as evidence of harassment until this instant (storage/marks.py): no rule and no ring
+    takes the call before, whatever `held` says."""
 
     @property
     def sealed(self) -> bool:
@@ -364,14 +368,15 @@ class CallIndex:
         """Sealed, unheld recordings made before `cutoff`: (id, recorded_at, size)."""
         return [(r[0], r[1], r[2]) for r in self._db.execute(
             "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND held = 0 "
-            "AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id", (cutoff,))]
+            "AND evidence_until IS NULL AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id",
+            (cutoff,))]
 
     def oldest_unheld(self) -> Iterator[tuple[str, float, int]]:
         """Sealed, unheld recordings on this device, oldest first, fetched
         lazily: the capacity ring rarely needs more than the first few."""
         cursor = self._db.execute(
             "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND stored_on IS NULL "
-            "AND held = 0 AND state = 'sealed' ORDER BY recorded_at, id")
+            "AND held = 0 AND evidence_until IS NULL AND state = 'sealed' ORDER BY recorded_at, id")
         while batch := cursor.fetchmany(256):
             yield from ((r[0], r[1], r[2]) for r in batch)
 
@@ -385,6 +390,12 @@ class CallIndex:
         """Bytes of recordings on this device (the archive medium's are not its capacity's)."""
         row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
                                "AND stored_on IS NULL").fetchone()
+        return int(row[0])
+
+    def held_bytes(self) -> int:
+        """Bytes on this device that no rule and no ring takes: legal holds and harassment evidence."""
+        row = self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
+                               "AND stored_on IS NULL AND (held = 1 OR evidence_until IS NOT NULL)").fetchone()
         return int(row[0])
 
     def intake_since(self, since: float) -> int:
@@ -468,14 +479,16 @@ class CallIndex:
         `limit`: what the archive stage moves next."""
         return [(r[0], r[1], r[2]) for r in self._db.execute(
             "SELECT id, recorded_at, size_bytes FROM calls WHERE erased_at IS NULL AND stored_on IS NULL "
-            "AND held = 0 AND state = 'sealed' AND recorded_at < ? ORDER BY recorded_at, id LIMIT ?",
+            "AND held = 0 AND evidence_until IS NULL AND state = 'sealed' AND recorded_at < ? "
+            "ORDER BY recorded_at, id LIMIT ?",
             (cutoff, limit))]
 
     def archived_before(self, cutoff: float) -> list[tuple[str, float, int, str]]:
         """Unheld recordings on an archive medium made before `cutoff`: (id, recorded_at, size, medium)."""
         return [(r[0], r[1], r[2], r[3]) for r in self._db.execute(
             "SELECT id, recorded_at, size_bytes, stored_on FROM calls WHERE erased_at IS NULL "
-            "AND stored_on IS NOT NULL AND held = 0 AND state = 'sealed' AND recorded_at < ? "
+            "AND stored_on IS NOT NULL AND held = 0 AND evidence_until IS NULL AND state = 'sealed' "
+            "AND recorded_at < ? "
             "ORDER BY recorded_at, id", (cutoff,))]
 
     def moves_unfinished(self) -> list[str]:

@@ -53,6 +53,7 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("left_at", "TEXT"),
     ("left_epoch", "REAL"),
     ("referral", "TEXT"),
+    ("announcement", "TEXT"),
 )
 """Columns added for linking the call a hand-over leads to; an older index gets them on open."""
 
@@ -107,6 +108,7 @@ class Notice:
     handed_over_at: float | None = None
     link_seconds: float | None = None
     left_at: float | None = None
+    announcement: str | None = None  # which was played: "notice", or "warning" to a number marked as harassment
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class NoticeRow:
     left_at: str | None = None
     left_epoch: float | None = None
     referral: str | None = None  # the token of referred_by, what an INVITE's Referred-By is looked up by
+    announcement: str | None = None  # "notice" or "warning" once one was played; None before (and in older rows)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -269,6 +272,7 @@ class NoticeLog:
             "referral": None if excluded else referral_token(notice.referred_by),
             "handed_over_at": iso(notice.handed_over_at, zone), "handover_epoch": notice.handed_over_at,
             "link_seconds": notice.link_seconds, "left_at": iso(notice.left_at, zone), "left_epoch": notice.left_at,
+            "announcement": notice.announcement,
         }
 
     def get(self, notice_id: str) -> NoticeRow | None:

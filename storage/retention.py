@@ -135,6 +135,9 @@ class Usage:
     incoming_bytes: int = 0
     free_bytes: int | None = None
     daily_intake_bytes: float = 0.0
+    held_bytes: int = 0
+    """Of `used_bytes`, what no rule and no ring takes: legal holds and harassment evidence
+    (storage/marks.py)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ class SweepWarning:
     `callrec status`, `at` is when it happens (now, or the forecast date)."""
 
     code: Literal["minimum_period_at_risk", "only_held_left", "capacity_near", "floor_unreachable",
-                  "archive_unavailable", "archive_full", "archive_erasure_overdue", "archive_move_refused"]
+                  "archive_unavailable", "archive_full", "archive_erasure_overdue", "archive_move_refused",
+                  "holds_fill_store"]
     at: float
     message: str
 
@@ -326,6 +330,10 @@ def plan_sweep(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable
                     f"at the recent intake capacity will erase recordings before the end of their retention "
                     f"period from {_when(seen.deadline_cut_at, tz)}")
 
+    if limit is not None and "only_held_left" not in warnings:
+        early = _holds_fill(rules, now, usage, limit)
+        if early is not None:
+            warnings["holds_fill_store"] = early
     return SweepPlan(now=now, cutoff=cutoff, limit_bytes=limit, used_after_bytes=used, erase=tuple(erase),
                      stop_recording=stop, warnings=tuple(warnings.values()))
 
@@ -372,6 +380,23 @@ def forecast(rules: Retention, now: float, tz: tzinfo, oldest_unheld: Iterable[S
             break
         freed += item.size_bytes
     return Forecast(minimum_cut, deadline_cut)
+
+
+def _holds_fill(rules: Retention, now: float, usage: Usage, limit: int) -> SweepWarning | None:
+    """The ring passes over held recordings (legal holds, harassment evidence), so as they grow
+    it keeps ever fewer days of the other calls, and once they fill the store nothing new is
+    recorded (`only_held_left`).  Warned `warn_days_before` ahead, as the minimum-period guard
+    is: when what is left beside the holds holds fewer days of calls at the recent intake."""
+    if usage.held_bytes <= 0 or usage.daily_intake_bytes <= 0:
+        return None
+    days = (limit - usage.held_bytes - usage.incoming_bytes) / usage.daily_intake_bytes
+    if days >= rules.warn_days_before:
+        return None
+    return SweepWarning(
+        "holds_fill_store", now,
+        f"recordings on hold or kept as evidence take {usage.held_bytes} of the store's {limit} bytes: the ring "
+        f"keeps only {max(days, 0.0):.1f} days of other calls at the recent intake, and records nothing once the "
+        "holds fill it; release holds that are no longer needed or add capacity")
 
 
 def _protected(rules: Retention, item: Stored, now: float, tz: tzinfo) -> bool:

@@ -34,6 +34,7 @@ from policy.retention import Retention, describe
 from .archive import StageResult, discard_copies, run_stage
 from .index import iso
 from .ledger import Event
+from .marks import MarkBook
 from .retention import DAY_SECONDS, Stored, SweepPlan, Usage, plan_sweep
 from .seal_ledger import flush_seals
 from .store import Store
@@ -70,7 +71,7 @@ def usage_of(store: Store, now: float, incoming_bytes: int = 0) -> Usage:
     st = os.statvfs(store.data_dir)
     intake = store.index.intake_since(now - INTAKE_DAYS * DAY_SECONDS) / INTAKE_DAYS
     return Usage(used_bytes=store.index.used_bytes(), incoming_bytes=incoming_bytes,
-                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake)
+                 free_bytes=st.f_bavail * st.f_frsize, daily_intake_bytes=intake, held_bytes=store.index.held_bytes())
 
 
 def plan(store: Store, rules: Retention, now: float, incoming_bytes: int = 0) -> SweepPlan:
@@ -99,6 +100,9 @@ def erase_recording(store: Store, record_id: str, at: str, reason: str) -> None:
 def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bool = False,
           incoming_bytes: int = 0) -> SweepResult:
     with _sweep_lock(store.data_dir):
+        if not dry_run:
+            with MarkBook(store) as marks:  # evidence holds whose period is over end first
+                marks.lift_expired(now, actor)
         the_plan = plan(store, rules, now, incoming_bytes)
         erased = []
         if not dry_run and the_plan.erase:
@@ -108,6 +112,8 @@ def sweep(store: Store, rules: Retention, now: float, actor: str, *, dry_run: bo
                 erased.append(erasure.id)
             flush_seals(store.index, store.seals, actor, store.now())
             _ledger(store, rules, the_plan, now, actor)
+            with MarkBook(store) as marks:  # a mark's note goes with its recording
+                marks.forget_erased_notes()
             log.info("retention.swept", erased=len(erased), freed_bytes=the_plan.freed_bytes)
         staged = run_stage(store, rules, now, actor, dry_run=dry_run)
         if staged.erased and not dry_run:

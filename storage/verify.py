@@ -29,6 +29,7 @@ from .audiofile import AudioFileError, side_digest, wav_digest
 from .index import CallRow, call_row
 from .layout import RECORDINGS
 from .ledger import LedgerError
+from .marks import MarkBook
 from .seal_ledger import SealEvent, SealRecord, read_seals
 from .sealing import seal_matches
 from .store import Store
@@ -234,6 +235,8 @@ def verify_store(store: Store) -> Report:
                                 f"but {what} is gone from the index"))
     ledger_problems = store.ledger.verify(require_anchor=sealing)
     findings.extend(Finding("ledger", str(problem)) for problem in ledger_problems)
+    with MarkBook(store) as marks:  # harassment marks: their MACs, the ledger, the evidence holds
+        findings.extend(Finding(*problem) for problem in marks.findings())
     entries = sum(1 for _ in store.ledger.entries()) if not ledger_problems else 0
     if legacy:
         notes.append(f"{legacy} recording(s) sealed before metadata MAC (an older version): audio checked, metadata "

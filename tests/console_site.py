@@ -27,11 +27,12 @@ class ConsoleSite:
     """Data folder + policy + people (name → role) + a running console."""
 
     def __init__(self, tmp_path: Path, organisation: str, people: dict[str, str], *, tls: bool = False,
-                 frames: list[tuple[float, bytes]] | None = None) -> None:
-        """`frames`: the call to record (a G.711 call both ways unless given)."""
+                 frames: list[tuple[float, bytes]] | None = None, policy: Path | None = None) -> None:
+        """`frames`: the call to record (a G.711 call both ways unless given); `policy`: a policy
+        file of the test's own instead of the organisation's example."""
         self.tmp = tmp_path
         self.data = tmp_path / "data"
-        self.policy = REPO / "policies" / f"{organisation}.yaml"
+        self.policy = policy or REPO / "policies" / f"{organisation}.yaml"
         self.where = ("--data-dir", self.data, "--policy", self.policy)
         if frames is None:
             up, _ = media(T0 + 1.05, 3, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)

@@ -36,6 +36,7 @@ from access.forms import (
 from storage.archive import ArchiveEvent
 from storage.keys import MasterKey
 from storage.ledger import KEY_LABEL, Event, Ledger, LedgerEntry
+from storage.marks import MarkEvent
 
 JST = timezone(timedelta(hours=9))
 SHA_KEPT = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -330,7 +331,7 @@ def ledger_entries(tmp_path: Path, count: int) -> list[LedgerEntry]:
 
 
 def test_every_ledger_event_has_a_japanese_name() -> None:
-    assert set(Event) | set(AccessEvent) | set(ArchiveEvent) <= set(EVENT_LABELS)
+    assert set(Event) | set(AccessEvent) | set(ArchiveEvent) | set(MarkEvent) <= set(EVENT_LABELS)
     assert set(SiteEvent) <= set(EVENT_LABELS)
     assert EVENT_LABELS[Event.ERASURE] == "消去" and EVENT_LABELS[Event.HOLD_ADDED] == "保存延長（法的保全）"
 

@@ -432,7 +432,8 @@ def test_the_language_switch_shows_english_labels_and_back(at_kumamoto: Browser)
     b.press("signin", "status-en")
     assert b.heading() == "Status" and b.text("health") == "The recorder does not answer"
     menu = [a.text for a in b.driver.find_elements(By.CSS_SELECTOR, "header nav a")]
-    assert menu == ["Status", "Find calls", "Requests", "Copies", "Ledger", "Users", "Policy"], menu
+    assert menu == ["Status", "Harassment alerts", "Harassment report", "Find calls", "Requests", "Copies", "Ledger",
+                    "Users", "Policy"], menu
     assert b.driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
     b.nav("Find calls", "search-en")
     labels = [label.text.strip() for label in b.driver.find_elements(By.CSS_SELECTOR, "form.search label")]
@@ -442,7 +443,8 @@ def test_the_language_switch_shows_english_labels_and_back(at_kumamoto: Browser)
     assert b.driver.find_element(By.CSS_SELECTOR, "a.lang").text == "English"
     assert b.driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ja"
     menu = [a.text for a in b.driver.find_elements(By.CSS_SELECTOR, "header nav a")]
-    assert menu == ["稼働状況", "通話検索", "依頼・申請", "複製データ", "通話記録管理簿", "利用者", "運用方針"], menu
+    assert menu == ["稼働状況", "カスハラ通報", "カスハラ集計", "通話検索", "依頼・申請", "複製データ", "通話記録管理簿",
+                    "利用者", "運用方針"], menu
     b.nav("通話検索", "search-ja")
     assert b.heading() == "通話検索" and b.by_id("find").text == "検索"
 

@@ -20,7 +20,7 @@ from access.errors import AccessError, Forbidden
 from access.people import BadCredentials
 from wire.errors import CallrecError
 
-from . import pages_admin, pages_calls, pages_live, pages_requests
+from . import pages_admin, pages_calls, pages_live, pages_marks, pages_requests
 from .context import CONSOLE, COOKIE, LANG_COOKIE, LOGIN_COOKIE, Console, actor_of, console_of, render, set_cookie
 from .i18n import LANGUAGES
 
@@ -147,6 +147,6 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/lang/{lang}", language)
     app.router.add_static("/static/", Path(__file__).parent / "static")
-    for module in (pages_calls, pages_requests, pages_admin, pages_live):
+    for module in (pages_calls, pages_requests, pages_admin, pages_live, pages_marks):
         module.add_routes(app.router)
     return app

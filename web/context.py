@@ -71,6 +71,7 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
         t=lambda key: translate(key, lang), lang=lang, csrf=session.csrf if session else "",
         me=actor, title=translate(template.split(".")[0], lang), organisation=console.policy.organisation,
         on_demand_lines=console.policy.on_demand is not None,
+        harassment=console.policy.harassment,
         here=request.path_qs,
         **values)
     return web.Response(text=page, content_type="text/html", status=status)

@@ -11,6 +11,7 @@ from access.requests import RequestState
 from access.service import DISCLOSING
 from policy.access import Action, Wanted
 from storage.index import CallRow
+from storage.marks import MarkBook
 from storage.notices import NoticeLog
 from storage.records import sealed_files, sealed_row, set_hold
 from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time, shown_remote
@@ -115,10 +116,19 @@ async def call(request: web.Request, revealed: tuple[str, str] | None = None) ->
     disclosing = [r for r in console.access.requests()
                   if row.withheld_number and row.id in r.call_ids and r.wanted in DISCLOSING
                   and r.state is RequestState.FULFILLED and console.access.may(me, Action.FULFIL)]
+    section = console.policy.harassment
+    with MarkBook(console.store, section) as book:
+        marks = book.of_call(row.id)
     return render(request, "call.html", row=row, parts=parts, notice=notice, listening=listening, disclosing=disclosing,
                   revealed=revealed, shown_remote=shown_remote,
                   may_hold=console.access.may(me, Action.HOLD), may_request=console.access.may(me, Action.REQUEST),
-                  purposes=access.purposes, wanted=[w.value for w in Wanted])
+                  purposes=access.purposes, wanted=[w.value for w in Wanted], marks=marks,
+                  categories=section.categories if section is not None else [],
+                  category_labels={c.id: c.label for c in section.categories} if section is not None else {},
+                  may_mark=section is not None and console.access.may(me, Action.MARK),
+                  may_manage_marks=console.access.may(me, Action.MANAGE_MARKS),
+                  evidence_until=datetime.fromtimestamp(row.evidence_until - 1, console.tz).date().isoformat()
+                  if row.evidence_until else None)
 
 
 async def withheld(request: web.Request) -> web.StreamResponse:

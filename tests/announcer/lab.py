@@ -88,12 +88,12 @@ class Announcer:
 
 
 def sipp(net: Net, folder: Path, scenario: str, *, address: str = PBX_IP, transport: str = "u1",
-         codec: str = "PCMU", extra: tuple[str, ...] = ()) -> None:
+         codec: str = "PCMU", extra: tuple[str, ...] = (), caller: str = CALLER) -> None:
     """Run one SIPp PBX call to the announcer; a failed call fails with SIPp's own words."""
     path = scenarios.write(scenario, folder)
     pt = {"PCMU": "0", "PCMA": "8"}[codec]
     argv = ["sipp", "-sf", str(path), "-i", address, "-mi", address, "-p", str(PBX_SIP_PORT), "-mp",
-            str(PBX_MEDIA_PORT), "-t", transport, "-key", "caller", CALLER, "-key", "pt", pt, "-key", "codec", codec,
+            str(PBX_MEDIA_PORT), "-t", transport, "-key", "caller", caller, "-key", "pt", pt, "-key", "codec", codec,
             "-s", DID, "-m", "1", "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-timeout_error", "-trace_err",
             "-error_file", str(folder / f"{scenario}_errors.log"), *extra, f"{ANNOUNCER_IP}:{SIP_PORT}"]
     log = folder / f"{scenario}.log"
