@@ -25,6 +25,7 @@ What is left is put in place before the tick.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -92,16 +93,18 @@ def _be32(u8: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return (_be16(u8, pos) << 16) | _be16(u8, pos + 2)
 
 
-def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray]:
+def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame, where its flow starts (-1 unless Ethernet, at most one
     802.1Q tag, IPv4 with a 20-byte header, UDP, not a fragment, lengths
-    consistent: PacketDecoder's fast test) and where its UDP payload ends."""
+    consistent: PacketDecoder's fast test), where its UDP payload ends, and
+    its IP identification."""
     starts = np.full(count, -1, dtype=np.int64)
     ends = np.zeros(count, dtype=np.int64)
+    idents = np.zeros(count, dtype=np.int64)
     off, size = batch.offsets[:count], batch.lengths[:count]
     sel = np.flatnonzero((batch.linktypes[:count] == 1) & (size >= 42))
     if not sel.size:
-        return starts, ends
+        return starts, ends, idents
     u8 = np.frombuffer(batch.data, dtype=np.uint8)
     off, size = off[sel], size[sel]
     vlan = (_be16(u8, off + 12) == 0x8100) & (size >= 46)
@@ -118,7 +121,23 @@ def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray]:
     good = sel[ok]
     starts[good] = (off + link + 12)[ok]
     ends[good] = (off + link + 20 + ulen)[ok]
-    return starts, ends
+    idents[good] = _be16(u8, base + 18)[ok]
+    return starts, ends, idents
+
+
+def _flow_ids(u8: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Numbers the flows (12 bytes from each start): per frame its flow's
+    number, and per number a frame that has it.  None if two flows would
+    share a number (a hash collision: the caller goes flow by flow)."""
+    addresses = (_be32(u8, starts) << 32) | _be32(u8, starts + 4)
+    ports = _be32(u8, starts + 8)
+    mixed = addresses.view(np.uint64) ^ (ports.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    _, first, number = np.unique(mixed, return_index=True, return_inverse=True)
+    number = number.reshape(-1)
+    rep = first[number]
+    if not ((addresses[rep] == addresses).all() and (ports[rep] == ports).all()):
+        return None
+    return number, first
 
 
 @dataclass(slots=True)
@@ -135,6 +154,12 @@ class _Run:
     pos: np.ndarray
     rtp_ts: np.ndarray
     arrival: np.ndarray
+    rows: np.ndarray | None
+    """The frames' audio, one row each, when they all have one size."""
+    order: list[int]
+    """`index` as a list, for bisection."""
+    ends: list[int]
+    """Where each frame's audio ends (pos + size), as a list."""
 
 
 @dataclass(slots=True)
@@ -143,6 +168,10 @@ class _Stream:
     channel: int
     params: tuple[int, ...]
     origin: float
+
+
+_MAX_SIZES = 4
+"""Distinct audio sizes per stretch whose audio is gathered in bulk."""
 
 
 class BatchPath:
@@ -154,7 +183,13 @@ class BatchPath:
         self._queue: list[int] = []
         self._cursor = 0
         self._mv: memoryview | None = None
+        self._u8: np.ndarray | None = None
+        # The batch's frames for the per-frame way: time, clock after, datagram.
         self._times: list[float] = []
+        self._now1: list[float] = []
+        self._frame1: list[float] = []
+        self._flows: list[bytes | None] = []
+        self._payloads: list[bytes | None] = []
 
     # ---- the batch ----------------------------------------------------------
     def feed(self, batch: FrameBatch) -> None:
@@ -191,10 +226,22 @@ class BatchPath:
     def _feed_on_clock(self, batch: FrameBatch, count: int, raised: np.ndarray, now1: list[float],
                        frame1: list[float]) -> None:
         rec = self.rec
-        starts, ends = _geometry(batch, count)
-        self._times = times = batch.times[:count].tolist()
-        quick, general = rec.decoder.decode_prepared(batch.data, times, batch.linktypes[:count].tolist(), starts.tolist(),
-                                                     ends.tolist(), batch.frame)
+        starts, ends, idents = _geometry(batch, count)
+        times = batch.times[:count].tolist()
+        flows, payloads, general = rec.decoder.decode_prepared(
+            batch.data, times, batch.linktypes[:count].tolist(), idents.tolist(), starts.tolist(), ends.tolist(),
+            batch.frame)
+        quick = np.fromiter((f is not None for f in flows), dtype=bool, count=count)
+        other = np.fromiter((bool(g) for g in general), dtype=bool, count=count)
+        self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
+        numbered = np.flatnonzero(quick)
+        ids = _flow_ids(u8, starts[numbered]) if numbered.size else None
+        flow_of = np.full(count, -1, dtype=np.int64)
+        if ids is not None:
+            flow_of[numbered] = ids[0]
+            names = [flows[i] for i in numbered[ids[1]].tolist()]
+        else:
+            names = []
         # Ticks: where a frame raises the clock to the next tick.
         ticks = []
         next_tick = rec._next_tick
@@ -210,12 +257,19 @@ class BatchPath:
             next_tick = times[frame] + _TICK
             at += 1
         self._mv = memoryview(batch.data)
+        self._times, self._now1, self._frame1, self._flows, self._payloads = times, now1, frame1, flows, payloads
         rec._touch = self._touch
         try:
             begin = 0
             for tick in [*ticks, count]:
                 if tick > begin:
-                    self._stretch(batch, begin, tick, starts, ends, quick, general, now1, frame1)
+                    qualified = self._qualify(batch, begin, tick, quick, flow_of, names, starts, ends)
+                    waiting = quick[begin:tick] | other[begin:tick]
+                    waiting[qualified - begin] = False
+                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), flows, payloads, general, times,
+                                 now1, frame1)
+                    self._cursor = tick
+                    self._place_all()
                 if tick < count:
                     rec.now = rec._frame_ts = times[tick]
                     rec._tick(times[tick])
@@ -223,42 +277,36 @@ class BatchPath:
         finally:
             self._place_all()
             rec._touch = None
-            self._mv = None
+            self._mv = self._u8 = None
+            self._times, self._now1, self._frame1, self._flows, self._payloads = [], [], [], [], []
         rec.now, rec._frame_ts = now1[-1], frame1[-1]
 
-    # ---- one stretch between ticks ---------------------------------------------
-    def _stretch(self, batch: FrameBatch, begin: int, end: int, starts: np.ndarray, ends: np.ndarray,
-                 quick: list[Any], general: list[Any], now1: list[float], frame1: list[float]) -> None:
+    def _scalar(self, queue: list[int], flows: list[bytes | None], payloads: list[bytes | None],
+                general: list[Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
+        """The frames of a stretch that take the per-frame path, in order
+        (`_touch` adds to the queue)."""
         rec = self.rec
-        candidates = [i for i in range(begin, end) if quick[i] is not None]
-        qualified = self._qualify(batch, candidates, starts, ends, quick)
-        pending = [i for i in range(begin, end) if quick[i] is not None or general[i]]
-        if qualified.size:
-            keep = np.ones(end - begin, dtype=bool)
-            keep[qualified - begin] = False
-            pending = [i for i in pending if keep[i - begin]]
-        queue = self._queue = pending
-        heapq.heapify(queue)
+        self._queue = queue
         rtp = 0
         while queue:
             i = heapq.heappop(queue)
             self._cursor = i
             rec.now, rec._frame_ts = now1[i], frame1[i]
-            datagram = quick[i]
-            rtp += rec._datagrams(self._times[i], (datagram,) if datagram is not None else general[i])
+            flow = flows[i]
+            datagrams = ((17, flow, payloads[i]),) if flow is not None else general[i]
+            rtp += rec._datagrams(times[i], datagrams)
         rec.stats["rtp_packets"] += rtp
-        self._cursor = end
-        self._place_all()
 
-    def _streams(self, flows: list[bytes]) -> tuple[list[_Stream], dict[bytes, int]]:
-        """The streams of these flows that can take frames in bulk now, and
-        each flow's stream number."""
+    # ---- one stretch between ticks ---------------------------------------------
+    def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
+        """The streams that can take frames in bulk now, and per flow number
+        its stream's number (-1: none)."""
         rec = self.rec
         streams: list[_Stream] = []
         numbers: dict[int, int] = {}
-        of_flow: dict[bytes, int] = {}
-        for flow in flows:
-            route = rec._flows.get(flow)
+        of_flow = np.full(len(names), -1, dtype=np.int64)
+        for flow_id in present.tolist():
+            route = rec._flows.get(names[flow_id])
             if route is None:
                 continue
             media, channel = route
@@ -269,8 +317,7 @@ class BatchPath:
                 number = numbers[key] = -1 if stream is None else len(streams)
                 if stream is not None:
                     streams.append(stream)
-            if number >= 0:
-                of_flow[flow] = number
+            of_flow[flow_id] = number
         return streams, of_flow
 
     def _eligible(self, media: CallMedia, channel: int) -> _Stream | None:
@@ -278,43 +325,49 @@ class BatchPath:
         the per-packet path of `locate` and `place_samples` without a
         branch: a recording in G.711 at 8 kHz, in the file's law, anchored in
         the stream's clock, not an on-demand line."""
-        rec = self.rec
-        if (media.origin is None or media.interleaver is None or media.handle is None or media.wideband
-                or media.call.classification.on_demand is not None or rec._media.get(media.call.serial) is not media):
+        interleaver = media.interleaver
+        if (media.origin is None or interleaver is None or media.handle is None or media.wideband
+                or media.call.classification.on_demand is not None
+                or self.rec._media.get(media.call.serial) is not media):
             return None
         stream = media.streams[channel]
-        interleaver = media.interleaver
         kind, encoding, clock, width = stream._last_info
         src = stream._src
         if (stream._last_head < 0 or kind != _AUDIO or width != 1 or clock != _RATE or stream.rate != _RATE
                 or encoding != interleaver.encoding or interleaver.rate != _RATE or src.unit_clock != clock
                 or stream._src_id < 0):
             return None
-        params = (stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset, src.floor,
-                  stream._threshold, interleaver._hi[channel], interleaver._limit, media.limit)
-        if max(abs(p) for p in params) >= 1 << 62:
-            return None
-        return _Stream(media, channel, params, stream.origin)
+        return _Stream(media, channel, (stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
+                                        src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
+                                        media.limit), stream.origin)
 
-    def _qualify(self, batch: FrameBatch, candidates: list[int], starts: np.ndarray, ends: np.ndarray,
-                 quick: list[Any]) -> np.ndarray:
-        """The frames that take the bulk path in this stretch (see the module
+    def _qualify(self, batch: FrameBatch, begin: int, end: int, quick: np.ndarray, flow_of: np.ndarray,
+                 names: list[bytes], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The frames of [begin, end) that take the bulk path (see the module
         docstring); their runs are registered for `_touch` and `_place_all`."""
-        if not candidates:
-            return np.empty(0, dtype=np.int64)
-        streams, of_flow = self._streams(list({quick[i][1]: None for i in candidates}))
-        if not streams:
-            return np.empty(0, dtype=np.int64)
-        number = np.fromiter((of_flow.get(quick[i][1], -1) for i in candidates), dtype=np.int64,
-                             count=len(candidates))
-        chosen = number >= 0
-        index = np.asarray(candidates, dtype=np.int64)[chosen]
-        number = number[chosen]
+        none = np.empty(0, dtype=np.int64)
+        flow = flow_of[begin:end]
+        index = np.flatnonzero(flow >= 0)
         if not index.size:
-            return index
+            return none
+        flow = flow[index]
+        index += begin
+        streams, of_flow = self._streams(names, np.unique(flow))
+        if not streams:
+            return none
+        try:
+            params = np.array([s.params for s in streams], dtype=np.int64)
+        except OverflowError:
+            return none
+        number = of_flow[flow]
+        chosen = number >= 0
+        index, number = index[chosen], number[chosen]
+        if not index.size:
+            return none
         order = np.argsort(number, kind="stable")
         index, number = index[order], number[order]
-        u8 = np.frombuffer(batch.data, dtype=np.uint8)
+        u8 = self._u8
+        assert u8 is not None
         start = starts[index] + 16
         size = ends[index] - start - 12
         safe = np.where(size >= 0, start, 0)
@@ -322,13 +375,13 @@ class BatchPath:
         seq = _be16(u8, safe + 2)
         rtp_ts = _be32(u8, safe + 4)
         ssrc = _be32(u8, safe + 8)
-        params = np.array([s.params for s in streams], dtype=np.int64)
         origin = np.array([s.origin for s in streams], dtype=np.float64)
         p = params[number]
-        first = np.ones(len(number), dtype=bool)
+        count = len(number)
+        first = np.ones(count, dtype=bool)
         first[1:] = number[1:] != number[:-1]
-        group_start = np.maximum.accumulate(np.where(first, np.arange(len(number)), 0))
-        rank = np.arange(len(number)) - group_start + 1
+        group_start = np.maximum.accumulate(np.where(first, np.arange(count), 0))
+        rank = np.arange(count) - group_start + 1
         prev_ts = np.empty_like(rtp_ts)
         prev_ts[0] = 0
         prev_ts[1:] = rtp_ts[:-1]
@@ -339,35 +392,63 @@ class BatchPath:
         drift = pos - wall
         step = rtp_ts - prev_ts
         audio = np.maximum(size, 0)
-        filled = np.cumsum(audio)
-        before = filled - audio - (filled - audio)[group_start]
-        end = pos + audio
+        filled = np.cumsum(audio) - audio
+        before = filled - filled[group_start]
+        low = head & 0xFF
         ok = (
             (size >= 0)
             & (head == p[:, 0]) & (ssrc == p[:, 1])
-            & (((head & 0xFF) < 200) | ((head & 0xFF) > 204))  # never RTCP (multiplexed, RFC 5761)
+            & ((low < 200) | (low > 204))  # never RTCP (multiplexed, RFC 5761)
             & (seq == ((p[:, 2] + rank) & 0xFFFF))
             & (step >= -0x80000000) & (step < 0x80000000)
             & (p[:, 5] <= drift) & (drift <= p[:, 6])
             & (pos == p[:, 7] + before)
-            & (end <= p[:, 8]) & (pos <= p[:, 9])
+            & (audio <= p[:, 8]) & (pos <= p[:, 9])
         )
         bad = np.cumsum(~ok)
         bad_before = bad - (~ok) - (bad - (~ok))[group_start]
-        good = ok & (bad_before == 0)
-        take = np.flatnonzero(good)
+        take = np.flatnonzero(ok & (bad_before == 0))
         if not take.size:
-            return take
+            return none
         number = number[take]
+        sizes = audio[take]
+        audio_at = start[take] + 12
+        ends = pos[take] + sizes
         bounds = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
+        rows = self._gather(u8, sizes, audio_at, bounds)
         runs = self._runs
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        for n, (a, b) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
             stream = streams[int(number[a])]
             sel = take[a:b]
             runs.setdefault(id(stream.media), []).append(_Run(
-                stream.media, stream.channel, index[sel], start[sel] + 12, audio[sel], pos[sel], rtp_ts[sel],
-                arrival[sel]))
+                stream.media, stream.channel, index[sel], audio_at[a:b], sizes[a:b], pos[sel], rtp_ts[sel],
+                arrival[sel], rows[n], index[sel].tolist(), ends[a:b].tolist()))
         return index[take]
+
+    @staticmethod
+    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, bounds: np.ndarray) -> list[np.ndarray | None]:
+        """Per run (between bounds), its audio as rows of one size, gathered
+        with one copy per size; None for a run of mixed sizes."""
+        runs = len(bounds) - 1
+        out: list[np.ndarray | None] = [None] * runs
+        heads = bounds[:-1]
+        mixed = np.zeros(len(sizes), dtype=np.int64)
+        mixed[1:] = sizes[1:] != sizes[:-1]
+        mixed[heads] = 0
+        uniform = np.add.reduceat(mixed, heads) == 0
+        run_size = sizes[heads]
+        for size in np.unique(run_size[uniform])[:_MAX_SIZES].tolist():
+            if size <= 0 or size > len(u8):
+                continue
+            which = np.flatnonzero(uniform & (run_size == size))
+            members = np.repeat(which, (bounds[1:] - heads)[which])
+            frames = np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in which.tolist()]) \
+                if len(which) > 1 else np.arange(bounds[which[0]], bounds[which[0] + 1])
+            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[frames]]
+            cut = np.flatnonzero(np.r_[True, members[1:] != members[:-1], True])
+            for r, a, b in zip(which.tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+                out[r] = rows[a:b]
+        return out
 
     # ---- putting runs in place --------------------------------------------------
     def _touch(self, media: CallMedia) -> None:
@@ -376,45 +457,114 @@ class BatchPath:
         runs = self._runs.pop(id(media), None)
         if runs is None:
             return
-        for run in runs:
-            cut = int(np.searchsorted(run.index, self._cursor))
-            self._place(run, cut)
-            for i in run.index[cut:].tolist():
+        cursor = self._cursor
+        cuts = [bisect_left(run.order, cursor) for run in runs]
+        for run, cut in zip(runs, cuts, strict=True):
+            for i in run.order[cut:]:
                 heapq.heappush(self._queue, i)
+        self._place(media, runs, cuts)
 
     def _place_all(self) -> None:
         runs, self._runs = self._runs, {}
         for group in runs.values():
-            for run in group:
-                self._place(run, len(run.index))
+            self._place(group[0].media, group, [len(run.index) for run in group])
 
-    def _place(self, run: _Run, count: int) -> None:
-        """Do what `_media_packet` does for the run's first `count` frames."""
-        if not count:
-            return
-        media, channel = run.media, run.channel
-        stream = media.streams[channel]
+    def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
+        """Do what `_media_packet` does for the first `counts` frames of the
+        call's runs (one per channel), in frame order: audio copied in bulk
+        between the frames that take the interleaver past its window, which
+        commit (`StereoInterleaver._put`) as they would one by one.  Should a
+        commit move the other channel's end, its frames no longer follow on
+        and the rest go the per-frame way, in order."""
         interleaver = media.interleaver
-        assert interleaver is not None and self._mv is not None
-        src = stream._src
-        last = count - 1
-        src.max_seq += count
-        src.last_ts = int(run.rtp_ts[last])
-        stream._last_arrival = float(run.arrival[last])
-        end = int(run.pos[last] + run.size[last])
-        stream._last_end = max(stream._last_end, end)
-        interleaver._hi[channel] = end
-        ring = interleaver._rings[channel]
+        assert interleaver is not None
+        done = [0] * len(runs)
         window = interleaver._window
-        mv = self._mv
-        for at, size, pos in zip(run.audio[:count].tolist(), run.size[:count].tolist(), run.pos[:count].tolist(),
-                                 strict=True):
-            i = pos % window
-            j = i + size
+        while True:
+            limit = interleaver._limit
+            trigger, which = -1, -1
+            for n, run in enumerate(runs):
+                if done[n] < counts[n]:
+                    k = bisect_right(run.ends, limit, done[n], counts[n])
+                    if k < counts[n] and (trigger < 0 or run.order[k] < runs[which].order[trigger]):
+                        trigger, which = k, n
+            if trigger < 0:
+                for n, run in enumerate(runs):
+                    self._copy(run, done[n], counts[n])
+                    done[n] = counts[n]
+                break
+            at = runs[which].order[trigger]
+            for n, run in enumerate(runs):
+                upto = trigger if n == which else bisect_left(run.order, at, done[n], counts[n])
+                self._copy(run, done[n], upto)
+                done[n] = upto
+            run = runs[which]
+            end = run.ends[trigger]
+            start = end - int(run.size[trigger])
+            other = [interleaver._hi[run2.channel] for run2 in runs if run2 is not run]
+            out = interleaver._emit(min(end - window + interleaver._step, start))
+            if out:
+                assert media.handle is not None
+                media.handle.append(out)
+            self._copy(run, trigger, trigger + 1)
+            done[which] = trigger + 1
+            moved = [interleaver._hi[run2.channel] for run2 in runs if run2 is not run] != other
+            if moved and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                self._finish(media, runs, done, counts)
+                return
+        self._finish(media, runs, done, done)
+
+    def _copy(self, run: _Run, begin: int, end: int) -> None:
+        """The audio of frames [begin, end) of the run into its ring; its end
+        into the interleaver."""
+        if end <= begin:
+            return
+        interleaver = run.media.interleaver
+        assert interleaver is not None and self._mv is not None
+        ring = interleaver._rings[run.channel]
+        window = interleaver._window
+        if run.rows is not None:
+            audio = run.rows[begin:end].reshape(-1).data  # a buffer: bytearray takes no ndarray
+            i = int(run.pos[begin]) % window
+            j = i + len(audio)
             if j <= window:
-                ring[i:j] = mv[at:at + size]
+                ring[i:j] = audio
             else:
-                k = window - i
-                ring[i:] = mv[at:at + k]
-                ring[:j - window] = mv[at + k:at + size]
-        self.rec.stats["rtp_packets"] += count
+                ring[i:] = audio[:window - i]
+                ring[:j - window] = audio[window - i:]
+        else:
+            mv = self._mv
+            for at, size, pos in zip(run.audio[begin:end].tolist(), run.size[begin:end].tolist(),
+                                     run.pos[begin:end].tolist(), strict=True):
+                i = pos % window
+                j = i + size
+                if j <= window:
+                    ring[i:j] = mv[at:at + size]
+                else:
+                    k = window - i
+                    ring[i:] = mv[at:at + k]
+                    ring[:j - window] = mv[at + k:at + size]
+        interleaver._hi[run.channel] = run.ends[end - 1]
+
+    def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """The streams' state after their first `done` frames, and the
+        frames from there to `counts` the per-frame way, in order."""
+        for run, count in zip(runs, done, strict=True):
+            if not count:
+                continue
+            stream = media.streams[run.channel]
+            src = stream._src
+            last = count - 1
+            src.max_seq += count
+            src.last_ts = int(run.rtp_ts[last])
+            stream._last_arrival = float(run.arrival[last])
+            stream._last_end = max(stream._last_end, run.ends[last])
+            self.rec.stats["rtp_packets"] += count
+        rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.order[a:b])
+        if rest:
+            rec = self.rec
+            now, frame_ts = rec.now, rec._frame_ts
+            for i in rest:
+                rec.now, rec._frame_ts = self._now1[i], self._frame1[i]
+                rec.stats["rtp_packets"] += rec._datagrams(self._times[i], ((17, self._flows[i], self._payloads[i]),))
+            rec.now, rec._frame_ts = now, frame_ts

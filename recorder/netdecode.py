@@ -195,53 +195,54 @@ class PacketDecoder:
         return self._decode_general(ts, linktype, frame)
 
     def decode_prepared(
-        self, data: bytes, times: list[float], links: list[int], starts: list[int], ends: list[int],
+        self, data: bytes, times: list[float], links: list[int], idents: list[int], starts: list[int], ends: list[int],
         frame_at: Callable[[int], bytes],
-    ) -> tuple[list[FlowDatagram | None], list[tuple[FlowDatagram, ...] | None]]:
+    ) -> tuple[list[bytes | None], list[bytes | None], list[tuple[FlowDatagram, ...] | None]]:
         """Frames of one buffer whose common Ethernet/IPv4/UDP geometry was
         checked in bulk (recorder.batch): `starts[i]` is where frame i's flow
-        begins in `data` (its payload 16 bytes later, up to `ends[i]`), or -1
-        for a frame that takes `decode_flows` (`frame_at(i)` gives its bytes,
-        `links[i]` its link type).
+        begins in `data` (its payload 16 bytes later, up to `ends[i]`; its IP
+        identification is `idents[i]`), or -1 for a frame that takes
+        `decode_flows` (`frame_at(i)` gives its bytes, `links[i]` its link type).
 
-        Returns, per frame, the datagram of a prepared frame that is not a
-        duplicate (else None), and the result of `decode_flows` for the others
-        (else None).  The de-duplication is decode_flows's own, frame by frame
-        in order, so both paths leave the same state and counters."""
+        Returns, per frame, the flow and payload of a prepared frame that is
+        not a duplicate (else None), and the result of `decode_flows` for the
+        others (else None).  The de-duplication is decode_flows's own, frame
+        by frame in order, so both paths leave the same state and counters."""
         count = len(times)
-        quick: list[FlowDatagram | None] = [None] * count
+        flows: list[bytes | None] = [None] * count
+        payloads: list[bytes | None] = [None] * count
         general: list[tuple[FlowDatagram, ...] | None] = [None] * count
         cur, prev, rotate_at = self._cur, self._prev, self._rotate_at
+        filled = len(cur)
         tick = self._tick
         prepared = 0
-        for i in range(count):
-            ts = times[i]
-            start = starts[i]
+        for i, ts, start, end, ident in zip(range(count), times, starts, ends, idents, strict=True):
             if start < 0 or not ts < tick:
                 # Housekeeping (or any frame not prepared) goes the usual way.
                 self.frames += prepared
                 prepared = 0
                 general[i] = self.decode_flows(ts, links[i], frame_at(i))
                 cur, prev, rotate_at, tick = self._cur, self._prev, self._rotate_at, self._tick
+                filled = len(cur)
                 continue
             prepared += 1
             flow = data[start : start + 12]
-            payload = data[start + 16 : ends[i]]
-            key = (((data[start - 8] << 8) | data[start - 7]), flow, payload)
-            if (
-                ts < rotate_at
-                and len(cur) < _DEDUP_MAX_ENTRIES
-                and key not in cur
-                and key not in prev
-            ):
+            payload = data[start + 16 : end]
+            key = (ident, flow, payload)
+            if ts < rotate_at and filled < _DEDUP_MAX_ENTRIES and key not in cur and key not in prev:
                 cur[key] = ts
-                quick[i] = (17, flow, payload)
-            else:
-                if self._deliver_udp(ts, key, (17, flow, payload)):
-                    quick[i] = (17, flow, payload)
+                filled += 1
+            elif self._deliver_udp(ts, key, (17, flow, payload)):
                 cur, prev, rotate_at = self._cur, self._prev, self._rotate_at
+                filled = len(cur)
+            else:
+                cur, prev, rotate_at = self._cur, self._prev, self._rotate_at
+                filled = len(cur)
+                continue
+            flows[i] = flow
+            payloads[i] = payload
         self.frames += prepared
-        return quick, general
+        return flows, payloads, general
 
     def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
         """Run periodic expiry, then decode.  The NaN tick makes the nested
