@@ -229,7 +229,7 @@ class BatchPath:
         starts, ends, idents = _geometry(batch, count)
         times = batch.times[:count].tolist()
         flows, payloads, general = rec.decoder.decode_prepared(
-            batch.data, times, batch.linktypes[:count].tolist(), idents.tolist(), starts.tolist(), ends.tolist(),
+            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
             batch.frame)
         quick = np.fromiter((f is not None for f in flows), dtype=bool, count=count)
         other = np.fromiter((bool(g) for g in general), dtype=bool, count=count)

@@ -30,6 +30,10 @@ once per batch, and a tick of the recorder's clock splits it anyway."""
 _CLASSIC_MAGICS = frozenset((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
 _PROBE_MAX = 4096
 """Records of one length checked at once while walking a classic pcap."""
+_MIN_RUN = 8
+"""Records of one length worth checking at once; after a shorter run the
+next _ALONE records are taken one by one (a capture of mixed lengths)."""
+_ALONE = 32
 
 
 class CaptureFile:
@@ -155,6 +159,7 @@ class _PcapWalker:
         parts: list[np.ndarray] = []
         singles: list[int] = []
         probe = 16
+        alone = 0  # records to take one by one before checking a run again
         off = 0
         while off + 16 <= n:
             caplen = u32(data, off + 8)[0]
@@ -166,10 +171,10 @@ class _PcapWalker:
             if off + stride > n:
                 break
             fit = min((n - off) // stride, probe)
-            if fit < 4:
+            if alone or fit < _MIN_RUN:
                 singles.append(off)
                 off += stride
-                probe = min(probe * 2, _PROBE_MAX)
+                alone = max(alone - 1, 0)
                 continue
             lengths = np.ndarray((fit,), dtype=self.dtype, buffer=data, offset=off + 8, strides=(stride,))
             differ = np.flatnonzero(lengths != caplen)
@@ -179,7 +184,11 @@ class _PcapWalker:
                 singles = []
             parts.append(off + stride * np.arange(run, dtype=np.int64))
             off += stride * run
-            probe = min(probe * 2, _PROBE_MAX) if run == fit else 4
+            if run == fit:
+                probe = min(probe * 2, _PROBE_MAX)
+            else:
+                probe = 16
+                alone = _ALONE if run < _MIN_RUN else 0
         if singles:
             parts.append(np.array(singles, dtype=np.int64))
         return parts, off, None
