@@ -28,6 +28,7 @@ import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -142,24 +143,22 @@ def _flow_ids(u8: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(slots=True)
 class _Run:
-    """A stream's qualifying frames in the current stretch, in order."""
+    """A stream's qualifying frames in the current stretch, in order (lists:
+    a stream has a few dozen frames between two ticks)."""
 
     media: CallMedia
     channel: int
-    index: np.ndarray
+    order: list[int]
     """Frame numbers in the batch."""
-    audio: np.ndarray
+    audio: list[int]
     """Where each frame's audio starts in the batch's buffer."""
-    size: np.ndarray
-    pos: np.ndarray
-    rtp_ts: np.ndarray
-    arrival: np.ndarray
+    size: list[int]
+    ends: list[int]
+    """Where each frame's audio ends on the timeline (its position + size)."""
+    rtp_ts: list[int]
+    arrival: list[float]
     rows: np.ndarray | None
     """The frames' audio, one row each, when they all have one size."""
-    order: list[int]
-    """`index` as a list, for bisection."""
-    ends: list[int]
-    """Where each frame's audio ends (pos + size), as a list."""
 
 
 @dataclass(slots=True)
@@ -370,11 +369,11 @@ class BatchPath:
         assert u8 is not None
         start = starts[index] + 16
         size = ends[index] - start - 12
-        safe = np.where(size >= 0, start, 0)
-        head = _be16(u8, safe)
-        seq = _be16(u8, safe + 2)
-        rtp_ts = _be32(u8, safe + 4)
-        ssrc = _be32(u8, safe + 8)
+        header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)].astype(np.int64)
+        head = (header[:, 0] << 8) | header[:, 1]
+        seq = (header[:, 2] << 8) | header[:, 3]
+        rtp_ts = (header[:, 4] << 24) | (header[:, 5] << 16) | (header[:, 6] << 8) | header[:, 7]
+        ssrc = (header[:, 8] << 24) | (header[:, 9] << 16) | (header[:, 10] << 8) | header[:, 11]
         origin = np.array([s.origin for s in streams], dtype=np.float64)
         p = params[number]
         count = len(number)
@@ -413,17 +412,19 @@ class BatchPath:
         number = number[take]
         sizes = audio[take]
         audio_at = start[take] + 12
-        ends = pos[take] + sizes
         bounds = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
         rows = self._gather(u8, sizes, audio_at, bounds)
+        taken = index[take]
+        order, at_l, size_l = taken.tolist(), audio_at.tolist(), sizes.tolist()
+        ends_l, ts_l, arrival_l = (pos[take] + sizes).tolist(), rtp_ts[take].tolist(), arrival[take].tolist()
+        heads = bounds.tolist()
         runs = self._runs
-        for n, (a, b) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        for n, (a, b) in enumerate(pairwise(heads)):
             stream = streams[int(number[a])]
-            sel = take[a:b]
             runs.setdefault(id(stream.media), []).append(_Run(
-                stream.media, stream.channel, index[sel], audio_at[a:b], sizes[a:b], pos[sel], rtp_ts[sel],
-                arrival[sel], rows[n], index[sel].tolist(), ends[a:b].tolist()))
-        return index[take]
+                stream.media, stream.channel, order[a:b], at_l[a:b], size_l[a:b], ends_l[a:b], ts_l[a:b],
+                arrival_l[a:b], rows[n]))
+        return taken
 
     @staticmethod
     def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, bounds: np.ndarray) -> list[np.ndarray | None]:
@@ -467,7 +468,7 @@ class BatchPath:
     def _place_all(self) -> None:
         runs, self._runs = self._runs, {}
         for group in runs.values():
-            self._place(group[0].media, group, [len(run.index) for run in group])
+            self._place(group[0].media, group, [len(run.order) for run in group])
 
     def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
         """Do what `_media_packet` does for the first `counts` frames of the
@@ -500,7 +501,7 @@ class BatchPath:
                 done[n] = upto
             run = runs[which]
             end = run.ends[trigger]
-            start = end - int(run.size[trigger])
+            start = end - run.size[trigger]
             other = [interleaver._hi[run2.channel] for run2 in runs if run2 is not run]
             out = interleaver._emit(min(end - window + interleaver._step, start))
             if out:
@@ -525,7 +526,7 @@ class BatchPath:
         window = interleaver._window
         if run.rows is not None:
             audio = run.rows[begin:end].reshape(-1).data  # a buffer: bytearray takes no ndarray
-            i = int(run.pos[begin]) % window
+            i = (run.ends[begin] - run.size[begin]) % window
             j = i + len(audio)
             if j <= window:
                 ring[i:j] = audio
@@ -534,9 +535,8 @@ class BatchPath:
                 ring[:j - window] = audio[window - i:]
         else:
             mv = self._mv
-            for at, size, pos in zip(run.audio[begin:end].tolist(), run.size[begin:end].tolist(),
-                                     run.pos[begin:end].tolist(), strict=True):
-                i = pos % window
+            for at, size, stop in zip(run.audio[begin:end], run.size[begin:end], run.ends[begin:end], strict=True):
+                i = (stop - size) % window
                 j = i + size
                 if j <= window:
                     ring[i:j] = mv[at:at + size]
@@ -556,8 +556,8 @@ class BatchPath:
             src = stream._src
             last = count - 1
             src.max_seq += count
-            src.last_ts = int(run.rtp_ts[last])
-            stream._last_arrival = float(run.arrival[last])
+            src.last_ts = run.rtp_ts[last]
+            stream._last_arrival = run.arrival[last]
             stream._last_end = max(stream._last_end, run.ends[last])
             self.rec.stats["rtp_packets"] += count
         rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.order[a:b])
