@@ -142,21 +142,32 @@ def _flow_ids(u8: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @dataclass(slots=True)
+class _Stretch:
+    """The qualifying frames of one stretch, grouped by stream: what the
+    runs share (lists where they are bisected, arrays where one item is
+    read)."""
+
+    order: list[int]
+    """Frame numbers in the batch."""
+    ends: list[int]
+    """Where each frame's audio ends on the timeline (its position + size)."""
+    size: np.ndarray
+    audio: np.ndarray
+    """Where each frame's audio starts in the batch's buffer."""
+    rtp_ts: np.ndarray
+    arrival: np.ndarray
+
+
+@dataclass(slots=True)
 class _Run:
-    """A stream's qualifying frames in the current stretch, in order (lists:
-    a stream has a few dozen frames between two ticks)."""
+    """A stream's qualifying frames in the current stretch: items
+    [first, stop) of the stretch."""
 
     media: CallMedia
     channel: int
-    order: list[int]
-    """Frame numbers in the batch."""
-    audio: list[int]
-    """Where each frame's audio starts in the batch's buffer."""
-    size: list[int]
-    ends: list[int]
-    """Where each frame's audio ends on the timeline (its position + size)."""
-    rtp_ts: list[int]
-    arrival: list[float]
+    stretch: _Stretch
+    first: int
+    stop: int
     rows: np.ndarray | None
     """The frames' audio, one row each, when they all have one size."""
 
@@ -369,11 +380,10 @@ class BatchPath:
         assert u8 is not None
         start = starts[index] + 16
         size = ends[index] - start - 12
-        header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)].astype(np.int64)
-        head = (header[:, 0] << 8) | header[:, 1]
-        seq = (header[:, 2] << 8) | header[:, 3]
-        rtp_ts = (header[:, 4] << 24) | (header[:, 5] << 16) | (header[:, 6] << 8) | header[:, 7]
-        ssrc = (header[:, 8] << 24) | (header[:, 9] << 16) | (header[:, 10] << 8) | header[:, 11]
+        header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)]
+        words = header.view(">u2").astype(np.int64)
+        longs = header.view(">u4").astype(np.int64)
+        head, seq, rtp_ts, ssrc = words[:, 0], words[:, 1], longs[:, 1], longs[:, 2]
         origin = np.array([s.origin for s in streams], dtype=np.float64)
         p = params[number]
         count = len(number)
@@ -412,43 +422,44 @@ class BatchPath:
         number = number[take]
         sizes = audio[take]
         audio_at = start[take] + 12
-        bounds = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
-        rows = self._gather(u8, sizes, audio_at, bounds)
+        heads = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
         taken = index[take]
-        order, at_l, size_l = taken.tolist(), audio_at.tolist(), sizes.tolist()
-        ends_l, ts_l, arrival_l = (pos[take] + sizes).tolist(), rtp_ts[take].tolist(), arrival[take].tolist()
-        heads = bounds.tolist()
+        stretch = _Stretch(taken.tolist(), (pos[take] + sizes).tolist(), sizes, audio_at, rtp_ts[take], arrival[take])
+        rows = self._gather(u8, sizes, audio_at, heads)
+        bounds = heads.tolist()
         runs = self._runs
-        for n, (a, b) in enumerate(pairwise(heads)):
+        for n, (a, b) in enumerate(pairwise(bounds)):
             stream = streams[int(number[a])]
-            runs.setdefault(id(stream.media), []).append(_Run(
-                stream.media, stream.channel, order[a:b], at_l[a:b], size_l[a:b], ends_l[a:b], ts_l[a:b],
-                arrival_l[a:b], rows[n]))
+            runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
         return taken
 
     @staticmethod
-    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, bounds: np.ndarray) -> list[np.ndarray | None]:
-        """Per run (between bounds), its audio as rows of one size, gathered
-        with one copy per size; None for a run of mixed sizes."""
-        runs = len(bounds) - 1
-        out: list[np.ndarray | None] = [None] * runs
-        heads = bounds[:-1]
+    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[np.ndarray | None]:
+        """Per run (from each head to the next), its audio as rows of one
+        size, gathered with one copy per size; None for a run of mixed sizes."""
+        count = len(heads) - 1
+        lo, hi = int(sizes.min()), int(sizes.max())
+        if lo == hi:
+            if lo <= 0 or lo > len(u8):
+                return [None] * count
+            rows = np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]
+            return [rows[a:b] for a, b in pairwise(heads.tolist())]
+        out: list[np.ndarray | None] = [None] * count
+        starts = heads[:-1]
         mixed = np.zeros(len(sizes), dtype=np.int64)
         mixed[1:] = sizes[1:] != sizes[:-1]
-        mixed[heads] = 0
-        uniform = np.add.reduceat(mixed, heads) == 0
-        run_size = sizes[heads]
+        mixed[starts] = 0
+        uniform = np.add.reduceat(mixed, starts) == 0
+        run_size = sizes[starts]
         for size in np.unique(run_size[uniform])[:_MAX_SIZES].tolist():
             if size <= 0 or size > len(u8):
                 continue
-            which = np.flatnonzero(uniform & (run_size == size))
-            members = np.repeat(which, (bounds[1:] - heads)[which])
-            frames = np.concatenate([np.arange(bounds[r], bounds[r + 1]) for r in which.tolist()]) \
-                if len(which) > 1 else np.arange(bounds[which[0]], bounds[which[0] + 1])
-            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[frames]]
-            cut = np.flatnonzero(np.r_[True, members[1:] != members[:-1], True])
-            for r, a, b in zip(which.tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True):
-                out[r] = rows[a:b]
+            members = sizes == size
+            rank = np.cumsum(members) - 1
+            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]
+            for r in np.flatnonzero(uniform & (run_size == size)).tolist():
+                a, b = int(heads[r]), int(heads[r + 1])
+                out[r] = rows[rank[a]:rank[a] + b - a]
         return out
 
     # ---- putting runs in place --------------------------------------------------
@@ -459,64 +470,63 @@ class BatchPath:
         if runs is None:
             return
         cursor = self._cursor
-        cuts = [bisect_left(run.order, cursor) for run in runs]
+        cuts = [bisect_left(run.stretch.order, cursor, run.first, run.stop) for run in runs]
         for run, cut in zip(runs, cuts, strict=True):
-            for i in run.order[cut:]:
+            for i in run.stretch.order[cut:run.stop]:
                 heapq.heappush(self._queue, i)
         self._place(media, runs, cuts)
 
     def _place_all(self) -> None:
         runs, self._runs = self._runs, {}
         for group in runs.values():
-            self._place(group[0].media, group, [len(run.order) for run in group])
+            self._place(group[0].media, group, [run.stop for run in group])
 
     def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
-        """Do what `_media_packet` does for the first `counts` frames of the
-        call's runs (one per channel), in frame order: audio copied in bulk
-        between the frames that take the interleaver past its window, which
-        commit (`StereoInterleaver._put`) as they would one by one.  Should a
-        commit move the other channel's end, its frames no longer follow on
-        and the rest go the per-frame way, in order."""
+        """Do what `_media_packet` does for the call's runs (one per
+        channel) up to `counts` (items of the stretch), in frame order: audio
+        copied in bulk between the frames that take the interleaver past its
+        window, which commit (`StereoInterleaver._put`) as they would one by
+        one.  Should a commit move the other channel's end, its frames no
+        longer follow on and the rest go the per-frame way, in order."""
         interleaver = media.interleaver
         assert interleaver is not None
-        done = [0] * len(runs)
+        done = [run.first for run in runs]
         window = interleaver._window
+        hi = interleaver._hi
         while True:
             limit = interleaver._limit
             trigger, which = -1, -1
             for n, run in enumerate(runs):
                 if done[n] < counts[n]:
-                    k = bisect_right(run.ends, limit, done[n], counts[n])
-                    if k < counts[n] and (trigger < 0 or run.order[k] < runs[which].order[trigger]):
+                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
+                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
                         trigger, which = k, n
             if trigger < 0:
                 for n, run in enumerate(runs):
                     self._copy(run, done[n], counts[n])
                     done[n] = counts[n]
                 break
-            at = runs[which].order[trigger]
-            for n, run in enumerate(runs):
-                upto = trigger if n == which else bisect_left(run.order, at, done[n], counts[n])
-                self._copy(run, done[n], upto)
-                done[n] = upto
             run = runs[which]
-            end = run.ends[trigger]
-            start = end - run.size[trigger]
-            other = [interleaver._hi[run2.channel] for run2 in runs if run2 is not run]
-            out = interleaver._emit(min(end - window + interleaver._step, start))
+            at = run.stretch.order[trigger]
+            for n, other in enumerate(runs):
+                upto = trigger if n == which else bisect_left(other.stretch.order, at, done[n], counts[n])
+                self._copy(other, done[n], upto)
+                done[n] = upto
+            end = run.stretch.ends[trigger]
+            before = hi[1 - run.channel]
+            out = interleaver._emit(min(end - window + interleaver._step, end - int(run.stretch.size[trigger])))
             if out:
                 assert media.handle is not None
                 media.handle.append(out)
             self._copy(run, trigger, trigger + 1)
             done[which] = trigger + 1
-            moved = [interleaver._hi[run2.channel] for run2 in runs if run2 is not run] != other
-            if moved and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+            if hi[1 - run.channel] != before and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
                 self._finish(media, runs, done, counts)
                 return
         self._finish(media, runs, done, done)
 
     def _copy(self, run: _Run, begin: int, end: int) -> None:
-        """The audio of frames [begin, end) of the run into its ring; its end
+        """The audio of the run's items [begin, end) into its ring; its end
         into the interleaver."""
         if end <= begin:
             return
@@ -524,9 +534,10 @@ class BatchPath:
         assert interleaver is not None and self._mv is not None
         ring = interleaver._rings[run.channel]
         window = interleaver._window
+        stretch = run.stretch
         if run.rows is not None:
-            audio = run.rows[begin:end].reshape(-1).data  # a buffer: bytearray takes no ndarray
-            i = (run.ends[begin] - run.size[begin]) % window
+            audio = run.rows[begin - run.first:end - run.first].reshape(-1).data  # bytearray takes no ndarray
+            i = (stretch.ends[begin] - int(stretch.size[begin])) % window
             j = i + len(audio)
             if j <= window:
                 ring[i:j] = audio
@@ -535,7 +546,8 @@ class BatchPath:
                 ring[:j - window] = audio[window - i:]
         else:
             mv = self._mv
-            for at, size, stop in zip(run.audio[begin:end], run.size[begin:end], run.ends[begin:end], strict=True):
+            for at, size, stop in zip(stretch.audio[begin:end].tolist(), stretch.size[begin:end].tolist(),
+                                      stretch.ends[begin:end], strict=True):
                 i = (stop - size) % window
                 j = i + size
                 if j <= window:
@@ -544,23 +556,25 @@ class BatchPath:
                     k = window - i
                     ring[i:] = mv[at:at + k]
                     ring[:j - window] = mv[at + k:at + size]
-        interleaver._hi[run.channel] = run.ends[end - 1]
+        interleaver._hi[run.channel] = stretch.ends[end - 1]
 
     def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
-        """The streams' state after their first `done` frames, and the
-        frames from there to `counts` the per-frame way, in order."""
-        for run, count in zip(runs, done, strict=True):
+        """The streams' state after their items up to `done`, and the frames
+        from there to `counts` the per-frame way, in order."""
+        for run, stop in zip(runs, done, strict=True):
+            count = stop - run.first
             if not count:
                 continue
             stream = media.streams[run.channel]
             src = stream._src
-            last = count - 1
+            last = stop - 1
+            stretch = run.stretch
             src.max_seq += count
-            src.last_ts = run.rtp_ts[last]
-            stream._last_arrival = run.arrival[last]
-            stream._last_end = max(stream._last_end, run.ends[last])
+            src.last_ts = int(stretch.rtp_ts[last])
+            stream._last_arrival = float(stretch.arrival[last])
+            stream._last_end = max(stream._last_end, stretch.ends[last])
             self.rec.stats["rtp_packets"] += count
-        rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.order[a:b])
+        rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.stretch.order[a:b])
         if rest:
             rec = self.rec
             now, frame_ts = rec.now, rec._frame_ts
