@@ -238,11 +238,14 @@ class BatchPath:
         rec = self.rec
         starts, ends, idents = _geometry(batch, count)
         times = batch.times[:count].tolist()
-        flows, payloads, general = rec.decoder.decode_prepared(
+        flows, payloads, general, dropped = rec.decoder.decode_prepared(
             batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
             batch.frame)
-        quick = np.fromiter((f is not None for f in flows), dtype=bool, count=count)
-        other = np.fromiter((bool(g) for g in general), dtype=bool, count=count)
+        quick = starts >= 0
+        quick[np.fromiter(general, dtype=np.int64, count=len(general))] = False
+        quick[np.array(dropped, dtype=np.int64)] = False
+        other = np.zeros(count, dtype=bool)
+        other[np.array([i for i, datagrams in general.items() if datagrams], dtype=np.int64)] = True
         self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
         numbered = np.flatnonzero(quick)
         ids = _flow_ids(u8, starts[numbered]) if numbered.size else None
@@ -292,7 +295,7 @@ class BatchPath:
         rec.now, rec._frame_ts = now1[-1], frame1[-1]
 
     def _scalar(self, queue: list[int], flows: list[bytes | None], payloads: list[bytes | None],
-                general: list[Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
+                general: dict[int, Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
         """The frames of a stretch that take the per-frame path, in order
         (`_touch` adds to the queue)."""
         rec = self.rec

@@ -199,7 +199,7 @@ class PacketDecoder:
     def decode_prepared(
         self, data: bytes, times: np.ndarray, links: list[int], idents: list[int], starts: np.ndarray,
         ends: list[int], frame_at: Callable[[int], bytes],
-    ) -> tuple[list[bytes | None], list[bytes | None], list[tuple[FlowDatagram, ...] | None]]:
+    ) -> tuple[list[bytes | None], list[bytes | None], dict[int, tuple[FlowDatagram, ...]], list[int]]:
         """Frames of one buffer whose common Ethernet/IPv4/UDP geometry was
         checked in bulk (recorder.batch): `starts[i]` is where frame i's flow
         begins in `data` (its payload 16 bytes later, up to `ends[i]`; its IP
@@ -207,8 +207,8 @@ class PacketDecoder:
         `decode_flows` (`frame_at(i)` gives its bytes, `links[i]` its link type).
 
         Returns, per frame, the flow and payload of a prepared frame that is
-        not a duplicate (else None), and the result of `decode_flows` for the
-        others (else None).  The de-duplication is decode_flows's own with
+        not a duplicate (else None); the result of `decode_flows` for the
+        others, by frame number; and the prepared frames that were duplicates.  The de-duplication is decode_flows's own with
         the same state and counters after every frame: a run of prepared
         frames within one generation whose keys are new and distinct is
         entered at once (what decode_flows's fast path would do frame by
@@ -216,7 +216,8 @@ class PacketDecoder:
         count = len(times)
         flows: list[bytes | None] = [None] * count
         payloads: list[bytes | None] = [None] * count
-        general: list[tuple[FlowDatagram, ...] | None] = [None] * count
+        general: dict[int, tuple[FlowDatagram, ...]] = {}
+        dropped: list[int] = []
         when = times.tolist()
         start_at = starts.tolist()
         # Per frame, the next frame at or after it that is not prepared.
@@ -235,15 +236,16 @@ class PacketDecoder:
             if late.size:
                 stop = i + int(late[0])
             if stop - i > 1:
-                self._enter_run(data, when, idents, start_at, ends, i, stop, flows, payloads)
+                self._enter_run(data, when, idents, start_at, ends, i, stop, flows, payloads, dropped)
                 i = stop
                 continue
-            self._enter_one(data, ts, idents[i], start_at[i], ends[i], i, flows, payloads)
+            self._enter_one(data, ts, idents[i], start_at[i], ends[i], i, flows, payloads, dropped)
             i += 1
-        return flows, payloads, general
+        return flows, payloads, general, dropped
 
     def _enter_run(self, data: bytes, when: list[float], idents: list[int], start_at: list[int], ends: list[int],
-                   begin: int, stop: int, flows: list[bytes | None], payloads: list[bytes | None]) -> None:
+                   begin: int, stop: int, flows: list[bytes | None], payloads: list[bytes | None],
+                   dropped: list[int]) -> None:
         """decode_prepared's frames [begin, stop), all within the current
         generation, its time and its room: the keys that are new are entered
         at once, the others (a copy within the run, or of a key already kept)
@@ -276,10 +278,12 @@ class PacketDecoder:
                 if self._deliver_udp(when[begin + n], keys[n], (17, run_flows[n], run_payloads[n])):
                     flows[begin + n] = run_flows[n]
                     payloads[begin + n] = run_payloads[n]
+                else:
+                    dropped.append(begin + n)
             done = n + 1
 
     def _enter_one(self, data: bytes, ts: float, ident: int, at: int, end: int, i: int, flows: list[bytes | None],
-                   payloads: list[bytes | None]) -> None:
+                   payloads: list[bytes | None], dropped: list[int]) -> None:
         """One decode_prepared frame as decode_flows's fast path (or
         _deliver_udp) takes it."""
         self.frames += 1
@@ -290,6 +294,7 @@ class PacketDecoder:
         if ts < self._rotate_at and len(cur) < _DEDUP_MAX_ENTRIES and key not in cur and key not in self._prev:
             cur[key] = ts
         elif not self._deliver_udp(ts, key, (17, flow, payload)):
+            dropped.append(i)
             return
         flows[i] = flow
         payloads[i] = payload
