@@ -86,57 +86,56 @@ class FrameBatch:
             yield times[i], links[i], self.frame(i)
 
 
-def _be16(u8: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return (u8[pos].astype(np.int64) << 8) | u8[pos + 1]
-
-
-def _be32(u8: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return (_be16(u8, pos) << 16) | _be16(u8, pos + 2)
-
-
-def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame, where its flow starts (-1 unless Ethernet, at most one
     802.1Q tag, IPv4 with a 20-byte header, UDP, not a fragment, lengths
-    consistent: PacketDecoder's fast test), where its UDP payload ends, and
-    its IP identification."""
+    consistent: PacketDecoder's fast test), where its UDP payload ends, its
+    IP identification, and a number naming its flow (addresses and ports
+    mixed; `_flow_ids` makes them exact)."""
     starts = np.full(count, -1, dtype=np.int64)
     ends = np.zeros(count, dtype=np.int64)
     idents = np.zeros(count, dtype=np.int64)
+    mixed = np.zeros(count, dtype=np.uint64)
     off, size = batch.offsets[:count], batch.lengths[:count]
-    sel = np.flatnonzero((batch.linktypes[:count] == 1) & (size >= 42))
-    if not sel.size:
-        return starts, ends, idents
     u8 = np.frombuffer(batch.data, dtype=np.uint8)
+    sel = np.flatnonzero((batch.linktypes[:count] == 1) & (size >= 42) & (off + _HEAD <= len(u8)))
+    if not sel.size:
+        return starts, ends, idents, mixed
     off, size = off[sel], size[sel]
-    vlan = (_be16(u8, off + 12) == 0x8100) & (size >= 46)
-    base = off + np.where(vlan, 4, 0)
+    head = np.lib.stride_tricks.sliding_window_view(u8, _HEAD)[off]
+    vlan = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (size >= 46)
+    # The IPv4 and UDP headers where they are, with or without the tag.
+    ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
+    words = ip.view(">u2").astype(np.int64)
+    flags_proto = ip[:, 6:10].view(">u4")[:, 0].astype(np.int64)
     link = np.where(vlan, 18, 14)
-    tlen = _be16(u8, base + 16)
-    ulen = _be16(u8, base + 38)
+    etype = np.where(vlan, (head[:, 16].astype(np.int64) << 8) | head[:, 17],
+                     (head[:, 12].astype(np.int64) << 8) | head[:, 13])
+    tlen, ulen = words[:, 1], words[:, 12]
     ok = (
-        (_be16(u8, base + 12) == 0x0800)
-        & (u8[base + 14] == 0x45)
-        & ((_be32(u8, base + 20) & 0x3FFF00FF) == 17)
+        (etype == 0x0800)
+        & (ip[:, 0] == 0x45)
+        & ((flags_proto & 0x3FFF00FF) == 17)
         & (ulen >= 8) & (ulen <= tlen - 20) & (link + tlen <= size)
     )
     good = sel[ok]
     starts[good] = (off + link + 12)[ok]
     ends[good] = (off + link + 20 + ulen)[ok]
-    idents[good] = _be16(u8, base + 18)[ok]
-    return starts, ends, idents
+    idents[good] = words[ok, 2]
+    flow = ip[ok, 12:24].view(">u4").astype(np.uint64)
+    mixed[good] = (flow[:, 0] << np.uint64(32)) ^ flow[:, 1] ^ (flow[:, 2] * np.uint64(0x9E3779B97F4A7C15))
+    return starts, ends, idents, mixed
 
 
-def _flow_ids(u8: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Numbers the flows (12 bytes from each start): per frame its flow's
-    number, and per number a frame that has it.  None if two flows would
-    share a number (a hash collision: the caller goes flow by flow)."""
-    addresses = (_be32(u8, starts) << 32) | _be32(u8, starts + 4)
-    ports = _be32(u8, starts + 8)
-    mixed = addresses.view(np.uint64) ^ (ports.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+def _flow_ids(u8: np.ndarray, starts: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Numbers the flows (12 bytes from each start; `mixed` from
+    `_geometry`): per frame its flow's number, and per number a frame that
+    has it.  None if two flows would share a number (a hash collision: the
+    caller goes flow by flow)."""
     _, first, number = np.unique(mixed, return_index=True, return_inverse=True)
     number = number.reshape(-1)
-    rep = first[number]
-    if not ((addresses[rep] == addresses).all() and (ports[rep] == ports).all()):
+    flows = np.lib.stride_tricks.sliding_window_view(u8, 12)[starts]
+    if not (flows[first[number]] == flows).all():
         return None
     return number, first
 
@@ -180,6 +179,8 @@ class _Stream:
     origin: float
 
 
+_HEAD = 46
+"""Bytes of a frame read for its geometry: Ethernet, a tag, IPv4 and UDP."""
 _MAX_SIZES = 4
 """Distinct audio sizes per stretch whose audio is gathered in bulk."""
 
@@ -236,7 +237,7 @@ class BatchPath:
     def _feed_on_clock(self, batch: FrameBatch, count: int, raised: np.ndarray, now1: list[float],
                        frame1: list[float]) -> None:
         rec = self.rec
-        starts, ends, idents = _geometry(batch, count)
+        starts, ends, idents, mixed = _geometry(batch, count)
         times = batch.times[:count].tolist()
         flows, payloads, general, dropped = rec.decoder.decode_prepared(
             batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
@@ -248,7 +249,7 @@ class BatchPath:
         other[np.array([i for i, datagrams in general.items() if datagrams], dtype=np.int64)] = True
         self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
         numbered = np.flatnonzero(quick)
-        ids = _flow_ids(u8, starts[numbered]) if numbered.size else None
+        ids = _flow_ids(u8, starts[numbered], mixed[numbered]) if numbered.size else None
         flow_of = np.full(count, -1, dtype=np.int64)
         if ids is not None:
             flow_of[numbered] = ids[0]

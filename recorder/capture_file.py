@@ -196,8 +196,8 @@ class _PcapWalker:
     def _batch(self, data: bytes, parts: list[np.ndarray]) -> FrameBatch:
         offsets = np.concatenate(parts) if len(parts) > 1 else parts[0]
         u8 = np.frombuffer(data, dtype=np.uint8)
-        fields = [_u32(u8, offsets + k, self.big) for k in (0, 4, 8, 12)]
-        sec, frac, caplen, wirelen = fields
+        headers = np.lib.stride_tricks.sliding_window_view(u8, 16)[offsets].view(self.dtype).astype(np.int64)
+        sec, frac, caplen, wirelen = headers[:, 0], headers[:, 1], headers[:, 2], headers[:, 3]
         stats = self.decoder.stats
         stats["records"] += len(offsets)
         stats["short_records"] += int(np.count_nonzero(caplen < wirelen))
@@ -210,13 +210,6 @@ class _PcapWalker:
             self.decoder.stats["truncated_bytes"] = left
             raise CaptureFormatError(f"truncated capture: {left} bytes after last complete record",
                                      offset=self.consumed)
-
-
-def _u32(u8: np.ndarray, pos: np.ndarray, big: bool) -> np.ndarray:
-    b = [u8[pos + k].astype(np.int64) for k in range(4)]
-    if big:
-        return (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-    return (b[3] << 24) | (b[2] << 16) | (b[1] << 8) | b[0]
 
 
 def read_capture(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[Frame]:
