@@ -184,3 +184,50 @@ def test_store_rows_audio_and_side_files_both_ways(tmp_path: Path, generated: di
     batched = _store_run(tmp_path, paths, batched=True)
     assert len(scalar[0]) > 40 and scalar[2]
     assert scalar == batched
+
+
+def _rewritten(frames: list, big: bool, nano: bool) -> bytes:
+    """The frames as a classic pcap in the given byte order and resolution."""
+    order = ">" if big else "<"
+    out = bytearray(struct.pack(order + "IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for n, (ts, _, frame) in enumerate(frames):
+        scale = 10**9 if nano else 10**6
+        ticks = round(ts * scale)
+        wire = len(frame) + (n % 7 == 0)  # some records cut short by the snap length
+        out += struct.pack(order + "IIII", ticks // scale, ticks % scale, len(frame), wire) + frame
+    return bytes(out)
+
+
+@pytest.mark.parametrize(("big", "nano"), [(False, False), (True, False), (False, True), (True, True)])
+def test_frame_batches_read_as_the_decoder_does(tmp_path: Path, generated: dict[str, Path], big: bool,
+                                                nano: bool) -> None:
+    """Records found in bulk are the decoder's records: times, link types,
+    bytes and counters, in either byte order and resolution, cut into
+    chunks anywhere; pcapng goes through the decoder."""
+    frames = list(CaptureFile(generated["damaged-1"]))[:20000]
+    path = tmp_path / "cr-fast-order.pcap"
+    path.write_bytes(_rewritten(frames, big, nano))
+    for source in (path, capture("b2bua-asterisk.pcapng")):
+        for chunk in (4099, 1 << 20):
+            reference = CaptureFile(source)
+            expected = list(reference)
+            bulk = CaptureFile(source)
+            got = [frame for batch in bulk.frame_batches(chunk) for frame in batch.frames()]
+            assert got == expected
+            assert bulk.decoder.stats["records"] == reference.decoder.stats["records"]
+            assert bulk.decoder.stats["short_records"] == reference.decoder.stats["short_records"]
+
+
+def test_truncated_capture_stops_the_same_way(tmp_path: Path, generated: dict[str, Path]) -> None:
+    raw = generated["clean"].read_bytes()
+    path = tmp_path / "cr-fast-cut.pcap"
+    path.write_bytes(raw[:-100])
+    errors = []
+    for batched in (False, True):
+        cap = CaptureFile(path)
+        count = 0
+        with pytest.raises(CaptureFormatError) as caught:
+            for item in (cap.frame_batches() if batched else cap.batches()):
+                count += len(item)
+        errors.append((str(caught.value), caught.value.offset, count))
+    assert errors[0] == errors[1]
