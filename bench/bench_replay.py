@@ -46,8 +46,9 @@ def rss_kib() -> int:
     return 0
 
 
-def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int]:
-    """(seconds, rtp packets, peak RSS growth KiB, recordings) for one replay."""
+def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, float]:
+    """(seconds, rtp packets, peak RSS growth KiB, recordings, CPU seconds)
+    for one replay."""
     data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     try:
         index = CallIndex(data / "index.sqlite3")
@@ -56,7 +57,7 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int]:
         gc.collect()
         base = rss_kib()
         peak = base
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if batched:
             for n, batch in enumerate(CaptureFile(capture).frame_batches()):
                 recorder.feed_batch(batch)
@@ -69,9 +70,19 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int]:
                     peak = max(peak, rss_kib())
         recorder.finish()
         store.close()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         index.close()
-        return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"]
+        return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"], cpu
+
+
+def tshark_once(tshark: str, capture: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds) of tshark's RTP stream analysis of the capture."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([tshark, "-r", str(capture), "-q", "-z", "rtp,streams"], check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     finally:
         shutil.rmtree(data)
 
@@ -97,21 +108,22 @@ def main() -> None:
         for _ in range(args.runs):
             runs.append(replay_once(capture, not args.per_frame))
             if tshark:
-                start = time.perf_counter()
-                subprocess.run([tshark, "-r", str(capture), "-q", "-z", "rtp,streams"], check=True,
-                               capture_output=True)
-                yardstick.append(time.perf_counter() - start)
+                yardstick.append(tshark_once(tshark, capture))
         seconds = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[4] for r in runs)
         packets = runs[0][1]
         growth = max(r[2] for r in runs)
         path = "per-frame" if args.per_frame else "batched"
         print(f"capture: {capture.stat().st_size / 1e6:.0f} MB, {packets} RTP packets, {runs[0][3]} recordings")
-        print(f"callrec replay ({path}): {packets / seconds:,.0f} RTP packets/s (median of {args.runs}, one core)")
+        print(f"callrec replay ({path}): {packets / seconds:,.0f} RTP packets/s (median of {args.runs}, one core); "
+              f"{packets / cpu:,.0f} per CPU second")
         print(f"peak RSS growth: {growth / 1024:.1f} MiB, {growth / max(args.calls, 1):.1f} KiB per active call")
         if yardstick:
-            took = statistics.median(yardstick)
-            print(f"tshark -q -z rtp,streams: {packets / took:,.0f} RTP packets/s (median of {args.runs})")
-            print(f"callrec / tshark: {took / seconds:.2f}x")
+            took = statistics.median(y[0] for y in yardstick)
+            took_cpu = statistics.median(y[1] for y in yardstick)
+            print(f"tshark -q -z rtp,streams: {packets / took:,.0f} RTP packets/s (median of {args.runs}); "
+                  f"{packets / took_cpu:,.0f} per CPU second")
+            print(f"callrec / tshark: {took / seconds:.2f}x (wall clock), {took_cpu / cpu:.2f}x (CPU time)")
         print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
         shutil.rmtree(work)

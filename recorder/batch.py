@@ -5,22 +5,25 @@ one VLAN tag), IPv4, UDP, an RTP packet of a call being recorded, next in its
 sequence, in the law of the file, landing right where its channel's audio
 ends.  For such a frame `Recorder._media_packet` does a fixed amount of
 bookkeeping; here it is done for the whole batch with array operations over
-the batch's one buffer (header fields at fixed offsets, sequence, timestamp
-and placement checks per stream), and only the audio bytes are copied per
-packet.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown flows,
-foreign SSRCs, sequence jumps, marker bits, DTMF, anchor moves, commits,
-on-demand lines, frames off the capture clock) goes through the per-frame
-code, in capture order, and the results are the same to the byte.
+the batch's one buffer (header fields at fixed offsets, flow numbers,
+sequence, timestamp, anchor and placement checks per stream), a stream's
+audio is copied into its ring in one or two slices, and the commits the
+interleaver makes when a packet passes its window are made in frame order
+between them.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
+flows, foreign SSRCs, sequence or timestamp jumps, marker bits, DTMF, anchor
+moves, on-demand lines, frames off the capture clock) goes through the
+per-frame code, in capture order, and the results are the same to the byte.
 
 Order is what makes that hold.  The frames are first decoded in order (the
 de-duplication is the per-frame code's own).  Then, between two ticks of the
-recorder's clock, the frames that qualify are checked against their stream's
-state as it was when the stretch began; a stream's run of qualifying frames
-ends at its first frame that does not qualify.  The other frames are handled
-one by one, in order, and whenever the per-frame code is about to read or
-change a call's media (`Recorder._touch`), that call's qualifying frames
-before it are put in place first and its later ones join the per-frame queue.
-What is left is put in place before the tick.
+recorder's clock (a stretch), the frames that qualify are checked against
+their stream's state as it was when the stretch began; a stream's run of
+qualifying frames ends at its first frame that does not qualify.  The other
+frames are handled one by one, in order, and whenever the per-frame code is
+about to read or change a call's media (`Recorder._touch`), that call's
+qualifying frames before it are put in place first and its later ones join
+the per-frame queue.  Calls do not share media state, so the rest is put in
+place at the end of the stretch, before the tick, which reads every call.
 """
 from __future__ import annotations
 
