@@ -73,6 +73,8 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, flo
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         index.close()
         return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"], cpu
+    finally:
+        shutil.rmtree(data)
 
 
 def tshark_once(tshark: str, capture: Path) -> tuple[float, float]:
@@ -83,8 +85,6 @@ def tshark_once(tshark: str, capture: Path) -> tuple[float, float]:
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    finally:
-        shutil.rmtree(data)
 
 
 def main() -> None:
