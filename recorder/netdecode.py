@@ -208,11 +208,12 @@ class PacketDecoder:
 
         Returns, per frame, the flow and payload of a prepared frame that is
         not a duplicate (else None); the result of `decode_flows` for the
-        others, by frame number; and the prepared frames that were duplicates.  The de-duplication is decode_flows's own with
-        the same state and counters after every frame: a run of prepared
-        frames within one generation whose keys are new and distinct is
-        entered at once (what decode_flows's fast path would do frame by
-        frame), any other frame on its own."""
+        others, by frame number; and the prepared frames that were
+        duplicates.  The de-duplication is decode_flows's own with the same
+        state and counters after every frame: a run of prepared frames within
+        one generation whose keys are new and distinct is entered at once
+        (what decode_flows's fast path would do frame by frame), any other
+        frame on its own."""
         count = len(times)
         flows: list[bytes | None] = [None] * count
         payloads: list[bytes | None] = [None] * count
