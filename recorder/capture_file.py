@@ -24,7 +24,7 @@ from .batch import FrameBatch
 __all__ = ["BATCH_CHUNK_SIZE", "CHUNK_SIZE", "CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
 
 CHUNK_SIZE = 64 * 1024
-BATCH_CHUNK_SIZE = 4 * 1024 * 1024
+BATCH_CHUNK_SIZE = 2 * 1024 * 1024
 """Chunk read for `frame_batches`: the batched path pays its fixed costs
 once per batch, and a tick of the recorder's clock splits it anyway."""
 _CLASSIC_MAGICS = frozenset((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
