@@ -34,6 +34,7 @@ from policy.schema import Policy  # noqa: E402
 from recorder.capture_file import CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
+from storage.ledger import default_anchor_dir  # noqa: E402
 from storage.keys import KEY_SIZE, MasterKey  # noqa: E402
 from storage.recordings import RecordingStore  # noqa: E402
 
@@ -75,6 +76,7 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, flo
         return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"], cpu
     finally:
         shutil.rmtree(data)
+        shutil.rmtree(default_anchor_dir(data), ignore_errors=True)
 
 
 def tshark_once(tshark: str, capture: Path) -> tuple[float, float]:
