@@ -2,10 +2,12 @@
 
 Generates N simultaneous G.711 calls (bench/gen_calls.py), replays them
 through the full recorder (decoding, de-duplication, SIP, RTP streams,
-interleaving, encrypted recording files, index) in this process, fed a chunk
-of the file at a time as `callrec replay` feeds it, and reports the median of
-several runs, so a busy machine shifts the figures less.  tshark's
-`-q -z rtp,streams` on the same file is timed as a yardstick.
+interleaving, encrypted recording files, sealing, index) in this process, fed
+a batch of the file at a time as `callrec replay` feeds it (the batched media
+path; `--per-frame` for the per-frame one), and reports the median of several
+runs, so a busy machine shifts the figures less.  tshark's `-q -z rtp,streams`
+on the same file is timed in the same runs (one after each replay) as a
+yardstick, and the ratio of the medians is printed.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from policy.schema import Policy  # noqa: E402
 from recorder.capture_file import CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
+from storage.ledger import default_anchor_dir  # noqa: E402
 from storage.keys import KEY_SIZE, MasterKey  # noqa: E402
 from storage.recordings import RecordingStore  # noqa: E402
 
@@ -44,8 +47,9 @@ def rss_kib() -> int:
     return 0
 
 
-def replay_once(capture: Path) -> tuple[float, int, int, int]:
-    """(seconds, rtp packets, peak RSS growth KiB, recordings) for one replay."""
+def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, float]:
+    """(seconds, rtp packets, peak RSS growth KiB, recordings, CPU seconds)
+    for one replay."""
     data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     try:
         index = CallIndex(data / "index.sqlite3")
@@ -54,17 +58,35 @@ def replay_once(capture: Path) -> tuple[float, int, int, int]:
         gc.collect()
         base = rss_kib()
         peak = base
-        start = time.perf_counter()
-        for n, frames in enumerate(CaptureFile(capture).batches()):
-            recorder.feed_frames(frames)
-            if n & 0x3F == 0:
-                peak = max(peak, rss_kib())
+        start, cpu = time.perf_counter(), time.process_time()
+        if batched:
+            for n, batch in enumerate(CaptureFile(capture).frame_batches()):
+                recorder.feed_batch(batch)
+                if n & 0x7 == 0:
+                    peak = max(peak, rss_kib())
+        else:
+            for n, frames in enumerate(CaptureFile(capture).batches()):
+                recorder.feed_frames(frames)
+                if n & 0x3F == 0:
+                    peak = max(peak, rss_kib())
         recorder.finish()
-        elapsed = time.perf_counter() - start
+        store.close()
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         index.close()
-        return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"]
+        return elapsed, recorder.stats["rtp_packets"], peak - base, recorder.stats["recordings"], cpu
     finally:
         shutil.rmtree(data)
+        shutil.rmtree(default_anchor_dir(data), ignore_errors=True)
+
+
+def tshark_once(tshark: str, capture: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds) of tshark's RTP stream analysis of the capture."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([tshark, "-r", str(capture), "-q", "-z", "rtp,streams"], check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -73,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--capture", type=Path, help="replay this file instead of generating one")
+    parser.add_argument("--per-frame", action="store_true", help="the per-frame media path (no batches)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-in-"))
@@ -82,20 +105,27 @@ def main() -> None:
             capture = work / "calls.pcap"
             with capture.open("wb") as out:
                 write_pcap(out, args.calls, args.seconds)
-        runs = [replay_once(capture) for _ in range(args.runs)]
+        tshark = shutil.which("tshark")
+        runs, yardstick = [], []
+        for _ in range(args.runs):
+            runs.append(replay_once(capture, not args.per_frame))
+            if tshark:
+                yardstick.append(tshark_once(tshark, capture))
         seconds = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[4] for r in runs)
         packets = runs[0][1]
         growth = max(r[2] for r in runs)
+        path = "per-frame" if args.per_frame else "batched"
         print(f"capture: {capture.stat().st_size / 1e6:.0f} MB, {packets} RTP packets, {runs[0][3]} recordings")
-        print(f"callrec replay: {packets / seconds:,.0f} RTP packets/s (median of {args.runs}, one core)")
+        print(f"callrec replay ({path}): {packets / seconds:,.0f} RTP packets/s (median of {args.runs}, one core); "
+              f"{packets / cpu:,.0f} per CPU second")
         print(f"peak RSS growth: {growth / 1024:.1f} MiB, {growth / max(args.calls, 1):.1f} KiB per active call")
-        tshark = shutil.which("tshark")
-        if tshark:
-            start = time.perf_counter()
-            subprocess.run([tshark, "-r", str(capture), "-q", "-z", "rtp,streams"], check=True,
-                           capture_output=True)
-            took = time.perf_counter() - start
-            print(f"tshark -q -z rtp,streams: {packets / took:,.0f} RTP packets/s")
+        if yardstick:
+            took = statistics.median(y[0] for y in yardstick)
+            took_cpu = statistics.median(y[1] for y in yardstick)
+            print(f"tshark -q -z rtp,streams: {packets / took:,.0f} RTP packets/s (median of {args.runs}); "
+                  f"{packets / took_cpu:,.0f} per CPU second")
+            print(f"callrec / tshark: {took / seconds:.2f}x (wall clock), {took_cpu / cpu:.2f}x (CPU time)")
         print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
         shutil.rmtree(work)

@@ -40,11 +40,13 @@ class Progress:
             self.stream.write("\n")
 
 
-def replay(recorder: Recorder, captures: list[Path]) -> int:
+def replay(recorder: Recorder, captures: list[Path], *, batched: bool = True) -> int:
     """Feed every capture in order; returns the number of unreadable files.
 
     A broken capture stops only itself: what was decoded before the damage
-    is kept, the error is logged, and the next file is read.
+    is kept, the error is logged, and the next file is read.  `batched`
+    takes the batched media path (recorder.batch), which gives the same
+    results as the per-frame one (`batched=False`), faster.
     """
     failures = 0
     total = sum(p.stat().st_size for p in captures if p.exists())
@@ -54,9 +56,14 @@ def replay(recorder: Recorder, captures: list[Path]) -> int:
         for path in captures:
             capture = CaptureFile(path)
             try:
-                for frames in capture.batches():
-                    recorder.feed_frames(frames)
-                    progress.update(done_before + capture.bytes_read, path.name)
+                if batched:
+                    for batch in capture.frame_batches():
+                        recorder.feed_batch(batch)
+                        progress.update(done_before + capture.bytes_read, path.name)
+                else:
+                    for frames in capture.batches():
+                        recorder.feed_frames(frames)
+                        progress.update(done_before + capture.bytes_read, path.name)
             except CaptureFormatError as exc:
                 failures += 1
                 log.error("capture.unreadable", file=str(path), reason=str(exc))

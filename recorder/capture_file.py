@@ -12,12 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from struct import Struct
+from typing import BinaryIO
 
-from wire.pcap import CaptureDecoder, CaptureFormatError, Frame
+import numpy as np
 
-__all__ = ["CHUNK_SIZE", "CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
+from wire.pcap import MAX_CAPLEN, CaptureDecoder, CaptureFormatError, Frame
+
+from .batch import FrameBatch
+
+__all__ = ["BATCH_CHUNK_SIZE", "CHUNK_SIZE", "CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
 
 CHUNK_SIZE = 64 * 1024
+BATCH_CHUNK_SIZE = 2 * 1024 * 1024
+"""Chunk read for `frame_batches`: the batched path pays its fixed costs
+once per batch, and a tick of the recorder's clock splits it anyway."""
+_CLASSIC_MAGICS = frozenset((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
+_PROBE_MAX = 4096
+"""Records of one length checked at once while walking a classic pcap."""
+_MIN_RUN = 8
+"""Records of one length worth checking at once; after a shorter run the
+next _ALONE records are taken one by one (a capture of mixed lengths)."""
+_ALONE = 32
 
 
 class CaptureFile:
@@ -64,6 +80,136 @@ class CaptureFile:
                 if frames:
                     yield frames
         decoder.close()
+
+    def frame_batches(self, chunk_size: int = BATCH_CHUNK_SIZE) -> Iterator[FrameBatch]:
+        """The same frames as `batches`, as FrameBatches for
+        `Recorder.feed_batch`.  A classic pcap's records are found without a
+        Python step per record where consecutive records have one length (a
+        mirror port's RTP), with the decoder's checks, errors and counters;
+        pcapng goes through the decoder."""
+        self.bytes_read = 0
+        self.decoder = decoder = CaptureDecoder()
+        with self.path.open("rb") as fh:
+            chunk = fh.read(chunk_size)
+            self.bytes_read = len(chunk)
+            if len(chunk) < 24 or chunk[:4] not in _CLASSIC_MAGICS:
+                yield from self._decoded(fh, decoder, chunk, chunk_size)
+                return
+            decoder.feed(chunk[:24])
+            walker = _PcapWalker(decoder)
+            chunk = chunk[24:]
+            while chunk:
+                batch, error = walker.feed(chunk)
+                if batch is not None:
+                    yield batch
+                if error is not None:
+                    raise error
+                chunk = fh.read(chunk_size)
+                self.bytes_read += len(chunk)
+            walker.close()
+
+    def _decoded(self, fh: BinaryIO, decoder: CaptureDecoder, chunk: bytes, chunk_size: int) -> Iterator[FrameBatch]:
+        """A capture the decoder reads record by record (pcapng), from `chunk` on."""
+        while chunk:
+            try:
+                frames = decoder.feed(chunk)
+            except CaptureFormatError as exc:
+                if exc.frames:
+                    yield FrameBatch.from_frames(exc.frames)
+                raise
+            if frames:
+                yield FrameBatch.from_frames(frames)
+            chunk = fh.read(chunk_size)
+            self.bytes_read += len(chunk)
+        decoder.close()
+
+
+class _PcapWalker:
+    """Classic pcap records after the file header, a chunk at a time, as
+    CaptureDecoder would cut them (same errors, same counters)."""
+
+    def __init__(self, decoder: CaptureDecoder) -> None:
+        self.decoder = decoder
+        self.big = decoder._rec.format.startswith(">")
+        self.u32 = Struct(">I" if self.big else "<I").unpack_from
+        self.dtype = np.dtype(">u4" if self.big else "<u4")
+        self.divisor = decoder._divisor
+        self.linktype = decoder._linktype
+        self.pending = b""
+        self.consumed = 24
+
+    def feed(self, chunk: bytes) -> tuple[FrameBatch | None, CaptureFormatError | None]:
+        """The records `chunk` completes, and the error that stops the walk."""
+        data = self.pending + chunk if self.pending else chunk
+        offsets, used, absurd = self._walk(data)
+        batch = self._batch(data, offsets) if offsets else None
+        if absurd is not None:
+            at = self.consumed + used
+            self.pending = b""
+            return batch, CaptureFormatError(f"absurd pcap record length {absurd} at offset {at}", offset=at)
+        self.pending = data[used:]
+        self.consumed += used
+        return batch, None
+
+    def _walk(self, data: bytes) -> tuple[list[np.ndarray], int, int | None]:
+        """Record offsets in `data`, how far they reach, and the absurd
+        record length that stops the walk there, if one does."""
+        n = len(data)
+        u32 = self.u32
+        parts: list[np.ndarray] = []
+        singles: list[int] = []
+        probe = 16
+        alone = 0  # records to take one by one before checking a run again
+        off = 0
+        while off + 16 <= n:
+            caplen = u32(data, off + 8)[0]
+            if caplen > MAX_CAPLEN:
+                if singles:
+                    parts.append(np.array(singles, dtype=np.int64))
+                return parts, off, caplen
+            stride = 16 + caplen
+            if off + stride > n:
+                break
+            fit = min((n - off) // stride, probe)
+            if alone or fit < _MIN_RUN:
+                singles.append(off)
+                off += stride
+                alone = max(alone - 1, 0)
+                continue
+            lengths = np.ndarray((fit,), dtype=self.dtype, buffer=data, offset=off + 8, strides=(stride,))
+            differ = np.flatnonzero(lengths != caplen)
+            run = int(differ[0]) if differ.size else fit
+            if singles:
+                parts.append(np.array(singles, dtype=np.int64))
+                singles = []
+            parts.append(off + stride * np.arange(run, dtype=np.int64))
+            off += stride * run
+            if run == fit:
+                probe = min(probe * 2, _PROBE_MAX)
+            else:
+                probe = 16
+                alone = _ALONE if run < _MIN_RUN else 0
+        if singles:
+            parts.append(np.array(singles, dtype=np.int64))
+        return parts, off, None
+
+    def _batch(self, data: bytes, parts: list[np.ndarray]) -> FrameBatch:
+        offsets = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        u8 = np.frombuffer(data, dtype=np.uint8)
+        headers = np.lib.stride_tricks.sliding_window_view(u8, 16)[offsets].view(self.dtype).astype(np.int64)
+        sec, frac, caplen, wirelen = headers[:, 0], headers[:, 1], headers[:, 2], headers[:, 3]
+        stats = self.decoder.stats
+        stats["records"] += len(offsets)
+        stats["short_records"] += int(np.count_nonzero(caplen < wirelen))
+        times = sec.astype(np.float64) + frac.astype(np.float64) / self.divisor
+        return FrameBatch(data, offsets + 16, caplen, times, np.full(len(offsets), self.linktype, dtype=np.int64))
+
+    def close(self) -> None:
+        if self.pending:
+            left = len(self.pending)
+            self.decoder.stats["truncated_bytes"] = left
+            raise CaptureFormatError(f"truncated capture: {left} bytes after last complete record",
+                                     offset=self.consumed)
 
 
 def read_capture(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[Frame]:

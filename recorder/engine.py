@@ -33,7 +33,7 @@ import dataclasses
 import ipaddress
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -44,6 +44,7 @@ from policy.on_demand import OnDemandRule
 from wire.pcap import Frame
 from wire.sip import SipMessage, SipParseError, SipStreamFramer, looks_like_sip, parse_sip
 
+from .batch import BatchPath, FrameBatch
 from .calls import Call, CallAnswered, CallDropped, CallEnded, CallEvent, CallTracker, MediaChanged
 from .codecs import CallDecoders, file_rate
 from .interleave import EncodingChange, StereoInterleaver
@@ -170,6 +171,11 @@ class Recorder:
         self._held: list[tuple[float, tuple[int, bytes] | None]] = []
         """Frames (or the daemon's clock, None) held off the clock."""
         self._peek = PacketDecoder(dedup_window=0)
+        self._touch: Callable[[CallMedia], None] | None = None
+        """While a batch is fed (recorder.batch): told before scalar code
+        reads or changes a call's media, so that the batch's earlier packets
+        of that call are in place first."""
+        self._batch = BatchPath(self)
         self.stats = {
             "rtp_packets": 0, "rtp_unmatched": 0, "rtp_foreign": 0,
             "rtcp_packets": 0, "rtp_not_recorded": 0, "sip_malformed": 0, "udp_other": 0,
@@ -236,6 +242,37 @@ class Recorder:
         finally:
             self.stats["rtp_packets"] += rtp
             self._frame_ts = frame_ts
+
+    def feed_batch(self, batch: FrameBatch) -> None:
+        """The frames of `batch` as `feed_frames` takes them, with the same
+        results to the byte: the common RTP frame of a call being recorded is
+        placed a batch at a time with array operations, everything else takes
+        the per-frame path in order (recorder.batch).  Live capture calls it
+        with `FrameBatch.from_frames` of a ring block."""
+        self._batch.feed(batch)
+
+    def _datagrams(self, ts: float, datagrams: Iterable[tuple[int, Flow, bytes]]) -> int:
+        """One frame's datagrams as feed_frames handles them (its clock
+        already set); returns the RTP packets given to `_media_packet`, which
+        the caller counts.  The batch path's per-frame fallback."""
+        flows = self._flows
+        rtp = 0
+        for proto, flow, payload in datagrams:
+            if proto != 17:
+                self._sip_stream(ts, flow, payload)
+                continue
+            route = flows.get(flow)
+            if route is None:
+                if looks_like_sip(payload):
+                    self._sip_datagram(ts, flow, payload)
+                else:
+                    self._classify_udp(ts, flow, payload)
+            elif len(payload) > 1 and 199 < payload[1] < 205:
+                self._rtcp(route[0], route[1])
+            else:
+                rtp += 1
+                self._media_packet(ts, route[0], route[1], flow, payload)
+        return rtp
 
     def finish(self, reason: str = "capture_end") -> None:
         """End of input (or of the daemon): close every open call, incomplete."""
@@ -319,6 +356,8 @@ class Recorder:
             self._adopt_orphans()
         for event in events:
             media = self._media.get(event.call.serial)
+            if media is not None and self._touch is not None:
+                self._touch(media)
             if isinstance(event, CallAnswered):
                 if event.call.classification.record:
                     media = media or self._media_for(event.call)
@@ -480,6 +519,8 @@ class Recorder:
 
         Only a recorded call gets an origin, so a started recording skips the
         policy lookup (two more objects to fetch per packet)."""
+        if self._touch is not None:
+            self._touch(media)
         if media.origin is None:
             if not media.call.classification.record:
                 self.stats["rtp_not_recorded"] += 1

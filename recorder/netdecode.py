@@ -18,7 +18,10 @@ slices; every other frame takes the general path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from struct import Struct
+
+import numpy as np
 
 from .ipfrag import FragmentReassembler
 from .tcpstream import TcpReassembler
@@ -192,6 +195,110 @@ class PacketDecoder:
                     return ((17, flow, payload),)
                 return self._deliver_udp(ts, key, (17, flow, payload))
         return self._decode_general(ts, linktype, frame)
+
+    def decode_prepared(
+        self, data: bytes, times: np.ndarray, links: list[int], idents: list[int], starts: np.ndarray,
+        ends: list[int], frame_at: Callable[[int], bytes],
+    ) -> tuple[list[bytes | None], list[bytes | None], dict[int, tuple[FlowDatagram, ...]], list[int]]:
+        """Frames of one buffer whose common Ethernet/IPv4/UDP geometry was
+        checked in bulk (recorder.batch): `starts[i]` is where frame i's flow
+        begins in `data` (its payload 16 bytes later, up to `ends[i]`; its IP
+        identification is `idents[i]`), or -1 for a frame that takes
+        `decode_flows` (`frame_at(i)` gives its bytes, `links[i]` its link type).
+
+        Returns, per frame, the flow and payload of a prepared frame that is
+        not a duplicate (else None); the result of `decode_flows` for the
+        others, by frame number; and the prepared frames that were
+        duplicates.  The de-duplication is decode_flows's own with the same
+        state and counters after every frame: a run of prepared frames within
+        one generation whose keys are new and distinct is entered at once
+        (what decode_flows's fast path would do frame by frame), any other
+        frame on its own."""
+        count = len(times)
+        flows: list[bytes | None] = [None] * count
+        payloads: list[bytes | None] = [None] * count
+        general: dict[int, tuple[FlowDatagram, ...]] = {}
+        dropped: list[int] = []
+        when = times.tolist()
+        start_at = starts.tolist()
+        # Per frame, the next frame at or after it that is not prepared.
+        unprepared = np.flatnonzero(starts < 0)
+        upto_at = np.append(unprepared, count)[np.searchsorted(unprepared, np.arange(count))].tolist()
+        i = 0
+        while i < count:
+            ts = when[i]
+            if start_at[i] < 0 or not ts < self._tick:
+                general[i] = self.decode_flows(ts, links[i], frame_at(i))
+                i += 1
+                continue
+            limit = min(self._tick, self._rotate_at)
+            stop = min(upto_at[i], i + max(_DEDUP_MAX_ENTRIES - len(self._cur), 0))
+            late = np.flatnonzero(~(times[i:stop] < limit))
+            if late.size:
+                stop = i + int(late[0])
+            if stop - i > 1:
+                self._enter_run(data, when, idents, start_at, ends, i, stop, flows, payloads, dropped)
+                i = stop
+                continue
+            self._enter_one(data, ts, idents[i], start_at[i], ends[i], i, flows, payloads, dropped)
+            i += 1
+        return flows, payloads, general, dropped
+
+    def _enter_run(self, data: bytes, when: list[float], idents: list[int], start_at: list[int], ends: list[int],
+                   begin: int, stop: int, flows: list[bytes | None], payloads: list[bytes | None],
+                   dropped: list[int]) -> None:
+        """decode_prepared's frames [begin, stop), all within the current
+        generation, its time and its room: the keys that are new are entered
+        at once, the others (a copy within the run, or of a key already kept)
+        one by one in their place."""
+        run_flows = [data[at : at + 12] for at in start_at[begin:stop]]
+        run_payloads = [data[at + 16 : end] for at, end in zip(start_at[begin:stop], ends[begin:stop], strict=True)]
+        keys = list(zip(idents[begin:stop], run_flows, run_payloads, strict=True))
+        cur, prev = self._cur, self._prev
+        if len(set(keys)) == len(keys) and cur.keys().isdisjoint(keys) and prev.keys().isdisjoint(keys):
+            cur.update(zip(keys, when[begin:stop], strict=True))
+            flows[begin:stop] = run_flows
+            payloads[begin:stop] = run_payloads
+            self.frames += stop - begin
+            return
+        seen: set[_DedupKey] = set()
+        known = []
+        for n, key in enumerate(keys):
+            if key in seen or key in cur or key in prev:
+                known.append(n)
+            seen.add(key)
+        done = 0
+        for n in [*known, len(keys)]:
+            if n > done:
+                cur.update(zip(keys[done:n], when[begin + done : begin + n], strict=True))
+                flows[begin + done : begin + n] = run_flows[done:n]
+                payloads[begin + done : begin + n] = run_payloads[done:n]
+                self.frames += n - done
+            if n < len(keys):
+                self.frames += 1
+                if self._deliver_udp(when[begin + n], keys[n], (17, run_flows[n], run_payloads[n])):
+                    flows[begin + n] = run_flows[n]
+                    payloads[begin + n] = run_payloads[n]
+                else:
+                    dropped.append(begin + n)
+            done = n + 1
+
+    def _enter_one(self, data: bytes, ts: float, ident: int, at: int, end: int, i: int, flows: list[bytes | None],
+                   payloads: list[bytes | None], dropped: list[int]) -> None:
+        """One decode_prepared frame as decode_flows's fast path (or
+        _deliver_udp) takes it."""
+        self.frames += 1
+        flow = data[at : at + 12]
+        payload = data[at + 16 : end]
+        key = (ident, flow, payload)
+        cur = self._cur
+        if ts < self._rotate_at and len(cur) < _DEDUP_MAX_ENTRIES and key not in cur and key not in self._prev:
+            cur[key] = ts
+        elif not self._deliver_udp(ts, key, (17, flow, payload)):
+            dropped.append(i)
+            return
+        flows[i] = flow
+        payloads[i] = payload
 
     def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
         """Run periodic expiry, then decode.  The NaN tick makes the nested

@@ -1,0 +1,591 @@
+"""The batched media path: the common RTP frame placed a batch at a time.
+
+On a busy mirror port nearly every frame is the same thing: Ethernet (at most
+one VLAN tag), IPv4, UDP, an RTP packet of a call being recorded, next in its
+sequence, in the law of the file, landing right where its channel's audio
+ends.  For such a frame `Recorder._media_packet` does a fixed amount of
+bookkeeping; here it is done for the whole batch with array operations over
+the batch's one buffer (header fields at fixed offsets, flow numbers,
+sequence, timestamp, anchor and placement checks per stream), a stream's
+audio is copied into its ring in one or two slices, and the commits the
+interleaver makes when a packet passes its window are made in frame order
+between them.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
+flows, foreign SSRCs, sequence or timestamp jumps, marker bits, DTMF, anchor
+moves, on-demand lines, frames off the capture clock) goes through the
+per-frame code, in capture order, and the results are the same to the byte.
+
+Order is what makes that hold.  The frames are first decoded in order (the
+de-duplication is the per-frame code's own).  Then, between two ticks of the
+recorder's clock (a stretch), the frames that qualify are checked against
+their stream's state as it was when the stretch began; a stream's run of
+qualifying frames ends at its first frame that does not qualify.  The other
+frames are handled one by one, in order, and whenever the per-frame code is
+about to read or change a call's media (`Recorder._touch`), that call's
+qualifying frames before it are put in place first and its later ones join
+the per-frame queue.  Calls do not share media state, so the rest is put in
+place at the end of the stretch, before the tick, which reads every call.
+"""
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wire.pcap import Frame
+
+if TYPE_CHECKING:
+    from .engine import CallMedia, Recorder
+
+__all__ = ["BatchPath", "FrameBatch"]
+
+_CLOCK_JUMP = 2.0
+"""recorder.engine.CLOCK_JUMP_SECONDS (not imported: the engine imports this module)."""
+_TICK = 0.5
+"""recorder.engine.TICK_SECONDS."""
+_RATE = 8000
+_AUDIO = 0
+"""recorder.stream's kind of an audio payload type."""
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """Frames in one buffer: frame i is data[offsets[i]:offsets[i] + lengths[i]],
+    captured at times[i] on link type linktypes[i]."""
+
+    data: bytes
+    offsets: np.ndarray
+    lengths: np.ndarray
+    times: np.ndarray
+    linktypes: np.ndarray
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> FrameBatch:
+        """A batch of frames as the capture decoder and the live ring give them."""
+        lengths = np.fromiter((len(f[2]) for f in frames), dtype=np.int64, count=len(frames))
+        offsets = np.zeros(len(frames), dtype=np.int64)
+        if len(frames) > 1:
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        return cls(b"".join(f[2] for f in frames), offsets, lengths,
+                   np.fromiter((f[0] for f in frames), dtype=np.float64, count=len(frames)),
+                   np.fromiter((f[1] for f in frames), dtype=np.int64, count=len(frames)))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def frame(self, i: int) -> bytes:
+        start = int(self.offsets[i])
+        return self.data[start:start + int(self.lengths[i])]
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        """The frames as (time, link type, bytes), for the per-frame path."""
+        stop = len(self) if stop is None else stop
+        times, links = self.times.tolist(), self.linktypes.tolist()
+        for i in range(start, stop):
+            yield times[i], links[i], self.frame(i)
+
+
+def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame, where its flow starts (-1 unless Ethernet, at most one
+    802.1Q tag, IPv4 with a 20-byte header, UDP, not a fragment, lengths
+    consistent: PacketDecoder's fast test), where its UDP payload ends, its
+    IP identification, and a number naming its flow (addresses and ports
+    mixed; `_flow_ids` makes them exact)."""
+    starts = np.full(count, -1, dtype=np.int64)
+    ends = np.zeros(count, dtype=np.int64)
+    idents = np.zeros(count, dtype=np.int64)
+    mixed = np.zeros(count, dtype=np.uint64)
+    off, size = batch.offsets[:count], batch.lengths[:count]
+    u8 = np.frombuffer(batch.data, dtype=np.uint8)
+    sel = np.flatnonzero((batch.linktypes[:count] == 1) & (size >= 42) & (off + _HEAD <= len(u8)))
+    if not sel.size:
+        return starts, ends, idents, mixed
+    off, size = off[sel], size[sel]
+    head = np.lib.stride_tricks.sliding_window_view(u8, _HEAD)[off]
+    vlan = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (size >= 46)
+    # The IPv4 and UDP headers where they are, with or without the tag.
+    ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
+    words = ip.view(">u2").astype(np.int64)
+    flags_proto = ip[:, 6:10].view(">u4")[:, 0].astype(np.int64)
+    link = np.where(vlan, 18, 14)
+    etype = np.where(vlan, (head[:, 16].astype(np.int64) << 8) | head[:, 17],
+                     (head[:, 12].astype(np.int64) << 8) | head[:, 13])
+    tlen, ulen = words[:, 1], words[:, 12]
+    ok = (
+        (etype == 0x0800)
+        & (ip[:, 0] == 0x45)
+        & ((flags_proto & 0x3FFF00FF) == 17)
+        & (ulen >= 8) & (ulen <= tlen - 20) & (link + tlen <= size)
+    )
+    good = sel[ok]
+    starts[good] = (off + link + 12)[ok]
+    ends[good] = (off + link + 20 + ulen)[ok]
+    idents[good] = words[ok, 2]
+    flow = ip[ok, 12:24].view(">u4").astype(np.uint64)
+    mixed[good] = (flow[:, 0] << np.uint64(32)) ^ flow[:, 1] ^ (flow[:, 2] * np.uint64(0x9E3779B97F4A7C15))
+    return starts, ends, idents, mixed
+
+
+def _flow_ids(u8: np.ndarray, starts: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Numbers the flows (12 bytes from each start; `mixed` from
+    `_geometry`): per frame its flow's number, and per number a frame that
+    has it.  None if two flows would share a number (a hash collision: the
+    caller goes flow by flow)."""
+    _, first, number = np.unique(mixed, return_index=True, return_inverse=True)
+    number = number.reshape(-1)
+    flows = np.lib.stride_tricks.sliding_window_view(u8, 12)[starts]
+    if not (flows[first[number]] == flows).all():
+        return None
+    return number, first
+
+
+@dataclass(slots=True)
+class _Stretch:
+    """The qualifying frames of one stretch, grouped by stream: what the
+    runs share (lists where they are bisected, arrays where one item is
+    read)."""
+
+    order: list[int]
+    """Frame numbers in the batch."""
+    ends: list[int]
+    """Where each frame's audio ends on the timeline (its position + size)."""
+    size: np.ndarray
+    audio: np.ndarray
+    """Where each frame's audio starts in the batch's buffer."""
+    rtp_ts: np.ndarray
+    arrival: np.ndarray
+
+
+@dataclass(slots=True)
+class _Run:
+    """A stream's qualifying frames in the current stretch: items
+    [first, stop) of the stretch."""
+
+    media: CallMedia
+    channel: int
+    stretch: _Stretch
+    first: int
+    stop: int
+    rows: np.ndarray | None
+    """The frames' audio, one row each, when they all have one size."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    media: CallMedia
+    channel: int
+    params: tuple[int, ...]
+    origin: float
+
+
+_HEAD = 46
+"""Bytes of a frame read for its geometry: Ethernet, a tag, IPv4 and UDP."""
+_MAX_SIZES = 4
+"""Distinct audio sizes per stretch whose audio is gathered in bulk."""
+
+
+class BatchPath:
+    """Feeds FrameBatches to a Recorder; see the module docstring."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.rec = recorder
+        self._runs: dict[int, list[_Run]] = {}
+        self._queue: list[int] = []
+        self._cursor = 0
+        self._mv: memoryview | None = None
+        self._u8: np.ndarray | None = None
+        # The batch's frames for the per-frame way: time, clock after, datagram.
+        self._times: list[float] = []
+        self._now1: list[float] = []
+        self._frame1: list[float] = []
+        self._flows: list[bytes | None] = []
+        self._payloads: list[bytes | None] = []
+
+    # ---- the batch ----------------------------------------------------------
+    def feed(self, batch: FrameBatch) -> None:
+        rec = self.rec
+        count = len(batch)
+        if not count:
+            return
+        if rec._held:
+            rec.feed_frames(list(batch.frames()))
+            return
+        times = batch.times
+        # The clock as feed_frames keeps it, before (now, frame_ts) and
+        # after (now1, frame1) each frame; frames from the first one off the
+        # clock on take the per-frame path, which holds them.
+        now0, frame0 = rec.now, rec._frame_ts
+        before = np.empty(count)
+        before[0] = -np.inf
+        if count > 1:
+            np.maximum.accumulate(times[:-1], out=before[1:])
+        now = np.maximum(before, now0)
+        frame_ts = np.where(before > now0, np.maximum(before, frame0), frame0)
+        lo = frame_ts - _CLOCK_JUMP
+        hi = np.where(frame_ts == -np.inf, np.inf, now + _CLOCK_JUMP)
+        on_clock = (lo <= times) & (times <= hi)
+        stop = count if on_clock.all() else int(np.argmin(on_clock))
+        if stop:
+            raised = times[:stop] > now[:stop]
+            now1 = np.maximum(now[:stop], times[:stop])
+            frame1 = np.where(raised, times[:stop], frame_ts[:stop])
+            self._feed_on_clock(batch, stop, raised, now1.tolist(), frame1.tolist())
+        if stop < count:
+            rec.feed_frames(list(batch.frames(stop)))
+
+    def _feed_on_clock(self, batch: FrameBatch, count: int, raised: np.ndarray, now1: list[float],
+                       frame1: list[float]) -> None:
+        rec = self.rec
+        starts, ends, idents, mixed = _geometry(batch, count)
+        times = batch.times[:count].tolist()
+        flows, payloads, general, dropped = rec.decoder.decode_prepared(
+            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
+            batch.frame)
+        quick = starts >= 0
+        quick[np.fromiter(general, dtype=np.int64, count=len(general))] = False
+        quick[np.array(dropped, dtype=np.int64)] = False
+        other = np.zeros(count, dtype=bool)
+        other[np.array([i for i, datagrams in general.items() if datagrams], dtype=np.int64)] = True
+        self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
+        numbered = np.flatnonzero(quick)
+        ids = _flow_ids(u8, starts[numbered], mixed[numbered]) if numbered.size else None
+        flow_of = np.full(count, -1, dtype=np.int64)
+        if ids is not None:
+            flow_of[numbered] = ids[0]
+            names = [flows[i] for i in numbered[ids[1]].tolist()]
+        else:
+            names = []
+        # Ticks: where a frame raises the clock to the next tick.
+        ticks = []
+        next_tick = rec._next_tick
+        rising = np.flatnonzero(raised)
+        rising_ts = batch.times[rising]
+        at = 0
+        while True:
+            at += int(np.searchsorted(rising_ts[at:], next_tick, side="left"))
+            if at >= len(rising):
+                break
+            frame = int(rising[at])
+            ticks.append(frame)
+            next_tick = times[frame] + _TICK
+            at += 1
+        self._mv = memoryview(batch.data)
+        self._times, self._now1, self._frame1, self._flows, self._payloads = times, now1, frame1, flows, payloads
+        rec._touch = self._touch
+        try:
+            begin = 0
+            for tick in [*ticks, count]:
+                if tick > begin:
+                    qualified = self._qualify(batch, begin, tick, quick, flow_of, names, starts, ends)
+                    waiting = quick[begin:tick] | other[begin:tick]
+                    waiting[qualified - begin] = False
+                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), flows, payloads, general, times,
+                                 now1, frame1)
+                    self._cursor = tick
+                    self._place_all()
+                if tick < count:
+                    rec.now = rec._frame_ts = times[tick]
+                    rec._tick(times[tick])
+                begin = tick
+        finally:
+            self._place_all()
+            rec._touch = None
+            self._mv = self._u8 = None
+            self._times, self._now1, self._frame1, self._flows, self._payloads = [], [], [], [], []
+        rec.now, rec._frame_ts = now1[-1], frame1[-1]
+
+    def _scalar(self, queue: list[int], flows: list[bytes | None], payloads: list[bytes | None],
+                general: dict[int, Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
+        """The frames of a stretch that take the per-frame path, in order
+        (`_touch` adds to the queue)."""
+        rec = self.rec
+        self._queue = queue
+        rtp = 0
+        while queue:
+            i = heapq.heappop(queue)
+            self._cursor = i
+            rec.now, rec._frame_ts = now1[i], frame1[i]
+            flow = flows[i]
+            datagrams = ((17, flow, payloads[i]),) if flow is not None else general[i]
+            rtp += rec._datagrams(times[i], datagrams)
+        rec.stats["rtp_packets"] += rtp
+
+    # ---- one stretch between ticks ---------------------------------------------
+    def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
+        """The streams that can take frames in bulk now, and per flow number
+        its stream's number (-1: none)."""
+        rec = self.rec
+        streams: list[_Stream] = []
+        numbers: dict[int, int] = {}
+        of_flow = np.full(len(names), -1, dtype=np.int64)
+        for flow_id in present.tolist():
+            route = rec._flows.get(names[flow_id])
+            if route is None:
+                continue
+            media, channel = route
+            key = id(media) * 2 + channel
+            number = numbers.get(key)
+            if number is None:
+                stream = self._eligible(media, channel)
+                number = numbers[key] = -1 if stream is None else len(streams)
+                if stream is not None:
+                    streams.append(stream)
+            of_flow[flow_id] = number
+        return streams, of_flow
+
+    def _eligible(self, media: CallMedia, channel: int) -> _Stream | None:
+        """The stream's state, if its next in-order audio packet would take
+        the per-packet path of `locate` and `place_samples` without a
+        branch: a recording in G.711 at 8 kHz, in the file's law, anchored in
+        the stream's clock, not an on-demand line."""
+        interleaver = media.interleaver
+        if (media.origin is None or interleaver is None or media.handle is None or media.wideband
+                or media.call.classification.on_demand is not None
+                or self.rec._media.get(media.call.serial) is not media):
+            return None
+        stream = media.streams[channel]
+        kind, encoding, clock, width = stream._last_info
+        src = stream._src
+        if (stream._last_head < 0 or kind != _AUDIO or width != 1 or clock != _RATE or stream.rate != _RATE
+                or encoding != interleaver.encoding or interleaver.rate != _RATE or src.unit_clock != clock
+                or stream._src_id < 0):
+            return None
+        return _Stream(media, channel, (stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
+                                        src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
+                                        media.limit), stream.origin)
+
+    def _qualify(self, batch: FrameBatch, begin: int, end: int, quick: np.ndarray, flow_of: np.ndarray,
+                 names: list[bytes], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The frames of [begin, end) that take the bulk path (see the module
+        docstring); their runs are registered for `_touch` and `_place_all`."""
+        none = np.empty(0, dtype=np.int64)
+        flow = flow_of[begin:end]
+        index = np.flatnonzero(flow >= 0)
+        if not index.size:
+            return none
+        flow = flow[index]
+        index += begin
+        streams, of_flow = self._streams(names, np.unique(flow))
+        if not streams:
+            return none
+        try:
+            params = np.array([s.params for s in streams], dtype=np.int64)
+        except OverflowError:
+            return none
+        number = of_flow[flow]
+        chosen = number >= 0
+        index, number = index[chosen], number[chosen]
+        if not index.size:
+            return none
+        order = np.argsort(number, kind="stable")
+        index, number = index[order], number[order]
+        u8 = self._u8
+        assert u8 is not None
+        start = starts[index] + 16
+        size = ends[index] - start - 12
+        header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)]
+        words = header.view(">u2").astype(np.int64)
+        longs = header.view(">u4").astype(np.int64)
+        head, seq, rtp_ts, ssrc = words[:, 0], words[:, 1], longs[:, 1], longs[:, 2]
+        origin = np.array([s.origin for s in streams], dtype=np.float64)
+        p = params[number]
+        count = len(number)
+        first = np.ones(count, dtype=bool)
+        first[1:] = number[1:] != number[:-1]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(count), 0))
+        rank = np.arange(count) - group_start + 1
+        prev_ts = np.empty_like(rtp_ts)
+        prev_ts[0] = 0
+        prev_ts[1:] = rtp_ts[:-1]
+        prev_ts = np.where(first, p[:, 3], prev_ts)
+        arrival = batch.times[index]
+        wall = np.rint((arrival - origin[number]) * _RATE).astype(np.int64)
+        pos = rtp_ts + p[:, 4]
+        drift = pos - wall
+        step = rtp_ts - prev_ts
+        audio = np.maximum(size, 0)
+        filled = np.cumsum(audio) - audio
+        before = filled - filled[group_start]
+        low = head & 0xFF
+        ok = (
+            (size >= 0)
+            & (head == p[:, 0]) & (ssrc == p[:, 1])
+            & ((low < 200) | (low > 204))  # never RTCP (multiplexed, RFC 5761)
+            & (seq == ((p[:, 2] + rank) & 0xFFFF))
+            & (step >= -0x80000000) & (step < 0x80000000)
+            & (p[:, 5] <= drift) & (drift <= p[:, 6])
+            & (pos == p[:, 7] + before)
+            & (audio <= p[:, 8]) & (pos <= p[:, 9])
+        )
+        bad = np.cumsum(~ok)
+        bad_before = bad - (~ok) - (bad - (~ok))[group_start]
+        take = np.flatnonzero(ok & (bad_before == 0))
+        if not take.size:
+            return none
+        number = number[take]
+        sizes = audio[take]
+        audio_at = start[take] + 12
+        heads = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
+        taken = index[take]
+        stretch = _Stretch(taken.tolist(), (pos[take] + sizes).tolist(), sizes, audio_at, rtp_ts[take], arrival[take])
+        rows = self._gather(u8, sizes, audio_at, heads)
+        bounds = heads.tolist()
+        runs = self._runs
+        for n, (a, b) in enumerate(pairwise(bounds)):
+            stream = streams[int(number[a])]
+            runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
+        return taken
+
+    @staticmethod
+    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[np.ndarray | None]:
+        """Per run (from each head to the next), its audio as rows of one
+        size, gathered with one copy per size; None for a run of mixed sizes."""
+        count = len(heads) - 1
+        lo, hi = int(sizes.min()), int(sizes.max())
+        if lo == hi:
+            if lo <= 0 or lo > len(u8):
+                return [None] * count
+            rows = np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]
+            return [rows[a:b] for a, b in pairwise(heads.tolist())]
+        out: list[np.ndarray | None] = [None] * count
+        starts = heads[:-1]
+        mixed = np.zeros(len(sizes), dtype=np.int64)
+        mixed[1:] = sizes[1:] != sizes[:-1]
+        mixed[starts] = 0
+        uniform = np.add.reduceat(mixed, starts) == 0
+        run_size = sizes[starts]
+        for size in np.unique(run_size[uniform])[:_MAX_SIZES].tolist():
+            if size <= 0 or size > len(u8):
+                continue
+            members = sizes == size
+            rank = np.cumsum(members) - 1
+            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]
+            for r in np.flatnonzero(uniform & (run_size == size)).tolist():
+                a, b = int(heads[r]), int(heads[r + 1])
+                out[r] = rows[rank[a]:rank[a] + b - a]
+        return out
+
+    # ---- putting runs in place --------------------------------------------------
+    def _touch(self, media: CallMedia) -> None:
+        """The per-frame code is about to use `media`: its frames before the
+        current one go in place, its later ones join the per-frame queue."""
+        runs = self._runs.pop(id(media), None)
+        if runs is None:
+            return
+        cursor = self._cursor
+        cuts = [bisect_left(run.stretch.order, cursor, run.first, run.stop) for run in runs]
+        for run, cut in zip(runs, cuts, strict=True):
+            for i in run.stretch.order[cut:run.stop]:
+                heapq.heappush(self._queue, i)
+        self._place(media, runs, cuts)
+
+    def _place_all(self) -> None:
+        runs, self._runs = self._runs, {}
+        for group in runs.values():
+            self._place(group[0].media, group, [run.stop for run in group])
+
+    def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
+        """Do what `_media_packet` does for the call's runs (one per
+        channel) up to `counts` (items of the stretch), in frame order: audio
+        copied in bulk between the frames that take the interleaver past its
+        window, which commit (`StereoInterleaver._put`) as they would one by
+        one.  Should a commit move the other channel's end, its frames no
+        longer follow on and the rest go the per-frame way, in order."""
+        interleaver = media.interleaver
+        assert interleaver is not None
+        done = [run.first for run in runs]
+        window = interleaver._window
+        hi = interleaver._hi
+        while True:
+            limit = interleaver._limit
+            trigger, which = -1, -1
+            for n, run in enumerate(runs):
+                if done[n] < counts[n]:
+                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
+                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
+                        trigger, which = k, n
+            if trigger < 0:
+                for n, run in enumerate(runs):
+                    self._copy(run, done[n], counts[n])
+                    done[n] = counts[n]
+                break
+            run = runs[which]
+            at = run.stretch.order[trigger]
+            for n, other in enumerate(runs):
+                upto = trigger if n == which else bisect_left(other.stretch.order, at, done[n], counts[n])
+                self._copy(other, done[n], upto)
+                done[n] = upto
+            end = run.stretch.ends[trigger]
+            before = hi[1 - run.channel]
+            out = interleaver._emit(min(end - window + interleaver._step, end - int(run.stretch.size[trigger])))
+            if out:
+                assert media.handle is not None
+                media.handle.append(out)
+            self._copy(run, trigger, trigger + 1)
+            done[which] = trigger + 1
+            if hi[1 - run.channel] != before and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                self._finish(media, runs, done, counts)
+                return
+        self._finish(media, runs, done, done)
+
+    def _copy(self, run: _Run, begin: int, end: int) -> None:
+        """The audio of the run's items [begin, end) into its ring; its end
+        into the interleaver."""
+        if end <= begin:
+            return
+        interleaver = run.media.interleaver
+        assert interleaver is not None and self._mv is not None
+        ring = interleaver._rings[run.channel]
+        window = interleaver._window
+        stretch = run.stretch
+        if run.rows is not None:
+            audio = run.rows[begin - run.first:end - run.first].reshape(-1).data  # bytearray takes no ndarray
+            i = (stretch.ends[begin] - int(stretch.size[begin])) % window
+            j = i + len(audio)
+            if j <= window:
+                ring[i:j] = audio
+            else:
+                ring[i:] = audio[:window - i]
+                ring[:j - window] = audio[window - i:]
+        else:
+            mv = self._mv
+            for at, size, stop in zip(stretch.audio[begin:end].tolist(), stretch.size[begin:end].tolist(),
+                                      stretch.ends[begin:end], strict=True):
+                i = (stop - size) % window
+                j = i + size
+                if j <= window:
+                    ring[i:j] = mv[at:at + size]
+                else:
+                    k = window - i
+                    ring[i:] = mv[at:at + k]
+                    ring[:j - window] = mv[at + k:at + size]
+        interleaver._hi[run.channel] = stretch.ends[end - 1]
+
+    def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """The streams' state after their items up to `done`, and the frames
+        from there to `counts` the per-frame way, in order."""
+        for run, stop in zip(runs, done, strict=True):
+            count = stop - run.first
+            if not count:
+                continue
+            stream = media.streams[run.channel]
+            src = stream._src
+            last = stop - 1
+            stretch = run.stretch
+            src.max_seq += count
+            src.last_ts = int(stretch.rtp_ts[last])
+            stream._last_arrival = float(stretch.arrival[last])
+            stream._last_end = max(stream._last_end, stretch.ends[last])
+            self.rec.stats["rtp_packets"] += count
+        rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.stretch.order[a:b])
+        if rest:
+            rec = self.rec
+            now, frame_ts = rec.now, rec._frame_ts
+            for i in rest:
+                rec.now, rec._frame_ts = self._now1[i], self._frame1[i]
+                rec.stats["rtp_packets"] += rec._datagrams(self._times[i], ((17, self._flows[i], self._payloads[i]),))
+            rec.now, rec._frame_ts = now, frame_ts
