@@ -50,6 +50,7 @@ from .context import tune_gc
 from .control import Control, serve_control
 from .health import Observations, Problem, assess
 from .sdnotify import Notifier, watchdog_interval
+from .workers import WorkerPool
 
 log = structlog.get_logger("callrec.daemon")
 
@@ -110,6 +111,8 @@ class Daemon:
         self._reserved_for = 0
         self._sweeping: asyncio.Task[None] | None = None
         self._anchored_on: str | None = None
+        self.pool: WorkerPool | None = None
+        """The capture workers, with `capture_workers` above 1 (callrec.workers)."""
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -140,11 +143,21 @@ class Daemon:
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
         self._note_policy()
-        self.recorder = Recorder(PolicyDecider(self.policy), self.store)
-        self.control = Control(self.recorder, self.store)
         loop = asyncio.get_running_loop()
+        if config.capture_workers > 1:
+            self.pool = WorkerPool(config, self.store)
+            self.recorder = self.pool  # type: ignore[assignment]  # answers for the workers' recorders
+            try:
+                self.pool.open()
+            except OSError as exc:
+                log.error("capture.failed", interface=",".join(config.interfaces), reason=exc.strerror or str(exc))
+                return 1
+            await self.pool.start()
+        else:
+            self.recorder = Recorder(PolicyDecider(self.policy), self.store)
+        self.control = Control(self.recorder, self.store)
         try:
-            for name in config.interfaces:
+            for name in config.interfaces if self.pool is None else ():
                 source = self._open_source(name, config)
                 self._sources[name] = source
                 loop.add_reader(source.fileno(), self._drain, source)
@@ -163,6 +176,9 @@ class Daemon:
             except (AudioError, OSError) as exc:
                 log.error("announcer.failed", reason=str(exc))
                 self._close_sources(loop)
+                if self.pool is not None:
+                    await self.pool.stop()
+                    self.pool.close()
                 return 1
         status_server = await self._start_status_server()
         control_server = await serve_control(control_path(config.status_path), self.control)
@@ -183,7 +199,11 @@ class Daemon:
             for source in self._sources.values():
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
-            self.recorder.finish("shutdown")
+            if self.pool is not None:
+                await self.pool.stop()
+                self.pool.close()
+            else:
+                self.recorder.finish("shutdown")
             self.store.close()
             status_server.close()
             await status_server.wait_closed()
@@ -321,6 +341,8 @@ class Daemon:
         self._pps = float(packets - self._packets_last)
         self._packets_last = packets
         self._kernel_drops = sum(int(s.stats().get("kernel_drops", 0)) for s in self._sources.values())
+        if self.pool is not None:
+            self._kernel_drops += self.pool.kernel_drops()
         usage = shutil.disk_usage(self.config.data_dir)
         held = self.recorder.on_demand.held_call_ids()  # nobody asked for them: not even their Call-IDs are logged
         obs = Observations(
@@ -396,7 +418,8 @@ class Daemon:
             "capacity_bytes": self.policy.retention.capacity,
             "last_sip": self._last_sip,
             "last_rtp": self._last_rtp,
-            "interfaces": list(self._sources),
+            "interfaces": list(self._sources) or list(self.config.interfaces),
+            "capture_workers": self.pool.status() if self.pool is not None else [],
             "policy": str(self.config.policy) if self.config.policy else "built-in default",
             "uptime_seconds": round(time.time() - self._started),
             "on_demand": self.control.live(),
@@ -447,7 +470,10 @@ class Daemon:
                 log.error("policy.refused", file=str(self.config.policy), reason=str(exc))
                 return
         self.policy = policy
-        self.recorder.set_decider(PolicyDecider(policy))
+        if self.pool is not None:
+            self.pool.reload(self.config.policy)
+        else:
+            self.recorder.set_decider(PolicyDecider(policy))
         self._note_policy()
         log.info("policy.loaded", file=str(self.config.policy or "built-in default"))
 
