@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Sequence
 from struct import Struct
 
-from .afpacket import Instruction, _assemble, _jump_if_vlan
+from .afpacket import Instruction, _assemble
 from .calls import Endpoint
 
 __all__ = ["MIX", "Endpoint", "call_owner", "demux_program", "flow_worker", "frame_endpoints"]
@@ -46,77 +46,70 @@ MIX = 0x9E3779B1
 """Knuth's multiplicative hash constant: the high half of the product depends on every bit."""
 
 # Classic BPF opcodes (<linux/filter.h>).
-_LD_W_IND = 0x40
-_LD_H_IND = 0x48
-_LD_B_IND = 0x50
+_LD_W_ABS = 0x20
 _LD_H_ABS = 0x28
-_LDX_IMM = 0x01
+_LD_B_ABS = 0x30
+_LD_H_IND = 0x48
 _LDX_MEM = 0x61
+_LDX_MSH = 0xB1
 _ST = 0x02
 _STX = 0x03
-_TAX = 0x07
-_ALU_AND_K = 0x54
-_ALU_LSH_K = 0x64
 _ALU_RSH_K = 0x74
 _ALU_MUL_K = 0x24
-_ALU_ADD_X = 0x0C
 _ALU_XOR_X = 0xAC
 _JEQ_K = 0x15
 _JSET_K = 0x45
 _RET_K = 0x06
 _RET_A = 0x16
 
-_ACC, _TAGS, _PORT = 0, 1, 2  # scratch memory slots
+_SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF (-0x1000) + SKF_AD_PROTOCOL (0), as u32
+_ACC, _PORT = 0, 1  # scratch memory slots
 _UDP = 17
 
 
 def demux_program() -> list[Instruction]:
     """The classic BPF program for ``PACKET_FANOUT_DATA``: :func:`flow_worker`
     before the modulo (the kernel takes it) for UDP over IPv4 (unfragmented)
-    and IPv6 (UDP as the first header), behind up to two VLAN tags in the
-    data; 0 for anything else, which the fanout sockets' filter rejects anyway
-    (:func:`recorder.afpacket.media_filter`)."""
-    xor_into_acc = [(_LDX_MEM, 0, 0, _ACC), (_ALU_XOR_X, 0, 0, 0), (_ST, 0, 0, _ACC), (_LDX_MEM, 0, 0, _TAGS)]
-    ops: list = [(_LDX_IMM, 0, 0, 0), (_LD_H_ABS, 0, 0, 12)]
-    ops += _jump_if_vlan("tag1", "l3")
-    ops += ["tag1", (_LDX_IMM, 0, 0, 4), (_LD_H_ABS, 0, 0, 16)]
-    ops += _jump_if_vlan("tag2", "l3")
-    ops += ["tag2", (_LDX_IMM, 0, 0, 8), (_LD_H_ABS, 0, 0, 20)]
-    ops += [
-        "l3",
-        (_STX, 0, 0, _TAGS),
+    and IPv6 (UDP as the first header); 0 for anything else, which the
+    fanout sockets' filter rejects anyway (:func:`recorder.afpacket.media_filter`).
+
+    Unlike a socket filter, the demux runs before the packet socket pushes
+    the link header back: the data starts at the IP header, and the
+    EtherType is the skb's protocol (``SKF_AD_PROTOCOL``), the VLAN tag the
+    NIC or the kernel took off already out of the way.  A frame still
+    carrying a second tag in its data goes to worker 0 (and is forwarded
+    from there if another worker owns its call)."""
+    xor_into_acc = [(_LDX_MEM, 0, 0, _ACC), (_ALU_XOR_X, 0, 0, 0), (_ST, 0, 0, _ACC)]
+    ops: list = [
+        (_LD_W_ABS, 0, 0, _SKF_AD_PROTOCOL),
         (_JEQ_K, "ipv4", 0, 0x0800),
         (_JEQ_K, "ipv6", "zero", 0x86DD),
         "ipv4",
-        (_LD_B_IND, 0, 0, 14 + 9),
+        (_LD_B_ABS, 0, 0, 9),
         (_JEQ_K, 0, "zero", _UDP),
-        (_LD_H_IND, 0, 0, 14 + 6),
+        (_LD_H_ABS, 0, 0, 6),
         (_JSET_K, "zero", 0, 0x3FFF),
-        (_LD_W_IND, 0, 0, 14 + 12),
+        (_LD_W_ABS, 0, 0, 12),
         (_ST, 0, 0, _ACC),
-        (_LD_W_IND, 0, 0, 14 + 16),
+        (_LD_W_ABS, 0, 0, 16),
         *xor_into_acc,
-        (_LD_B_IND, 0, 0, 14),
-        (_ALU_AND_K, 0, 0, 0x0F),
-        (_ALU_LSH_K, 0, 0, 2),
-        (_ALU_ADD_X, 0, 0, 0),
-        (_TAX, 0, 0, 0),
-        (_LD_H_IND, 0, 0, 14),
+        (_LDX_MSH, 0, 0, 0),  # X = 4 * (IHL)
+        (_LD_H_IND, 0, 0, 0),
         (_ST, 0, 0, _PORT),
-        (_LD_H_IND, 0, 0, 16),
+        (_LD_H_IND, 0, 0, 2),
         (_JEQ_K, "ports", "ports", 0),
         "ipv6",
-        (_LD_B_IND, 0, 0, 14 + 6),
+        (_LD_B_ABS, 0, 0, 6),
         (_JEQ_K, 0, "zero", _UDP),
-        (_LD_W_IND, 0, 0, 14 + 8),
+        (_LD_W_ABS, 0, 0, 8),
         (_ST, 0, 0, _ACC),
     ]
     for offset in range(12, 40, 4):
-        ops += [(_LD_W_IND, 0, 0, 14 + offset), *xor_into_acc]
+        ops += [(_LD_W_ABS, 0, 0, offset), *xor_into_acc]
     ops += [
-        (_LD_H_IND, 0, 0, 14 + 40),
+        (_LD_H_ABS, 0, 0, 40),
         (_ST, 0, 0, _PORT),
-        (_LD_H_IND, 0, 0, 14 + 42),
+        (_LD_H_ABS, 0, 0, 42),
         "ports",
         (_LDX_MEM, 0, 0, _PORT),
         (_ALU_XOR_X, 0, 0, 0),
