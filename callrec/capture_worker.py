@@ -307,17 +307,16 @@ class Worker:
             poller.register(capture.fileno(), select.POLLIN)
         poller.register(self.channel.sock.fileno(), select.POLLIN)
         next_stats = next_refresh = 0.0
-        forwarded = len(self.captures)
         while True:
             poller.poll(20)
-            self._read_rings()
+            quiet = not self._read_rings()
             try:
                 messages = self.channel.receive()
             except EOFError:
                 log.error("worker.daemon_gone", worker=self.me)
                 return 1
             for message in messages:
-                self._on_message(message, forwarded)
+                self.on_message(message)
             now = time.time()
             if self.stopping:
                 return self._stop()
@@ -326,12 +325,18 @@ class Worker:
                 self.sink.refresh()
                 next_refresh = now + REFRESH_SECONDS
             if now >= next_stats:
-                self.recorder.advance(now - HOLD_SECONDS)
+                if quiet and not self.hold.held:
+                    # A quiet line: time passes without frames.  Never while frames wait
+                    # (held here or in a ring not yet handed over): the clock would run
+                    # ahead of them and commit silence where their audio belongs.
+                    self.recorder.advance(now - HOLD_SECONDS)
                 self.channel.send(("stats", self._stats(now)))
                 next_stats = now + STATS_SECONDS
             self.channel.flush()
 
-    def _read_rings(self, drain: bool = False) -> None:
+    def _read_rings(self, drain: bool = False) -> int:
+        """Frames from every ring into the hold-back; how many."""
+        count = 0
         for source, (capture, part) in enumerate(self.captures):
             while True:
                 try:
@@ -342,13 +347,15 @@ class Worker:
                 if part == "media":
                     frames = self.sink.split(frames)
                 self.hold.add(source, frames)
+                count += len(frames)
                 if not frames or not drain:
                     break
+        return count
 
-    def _on_message(self, message: tuple[Any, ...], forwarded: int) -> None:
+    def on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "frames":
-            self.hold.add(forwarded, message[1])
+            self.hold.add(len(self.captures), message[1])
         elif kind == "ended":
             self.sink.owner_ended(message[1])
         elif kind == "policy":
@@ -388,14 +395,17 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     sock.setblocking(True)
     channel = Channel(sock)
-    init: dict[str, Any] | None = None
-    while init is None:
+    messages: list[Any] = []
+    while not messages:
         select.select([sock], [], [])
-        for message in channel.receive():
-            init = message
+        messages = channel.receive()
+    init = messages.pop(0)
     logs.configure(init["log_level"])
     tune_gc()
-    return Worker(channel, init).run()
+    worker = Worker(channel, init)
+    for message in messages:
+        worker.on_message(message)
+    return worker.run()
 
 
 def _entry(run: Callable[[list[str]], int]) -> None:
