@@ -57,7 +57,8 @@ HOLD_SECONDS = 0.08
 more than the rings' block timers (callrec.workers: 20 ms media, 10 ms SIP)
 and the way through the daemon of a forwarded frame."""
 MAX_BLOCKS = 8
-REFRESH_SECONDS = 0.2
+REFRESH_SECONDS = 0.05
+"""How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
 STATS_SECONDS = 1.0
 _ts = itemgetter(0)
 
@@ -179,12 +180,15 @@ class WorkerSink:
         self._owned_ids: dict[int, str] = {}
         self.stats = {"frames_forwarded": 0, "audio_elsewhere": 0}
 
-    def _owner_of(self, call: Any) -> int:
+    def _owner_of(self, call: Any) -> int | None:
+        """The call's owner: fixed once it began recording; before, where its
+        SDP pair lands, or None while one party's SDP is still unknown (the
+        Call-ID fallback is for calls that begin without it)."""
         root = call
         while root.link is not None:
             root = root.link
         owner = self.owner.get(root.serial)
-        if owner is None:
+        if owner is None and root.endpoints[0] and root.endpoints[1]:
             owner = call_owner(root.endpoints, root.call_id, self.workers)
         return owner
 
@@ -192,7 +196,9 @@ class WorkerSink:
     def begin(self, call: CallSnapshot, origin: float) -> None:
         assert self.tracker is not None
         live = self.tracker.live(call.serial)
-        owner = self._owner_of(live) if live is not None else call_owner(([], []), call.sip_call_id, self.workers)
+        owner = self._owner_of(live) if live is not None else None
+        if owner is None:
+            owner = call_owner(([], []), call.sip_call_id, self.workers)
         self.owner[call.serial] = owner
         if owner == self.me:
             self._owned_ids[call.serial] = call.sip_call_id
@@ -245,7 +251,7 @@ class WorkerSink:
             me = self.me
             for endpoint, (call, _) in tracker.endpoints.items():
                 owner = self._owner_of(call)
-                if owner != me:
+                if owner is not None and owner != me:
                     forward[endpoint] = owner
                     root = call
                     while root.link is not None:

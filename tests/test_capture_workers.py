@@ -169,7 +169,8 @@ def test_two_workers_record_what_one_worker_records(rig: Rig) -> None:
         answered = set(wire.answered())
         rows_one, rows_two = one.sealed_rows(answered), two.sealed_rows(answered)
         assert len(one.rows()) == len(two.rows()) == 20
-        found = _complete_call_problems(two, wire, rows_two)
+        found = [f"two workers: {p}" for p in _complete_call_problems(two, wire, rows_two)]
+        found += [f"one worker: {p}" for p in _complete_call_problems(one, wire, rows_one)]
         assert not found, "\n".join(found)
         for cid in answered:
             a, b = rows_one[cid], rows_two[cid]
