@@ -315,7 +315,7 @@ class Worker:
         next_stats = next_refresh = 0.0
         while True:
             poller.poll(20)
-            quiet = not self._read_rings()
+            quiet, behind = self._read_rings()
             try:
                 messages = self.channel.receive()
             except EOFError:
@@ -326,7 +326,7 @@ class Worker:
             now = time.time()
             if self.stopping:
                 return self._stop()
-            self._feed(self.hold.release(now - HOLD_SECONDS))
+            self._feed(self.hold.release(min(now - HOLD_SECONDS, behind)))
             if now >= next_refresh:
                 self.sink.refresh()
                 next_refresh = now + REFRESH_SECONDS
@@ -340,9 +340,14 @@ class Worker:
                 next_stats = now + STATS_SECONDS
             self.channel.flush()
 
-    def _read_rings(self, drain: bool = False) -> int:
-        """Frames from every ring into the hold-back; how many."""
+    def _read_rings(self, drain: bool = False) -> tuple[bool, float]:
+        """Frames from every ring into the hold-back, a few blocks each; whether
+        none came, and the capture time up to which every ring has been read
+        (a ring with more blocks waiting holds the others back: the SIP of
+        other calls must not carry the recorder's clock past media not yet
+        read, or that media would come too late for its place in the file)."""
         count = 0
+        behind = float("inf")
         for source, (capture, part) in enumerate(self.captures):
             while True:
                 try:
@@ -354,9 +359,13 @@ class Worker:
                     frames = self.sink.split(frames)
                 self.hold.add(source, frames)
                 count += len(frames)
-                if not frames or not drain:
+                if not frames:
                     break
-        return count
+                if not drain:
+                    if capture.ready():
+                        behind = min(behind, frames[-1][0])
+                    break
+        return count == 0, behind
 
     def on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

@@ -12,10 +12,12 @@ agree on a call's owner from its SDP before its first RTP packet arrives.
 
 The function is symmetric: ``a:p -> b:q`` and ``b:q -> a:p`` land on the
 same worker, so both directions of symmetric RTP (RFC 4961, what PBXs and
-SBCs send) meet in one worker without a word exchanged.  Addresses and
-ports are XORed (the order of source and destination cancels out), then
-mixed by a multiplication (RTP ports are even: XOR alone would leave the
-low bit, the one ``% 2`` looks at, to the addresses).
+SBCs send) meet in one worker without a word exchanged.  The 32-bit words
+of both addresses and both ports are added (the order of source and
+destination cancels out; XOR would too, but a PBX that takes the next port
+pair on both sides for each call keeps ``sport ^ dport`` the same for many
+calls), then mixed by a multiplication (the high half of the product, which
+depends on every bit, is what the modulo sees).
 
 Ownership (:func:`call_owner`): a call belongs to the worker its SDP pair
 hashes to, the first media endpoint each party announced; a call without
@@ -56,7 +58,7 @@ _ST = 0x02
 _STX = 0x03
 _ALU_RSH_K = 0x74
 _ALU_MUL_K = 0x24
-_ALU_XOR_X = 0xAC
+_ALU_ADD_X = 0x0C
 _JEQ_K = 0x15
 _JSET_K = 0x45
 _RET_K = 0x06
@@ -79,7 +81,7 @@ def demux_program() -> list[Instruction]:
     NIC or the kernel took off already out of the way.  A frame still
     carrying a second tag in its data goes to worker 0 (and is forwarded
     from there if another worker owns its call)."""
-    xor_into_acc = [(_LDX_MEM, 0, 0, _ACC), (_ALU_XOR_X, 0, 0, 0), (_ST, 0, 0, _ACC)]
+    add_to_acc = [(_LDX_MEM, 0, 0, _ACC), (_ALU_ADD_X, 0, 0, 0), (_ST, 0, 0, _ACC)]
     ops: list = [
         (_LD_W_ABS, 0, 0, _SKF_AD_PROTOCOL),
         (_JEQ_K, "ipv4", 0, 0x0800),
@@ -92,7 +94,7 @@ def demux_program() -> list[Instruction]:
         (_LD_W_ABS, 0, 0, 12),
         (_ST, 0, 0, _ACC),
         (_LD_W_ABS, 0, 0, 16),
-        *xor_into_acc,
+        *add_to_acc,
         (_LDX_MSH, 0, 0, 0),  # X = 4 * (IHL)
         (_LD_H_IND, 0, 0, 0),
         (_ST, 0, 0, _PORT),
@@ -105,16 +107,16 @@ def demux_program() -> list[Instruction]:
         (_ST, 0, 0, _ACC),
     ]
     for offset in range(12, 40, 4):
-        ops += [(_LD_W_ABS, 0, 0, offset), *xor_into_acc]
+        ops += [(_LD_W_ABS, 0, 0, offset), *add_to_acc]
     ops += [
         (_LD_H_ABS, 0, 0, 40),
         (_ST, 0, 0, _PORT),
         (_LD_H_ABS, 0, 0, 42),
         "ports",
         (_LDX_MEM, 0, 0, _PORT),
-        (_ALU_XOR_X, 0, 0, 0),
+        (_ALU_ADD_X, 0, 0, 0),
         (_LDX_MEM, 0, 0, _ACC),
-        (_ALU_XOR_X, 0, 0, 0),
+        (_ALU_ADD_X, 0, 0, 0),
         (_ALU_MUL_K, 0, 0, MIX),
         (_ALU_RSH_K, 0, 0, 16),
         (_RET_A, 0, 0, 0),
@@ -127,10 +129,10 @@ def demux_program() -> list[Instruction]:
 def flow_worker(src: bytes, sport: int, dst: bytes, dport: int, workers: int) -> int:
     """The worker the kernel hands a UDP packet ``src:sport -> dst:dport`` to
     (addresses packed, 4 or 16 bytes), as :func:`demux_program` computes it."""
-    acc = sport ^ dport
+    acc = sport + dport
     for i in range(0, len(src), 4):
-        acc ^= int.from_bytes(src[i:i + 4], "big") ^ int.from_bytes(dst[i:i + 4], "big")
-    return (((acc * MIX) & 0xFFFFFFFF) >> 16) % workers
+        acc += int.from_bytes(src[i:i + 4], "big") + int.from_bytes(dst[i:i + 4], "big")
+    return ((((acc & 0xFFFFFFFF) * MIX) & 0xFFFFFFFF) >> 16) % workers
 
 
 def call_owner(endpoints: tuple[Sequence[Endpoint], Sequence[Endpoint]], call_id: str, workers: int) -> int:

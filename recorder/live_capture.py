@@ -235,6 +235,11 @@ class LiveCapture:
                 raise OSError(err, f"{self.interface}: {os.strerror(err)}")
         return out
 
+    def ready(self) -> bool:
+        """Whether a block waits to be read (after ``read_blocks`` stopped at its limit)."""
+        ring = self._ring
+        return ring is not None and bool(block_status(ring, self._next_block * self._block_bytes) & TP_STATUS_USER)
+
     def _adopted_elsewhere(self) -> bool:
         """Woken with our block still the kernel's while another is ours: the
         ring was read by a worker that died between blocks.  Move to the
