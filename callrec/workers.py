@@ -304,7 +304,7 @@ class WorkerPool:
         return [call for worker in self.workers for call in worker.report.get("one_sided", ())]
 
     def counters(self) -> dict[str, int]:
-        total: dict[str, int] = {}
+        total: dict[str, int] = {"sip_messages": 0, "rtp_packets": 0, "frames": 0}  # before the first report
         for worker in self.workers:
             for name, value in worker.report.get("counters", {}).items():
                 total[name] = max(total.get(name, 0), value) if name in SIP_COUNTERS else total.get(name, 0) + value

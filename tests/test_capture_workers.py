@@ -219,10 +219,12 @@ def test_worker_killed_mid_call_is_restarted_and_its_calls_repaired(rig: Rig) ->
     two = _daemon(rig, "two")
     try:
         two.start()
-        cut_calls = rig.batch(Caller(calls=6, limit=6, rate=10), seconds=6.0)
+        cut_calls = rig.batch(Caller(calls=6, limit=6, rate=10), seconds=12.0)
         two.active_calls(6)
         time.sleep(TALK_BEFORE_CUT)
-        victim = next(w for w in _status(two)["capture_workers"] if w["active_calls"])
+        workers = _status(two)["capture_workers"]
+        victim = next((w for w in workers if w["active_calls"]), None)
+        assert victim is not None, (workers, two.log())
         killed_at = time.time()
         os.kill(victim["pid"], signal.SIGKILL)
         two.wait_status(lambda code, s: s["capture_workers"][victim["worker"]]["restarts"] == 1
