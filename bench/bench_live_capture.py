@@ -218,10 +218,11 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
             while sender.poll() is None:
                 time.sleep(0.5)
                 try:
-                    samples.append((_status(status_path)["active_calls"], _rss_kib(pids)))
+                    samples.append((_status(status_path)["active_calls"], [_rss_kib([pid]) for pid in pids]))
                 except TimeoutError:  # a daemon busy with the capture answers late: no sample
                     continue
             out = sender.communicate()[0]
+            parts = " + ".join(f"{_rss_kib([pid]) // 1024} MiB" for pid in pids)
             time.sleep(3)
             after = _status(status_path)
             match = re.search(r"Actual: (\d+) packets .* sent in ([\d.]+) seconds", out)
@@ -233,14 +234,17 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
             per = " ".join(f"{b[0] - a[0]}/{b[1] - a[1]}" for a, b in zip(per0, per1, strict=True)) or "-"
             peak = max((a for a, _ in samples), default=0)
             plateau = [rss for a, rss in samples if peak and a >= 0.95 * peak]
-            early = (plateau[0] - idle) / peak if plateau else 0.0
-            late = (plateau[-1] - idle) / peak if plateau else 0.0
+            early = (sum(plateau[0]) - idle) / peak if plateau else 0.0
+            late = (sum(plateau[-1]) - idle) / peak if plateau else 0.0
+            growth = " ".join(f"{(b - a) / peak:+.1f}" for a, b in zip(plateau[0], plateau[-1], strict=True)) \
+                if plateau else "-"
             drops = d1 - d0
             if drops == 0:
                 best = max(best, sent / took)
             captured = f"{p1 - p0:,}" if per0 else "-"
             print(f"{calls:>6} {sent:>9,} {sent / took:>9,.0f} {captured:>9} {drops:>7,} {per:>26} {peak:>10} "
-                  f"{early:>14.1f} {late:>6.1f}", flush=True)
+                  f"{early:>14.1f} {late:>6.1f}   (anonymous memory at the end: {parts};"
+                  f" KiB/call from early to late, per process: {growth})", flush=True)
         print(f"highest rate without a kernel drop, {workers} worker(s): {best:,.0f} packets/s")
     finally:
         proc.terminate()
