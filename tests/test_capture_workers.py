@@ -22,9 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from callrec.capture_worker import Holdback
+from callrec.capture_worker import Holdback, WorkerSink
 from callrec.worker_channel import Reader, encode
+from policy.decide import PolicyDecider
+from policy.loader import load_policy
+from recorder.engine import Recorder
 from recorder.fanout import call_owner, flow_worker, frame_endpoints
+from tests.builders import PBX, TRUNK
+from tests.call_frames import POLICY as CALL_POLICY
+from tests.call_frames import T0, bye, media, signalling
 from tests.interop import recording_bytes, run_cli
 from tests.live.daemon import Daemon
 from tests.live.sipp import Caller
@@ -37,6 +43,7 @@ from tests.test_live_e2e import CRASH_MAX_LOST, TALK_BEFORE_CUT, Rig, _complete_
 
 TWO = "capture_workers: 2\n"
 A4, B4 = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+TRUNK4, PBX4 = bytes([203, 0, 113, 1]), bytes([192, 0, 2, 10])
 
 
 # ---- pure ---------------------------------------------------------------------------
@@ -252,3 +259,66 @@ def test_worker_killed_mid_call_is_restarted_and_its_calls_repaired(rig: Rig) ->
 def test_namespaces_are_gone_afterwards() -> None:
     leftovers = [n for n in os.listdir("/run/netns") if "fanout" in n] if os.path.isdir("/run/netns") else []
     assert not leftovers
+
+
+# ---- two workers' sinks, driven directly --------------------------------------------
+class _Wire:
+    """A worker channel that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, message: tuple) -> None:
+        self.sent.append(message)
+
+    def kinds(self) -> list[str]:
+        return [m[0] for m in self.sent]
+
+
+def _workers(tmp_path: Path) -> list[tuple[_Wire, WorkerSink, Recorder]]:
+    path = tmp_path / "policy.yaml"
+    path.write_text(CALL_POLICY, encoding="utf-8")
+    out = []
+    for me in range(2):
+        wire = _Wire()
+        sink = WorkerSink(wire, me, 2)  # type: ignore[arg-type]
+        recorder = Recorder(PolicyDecider(load_policy(path)), sink)
+        sink.tracker = recorder.tracker
+        out.append((wire, sink, recorder))
+    return out
+
+
+def _frames(items: list[tuple[float, bytes]]) -> list[tuple[float, int, bytes]]:
+    return [(t, 1, f) for t, f in items]
+
+
+@pytest.mark.parametrize("callee", ["0263111111", "0263000000"], ids=["recorded", "excluded"])
+def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Path, callee: str) -> None:
+    workers = _workers(tmp_path)
+    owner = flow_worker(TRUNK4, 20000, PBX4, 40000, 2)
+    wire, _, recorder = workers[owner]
+    other_wire, other, other_recorder = workers[1 - owner]
+    setup = _frames(signalling(callee=callee))
+    to_pbx, _ = media(T0 + 1.1, 2.0, src=(TRUNK, 20000), dst=(PBX, 40000), ssrc=1)
+    to_trunk, _ = media(T0 + 1.1, 2.0, src=(PBX, 40000), dst=(TRUNK, 20000), ssrc=2, seed=2)
+    rtp_frames = sorted(_frames(to_pbx + to_trunk))
+    end = _frames(bye(T0 + 3.5, callee=callee))
+    for r in (recorder, other_recorder):
+        r.feed_frames(setup)
+    other.refresh(force=True)
+    moved = other.split(rtp_frames)  # as if the kernel had put the flows on the other worker
+    recorder.feed_frames(rtp_frames)
+    for r in (recorder, other_recorder):
+        r.feed_frames(end)
+        r.advance(T0 + 10)
+    if callee == "0263000000":
+        assert wire.sent == [] and [m for m in other_wire.sent if m[0] != "forward"] == []
+        return
+    assert moved == [] and other_wire.kinds() == ["forward"] and other_wire.sent[0][1] == owner
+    assert len(other_wire.sent[0][2]) == len(rtp_frames)
+    kinds = wire.kinds()
+    assert kinds[0] == "begin" and kinds[1] == "open" and kinds[-1] == "close" and "append" in kinds
+    result = wire.sent[-1][2]
+    assert result.call.complete and [s.stats["packets"] for s in result.streams] == [100, 100]
+    other.owner_ended((result.call.sip_call_id, wire.sent[0][2].invite_ts))
+    assert other.forward == {}
