@@ -57,9 +57,10 @@ HOLD_SECONDS = 0.08
 more than the rings' block timers (callrec.workers: 20 ms media, 10 ms SIP)
 and the way through the daemon of a forwarded frame."""
 MAX_BLOCKS = 8
-REFRESH_SECONDS = 0.05
+REFRESH_SECONDS = 0.1
 """How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
 STATS_SECONDS = 1.0
+MAX_VERDICTS = 1 << 17
 _ts = itemgetter(0)
 
 
@@ -176,6 +177,8 @@ class WorkerSink:
         forwarded until the owner ends it, even once this worker's own view of
         the call ended (no media reached it: its RTP timeout)."""
         self.forward: dict[Endpoint, int] = {}
+        self._verdicts: dict[bytes, int] = {}
+        """Each IPv4 flow's verdict under the current map: another worker, or -1 (this one)."""
         self._generation = -1
         self._owned_ids: dict[int, str] = {}
         self.stats = {"frames_forwarded": 0, "audio_elsewhere": 0}
@@ -263,29 +266,52 @@ class WorkerSink:
                 for endpoint in endpoints:
                     forward.setdefault(endpoint, owner)
         self.forward = forward
+        self._verdicts.clear()
 
     def split(self, frames: list[Frame]) -> list[Frame]:
         """Frames of other workers' calls are sent to their owners (through
-        the daemon); the rest are this worker's."""
+        the daemon); the rest are this worker's.  The common frame (IPv4
+        without options, untagged or behind one 802.1Q tag) costs a slice and
+        a lookup of its flow's verdict, cached until the map changes; the
+        rest are taken apart by frame_endpoints."""
         forward = self.forward
         if not forward:
             return frames
+        verdicts = self._verdicts
+        if len(verdicts) > MAX_VERDICTS:
+            verdicts.clear()
         keep: list[Frame] = []
         out: dict[int, list[Frame]] = {}
         for frame in frames:
-            ends = frame_endpoints(frame[2])
-            if ends is not None:
-                owner = forward.get(ends[1])
+            data = frame[2]
+            ethertype = data[12:14]
+            at = 14 if ethertype == b"\x08\x00" else 18 if ethertype == b"\x81\x00" and data[16:18] == b"\x08\x00" else 0
+            if at and len(data) >= at + 24 and data[at] == 0x45 and data[at + 9] == 17:
+                flow = data[at + 12:at + 24]
+                owner = verdicts.get(flow)
                 if owner is None:
-                    owner = forward.get(ends[0])
-                if owner is not None:
-                    out.setdefault(owner, []).append(frame)
-                    continue
-            keep.append(frame)
+                    owner = verdicts[flow] = self._verdict(forward, (flow[0:4], (flow[8] << 8) | flow[9]),
+                                                           (flow[4:8], (flow[10] << 8) | flow[11]))
+            else:
+                ends = frame_endpoints(data)
+                owner = self._verdict(forward, *ends) if ends is not None else -1
+            if owner >= 0:
+                out.setdefault(owner, []).append(frame)
+            else:
+                keep.append(frame)
         for owner, moved in out.items():
             self.channel.send(("forward", owner, moved))
             self.stats["frames_forwarded"] += len(moved)
         return keep
+
+    @staticmethod
+    def _verdict(forward: dict[Endpoint, int], src: Endpoint, dst: Endpoint) -> int:
+        """The worker a flow goes to, by its destination first (as the recorder
+        matches it), -1 for this one."""
+        owner = forward.get(dst)
+        if owner is None:
+            owner = forward.get(src)
+        return -1 if owner is None else owner
 
 
 class Worker:
