@@ -210,7 +210,7 @@ class WorkerSink:
             key = (call.sip_call_id, call.invite_ts)
             self._keys[call.serial] = key
             self._sticky[key] = (owner, set())
-            self.refresh(force=True)
+            self._generation = -1  # the next refresh (within REFRESH_SECONDS) keeps its endpoints
 
     def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> _Proxy | _Elsewhere:
         if self.owner.get(call.serial, self.me) == self.me:
@@ -240,7 +240,7 @@ class WorkerSink:
     def owner_ended(self, key: tuple[str, float]) -> None:
         """The daemon: the owner sealed this call."""
         if self._sticky.pop(key, None) is not None:
-            self.refresh(force=True)
+            self._generation = -1
 
     def refresh(self, force: bool = False) -> None:
         """The endpoints of other workers' calls, from the call tracker (same

@@ -331,5 +331,8 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     assert kinds[0] == "begin" and kinds[1] == "open" and kinds[-1] == "close" and "append" in kinds
     result = wire.sent[-1][2]
     assert result.call.complete and [s.stats["packets"] for s in result.streams] == [100, 100]
+    other.refresh()
+    assert other.forward  # the call ended in the other worker's view: still forwarded until its owner ends it
     other.owner_ended((result.call.sip_call_id, wire.sent[0][2].invite_ts))
+    other.refresh()
     assert other.forward == {}
