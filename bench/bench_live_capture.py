@@ -11,17 +11,26 @@ alone) or feeds them to the full recorder, as bench_replay does.  Reported per
 run: packets sent, frames read, kernel drops, and the CPU the capturing
 process used per frame.
 
+With ``--daemon-workers 1,2`` the capturing side is the real daemon
+(`callrec run`, policy built in, every feature on: encryption, index, seals)
+with ``capture_workers`` set to each value in turn; the kernel's counters are
+read from `callrec status` (per worker), and the memory of the daemon and its
+workers is sampled while the calls are under way: the growth over idle per
+active call, early and late in the calls (it must not grow with their length).
+
 Needs root.  Namespaces are named lcb-<pid>-tx/rx and removed at the end.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import re
 import secrets
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,6 +148,114 @@ def run(tx: str, rx: str, pcap: Path, *, pps: int | None, pipeline: str, ring_mi
             "cpu_us": cpu / max(frames, 1) * 1e6}
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _status(path: Path) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(str(path))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        # Anonymous memory only: the kernel's capture rings are mapped pages of a fixed size, not per call.
+        total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("RssAnon:"))
+    return total
+
+
+def _kernel(status: dict) -> tuple[int, int, list[tuple[int, int]]]:
+    workers = status.get("capture_workers") or []
+    per = [(w["kernel_packets"], w["kernel_drops"]) for w in workers]
+    return sum(p for p, _ in per), status["kernel_drops"], per
+
+
+def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float, workers: int,
+                sizes: dict[int, int]) -> float:
+    """The daemon with ``workers`` capture workers; the highest paced rate without a kernel drop."""
+    folder = work / f"daemon-{workers}"
+    folder.mkdir()
+    status_path = folder / "status.sock"
+    config = folder / "config.yaml"
+    config.write_text(f"data_dir: {folder / 'data'}\ninterfaces: [lcbrx]\nstatus_socket: {status_path}\n"
+                      f"capture_workers: {workers}\nlog_level: warning\nsweep_interval_seconds: 3600\n")
+    log = (folder / "daemon.log").open("wb")
+    proc = subprocess.Popen(["ip", "netns", "exec", rx, sys.executable, "-m", "callrec", "run", "--config",
+                             str(config)], cwd=REPO, stdout=log, stderr=log)
+    best = 0.0
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _status(status_path)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the daemon did not start: {(folder / 'daemon.log').read_text()}") from None
+                time.sleep(0.2)
+        print(f"daemon, capture_workers: {workers}")
+        print(f"{'calls':>6} {'sent':>9} {'pkt/s':>9} {'captured':>9} {'drops':>7} {'per worker (pkts/drops)':>26} "
+              f"{'peak calls':>10} {'KiB/call early':>14} {'late':>6}")
+        for calls in counts:
+            pcap = work / f"calls-{calls}.pcap"
+            time.sleep(3)
+            before = _status(status_path)
+            pids = [proc.pid] + [w["pid"] for w in before.get("capture_workers", []) if w["pid"]]
+            idle = _rss_kib(pids)
+            pps = round(sizes[calls] / seconds)
+            sender = subprocess.Popen(["ip", "netns", "exec", tx, "tcpreplay", "-i", "lcbtx", "-K", "--pps", str(pps),
+                                       str(pcap)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            samples = []
+            while sender.poll() is None:
+                time.sleep(0.5)
+                try:
+                    samples.append((_status(status_path)["active_calls"], [_rss_kib([pid]) for pid in pids]))
+                except TimeoutError:  # a daemon busy with the capture answers late: no sample
+                    continue
+            out = sender.communicate()[0]
+            parts = " + ".join(f"{_rss_kib([pid]) // 1024} MiB" for pid in pids)
+            time.sleep(3)
+            after = _status(status_path)
+            match = re.search(r"Actual: (\d+) packets .* sent in ([\d.]+) seconds", out)
+            if sender.returncode != 0 or match is None:
+                raise RuntimeError(f"tcpreplay failed ({sender.returncode}): {out}")
+            sent, took = int(match.group(1)), float(match.group(2))
+            p0, d0, per0 = _kernel(before)
+            p1, d1, per1 = _kernel(after)
+            per = " ".join(f"{b[0] - a[0]}/{b[1] - a[1]}" for a, b in zip(per0, per1, strict=True)) or "-"
+            peak = max((a for a, _ in samples), default=0)
+            plateau = [rss for a, rss in samples if peak and a >= 0.95 * peak]
+            early = (sum(plateau[0]) - idle) / peak if plateau else 0.0
+            late = (sum(plateau[-1]) - idle) / peak if plateau else 0.0
+            growth = " ".join(f"{(b - a) / peak:+.1f}" for a, b in zip(plateau[0], plateau[-1], strict=True)) \
+                if plateau else "-"
+            drops = d1 - d0
+            if drops == 0:
+                best = max(best, sent / took)
+            captured = f"{p1 - p0:,}" if per0 else "-"
+            print(f"{calls:>6} {sent:>9,} {sent / took:>9,.0f} {captured:>9} {drops:>7,} {per:>26} {peak:>10} "
+                  f"{early:>14.1f} {late:>6.1f}   (anonymous memory at the end: {parts};"
+                  f" KiB/call from early to late, per process: {growth})", flush=True)
+        print(f"highest rate without a kernel drop, {workers} worker(s): {best:,.0f} packets/s")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", default="250,500,1000,1500,2000",
@@ -148,6 +265,8 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=("capture", "recorder"), default="capture")
     parser.add_argument("--ring-mib", type=int, default=64)
     parser.add_argument("--block-kib", type=int, default=1024)
+    parser.add_argument("--daemon-workers", default="",
+                        help="comma-separated capture_workers values: run the daemon itself with each")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: packet sockets and network namespaces")
@@ -158,6 +277,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-live-"))
     try:
         with link() as (tx, rx):
+            if args.daemon_workers:
+                sizes = {}
+                for calls in counts:
+                    with (work / f"calls-{calls}.pcap").open("wb") as out:
+                        sizes[calls] = write_pcap(out, calls, args.seconds)
+                for workers in (int(w) for w in args.daemon_workers.split(",")):
+                    daemon_runs(tx, rx, work, counts, args.seconds, workers, sizes)
+                return
             print(f"pipeline: {args.pipeline}, ring {args.ring_mib} MiB in {args.block_kib} KiB blocks")
             print(f"{'calls':>6} {'pace':>9} {'sent':>9} {'pkt/s':>9} {'read':>9} {'drops':>7} {'CPU/frame':>10}")
             runs = [(n, False) for n in counts] + ([(max(counts), True)] if args.topspeed else [])

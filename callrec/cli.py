@@ -148,6 +148,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(f"{'healthy' if status['healthy'] else 'UNHEALTHY'}: {status['active_calls']} active calls, "
               f"{status['packets_per_second']:.0f} packets/s, {status['kernel_drops']} kernel drops")
+        for worker in status.get("capture_workers", []):
+            print(f"  capture worker {worker['worker']}: {worker['kernel_packets']} packets, "
+                  f"{worker['kernel_drops']} kernel drops, {worker['active_calls']} active calls, "
+                  f"{worker['restarts']} restarts" + ("" if worker["pid"] else " (down)"))
         for problem in status["problems"]:
             print(f"  {problem['code']}: {problem['message']}")
         for warning in status.get("warnings", []):

@@ -57,6 +57,9 @@ class Config(Strict):
     """The second medium's folder, for a policy with an archive stage (retention.archive)."""
     site_fetch: SiteFetch | None = None
     """Serve recordings to the centre against its grants; this data folder must be enrolled."""
+    capture_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Processes capturing live, the media spread over them by PACKET_FANOUT (callrec.workers);
+    1 captures in the daemon itself."""
 
     @property
     def status_path(self) -> Path:
@@ -66,7 +69,7 @@ class Config(Strict):
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
         fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "archive_dir",
-                  "anchor_dir")
+                  "anchor_dir", "capture_workers")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 

@@ -53,6 +53,7 @@ from .control import Control, serve_control
 from .health import Observations, Problem, assess
 from .sdnotify import Notifier, watchdog_interval
 from .site_server import SiteFetchServer
+from .workers import WorkerPool
 
 log = structlog.get_logger("callrec.daemon")
 
@@ -113,6 +114,8 @@ class Daemon:
         self._reserved_for = 0
         self._sweeping: asyncio.Task[None] | None = None
         self._anchored_on: str | None = None
+        self.pool: WorkerPool | None = None
+        """The capture workers, with `capture_workers` above 1 (callrec.workers)."""
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -145,11 +148,21 @@ class Daemon:
         self._note_policy()
         # Harassment marks keyed on extensions: stored, ledgered and logged at once (storage/marks.py).
         self.marks = KeypadMarks(data, self.policy.harassment, self.store)
-        self.recorder = Recorder(PolicyDecider(self.policy), self.store, self.marks)
-        self.control = Control(self.recorder, self.store)
         loop = asyncio.get_running_loop()
+        if config.capture_workers > 1:
+            self.pool = WorkerPool(config, self.store, self.marks)
+            self.recorder = self.pool  # type: ignore[assignment]  # answers for the workers' recorders
+            try:
+                self.pool.open()
+            except OSError as exc:
+                log.error("capture.failed", interface=",".join(config.interfaces), reason=exc.strerror or str(exc))
+                return 1
+            await self.pool.start()
+        else:
+            self.recorder = Recorder(PolicyDecider(self.policy), self.store, self.marks)
+        self.control = Control(self.recorder, self.store)
         try:
-            for name in config.interfaces:
+            for name in config.interfaces if self.pool is None else ():
                 source = self._open_source(name, config)
                 self._sources[name] = source
                 loop.add_reader(source.fileno(), self._drain, source)
@@ -168,6 +181,9 @@ class Daemon:
             except (AudioError, OSError) as exc:
                 log.error("announcer.failed", reason=str(exc))
                 self._close_sources(loop)
+                if self.pool is not None:
+                    await self.pool.stop()
+                    self.pool.close()
                 return 1
         status_server = await self._start_status_server()
         site_fetch = await self._start_site_fetch(data)
@@ -189,7 +205,11 @@ class Daemon:
             for source in self._sources.values():
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
-            self.recorder.finish("shutdown")
+            if self.pool is not None:
+                await self.pool.stop()
+                self.pool.close()
+            else:
+                self.recorder.finish("shutdown")
             self.store.close()
             self.marks.close()
             status_server.close()
@@ -334,6 +354,8 @@ class Daemon:
         self._pps = float(packets - self._packets_last)
         self._packets_last = packets
         self._kernel_drops = sum(int(s.stats().get("kernel_drops", 0)) for s in self._sources.values())
+        if self.pool is not None:
+            self._kernel_drops += self.pool.kernel_drops()
         usage = shutil.disk_usage(self.config.data_dir)
         held = self.recorder.on_demand.held_call_ids()  # nobody asked for them: not even their Call-IDs are logged
         obs = Observations(
@@ -409,7 +431,8 @@ class Daemon:
             "capacity_bytes": self.policy.retention.capacity,
             "last_sip": self._last_sip,
             "last_rtp": self._last_rtp,
-            "interfaces": list(self._sources),
+            "interfaces": list(self._sources) or list(self.config.interfaces),
+            "capture_workers": self.pool.status() if self.pool is not None else [],
             "policy": str(self.config.policy) if self.config.policy else "built-in default",
             "uptime_seconds": round(time.time() - self._started),
             "on_demand": self.control.live(),
@@ -477,7 +500,10 @@ class Daemon:
                 return
         self.policy = policy
         self.marks.book.section = policy.harassment
-        self.recorder.set_decider(PolicyDecider(policy))
+        if self.pool is not None:
+            self.pool.reload(self.config.policy)
+        else:
+            self.recorder.set_decider(PolicyDecider(policy))
         self._note_policy()
         log.info("policy.loaded", file=str(self.config.policy or "built-in default"))
 

@@ -31,8 +31,10 @@ __all__ = [
     "TP_STATUS_VLAN_TPID_VALID",
     "TP_STATUS_VLAN_VALID",
     "block_status",
+    "media_filter",
     "pack_program",
     "release_block",
+    "signalling_filter",
     "sip_rtp_filter",
 ]
 
@@ -274,6 +276,119 @@ def sip_rtp_filter(sip_ports: Sequence[int] = (5060,), *, drop_outgoing: bool = 
         (_RET_K, 0, 0, _ACCEPT),
     ]
     return _assemble(ops)
+
+
+def _prelude(drop_outgoing: bool) -> list[_Op | _Label]:
+    """Reject what this host sends (when asked); leave in X the VLAN tag bytes before
+    the EtherType that matters and jump to "l3" with that EtherType in A."""
+    ops: list[_Op | _Label] = []
+    if drop_outgoing:
+        ops += [(_LD_W_ABS, 0, 0, _SKF_AD_PKTTYPE), (_JEQ_K, "reject", 0, _PACKET_OUTGOING)]
+    ops += [(_LDX_IMM, 0, 0, 0), (_LD_H_ABS, 0, 0, 12)]
+    ops += _jump_if_vlan("tag1", "l3")
+    ops += ["tag1", (_LDX_IMM, 0, 0, 4), (_LD_H_ABS, 0, 0, 16)]
+    ops += _jump_if_vlan("tag2", "l3")
+    ops += ["tag2", (_LDX_IMM, 0, 0, 8), (_LD_H_ABS, 0, 0, 20)]
+    return ops
+
+
+def _ports(ports: Sequence[int]) -> tuple[int, ...]:
+    found = tuple(ports)
+    if not found or any(not 0 < p < 65536 for p in found):
+        raise ValueError(f"SIP ports must be 1..65535, got {found!r}")
+    return found
+
+
+def media_filter(sip_ports: Sequence[int] = (5060,), *, drop_outgoing: bool = False) -> list[Instruction]:
+    """The share of :func:`sip_rtp_filter` a capture worker's fanout socket
+    takes (recorder.fanout): whole UDP datagrams over IPv4 or IPv6 with
+    neither port a SIP port.  SIP, TCP and every fragment go to the
+    signalling socket each worker has (:func:`signalling_filter`), so the two
+    together pass what :func:`sip_rtp_filter` passes, and nothing twice."""
+    ports = _ports(sip_ports)
+    ops = _prelude(drop_outgoing) + [
+        "l3",
+        (_JEQ_K, "ipv4", 0, _ETHERTYPE_IPV4),
+        (_JEQ_K, "ipv6", "reject", _ETHERTYPE_IPV6),
+        "ipv4",
+        (_LD_B_IND, 0, 0, 14 + 9),
+        (_JEQ_K, 0, "reject", _IPPROTO_UDP),
+        (_LD_H_IND, 0, 0, 14 + 6),
+        (_JSET_K, "reject", 0, 0x3FFF),
+        (_LD_B_IND, 0, 0, 14),
+        (_ALU_AND_K, 0, 0, 0x0F),
+        (_ALU_LSH_K, 0, 0, 2),
+        (_ALU_ADD_X, 0, 0, 0),
+        (_TAX, 0, 0, 0),
+        (_LD_H_IND, 0, 0, 14),
+        *_reject_if_port(ports),
+        (_LD_H_IND, 0, 0, 16),
+        *_reject_if_port(ports),
+        (_RET_K, 0, 0, _ACCEPT),
+        "ipv6",
+        (_LD_B_IND, 0, 0, 14 + 6),
+        (_JEQ_K, 0, "reject", _IPPROTO_UDP),
+        (_LD_H_IND, 0, 0, 14 + 40),
+        *_reject_if_port(ports),
+        (_LD_H_IND, 0, 0, 14 + 42),
+        *_reject_if_port(ports),
+        (_RET_K, 0, 0, _ACCEPT),
+        "reject",
+        (_RET_K, 0, 0, _REJECT),
+    ]
+    return _assemble(ops)
+
+
+def signalling_filter(sip_ports: Sequence[int] = (5060,), *, drop_outgoing: bool = False) -> list[Instruction]:
+    """What every capture worker reads in full beside its fanout share: UDP
+    and TCP from or to a SIP port over IPv4 or IPv6, and every IPv4 or IPv6
+    fragment of UDP or TCP (a fragment has no ports to tell SIP from RTP,
+    and a large INVITE is fragmented)."""
+    ports = _ports(sip_ports)
+    ops = _prelude(drop_outgoing) + [
+        "l3",
+        (_JEQ_K, "ipv4", 0, _ETHERTYPE_IPV4),
+        (_JEQ_K, "ipv6", "reject", _ETHERTYPE_IPV6),
+        "ipv4",
+        (_LD_B_IND, 0, 0, 14 + 9),
+        (_JEQ_K, "l4v4", 0, _IPPROTO_UDP),
+        (_JEQ_K, 0, "reject", _IPPROTO_TCP),
+        "l4v4",
+        (_LD_H_IND, 0, 0, 14 + 6),
+        (_JSET_K, "accept", 0, 0x3FFF),
+        (_LD_B_IND, 0, 0, 14),
+        (_ALU_AND_K, 0, 0, 0x0F),
+        (_ALU_LSH_K, 0, 0, 2),
+        (_ALU_ADD_X, 0, 0, 0),
+        (_TAX, 0, 0, 0),
+        (_LD_H_IND, 0, 0, 14),
+        *_accept_if_port(ports),
+        (_LD_H_IND, 0, 0, 16),
+        *_accept_if_port(ports),
+        (_RET_K, 0, 0, _REJECT),
+        "ipv6",
+        (_LD_B_IND, 0, 0, 14 + 6),
+        (_JEQ_K, "l4v6", 0, _IPPROTO_UDP),
+        (_JEQ_K, "l4v6", 0, _IPPROTO_TCP),
+        (_JEQ_K, 0, "reject", _IPPROTO_FRAGMENT),
+        (_LD_B_IND, 0, 0, 14 + 40),
+        (_JEQ_K, "accept", 0, _IPPROTO_UDP),
+        (_JEQ_K, "accept", "reject", _IPPROTO_TCP),
+        "l4v6",
+        (_LD_H_IND, 0, 0, 14 + 40),
+        *_accept_if_port(ports),
+        (_LD_H_IND, 0, 0, 14 + 42),
+        *_accept_if_port(ports),
+        "reject",
+        (_RET_K, 0, 0, _REJECT),
+        "accept",
+        (_RET_K, 0, 0, _ACCEPT),
+    ]
+    return _assemble(ops)
+
+
+def _reject_if_port(ports: tuple[int, ...]) -> list[_Op | _Label]:
+    return [(_JEQ_K, "reject", 0, port) for port in ports]
 
 
 def _jump_if_vlan(tagged: _Label, untagged: _Label) -> list[_Op | _Label]:

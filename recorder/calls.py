@@ -622,6 +622,15 @@ class CallTracker:
                 self._end(call, events, answered=False)
         return events
 
+    def live(self, serial: int) -> Call | None:
+        """The call numbered ``serial`` while the tracker holds it (a capture
+        worker asks for its SDP endpoints, recorder.fanout)."""
+        for queue in self._queues.values():
+            call = queue.get(serial)
+            if call is not None:
+                return call
+        return None
+
     def close_all(self, now: float, reason: str = "capture_end") -> list[CallEvent]:
         """End of input: every open call ends here, incomplete."""
         events: list[CallEvent] = []

@@ -13,6 +13,14 @@ The socket is created unbound to any protocol, so it receives nothing until the
 filter, the ring and promiscuous mode are in place; only then is it bound to
 ``ETH_P_ALL``.  No unfiltered frame ever reaches the ring.
 
+With ``part="media"`` and a ``fanout_group`` the socket is one member of a
+``PACKET_FANOUT`` group that spreads UDP media over capture workers by
+:func:`recorder.fanout.demux_program`; ``part="signalling"`` takes the SIP and
+the fragments every worker reads in full (recorder.fanout explains why).  The
+member sockets are made by the parent process and inherited by the workers
+(``LiveCapture.adopt``), so a worker that dies and is started again takes
+the same place in the group and the same ring.
+
 Needs CAP_NET_RAW, and nothing else: promiscuous mode through a packet
 socket membership does not need CAP_NET_ADMIN (tests/test_live_capture.py
 checks this with every other capability dropped).
@@ -34,11 +42,14 @@ from .afpacket import (
     BlockReader,
     Frame,
     block_status,
+    media_filter,
     pack_program,
     release_block,
+    signalling_filter,
     sip_rtp_filter,
 )
 from .errors import RecorderError
+from .fanout import demux_program
 
 __all__ = ["LiveCapture", "LiveCaptureError"]
 
@@ -51,6 +62,9 @@ _PACKET_STATISTICS = 6
 _PACKET_VERSION = 10
 _TPACKET_V3 = 2
 _PACKET_MR_PROMISC = 1
+_PACKET_FANOUT = 18
+_PACKET_FANOUT_DATA = 22
+_PACKET_FANOUT_CBPF = 6
 _SO_ATTACH_FILTER = 26
 _ARPHRD_ETHER = 1
 _ARPHRD_LOOPBACK = 772
@@ -60,6 +74,9 @@ _REQ3 = Struct("=7I")  # struct tpacket_req3
 _MREQ = Struct("=iHH8s")  # struct packet_mreq
 _STATS3 = Struct("=III")  # struct tpacket_stats_v3
 _FPROG = Struct("@HP")  # struct sock_fprog: length, then a pointer to the instructions
+_SEQ = Struct("=Q")  # tpacket_hdr_v1.seq_num, after block_status, num_pkts, offset_to_first_pkt, blk_len
+_SEQ_OFFSET = 24
+_FILTERS = {"all": sip_rtp_filter, "media": media_filter, "signalling": signalling_filter}
 
 
 class LiveCaptureError(RecorderError, OSError):
@@ -94,6 +111,9 @@ class LiveCapture:
         block_bytes: int = 1 << 20,
         block_timeout_ms: int = 100,
         sip_ports: tuple[int, ...] = (5060,),
+        part: str = "all",
+        fanout_group: int | None = None,
+        _adopt: int | None = None,
     ) -> None:
         page = mmap.PAGESIZE
         # The kernel allocates each block as a power-of-two run of pages: any other size wastes the rest.
@@ -111,25 +131,44 @@ class LiveCapture:
         self._reader = BlockReader(block_bytes)
         self._kernel = {"packets": 0, "drops": 0, "freezes": 0}
         self._ring: mmap.mmap | None = None
+        self._counts_kernel = _adopt is None
+        """The kernel clears its counters when read: only the process that made the socket reads them."""
+        if part not in _FILTERS:
+            raise LiveCaptureError(errno.EINVAL, f"part must be one of {sorted(_FILTERS)}, got {part!r}")
+        if _adopt is not None:
+            self._sock = socket.socket(fileno=_adopt)
+            self._ring = mmap.mmap(_adopt, ring_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._resync()
+            return
         try:
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError as exc:
             raise LiveCaptureError(errno.EPERM, "capturing needs CAP_NET_RAW (packet sockets)") from exc
         try:
-            self._setup(interface, promiscuous, ring_bytes, block_timeout_ms, sip_ports)
+            self._setup(interface, promiscuous, ring_bytes, block_timeout_ms, sip_ports, part)
+            if fanout_group is not None:
+                self._join(fanout_group)
         except BaseException:
             self.close()
             raise
 
+    @classmethod
+    def adopt(cls, fd: int, interface: str, *, ring_bytes: int, block_bytes: int) -> LiveCapture:
+        """The capture a parent process set up on ``fd`` (inherited), with its
+        filter, ring and fanout membership; reading resumes at the oldest
+        block the kernel has handed over."""
+        return cls(interface, ring_bytes=ring_bytes, block_bytes=block_bytes, _adopt=fd)
+
     def _setup(
-        self, interface: str, promiscuous: bool, ring_bytes: int, timeout_ms: int, sip_ports: tuple[int, ...]
+        self, interface: str, promiscuous: bool, ring_bytes: int, timeout_ms: int, sip_ports: tuple[int, ...],
+        part: str,
     ) -> None:
         sock = self._sock
         sock.bind((interface, 0))  # protocol 0: tied to the interface, receiving nothing yet
         hatype = sock.getsockname()[3]
         if hatype not in (_ARPHRD_ETHER, _ARPHRD_LOOPBACK):
             raise LiveCaptureError(errno.EPROTONOSUPPORT, f"{interface} is not an Ethernet interface (ARPHRD {hatype})")
-        program = pack_program(sip_rtp_filter(sip_ports, drop_outgoing=hatype == _ARPHRD_LOOPBACK))
+        program = pack_program(_FILTERS[part](sip_ports, drop_outgoing=hatype == _ARPHRD_LOOPBACK))
         code = ctypes.create_string_buffer(program, len(program))
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, _FPROG.pack(len(program) // 8, ctypes.addressof(code)))
         sock.setsockopt(_SOL_PACKET, _PACKET_VERSION, _TPACKET_V3)
@@ -140,6 +179,29 @@ class LiveCapture:
         if promiscuous:
             sock.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, _MREQ.pack(self.ifindex, _PACKET_MR_PROMISC, 0, b""))
         sock.bind((interface, _ETH_P_ALL))
+
+    def _join(self, group: int) -> None:
+        """Join fanout group ``group`` (16 bits, per network namespace and
+        interface) with our demux program.  Until the program is in place the
+        kernel hands everything to the first member: only at start, before
+        the daemon records anything."""
+        if not 0 <= group <= 0xFFFF:
+            raise LiveCaptureError(errno.EINVAL, f"fanout group must be 0..65535, got {group}")
+        self._sock.setsockopt(_SOL_PACKET, _PACKET_FANOUT, group | _PACKET_FANOUT_CBPF << 16)
+        program = pack_program(demux_program())
+        code = ctypes.create_string_buffer(program, len(program))
+        self._sock.setsockopt(_SOL_PACKET, _PACKET_FANOUT_DATA, _FPROG.pack(len(program) // 8, ctypes.addressof(code)))
+
+    def _resync(self) -> None:
+        """Start at the oldest block handed to us (by sequence number): a
+        worker started again finds the ring where its predecessor left it."""
+        ring = self._ring
+        assert ring is not None
+        size = self._block_bytes
+        ready = [(_SEQ.unpack_from(ring, i * size + _SEQ_OFFSET)[0], i) for i in range(self._block_count)
+                 if block_status(ring, i * size) & TP_STATUS_USER]
+        if ready:
+            self._next_block = min(ready)[1]
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -163,6 +225,8 @@ class LiveCapture:
             release_block(ring, base)
             index = index + 1 if index + 1 < count else 0
         self._next_block = index
+        if not out and self._adopted_elsewhere():
+            return self.read_blocks(max_blocks)
         if not out:
             # Woken with nothing to read: the socket may carry an error (the
             # interface went down); left pending it would wake us forever.
@@ -171,6 +235,21 @@ class LiveCapture:
                 raise OSError(err, f"{self.interface}: {os.strerror(err)}")
         return out
 
+    def ready(self) -> bool:
+        """Whether a block waits to be read (after ``read_blocks`` stopped at its limit)."""
+        ring = self._ring
+        return ring is not None and bool(block_status(ring, self._next_block * self._block_bytes) & TP_STATUS_USER)
+
+    def _adopted_elsewhere(self) -> bool:
+        """Woken with our block still the kernel's while another is ours: the
+        ring was read by a worker that died between blocks.  Move to the
+        oldest ready block (True) so that reading never stalls."""
+        ring = self._ring
+        assert ring is not None
+        before = self._next_block
+        self._resync()
+        return self._next_block != before
+
     def stats(self) -> dict[str, int]:
         """Cumulative counters.  ``kernel_packets`` counts every packet that passed
         the filter, including ``kernel_drops`` (ring full); ``kernel_freezes``
@@ -178,7 +257,7 @@ class LiveCapture:
         each read and keeps them in 32 bits: call this at least hourly.  After
         ``close`` the final figures remain readable."""
         kernel = self._kernel
-        if self._sock.fileno() != -1:
+        if self._counts_kernel and self._sock.fileno() != -1:
             raw = self._sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, _STATS3.size)
             packets, drops, freezes = _STATS3.unpack(raw)
             kernel["packets"] += packets

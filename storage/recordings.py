@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from recorder.record import CallResult, CallSnapshot
+from recorder.record import CallResult, CallSnapshot, RecordingHandle
 from wire.rtppcap import pcap_record
 
 from .audiofile import AudioWriter, SideWriter, audio_format, convert_to_l16, side_digest, wav_digest
@@ -185,6 +185,18 @@ class FileRecording:
                 self._store.unsealed.add(self._side_path(channel))
         self._store.seal(result, self, frames)
 
+    def abandon(self) -> None:
+        """The capture worker writing this recording died (callrec.workers):
+        what it handed over is written and the files are left open-ended,
+        exactly as a crash leaves them, for recovery to repair and seal."""
+        self._write_pending()
+        for writer in (self._wav, *self._side.values()):
+            if writer is not None:
+                try:
+                    writer._vault.abandon()
+                except OSError as exc:
+                    self._fail(exc)
+
     def side_files(self) -> list[SideFile]:
         return [SideFile(ch, self._store.relative(self._side_path(ch)),
                          side_digest(self._side_path(ch), self._store.master, self.record_id,
@@ -281,6 +293,12 @@ class RecordingStore:
             self._write_row(record_id, audio_path=self.relative(handle.wav_path),
                             audio_format=audio_format(encoding, rate))
         return handle
+
+    def abandon(self, serial: int, handle: RecordingHandle | None) -> str | None:
+        """Let go of a recording whose capture worker died; its id, for recovery."""
+        if isinstance(handle, FileRecording):
+            handle.abandon()
+        return self._ids.pop(serial, None)
 
     def refusal(self, record_id: str) -> tuple[str, str] | None:
         """Why this recording must not write audio, as (end reason, message):

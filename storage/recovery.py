@@ -28,8 +28,11 @@ END_REASON = "recovered_after_crash"
 _SIDE = re.compile(r"\.ch([01])\.rtp\.pcap\.vault$")
 
 
-def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: MasterKey) -> list[str]:
+def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: MasterKey,
+                       only: set[str] | None = None) -> list[str]:
     """Repair and seal what a crash left open; returns the recovered ids.
+    ``only``: just these (the calls of a capture worker that died while the
+    daemon and the other workers go on, callrec.workers).
 
     Every complete vault record is kept (a record is written about once a
     second), so the audio up to the crash survives; the end time is the
@@ -39,6 +42,8 @@ def recover_unfinished(data_dir: Path, index: CallIndex, tz: ZoneInfo, master: M
     key = seal_key(master)
     for row in index.unfinished():
         record_id = row.id
+        if only is not None and record_id not in only:
+            continue
         if index.seal_of(record_id) is not None:
             # Sealed once, then set back to `recording`: sealing it again
             # would bless whatever was done to it.  verify names it.

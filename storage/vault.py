@@ -175,6 +175,17 @@ class VaultWriter:
         log.debug("vault.sealed", path=str(self.path), plaintext_length=self._length, records=self._index)
         return self._length
 
+    def abandon(self) -> None:
+        """Write what was appended and close without the final record, as a
+        crash leaves the file: repair_vault() seals it later."""
+        if self._closed:
+            return
+        try:
+            self.flush(durable=False)
+        finally:
+            self._closed = True
+            os.close(self._fd)
+
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: vault writer is closed")

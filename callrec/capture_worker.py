@@ -1,0 +1,465 @@
+"""One capture worker: `python -m callrec.capture_worker FD`, started by the daemon.
+
+The worker reads its share of the media (its socket in the interface's
+``PACKET_FANOUT`` group) and all of the SIP (its own signalling socket), both
+made by the daemon and inherited, and runs the unchanged recorder core over
+them.  Which calls it writes, and why every worker can decide that alone,
+is in recorder.fanout; how the rows stay one store is in callrec.workers.
+
+Order.  The media and the SIP come from two rings the kernel hands over
+independently (a block when full or when its timer runs out), so a 200 OK
+can be read after RTP captured later than it.  Frames are held
+``HOLD_SECONDS`` (longer than any ring's block timer) and released in capture
+order across the rings: the core sees what the single-worker daemon sees.
+
+Storage.  The worker writes nothing: the recorder's sink here sends each of
+its calls (begin, audio, checkpoint, seal) to the daemon, which holds the one
+index, ring, ledger and seal chain.  A worker that dies leaves its calls to
+the daemon, which repairs them as after a crash and starts a new worker on
+the same sockets.
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import os
+import select
+import socket
+import sys
+import time
+from collections.abc import Callable
+from itertools import chain
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from policy.decide import PolicyDecider
+from policy.loader import PolicyError, load_policy
+from policy.schema import Policy
+from recorder.engine import Recorder
+from recorder.fanout import Endpoint, call_owner, frame_endpoints
+from recorder.live_capture import LiveCapture
+from recorder.record import CallResult, CallSnapshot
+
+from . import logs
+from .context import tune_gc
+from .worker_channel import Channel
+
+__all__ = ["HOLD_SECONDS", "Holdback", "WorkerSink", "main"]
+
+log = structlog.get_logger("callrec.worker")
+
+Frame = tuple[float, int, bytes]
+HOLD_SECONDS = 0.08
+"""How long a frame waits for frames captured before it in another ring:
+more than the rings' block timers (callrec.workers: 20 ms media, 10 ms SIP)
+and the way through the daemon of a forwarded frame."""
+MAX_BLOCKS = 8
+REFRESH_SECONDS = 0.1
+"""How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
+STATS_SECONDS = 1.0
+MAX_VERDICTS = 1 << 17
+_ts = itemgetter(0)
+
+
+class Holdback:
+    """Frames from several sources (each in capture order), released in
+    capture order once they are older than the cutoff."""
+
+    def __init__(self, sources: int) -> None:
+        self._buffers: list[list[Frame]] = [[] for _ in range(sources)]
+        self.held = 0
+
+    def add(self, source: int, frames: list[Frame]) -> None:
+        if frames:
+            buffer = self._buffers[source]
+            if buffer and frames[0][0] < buffer[-1][0]:
+                buffer.extend(frames)
+                buffer.sort(key=_ts)
+            else:
+                buffer.extend(frames)
+            self.held += len(frames)
+
+    def release(self, cutoff: float) -> list[Frame]:
+        parts = []
+        for buffer in self._buffers:
+            count = bisect.bisect_right(buffer, cutoff, key=_ts)
+            if count:
+                parts.append(buffer[:count])
+                del buffer[:count]
+        if not parts:
+            return []
+        self.held -= sum(len(p) for p in parts)
+        if len(parts) == 1:
+            return parts[0]
+        parts.sort(key=len)
+        out = parts.pop()
+        rest = sorted(chain.from_iterable(parts), key=_ts)
+        if len(rest) > 64:
+            return list(heapq.merge(out, rest, key=_ts))
+        for frame in rest:
+            out.insert(bisect.bisect_right(out, frame[0], key=_ts), frame)
+        return out
+
+
+class _Proxy:
+    """The handle of a call this worker owns: every write goes to the daemon."""
+
+    __slots__ = ("_send", "_serial", "_sink")
+
+    def __init__(self, sink: WorkerSink, serial: int) -> None:
+        self._sink = sink
+        self._send = sink.channel.send
+        self._serial = serial
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._send(("append", self._serial, data))
+
+    def convert_to_l16(self) -> None:
+        self._send(("convert", self._serial))
+
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
+        self._send(("side", self._serial, channel, arrival, rtp, flow))
+
+    def checkpoint(self) -> None:
+        self._send(("checkpoint", self._serial))
+
+    def close(self, result: CallResult) -> None:
+        self._send(("close", self._serial, result))
+        self._sink.ended(self._serial)
+
+
+class _Elsewhere:
+    """The handle of a call another worker owns: its audio here is what this
+    worker's share held before the flow was known to forward; dropped, since
+    the owner has (or is forwarded) the packets."""
+
+    __slots__ = ("_serial", "_sink")
+
+    def __init__(self, sink: WorkerSink, serial: int) -> None:
+        self._sink = sink
+        self._serial = serial
+
+    def append(self, data: bytes) -> None:
+        pass
+
+    def convert_to_l16(self) -> None:
+        pass
+
+    def side_packet(self, channel: int, arrival: float, rtp: bytes, flow: tuple[str, int, str, int]) -> None:
+        pass
+
+    def checkpoint(self) -> None:
+        pass
+
+    def close(self, result: CallResult) -> None:
+        self._sink.ended(self._serial)
+
+
+class WorkerSink:
+    """The recorder's sink in worker ``me`` of ``workers``: the owner's calls
+    go to the daemon, the others' are followed only to forward their flows."""
+
+    def __init__(self, channel: Channel, me: int, workers: int) -> None:
+        self.channel = channel
+        self.me = me
+        self.workers = workers
+        self.tracker: Any = None
+        """The recorder's call tracker (recorder.calls), read for the calls' SDP endpoints."""
+        self.owner: dict[int, int] = {}
+        """Serial -> owning worker, for the calls begun here (fixed at begin)."""
+        self._keys: dict[int, tuple[str, float]] = {}
+        self._sticky: dict[tuple[str, float], tuple[int, set[Endpoint]]] = {}
+        """Another worker's recording, by (Call-ID, INVITE time): its endpoints stay
+        forwarded until the owner ends it, even once this worker's own view of
+        the call ended (no media reached it: its RTP timeout)."""
+        self.forward: dict[Endpoint, int] = {}
+        self._verdicts: dict[bytes, int] = {}
+        """Each IPv4 flow's verdict under the current map: another worker, or -1 (this one)."""
+        self._generation = -1
+        self._owned_ids: dict[int, str] = {}
+        self.stats = {"frames_forwarded": 0, "audio_elsewhere": 0}
+
+    def _owner_of(self, call: Any) -> int | None:
+        """The call's owner: fixed once it began recording; before, where its
+        SDP pair lands, or None while one party's SDP is still unknown (the
+        Call-ID fallback is for calls that begin without it)."""
+        root = call
+        while root.link is not None:
+            root = root.link
+        owner = self.owner.get(root.serial)
+        if owner is None and root.endpoints[0] and root.endpoints[1]:
+            owner = call_owner(root.endpoints, root.call_id, self.workers)
+        return owner
+
+    # ---- RecordingSink ----------------------------------------------------
+    def begin(self, call: CallSnapshot, origin: float) -> None:
+        assert self.tracker is not None
+        live = self.tracker.live(call.serial)
+        owner = self._owner_of(live) if live is not None else None
+        if owner is None:
+            owner = call_owner(([], []), call.sip_call_id, self.workers)
+        self.owner[call.serial] = owner
+        if owner == self.me:
+            self._owned_ids[call.serial] = call.sip_call_id
+            self.channel.send(("begin", call.serial, call, origin))
+        else:
+            key = (call.sip_call_id, call.invite_ts)
+            self._keys[call.serial] = key
+            self._sticky[key] = (owner, set())
+            self._generation = -1  # the next refresh (within REFRESH_SECONDS) keeps its endpoints
+
+    def open_audio(self, call: CallSnapshot, origin: float, encoding: str, rate: int = 8000) -> _Proxy | _Elsewhere:
+        if self.owner.get(call.serial, self.me) == self.me:
+            self.channel.send(("open", call.serial, call, origin, encoding, rate))
+            return _Proxy(self, call.serial)
+        self.stats["audio_elsewhere"] += 1
+        return _Elsewhere(self, call.serial)
+
+    def finish_without_audio(self, result: CallResult) -> None:
+        serial = result.call.serial
+        if self.owner.get(serial, self.me) == self.me:
+            self.channel.send(("noaudio", serial, result))
+        self.ended(serial)
+
+    # ---- MarkSink --------------------------------------------------------
+    def mark(self, call: CallSnapshot, category: str, at: float) -> None:
+        """A harassment mark keyed on the staff side: the owner, the one worker that sees the
+        call's media and so its digits, hands it to the daemon, which stores, ledgers and logs it."""
+        if self.owner.get(call.serial) == self.me:
+            self.channel.send(("mark", call.serial, call, category, at))
+
+    def ended(self, serial: int) -> None:
+        """This worker's view of the call ended: an owned call's endpoints
+        are released here; another's stay forwarded until its owner ends it."""
+        self.owner.pop(serial, None)
+        self._owned_ids.pop(serial, None)
+        self._keys.pop(serial, None)
+
+    @property
+    def owned_call_ids(self) -> set[str]:
+        return set(self._owned_ids.values())
+
+    # ---- forwarding ---------------------------------------------------------
+    def owner_ended(self, key: tuple[str, float]) -> None:
+        """The daemon: the owner sealed this call."""
+        if self._sticky.pop(key, None) is not None:
+            self._generation = -1
+
+    def refresh(self, force: bool = False) -> None:
+        """The endpoints of other workers' calls, from the call tracker (same
+        SIP, same decisions in every worker)."""
+        tracker = self.tracker
+        if tracker is None or (not force and tracker.endpoint_generation == self._generation):
+            return
+        self._generation = tracker.endpoint_generation
+        forward: dict[Endpoint, int] = {}
+        if self.workers > 1:
+            me = self.me
+            for endpoint, (call, _) in tracker.endpoints.items():
+                owner = self._owner_of(call)
+                if owner is not None and owner != me:
+                    forward[endpoint] = owner
+                    root = call
+                    while root.link is not None:
+                        root = root.link
+                    key = self._keys.get(root.serial)
+                    if key is not None and key in self._sticky:
+                        self._sticky[key][1].add(endpoint)
+            for owner, endpoints in self._sticky.values():
+                for endpoint in endpoints:
+                    forward.setdefault(endpoint, owner)
+        self.forward = forward
+        self._verdicts.clear()
+
+    def split(self, frames: list[Frame]) -> list[Frame]:
+        """Frames of other workers' calls are sent to their owners (through
+        the daemon); the rest are this worker's.  The common frame (IPv4
+        without options, untagged or behind one 802.1Q tag) costs a slice and
+        a lookup of its flow's verdict, cached until the map changes; the
+        rest are taken apart by frame_endpoints."""
+        forward = self.forward
+        if not forward:
+            return frames
+        verdicts = self._verdicts
+        if len(verdicts) > MAX_VERDICTS:
+            verdicts.clear()
+        keep: list[Frame] = []
+        out: dict[int, list[Frame]] = {}
+        for frame in frames:
+            data = frame[2]
+            ethertype = data[12:14]
+            tagged = ethertype == b"\x81\x00" and data[16:18] == b"\x08\x00"
+            at = 14 if ethertype == b"\x08\x00" else 18 if tagged else 0
+            if at and len(data) >= at + 24 and data[at] == 0x45 and data[at + 9] == 17:
+                flow = data[at + 12:at + 24]
+                owner = verdicts.get(flow)
+                if owner is None:
+                    owner = verdicts[flow] = self._verdict(forward, (flow[0:4], (flow[8] << 8) | flow[9]),
+                                                           (flow[4:8], (flow[10] << 8) | flow[11]))
+            else:
+                ends = frame_endpoints(data)
+                owner = self._verdict(forward, *ends) if ends is not None else -1
+            if owner >= 0:
+                out.setdefault(owner, []).append(frame)
+            else:
+                keep.append(frame)
+        for owner, moved in out.items():
+            self.channel.send(("forward", owner, moved))
+            self.stats["frames_forwarded"] += len(moved)
+        return keep
+
+    @staticmethod
+    def _verdict(forward: dict[Endpoint, int], src: Endpoint, dst: Endpoint) -> int:
+        """The worker a flow goes to, by its destination first (as the recorder
+        matches it), -1 for this one."""
+        owner = forward.get(dst)
+        if owner is None:
+            owner = forward.get(src)
+        return -1 if owner is None else owner
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, channel: Channel, init: dict[str, Any]) -> None:
+        self.channel = channel
+        self.me: int = init["index"]
+        self.captures: list[tuple[LiveCapture, str]] = [
+            (LiveCapture.adopt(fd, interface, ring_bytes=ring, block_bytes=block), part)
+            for fd, interface, part, ring, block in init["captures"]]
+        self.sink = WorkerSink(channel, self.me, init["workers"])
+        self.recorder = Recorder(PolicyDecider(self._policy(init["policy"])), self.sink, self.sink)
+        self.sink.tracker = self.recorder.tracker
+        self.hold = Holdback(len(self.captures) + 1)
+        self.stopping = False
+
+    @staticmethod
+    def _policy(path: str | None) -> Policy:
+        return load_policy(Path(path)) if path else Policy()
+
+    def run(self) -> int:
+        poller = select.poll()
+        for capture, _ in self.captures:
+            poller.register(capture.fileno(), select.POLLIN)
+        poller.register(self.channel.sock.fileno(), select.POLLIN)
+        next_stats = next_refresh = 0.0
+        while True:
+            poller.poll(20)
+            quiet, behind = self._read_rings()
+            try:
+                messages = self.channel.receive()
+            except EOFError:
+                log.error("worker.daemon_gone", worker=self.me)
+                return 1
+            for message in messages:
+                self.on_message(message)
+            now = time.time()
+            if self.stopping:
+                return self._stop()
+            self._feed(self.hold.release(min(now - HOLD_SECONDS, behind)))
+            if now >= next_refresh:
+                self.sink.refresh()
+                next_refresh = now + REFRESH_SECONDS
+            if now >= next_stats:
+                if quiet and not self.hold.held:
+                    # A quiet line: time passes without frames.  Never while frames wait
+                    # (held here or in a ring not yet handed over): the clock would run
+                    # ahead of them and commit silence where their audio belongs.
+                    self.recorder.advance(now - HOLD_SECONDS)
+                self.channel.send(("stats", self._stats(now)))
+                next_stats = now + STATS_SECONDS
+            self.channel.flush()
+
+    def _read_rings(self, drain: bool = False) -> tuple[bool, float]:
+        """Frames from every ring into the hold-back, a few blocks each; whether
+        none came, and the capture time up to which every ring has been read
+        (a ring with more blocks waiting holds the others back: the SIP of
+        other calls must not carry the recorder's clock past media not yet
+        read, or that media would come too late for its place in the file)."""
+        count = 0
+        behind = float("inf")
+        for source, (capture, part) in enumerate(self.captures):
+            while True:
+                try:
+                    frames = capture.read_blocks(MAX_BLOCKS)
+                except OSError as exc:
+                    log.warning("capture.error", interface=capture.interface, reason=exc.strerror or str(exc))
+                    break
+                if part == "media":
+                    frames = self.sink.split(frames)
+                self.hold.add(source, frames)
+                count += len(frames)
+                if not frames:
+                    break
+                if not drain:
+                    if capture.ready():
+                        behind = min(behind, frames[-1][0])
+                    break
+        return count == 0, behind
+
+    def on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "frames":
+            self.hold.add(len(self.captures), message[1])
+        elif kind == "ended":
+            self.sink.owner_ended(message[1])
+        elif kind == "policy":
+            try:
+                self.recorder.set_decider(PolicyDecider(self._policy(message[1])))
+            except PolicyError as exc:
+                log.error("policy.refused", worker=self.me, reason=str(exc))
+        elif kind == "stop":
+            self.stopping = True
+
+    def _feed(self, frames: list[Frame]) -> None:
+        if frames:
+            try:
+                self.recorder.feed_frames(frames)
+            except Exception:  # one bad batch must not stop the recorder
+                log.exception("recorder.batch_failed", frames=len(frames), worker=self.me)
+
+    def _stats(self, now: float) -> dict[str, Any]:
+        owned = self.sink.owned_call_ids
+        return {"counters": self.recorder.counters(), "pid": os.getpid(),
+                "one_sided": [c for c in self.recorder.one_sided_recordings(now, 10.0) if c in owned],
+                "capture": [capture.stats() for capture, _ in self.captures], **self.sink.stats}
+
+    def _stop(self) -> int:
+        """SIGTERM to the daemon: the rings drained, every frame fed, every
+        open call closed (incomplete, as one worker does)."""
+        self._read_rings(drain=True)
+        self._feed(self.hold.release(float("inf")))
+        self.recorder.finish("shutdown")
+        self.channel.send(("stats", self._stats(time.time())))
+        self.channel.send(("stopped",))
+        self.channel.flush()
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    sock = socket.socket(fileno=int(argv[0]))
+    sock.setblocking(True)
+    channel = Channel(sock)
+    messages: list[Any] = []
+    while not messages:
+        select.select([sock], [], [])
+        messages = channel.receive()
+    init = messages.pop(0)
+    logs.configure(init["log_level"])
+    tune_gc()
+    worker = Worker(channel, init)
+    for message in messages:
+        worker.on_message(message)
+    return worker.run()
+
+
+def _entry(run: Callable[[list[str]], int]) -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    _entry(main)
