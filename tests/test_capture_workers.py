@@ -336,3 +336,46 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     other.owner_ended((result.call.sip_call_id, wire.sent[0][2].invite_ts))
     other.refresh()
     assert other.forward == {}
+
+
+# ---- harassment marks through the workers ----------------------------------------------
+def test_a_keyed_mark_goes_from_the_owning_worker_to_the_daemons_one_store(tmp_path: Path) -> None:
+    """Both workers follow the call's SIP; only the owner sees its media and so its digits, and
+    only the owner hands the mark on; the daemon gives it to the store under its own serial."""
+    from callrec.config import Config
+    from callrec.workers import WorkerPool, _Open, _Worker
+    from recorder.record import CallSnapshot
+    from tests.marks_helpers import HARASSMENT
+    from tests.on_demand_frames import AUTOMATIC, call
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(AUTOMATIC + HARASSMENT, encoding="utf-8")
+    frames = _frames(call(6, keyed={2.0: "*91"}))
+    wires = []
+    for me in range(2):
+        wire = _Wire()
+        sink = WorkerSink(wire, me, 2)  # type: ignore[arg-type]
+        recorder = Recorder(PolicyDecider(load_policy(path)), sink, sink)
+        sink.tracker = recorder.tracker
+        recorder.feed_frames(frames)
+        recorder.advance(T0 + 30)
+        wires.append(wire)
+    marks = [m for wire in wires for m in wire.sent if m[0] == "mark"]
+    owners = [wire for wire in wires if "begin" in wire.kinds()]
+    assert len(marks) == 1 and len(owners) == 1 and marks[0] in owners[0].sent
+    _, serial, snapshot, category, at = marks[0]
+    assert category == "threat" and snapshot.serial == serial
+
+    got: list[tuple[CallSnapshot, str, float]] = []
+
+    class Keep:
+        def mark(self, call: CallSnapshot, category: str, at: float) -> None:
+            got.append((call, category, at))
+
+    config = Config(data_dir=tmp_path / "data", policy=path, capture_workers=2)
+    pool = WorkerPool(config, None, Keep())  # type: ignore[arg-type]
+    worker = _Worker(0, [])
+    worker.calls[serial] = _Open(41, (snapshot.sip_call_id, snapshot.invite_ts))
+    pool._dispatch(worker, marks[0])
+    pool._dispatch(worker, ("mark", serial + 1, snapshot, category, at))  # a call the daemon does not hold
+    assert [(c.serial, c.sip_call_id, cat, t) for c, cat, t in got] == [(41, snapshot.sip_call_id, "threat", at)]
