@@ -45,6 +45,7 @@ from storage.sweep import sweep
 from web.daemon_control import control_path
 
 from . import logs
+from .central import CentralSync, enable_outbox
 from .config import Config, load_config
 from .context import tune_gc
 from .control import Control, serve_control
@@ -110,6 +111,7 @@ class Daemon:
         self._reserved_for = 0
         self._sweeping: asyncio.Task[None] | None = None
         self._anchored_on: str | None = None
+        self.central: CentralSync | None = None
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -136,6 +138,9 @@ class Daemon:
     async def _serve(self, data: Store) -> int:
         config = self.config
         tz = data.tz
+        if config.central is not None:
+            enable_outbox(data)
+            self.central = CentralSync(config.central, data)
         recovered = recover_store(data, DAEMON_ACTOR)
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
@@ -170,6 +175,7 @@ class Daemon:
         self._notifier.notify(READY=1, STATUS=self.status_line())
         timer = asyncio.create_task(self._every_second())
         sweeper = asyncio.create_task(self._sweep_periodically())
+        syncer = asyncio.create_task(self.central.run(self._stopping)) if self.central is not None else None
         try:
             await self._stopping.wait()
         finally:
@@ -184,6 +190,8 @@ class Daemon:
                 self._drain(source, drain_all=True)
             self._close_sources(loop)
             self.recorder.finish("shutdown")
+            if syncer is not None:
+                await asyncio.gather(syncer, return_exceptions=True)
             self.store.close()
             status_server.close()
             await status_server.wait_closed()
@@ -400,6 +408,7 @@ class Daemon:
             "policy": str(self.config.policy) if self.config.policy else "built-in default",
             "uptime_seconds": round(time.time() - self._started),
             "on_demand": self.control.live(),
+            "central": self.central.status(time.time()) if self.central is not None else None,
         }
 
     async def _start_status_server(self) -> asyncio.AbstractServer:
