@@ -1,0 +1,260 @@
+"""Several sites, one centre, on a real PostgreSQL the test starts: migrations from empty and
+from the previous version; the same batch twice; appliances replaying different public captures
+as separate processes, each with its own sender, holds and erasures on the way; a sender killed
+with -9 mid-batch and restarted; the centre stopped while calls are recorded, then restarted.
+Each time every row and every change arrives exactly once, and the local ledgers verify."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from structlog.testing import capture_logs
+
+from callrec.central import CentralSync
+from callrec.cmd_central import central_line
+from callrec.config import Central
+from storage.central_link import Centre, connect
+from storage.central_schema import CentralSchemaError, applied, migrate
+from storage.central_sync import SyncRefused, build_batch
+from storage.layout import INDEX_FILE
+from storage.outbox import OutboxEntry
+from storage.store import Store
+from tests.central_pg import PostgresServer, postgres
+from tests.central_sites import centre_changes, centre_rows, local_rows, make_rows, site_config
+from tests.interop import REPO, calls, capture, run_cli
+from tests.test_central_core import _row
+
+__all__ = ["postgres"]
+
+KUMAMOTO = REPO / "policies" / "kumamoto.yaml"
+SITES = {"site-a": "sip-rtp-g711.pcap", "site-b": "SIP_DTMF2.pcap", "site-c": "b2bua-asterisk.pcapng"}
+
+
+@pytest.fixture
+def centre(postgres: PostgresServer) -> Iterator[str]:
+    dsn = postgres.create_database("centre")
+    run_cli("central", "init", "--dsn", dsn)
+    yield dsn
+
+
+def _schema(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = 'public' UNION ALL SELECT tablename, indexname, indexdef, '' FROM pg_indexes "
+            "WHERE schemaname = 'public' UNION ALL SELECT viewname, definition, '', '' FROM pg_views "
+            "WHERE schemaname = 'public' ORDER BY 1, 2").fetchall()
+
+
+def test_migrations_from_empty_and_from_the_previous_version(postgres: PostgresServer) -> None:
+    fresh, upgraded = postgres.create_database("fresh"), postgres.create_database("upgraded")
+    assert run_cli("central", "migrate", "--dsn", upgraded, "--to", "1").returncode == 0
+    assert run_cli("central", "status", "--dsn", upgraded, check=False).returncode == 1  # behind this callrec
+    with connect(upgraded) as conn:
+        centre = Centre(conn)
+        centre.register("east", "i1")
+        centre.apply(build_batch("east", "i1", 0, [OutboxEntry(1, "a", "new", 1.0)], {"a": _row("a")}, {"a": 1},
+                                 [], 0, None))
+    assert "schema version 1 -> 2" in run_cli("central", "migrate", "--dsn", upgraded).stdout
+    assert run_cli("central", "init", "--dsn", fresh).returncode == 0
+    assert run_cli("central", "init", "--dsn", fresh, check=False).returncode == 2
+    assert "up to date" in run_cli("central", "migrate", "--dsn", fresh).stdout
+    assert _schema(fresh) == _schema(upgraded)
+    assert set(centre_rows(upgraded, "east")) == {"a"}
+    with connect(upgraded) as conn:
+        assert sorted(applied(conn)) == [1, 2] and migrate(conn) == []
+        conn.execute("UPDATE schema_version SET sha256 = 'edited' WHERE version = 1")
+        with pytest.raises(CentralSchemaError, match="differs from the one shipped"):
+            migrate(conn)
+
+
+def test_the_same_batch_twice_changes_nothing_and_an_older_copy_never_wins(centre: str) -> None:
+    with connect(centre) as conn:
+        c = Centre(conn)
+        c.register("east", "i1")
+        newer = build_batch("east", "i1", 0, [OutboxEntry(1, "a", "new", 1.0), OutboxEntry(2, "a", "sealed", 2.0)],
+                            {"a": _row("a")}, {"a": 2}, [], 0, None)
+        assert c.apply(newer) == 2 and c.apply(newer) == 2
+        older = build_batch("east", "i1", 0, [OutboxEntry(1, "a", "new", 1.0)], {"a": _row("a", "recording")},
+                            {"a": 1}, [], 0, None)
+        assert c.apply(older) == 2
+        with pytest.raises(SyncRefused, match="another data folder"):
+            c.register("east", "i2")
+    assert centre_rows(centre, "east")["a"]["state"] == "sealed"
+    assert centre_changes(centre, "east") == [(1, "a", "new"), (2, "a", "sealed")]
+
+
+def _sender(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "callrec", "central", "sync", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def _data(config: Path) -> Path:
+    return Path(json.loads(config.read_text())["data_dir"])
+
+
+def _in_sync(dsn: str, config: Path) -> bool:
+    site = json.loads(config.read_text())["central"]["site"]
+    local, remote = local_rows(_data(config)), centre_rows(dsn, site)
+    return set(local) == set(remote) and all(remote[i]["state"] == r["state"] and remote[i]["held"] == bool(r["held"])
+                                             and remote[i]["seal_mac"] == r["seal_mac"] for i, r in local.items())
+
+
+def assert_exactly_once(dsn: str, config: Path) -> None:
+    """The centre holds every row of the site once, as the site holds it now, and every change
+    the site queued once, in order (seq 1, 2, 3 ... without a gap or a repeat); the site's
+    ledgers verify and the centre's heads are the site's."""
+    site = json.loads(config.read_text())["central"]["site"]
+    data = _data(config)
+    local, remote = local_rows(data), centre_rows(dsn, site)
+    assert set(remote) == set(local) and local
+    for call_id, row in local.items():
+        assert remote[call_id]["state"] == row["state"] and remote[call_id]["seal_mac"] == row["seal_mac"]
+        assert remote[call_id]["remote_number"] == row["remote_number"]
+    changes = centre_changes(dsn, site)
+    assert [seq for seq, _, _ in changes] == list(range(1, len(changes) + 1))
+    assert {call_id for _, call_id, _ in changes} == set(local)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT backlog FROM sites WHERE site = %s", (site,)).fetchone()[0] == 0
+        heads = dict(conn.execute("SELECT ledger, seq FROM ledger_heads WHERE site = %s", (site,)).fetchall())
+    for name, file in (("ledger", "ledger.head"), ("seals", "seals.head")):
+        if (data / file).exists():
+            assert heads[name] == json.loads((data / file).read_text())["seq"]
+    assert run_cli("ledger", "verify", "--data-dir", data).returncode == 0
+
+
+def test_three_sites_replaying_at_once_reach_one_centre_exactly_once(centre: str, tmp_path: Path) -> None:
+    configs = {site: site_config(tmp_path, site, centre) for site in SITES}
+    for config in configs.values():  # each appliance's data folder and key, as at installation
+        run_cli("replay", capture("ipv6frag.pcap"), "--config", config)
+    senders = [_sender(config) for config in configs.values()]
+    try:
+        replays = [subprocess.Popen([sys.executable, "-m", "callrec", "replay", str(capture(name)), "--config",
+                                     str(configs[site])], cwd=REPO, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True) for site, name in SITES.items()]
+        for replay in replays:
+            assert replay.wait(300) == 0, replay.stderr.read() if replay.stderr else ""
+        a = configs["site-a"]
+        first = calls(_data(a))[0]
+        run_cli("hold", "add", first["id"], "--reason", "情報公開請求 第12号", "--config", a)
+        run_cli("retention", "run", "--now", "2018-01-01T00:00:00+09:00", "--policy", KUMAMOTO, "--config", a)
+        for config in configs.values():
+            _wait(lambda config=config: _in_sync(centre, config), 60, f"{config.stem} never reached the centre")
+    finally:
+        for sender in senders:
+            _stop(sender)
+    for config in configs.values():
+        assert_exactly_once(centre, config)
+    remote = centre_rows(centre, "site-a")
+    assert remote[first["id"]]["held"] and remote[first["id"]]["hold_reason"] == "情報公開請求 第12号"
+    erased = {i: row for i, row in local_rows(_data(a)).items() if row["erased_at"]}
+    assert erased
+    for call_id, row in erased.items():
+        assert remote[call_id]["erased_reason"] == "retention" and remote[call_id]["remote_number"] is None
+        said = run_cli("central", "erasure", "site-a", call_id, "--dsn", centre).stdout
+        assert said.startswith(f"site-a {call_id}: erased on ") and said.rstrip().endswith("under retention")
+        answer = json.loads(run_cli("central", "erasure", "site-a", call_id, "--json", "--dsn", centre).stdout)
+        assert datetime.fromisoformat(answer["erased_at"]) == datetime.fromisoformat(row["erased_at"])
+    assert ("held" in {k for _, c, k in centre_changes(centre, "site-a") if c == first["id"]})
+    status = json.loads(run_cli("central", "status", "--json", "--dsn", centre).stdout)
+    assert [s["site"] for s in status["sites"]] == sorted(SITES) and all(s["backlog"] == 0 for s in status["sites"])
+
+
+def test_a_sender_killed_mid_batch_resends_nothing_twice_and_loses_nothing(centre: str, tmp_path: Path) -> None:
+    config = site_config(tmp_path, "site-k", centre, batch_rows=40)
+    run_cli("replay", capture("sip-rtp-g711.pcap"), "--config", config)
+    make_rows(_data(config), 3000)
+    total = len(local_rows(_data(config)))
+    kills = 0
+    for _ in range(4):
+        sender = _sender(config)
+        before = len(centre_rows(centre, "site-k"))
+        _wait(lambda before=before: len(centre_rows(centre, "site-k")) > before + 40, 120, "the sender never sent")
+        if sender.poll() is None and len(centre_rows(centre, "site-k")) < total:
+            os.kill(sender.pid, signal.SIGKILL)
+            kills += 1
+        sender.wait()
+    assert kills >= 2
+    run_cli("central", "sync", "--once", "--config", config)
+    assert_exactly_once(centre, config)
+
+
+def test_the_centre_away_while_calls_are_recorded_then_back(postgres: PostgresServer, centre: str,
+                                                            tmp_path: Path) -> None:
+    config = site_config(tmp_path, "site-o", centre)
+    run_cli("replay", capture("aaa.pcap"), "--config", config)
+    sender = _sender(config)
+    try:
+        _wait(lambda: _in_sync(centre, config), 60, "the first calls never reached the centre")
+        postgres.stop()
+        run_cli("replay", capture("sip-rtp-g711.pcap"), "--config", config)
+        make_rows(_data(config), 300, prefix="outage")
+        time.sleep(2)
+        assert sender.poll() is None, "the sender gave up while the centre was away"
+        postgres.start()
+        _wait(lambda: _in_sync(centre, config), 120, "the backlog never reached the centre")
+    finally:
+        _stop(sender)
+    assert_exactly_once(centre, config)
+
+
+def test_the_daemons_sender_reports_last_sync_backlog_and_lag(postgres: PostgresServer, centre: str,
+                                                              tmp_path: Path) -> None:
+    """What `callrec status` shows and the journal says: the last sync and the backlog; with the
+    centre away, the failure, the lag, and one warning when it passes the threshold."""
+    config = site_config(tmp_path, "site-d", centre)
+    run_cli("replay", capture("sip-rtp-g711.pcap"), "--config", config)
+    settings = Central(dsn=centre, site="site-d", lag_warning_seconds=30)
+    with Store.open(_data(config), ZoneInfo("Asia/Tokyo")) as store:
+        sync = CentralSync(settings, store)
+        now = time.time()
+        sync.cycle(now)
+        state = sync.status(now)
+        assert state["backlog"] == 0 and state["last_sync"] and state["error"] is None
+        postgres.stop()
+        make_rows(_data(config), 10, prefix="late")
+        with capture_logs() as logs:
+            assert sync.cycle(now + 1) == 1.0
+            sync.cycle(now + 40)
+            sync.cycle(now + 50)
+        state = sync.status(now + 50)
+        assert state["backlog"] == 20 and state["lagging"] and state["error"]
+        assert "LAGGING" in central_line(state) and "failing since" in central_line(state)
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["central.sync_failed", "central.lagging"]
+        postgres.start()
+        with capture_logs() as logs:
+            sync.cycle(now + 60)
+        assert sync.status(now + 60)["backlog"] == 0
+        assert {"central.sync_resumed", "central.caught_up"} <= {e["event"] for e in logs}
+        sync.close()
+    assert (_data(config) / INDEX_FILE).exists()
