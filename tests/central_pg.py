@@ -34,7 +34,9 @@ class PostgresServer:
     """One server in its own folder; `start`, `stop` (the centre going away) and `start` again
     keep the data."""
 
-    def __init__(self, prefix: str = "central-pg-") -> None:
+    def __init__(self, prefix: str = "central-pg-", durable: bool = False) -> None:
+        self.durable = durable
+        """fsync on (the bench's figures); the tests run without it, as nothing survives them."""
         self.folder = Path(tempfile.mkdtemp(prefix=prefix))
         self.data = self.folder / "data"
         self.socket_dir = self.folder
@@ -56,7 +58,9 @@ class PostgresServer:
         return f"host={self.socket_dir} port=5432 user=callrec dbname=postgres"
 
     def start(self) -> None:
-        options = f"-c listen_addresses='' -k {self.socket_dir} -c fsync=off -c max_connections=40"
+        options = f"-c listen_addresses='' -k {self.socket_dir} -c max_connections=40"
+        if not self.durable:
+            options += " -c fsync=off"
         self._run([_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
                    "-w", "-t", "60", "start"])
 

@@ -22,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from callrec.central import CentralSync
+from callrec.cli import main
 from callrec.cmd_central import central_line
 from callrec.config import Central
 from storage.central_link import Centre, connect
@@ -57,19 +58,27 @@ def _schema(dsn: str) -> list[tuple[Any, ...]]:
             "WHERE schemaname = 'public' ORDER BY 1, 2").fetchall()
 
 
-def test_migrations_from_empty_and_from_the_previous_version(postgres: PostgresServer) -> None:
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`callrec ARGS` in this process (the commands that only talk to the centre): exit status, output."""
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().out
+
+
+def test_migrations_from_empty_and_from_the_previous_version(postgres: PostgresServer,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     fresh, upgraded = postgres.create_database("fresh"), postgres.create_database("upgraded")
-    assert run_cli("central", "migrate", "--dsn", upgraded, "--to", "1").returncode == 0
-    assert run_cli("central", "status", "--dsn", upgraded, check=False).returncode == 1  # behind this callrec
+    assert cli(capsys, "central", "migrate", "--dsn", upgraded, "--to", "1")[0] == 0
+    assert cli(capsys, "central", "status", "--dsn", upgraded)[0] == 1  # behind this callrec
     with connect(upgraded) as conn:
         centre = Centre(conn)
         centre.register("east", "i1")
         centre.apply(build_batch("east", "i1", 0, [OutboxEntry(1, "a", "new", 1.0)], {"a": _row("a")}, {"a": 1},
                                  [], 0, None))
-    assert "schema version 1 -> 2" in run_cli("central", "migrate", "--dsn", upgraded).stdout
-    assert run_cli("central", "init", "--dsn", fresh).returncode == 0
-    assert run_cli("central", "init", "--dsn", fresh, check=False).returncode == 2
-    assert "up to date" in run_cli("central", "migrate", "--dsn", fresh).stdout
+    assert "schema version 1 -> 2" in cli(capsys, "central", "migrate", "--dsn", upgraded)[1]
+    assert cli(capsys, "central", "init", "--dsn", fresh)[0] == 0
+    assert cli(capsys, "central", "init", "--dsn", fresh)[0] == 2
+    assert cli(capsys, "central", "migrate", "--dsn", fresh) == (0, "schema version 2: up to date\n")
+    assert cli(capsys, "central", "status", "--dsn", fresh)[0] == 0
     assert _schema(fresh) == _schema(upgraded)
     assert set(centre_rows(upgraded, "east")) == {"a"}
     with connect(upgraded) as conn:
@@ -153,7 +162,8 @@ def assert_exactly_once(dsn: str, config: Path) -> None:
     assert run_cli("ledger", "verify", "--data-dir", data).returncode == 0
 
 
-def test_three_sites_replaying_at_once_reach_one_centre_exactly_once(centre: str, tmp_path: Path) -> None:
+def test_three_sites_replaying_at_once_reach_one_centre_exactly_once(centre: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     configs = {site: site_config(tmp_path, site, centre) for site in SITES}
     for config in configs.values():  # each appliance's data folder and key, as at installation
         run_cli("replay", capture("ipv6frag.pcap"), "--config", config)
@@ -181,12 +191,12 @@ def test_three_sites_replaying_at_once_reach_one_centre_exactly_once(centre: str
     assert erased
     for call_id, row in erased.items():
         assert remote[call_id]["erased_reason"] == "retention" and remote[call_id]["remote_number"] is None
-        said = run_cli("central", "erasure", "site-a", call_id, "--dsn", centre).stdout
-        assert said.startswith(f"site-a {call_id}: erased on ") and said.rstrip().endswith("under retention")
-        answer = json.loads(run_cli("central", "erasure", "site-a", call_id, "--json", "--dsn", centre).stdout)
+        code, said = cli(capsys, "central", "erasure", "site-a", call_id, "--dsn", centre)
+        assert code == 0 and said.startswith(f"site-a {call_id}: erased on ") and "under retention" in said
+        answer = json.loads(cli(capsys, "central", "erasure", "site-a", call_id, "--json", "--dsn", centre)[1])
         assert datetime.fromisoformat(answer["erased_at"]) == datetime.fromisoformat(row["erased_at"])
     assert ("held" in {k for _, c, k in centre_changes(centre, "site-a") if c == first["id"]})
-    status = json.loads(run_cli("central", "status", "--json", "--dsn", centre).stdout)
+    status = json.loads(cli(capsys, "central", "status", "--json", "--dsn", centre)[1])
     assert [s["site"] for s in status["sites"]] == sorted(SITES) and all(s["backlog"] == 0 for s in status["sites"])
 
 
