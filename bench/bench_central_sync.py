@@ -25,16 +25,16 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psycopg.types.json import Jsonb  # noqa: E402
+from psycopg.types.json import Jsonb
 
-from storage.central_link import UPSERT, Sender, connect  # noqa: E402
-from storage.central_schema import migrate  # noqa: E402
-from storage.central_sync import CENTRAL_COLUMNS, JSON_COLUMNS  # noqa: E402
-from storage.keys import create_key_file  # noqa: E402
-from storage.store import Store  # noqa: E402
-from tests.central_pg import PostgresServer  # noqa: E402
-from tests.central_sites import make_rows  # noqa: E402
-from tests.test_central_core import _row  # noqa: E402
+from storage.central_link import UPSERT, Sender, connect
+from storage.central_schema import migrate
+from storage.central_sync import CENTRAL_COLUMNS, JSON_COLUMNS
+from storage.keys import create_key_file
+from storage.store import Store
+from tests.central_pg import PostgresServer
+from tests.central_sites import make_rows
+from tests.test_central_core import _row
 
 RUNS = 3
 
@@ -69,8 +69,9 @@ def psycopg_rate(server: PostgresServer, rows: list[dict[str, Any]], run: int) -
 
 
 def asyncpg_rate(server: PostgresServer, rows: list[dict[str, Any]], run: int) -> float:
-    import asyncpg  # noqa: PLC0415 - only this comparison needs it
     import json
+
+    import asyncpg  # only this comparison needs it
 
     dsn = _fresh(server, f"ap{run}")
     cols = ("site", "version", *CENTRAL_COLUMNS)

@@ -13,12 +13,10 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import structlog
 
-from storage.central_link import Sender
 from storage.central_sync import SyncHealth
 from storage.errors import StorageError
 from storage.index import connect
@@ -27,6 +25,9 @@ from storage.outbox import enable
 from storage.store import Store
 
 from .config import Central
+
+if TYPE_CHECKING:
+    from storage.central_link import Sender
 
 __all__ = ["CentralSync", "enable_outbox"]
 
@@ -75,6 +76,8 @@ class CentralSync:
 
     def cycle(self, now: float) -> float:
         """Send what is queued (for up to BURST_SECONDS); returns the pause before the next cycle."""
+        import psycopg  # here: every `callrec` command imports this module
+
         delay = self.config.interval_seconds
         try:
             sender = self._open()
@@ -95,6 +98,8 @@ class CentralSync:
 
     def _open(self) -> Sender:
         if self._sender is None:
+            from storage.central_link import Sender  # psycopg only where a centre is configured
+
             ledgers = {"ledger": self._store.ledger, "seals": self._store.seals}
             self._sender = Sender(self._store.index.path, ledgers, self.config.dsn, self.config.site,
                                   self.config.batch_rows, self.config.timeout_seconds)

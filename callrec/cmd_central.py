@@ -11,11 +11,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from storage.central_link import Centre, connect
 from storage.central_schema import applied, migrate, migrations
 from storage.index import connect as connect_index
 from storage.layout import INDEX_FILE
@@ -26,6 +23,9 @@ from . import logs
 from .central import CentralSync
 from .config import Central
 from .context import open_store, settings
+
+if TYPE_CHECKING:
+    from storage.central_link import Centre
 
 __all__ = ["add_parser", "central_line"]
 
@@ -59,6 +59,10 @@ def _dsn(args: argparse.Namespace) -> str:
 
 
 def _centre(args: argparse.Namespace) -> Centre:
+    import psycopg  # only the commands that talk to a centre load it
+
+    from storage.central_link import Centre, connect
+
     try:
         return Centre(connect(_dsn(args)))
     except psycopg.Error as exc:
