@@ -5,6 +5,7 @@ with -9 mid-batch and restarted; the centre stopped while calls are recorded, th
 Each time every row and every change arrives exactly once, and the local ledgers verify."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,7 +25,8 @@ from structlog.testing import capture_logs
 from callrec.central import CentralSync
 from callrec.cli import main
 from callrec.cmd_central import central_line
-from callrec.config import Central
+from callrec.config import Central, Config
+from callrec.daemon import Daemon
 from storage.central_link import Centre, connect
 from storage.central_schema import CentralSchemaError, applied, migrate
 from storage.central_sync import SyncRefused, build_batch
@@ -34,7 +36,9 @@ from storage.store import Store
 from tests.central_pg import PostgresServer, postgres
 from tests.central_sites import centre_changes, centre_rows, local_rows, make_rows, site_config
 from tests.interop import REPO, calls, capture, run_cli
+from tests.on_demand_frames import call
 from tests.test_central_core import _row
+from tests.test_on_demand_live import FeedSource, play
 
 __all__ = ["postgres"]
 
@@ -268,3 +272,42 @@ def test_the_daemons_sender_reports_last_sync_backlog_and_lag(postgres: Postgres
         assert {"central.sync_resumed", "central.caught_up"} <= {e["event"] for e in logs}
         sync.close()
     assert (_data(config) / INDEX_FILE).exists()
+
+
+async def test_the_daemon_records_syncs_and_reports_it(centre: str, tmp_path: Path) -> None:
+    """`callrec run`'s Daemon (in this process, fed frames through a pipe): a call recorded live
+    reaches the centre with the policy's ledger entry, and the status the socket serves says
+    when it last synced and that nothing is waiting."""
+    source = FeedSource()
+    settings = Central(dsn=centre, site="site-live", interval_seconds=0.2)
+    config = Config(data_dir=tmp_path / "site-live", interfaces=["feed"], sweep_interval_seconds=3600,
+                    central=settings)
+    daemon = Daemon(config, open_source=lambda name, config: source)
+    running = asyncio.create_task(daemon.run())
+    try:
+        while not config.status_path.exists():
+            assert not running.done(), running
+            await asyncio.sleep(0.05)
+        await play(source, call(2, call_id="live@x", callee="0263000001"), time.time())
+
+        def arrived() -> bool:
+            rows = centre_rows(centre, "site-live")
+            return bool(rows) and all(r["state"] == "sealed" for r in rows.values())
+
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(arrived):
+            assert time.monotonic() < deadline, "the live call never reached the centre"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        status = await asyncio.to_thread(lambda: run_cli("status", "--json", "--data-dir", config.data_dir,
+                                                         check=False).stdout)
+    finally:
+        daemon.stop()
+        await running
+    assert running.result() == 0
+    state = json.loads(status)["central"]
+    assert state["site"] == "site-live" and state["backlog"] == 0 and state["last_sync"] and not state["lagging"]
+    with psycopg.connect(centre) as conn:
+        events = [e for (e,) in conn.execute("SELECT event FROM ledger_entries WHERE site = 'site-live' "
+                                             "AND ledger = 'ledger' ORDER BY seq")]
+    assert events[0] == "policy_changed"
