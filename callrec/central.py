@@ -116,7 +116,8 @@ class CentralSync:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         delay = self.health.failed(now, reason, backlog, oldest)
         if not self._logged_failure:
-            log.warning("central.sync_failed", site=self.config.site, reason=reason, backlog=backlog)
+            (log.error if isinstance(exc, StorageError) else log.warning)(
+                "central.sync_failed", site=self.config.site, reason=reason, backlog=backlog)
             self._logged_failure = True
         return delay
 

@@ -42,6 +42,8 @@ log = structlog.get_logger("callrec.central")
 TIME_COLUMNS = frozenset({"started_at", "answered_at", "ended_at", "held_since", "erased_at", "announced_at",
                           "start_requested_at", "archived_at"})
 OFFSET_SETTING = "outbox_ledger_offset_"
+ACKED_SETTING = "outbox_acked"
+"""The highest seq the centre has confirmed: a centre whose cursor is lower has lost what it had."""
 
 
 def connect(dsn: str, timeout: float = 10.0) -> psycopg.Connection[Any]:
@@ -214,6 +216,7 @@ class Sender:
             self.centre = Centre(connect(self._dsn, self._timeout))
         if self._cursor is None:
             self._cursor = self.centre.register(self.site, self.instance)
+            self._check_behind(self._cursor.last_seq)
             outbox.remove_through(self._db, self._cursor.last_seq)
         batch = self._read(self._cursor)
         if batch.empty:
@@ -225,8 +228,20 @@ class Sender:
             heads[name] = (int(line.entry["seq"]), str(line.entry["mac"]))
             self._set_offset(name, int(line.entry["seq"]), line.end)
         self._cursor = Cursor(last, heads)
+        self._set_setting(ACKED_SETTING, str(last))
         outbox.remove_through(self._db, last)
         return batch
+
+    def _check_behind(self, centre_seq: int) -> None:
+        """A centre that has less than it confirmed (restored from an older backup, or a new
+        database under the same site name) gets every row again; the ledgers resume from the
+        centre's heads by themselves."""
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (ACKED_SETTING,)).fetchone()
+        acked = int(row[0]) if row is not None else 0
+        if centre_seq < acked:
+            queued = outbox.requeue(self._db, datetime.now(UTC).timestamp())
+            log.error("central.centre_behind", site=self.site, centre_seq=centre_seq, site_acked=acked, rows=queued)
+            self._set_setting(ACKED_SETTING, str(centre_seq))
 
     def _read(self, cursor: Cursor) -> Batch:
         self._db.execute("BEGIN")
@@ -272,6 +287,8 @@ class Sender:
         return int(seq), int(offset)
 
     def _set_offset(self, name: str, seq: int, offset: int) -> None:
+        self._set_setting(OFFSET_SETTING + name, f"{seq}:{offset}")
+
+    def _set_setting(self, name: str, value: str) -> None:
         self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
-                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (OFFSET_SETTING + name,
-                                                                                    f"{seq}:{offset}"))
+                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))

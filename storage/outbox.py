@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["INSTANCE_SETTING", "OutboxEntry", "change_kind", "disable", "enable", "enabled", "ensure_table",
-           "queue_sql", "read", "remove_through", "stats"]
+           "queue_sql", "read", "remove_through", "requeue", "stats"]
 
 INSTANCE_SETTING = "outbox_instance"
 ENABLED_SETTING = "outbox"
@@ -102,6 +102,20 @@ def enable(db: sqlite3.Connection, now: float) -> tuple[str, int]:
         raise
     db.execute("COMMIT")
     return instance, queued
+
+
+def requeue(db: sqlite3.Connection, now: float) -> int:
+    """Queue every row once more (kind `existing`): for a centre that has less than this site
+    sent it (restored from an older backup, or a new one under the same name)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        queued = db.execute("INSERT INTO outbox (call_id, kind, queued_at) SELECT id, 'existing', ? "
+                            "FROM calls ORDER BY recorded_at, id", (now,)).rowcount
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return queued
 
 
 def disable(db: sqlite3.Connection) -> int:

@@ -311,3 +311,26 @@ async def test_the_daemon_records_syncs_and_reports_it(centre: str, tmp_path: Pa
         events = [e for (e,) in conn.execute("SELECT event FROM ledger_entries WHERE site = 'site-live' "
                                              "AND ledger = 'ledger' ORDER BY seq")]
     assert events[0] == "policy_changed"
+
+
+def test_a_centre_that_lost_what_it_had_gets_every_row_again(postgres: PostgresServer, centre: str,
+                                                              tmp_path: Path) -> None:
+    """A centre restored from an older backup (here: a new, empty database under the same
+    site name) has a cursor behind what it confirmed: the site sends every row and its whole
+    ledgers again, and the journal says so."""
+    config = site_config(tmp_path, "site-r", centre)
+    run_cli("replay", capture("sip-rtp-g711.pcap"), "--config", config)
+    run_cli("central", "sync", "--once", "--config", config)
+    assert _in_sync(centre, config)
+    restored = postgres.create_database("restored")
+    run_cli("central", "init", "--dsn", restored)
+    with Store.open(_data(config), ZoneInfo("Asia/Tokyo")) as store:
+        sync = CentralSync(Central(dsn=restored, site="site-r"), store)
+        with capture_logs() as logs:
+            sync.cycle(time.time())
+        sync.close()
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["central.centre_behind"]
+    assert _in_sync(restored, config)
+    with psycopg.connect(restored) as conn:
+        assert conn.execute("SELECT seq FROM ledger_heads WHERE site = 'site-r' AND ledger = 'seals'").fetchone()[0] \
+            == json.loads((_data(config) / "seals.head").read_text())["seq"]
