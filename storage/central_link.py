@@ -46,10 +46,11 @@ ACKED_SETTING = "outbox_acked"
 """The highest seq the centre has confirmed: a centre whose cursor is lower has lost what it had."""
 
 
-def connect(dsn: str, timeout: float = 10.0) -> psycopg.Connection[Any]:
+def connect(dsn: str, timeout: float = 10.0, name: str = "callrec") -> psycopg.Connection[Any]:
     """A connection to the centre that fails within `timeout` rather than hanging on a cut link;
-    autocommit, so that every write is inside an explicit transaction."""
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout)),
+    autocommit, so that every write is inside an explicit transaction; `name` shows in the
+    centre's pg_stat_activity."""
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=name,
                            options=f"-c statement_timeout={int(timeout * 6000)}")
 
 
@@ -90,7 +91,7 @@ class Centre:
 
     def _cursor(self, site: str, instance: str, lock: bool) -> Cursor:
         row = self.conn.execute("SELECT instance, last_seq FROM sites WHERE site = %s"
-                                + (" FOR UPDATE" if lock else ""), (site,)).fetchone()
+                                + (" FOR NO KEY UPDATE" if lock else ""), (site,)).fetchone()
         if row is None:
             raise SyncRefused(f"site {site!r} is not registered at the centre")
         if row[0] != instance:
@@ -213,7 +214,7 @@ class Sender:
         """Send the next batch (outbox entries after the centre's cursor, ledger lines after its
         heads); returns it (empty when there was nothing to send)."""
         if self.centre is None:
-            self.centre = Centre(connect(self._dsn, self._timeout))
+            self.centre = Centre(connect(self._dsn, self._timeout, f"callrec sync {self.site}"))
         if self._cursor is None:
             self._cursor = self.centre.register(self.site, self.instance)
             self._check_behind(self._cursor.last_seq)
