@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from callrec.central import CentralSync
@@ -64,8 +65,13 @@ def _schema(dsn: str) -> list[tuple[Any, ...]]:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """`callrec ARGS` in this process (the commands that only talk to the centre): exit status, output."""
-    code = main([str(a) for a in args])
+    """`callrec ARGS` in this process (the commands that only talk to the centre): exit status, output.
+    The log configuration the command sets (onto this test's captured stream) is put back after."""
+    saved = structlog.get_config()
+    try:
+        code = main([str(a) for a in args])
+    finally:
+        structlog.configure(**saved)
     return code, capsys.readouterr().out
 
 
