@@ -27,8 +27,9 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from wire.errors import CallrecError
 
-from . import (cmd_access, cmd_announcer, cmd_marks, cmd_policy, cmd_records, cmd_report, cmd_search, cmd_sites, cmd_web,
-               logs)
+from . import (cmd_access, cmd_announcer, cmd_central, cmd_marks, cmd_policy, cmd_records, cmd_report, cmd_search,
+               cmd_sites, cmd_web, logs)
+from .cmd_central import central_line
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
 from .daemon import run_daemon
@@ -159,6 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status.get("calls_evicted"):
             print(f"  warning calls_evicted: {status['calls_evicted']} unanswered dialogs forgotten to stay within "
                   "recording.max_open_dialogs (an INVITE flood?)")
+        if status.get("central"):
+            print(central_line(status["central"]))
         if status.get("recording_stopped"):
             print(f"  NEW CALLS ARE NOT RECORDED: {status['recording_stopped']}")
         for hour, lost in (status.get("storage_faults") or {}).get("calls_per_hour", {}).items():
@@ -224,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_report.add_parsers(sub, common)
 
     cmd_announcer.add_parser(sub)
+    cmd_central.add_parser(sub, common)
     cmd_web.add_parser(sub, common)
     cmd_sites.add_parsers(sub, common)
 

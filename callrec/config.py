@@ -36,6 +36,21 @@ class SiteFetch(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 7443
 
 
+class Central(Strict):
+    """The centre this appliance syncs its rows and ledgers to (README: several sites); absent,
+    the appliance stands alone as it always has."""
+
+    dsn: Annotated[str, Field(min_length=1)]
+    """libpq connection string or URI; a password goes in ~/.pgpass or PGPASSFILE, not here."""
+    site: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    """This appliance's name at the centre, one per data folder."""
+    lag_warning_seconds: Annotated[float, Field(gt=0)] = 900.0
+    """A change unsent this long: a warning in the journal and in `callrec status`."""
+    batch_rows: Annotated[int, Field(ge=1, le=10000)] = 500
+    interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
 class Config(Strict):
     data_dir: Path = DEFAULT_DATA_DIR
     policy: Path | None = None
@@ -60,6 +75,7 @@ class Config(Strict):
     capture_workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Processes capturing live, the media spread over them by PACKET_FANOUT (callrec.workers);
     1 captures in the daemon itself."""
+    central: Central | None = None
 
     @property
     def status_path(self) -> Path:
@@ -69,7 +85,7 @@ class Config(Strict):
     def restart_needed(self, other: Config) -> list[str]:
         """Settings a running daemon cannot change without a restart."""
         fields = ("data_dir", "interfaces", "promiscuous", "sip_ports", "status_socket", "key_file", "archive_dir",
-                  "anchor_dir", "capture_workers")
+                  "anchor_dir", "capture_workers", "central")
         return [name for name in fields if getattr(self, name) != getattr(other, name)]
 
 

@@ -12,6 +12,7 @@ from storage.index import CallIndex
 from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.store import Store
 
+from .central import enable_outbox
 from .config import Config, load_config
 
 
@@ -46,6 +47,9 @@ def open_store(config: Config, policy: Policy, create_key: bool = False, read_on
     """The index with the master key and the ledger, for commands that read
     or erase audio or write the ledger; `read_only` for those that only read
     or check, so that they work on a full disk too."""
-    return Store.open(config.data_dir, ZoneInfo(policy.timezone), config.key_file,
-                      create_key=create_key and config.create_key, archive_dir=config.archive_dir,
-                      anchor_dir=config.anchor_dir, read_only=read_only)
+    store = Store.open(config.data_dir, ZoneInfo(policy.timezone), config.key_file,
+                       create_key=create_key and config.create_key, archive_dir=config.archive_dir,
+                       anchor_dir=config.anchor_dir, read_only=read_only)
+    if config.central is not None and not read_only:
+        enable_outbox(store)
+    return store

@@ -47,6 +47,7 @@ from web.daemon_control import control_path
 from wire.errors import CallrecError
 
 from . import logs
+from .central import CentralSync, enable_outbox
 from .config import Config, load_config
 from .context import tune_gc
 from .control import Control, serve_control
@@ -116,6 +117,7 @@ class Daemon:
         self._anchored_on: str | None = None
         self.pool: WorkerPool | None = None
         """The capture workers, with `capture_workers` above 1 (callrec.workers)."""
+        self.central: CentralSync | None = None
 
     # ---- start ------------------------------------------------------------
     async def run(self) -> int:
@@ -142,6 +144,9 @@ class Daemon:
     async def _serve(self, data: Store) -> int:
         config = self.config
         tz = data.tz
+        if config.central is not None:
+            enable_outbox(data)
+            self.central = CentralSync(config.central, data)
         recovered = recover_store(data, DAEMON_ACTOR)
         self.data = data
         self.store = RecordingStore(config.data_dir, data.index, tz, data.master, anchor_dir=data.anchor_dir)
@@ -192,6 +197,7 @@ class Daemon:
         self._notifier.notify(READY=1, STATUS=self.status_line())
         timer = asyncio.create_task(self._every_second())
         sweeper = asyncio.create_task(self._sweep_periodically())
+        syncer = asyncio.create_task(self.central.run(self._stopping)) if self.central is not None else None
         try:
             await self._stopping.wait()
         finally:
@@ -210,6 +216,8 @@ class Daemon:
                 self.pool.close()
             else:
                 self.recorder.finish("shutdown")
+            if syncer is not None:
+                await asyncio.gather(syncer, return_exceptions=True)
             self.store.close()
             self.marks.close()
             status_server.close()
@@ -436,6 +444,7 @@ class Daemon:
             "policy": str(self.config.policy) if self.config.policy else "built-in default",
             "uptime_seconds": round(time.time() - self._started),
             "on_demand": self.control.live(),
+            "central": self.central.status(time.time()) if self.central is not None else None,
         }
 
     async def _start_site_fetch(self, data: Store) -> SiteFetchServer | None:

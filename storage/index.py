@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import structlog
 
+from .outbox import change_kind, ensure_table, queue_sql
 from .sealing import row_mac
 
 __all__ = ["MASKED", "CallIndex", "CallRow", "SideFile", "call_row", "connect", "iso", "transaction"]
@@ -300,6 +301,7 @@ class CallIndex:
                 if name not in present:
                     self._db.execute(f"ALTER TABLE calls ADD COLUMN {name} {decl}")
             self._db.executescript(LATE_INDEXES)
+            ensure_table(self._db)
         except sqlite3.Error:
             self._db.close()
             raise
@@ -319,17 +321,19 @@ class CallIndex:
 
     def insert(self, **values: Any) -> None:
         cols = list(values)
-        self._db.execute(
-            f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            [self._encode(c, values[c]) for c in cols],
-        )
+        with self._changing(values["id"], "new"):
+            self._db.execute(
+                    f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                [self._encode(c, values[c]) for c in cols],
+            )
 
     def update(self, call_id: str, **values: Any) -> None:
         cols = list(values)
-        self._db.execute(
-            f"UPDATE calls SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
-            [self._encode(c, values[c]) for c in cols] + [call_id],
-        )
+        with self._changing(call_id, change_kind(values)):
+            self._db.execute(
+                f"UPDATE calls SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+                [self._encode(c, values[c]) for c in cols] + [call_id],
+            )
 
     def get(self, call_id: str) -> CallRow | None:
         row = self._db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
@@ -426,6 +430,8 @@ class CallIndex:
                 return None
             mac = row_mac(key, row)
             self._db.execute("UPDATE calls SET seal_mac = ?, seal_seq = NULL WHERE id = ?", (mac, call_id))
+            if not values:
+                self._db.execute(*queue_sql(call_id, "sealed"))
             return mac
 
         if self._db.in_transaction:
@@ -501,6 +507,18 @@ class CallIndex:
         return [(r[0], r[1], r[2]) for r in self._db.execute(
             "SELECT stored_on, COUNT(*), COALESCE(SUM(size_bytes), 0) FROM calls WHERE erased_at IS NULL "
             "AND stored_on IS NOT NULL GROUP BY stored_on ORDER BY stored_on")]
+
+    @contextmanager
+    def _changing(self, call_id: str, kind: str) -> Iterator[None]:
+        """A change of a row with its outbox entry (storage/outbox.py) in one transaction: the
+        caller's, or one of its own."""
+        if self._db.in_transaction:
+            yield
+            self._db.execute(*queue_sql(call_id, kind))
+            return
+        with self.transaction():
+            yield
+            self._db.execute(*queue_sql(call_id, kind))
 
     @staticmethod
     def _encode(column: str, value: Any) -> Any:
