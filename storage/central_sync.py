@@ -26,7 +26,7 @@ CENTRAL_COLUMNS = (
     "streams", "dtmf", "undecoded", "late_samples", "end_reason", "complete", "state", "recorded_at", "size_bytes",
     "held", "hold_reason", "held_since", "erased_at", "erased_reason", "notice_id", "announced_at", "extension",
     "withheld_number", "leg_call_ids", "leg", "started_by", "start_requested_at", "gaps", "stored_on", "archived_at",
-    "seal_mac",
+    "seal_mac", "evidence_until",
 )
 """What the centre keeps of a row: everything but where the site keeps its files (audio stays
 at the site) and the seal ledger's local bookkeeping (the centre has the seal ledger itself)."""

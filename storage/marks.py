@@ -82,6 +82,7 @@ from recorder.record import CallSnapshot
 from .errors import StorageError
 from .index import connect, transaction
 from .ledger import LedgerError
+from .outbox import queue_sql
 from .retention import start_of_day
 from .store import Store
 
@@ -489,6 +490,7 @@ class MarkBook:
             "SELECT MAX(hold_until) FROM marks WHERE call_id = ? AND withdrawn_at IS NULL AND released_at IS NULL",
             (call_id,)).fetchone()[0]
         self._db.execute("UPDATE calls SET evidence_until = ? WHERE id = ?", (until, call_id))
+        self._db.execute(*queue_sql(call_id, "evidence_held" if until is not None else "evidence_released"))
         return None if until is None else float(until)
 
 

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from storage import outbox
-from storage.central_sync import SyncHealth, SyncRefused, build_batch, ledger_lines
+from storage.central_sync import SyncHealth, SyncRefused, build_batch, central_row, ledger_lines
 from storage.index import CallIndex
 from storage.ledger import Ledger
+from storage.marks import MarkBook
 from storage.outbox import OutboxEntry, change_kind
+from tests.call_frames import T0
+from tests.marks_helpers import TOKYO, marks_policy, open_store, record_calls
 
 ROW = {"sip_call_id": "a@192.0.2.10", "started_at": "2026-12-07T09:00:00.000+09:00", "direction": "inbound"}
 
@@ -99,7 +102,7 @@ def _row(call_id: str, state: str = "sealed") -> dict:
         "answered_at", "ended_at", "duration", "local_number", "remote_number", "caller", "callee", "audio_format",
         "audio_frames", "sha256", "end_reason", "recorded_at", "hold_reason", "held_since", "erased_at",
         "erased_reason", "notice_id", "announced_at", "extension", "withheld_number", "leg", "started_by",
-        "start_requested_at", "stored_on", "archived_at", "seal_mac")}
+        "start_requested_at", "stored_on", "archived_at", "seal_mac", "evidence_until")}
     return {**values, **ROW, "id": call_id, "caller_withheld": 0, "codecs": "[]", "streams": "[]", "dtmf": "[]",
             "undecoded": "[]", "late_samples": 0, "complete": 1, "state": state, "size_bytes": 0, "held": 0,
             "leg_call_ids": "[]", "gaps": "[]"}
@@ -159,3 +162,18 @@ def test_the_lag_is_told_once_when_it_passes_the_threshold_and_once_when_it_clea
     for _ in range(10):
         delay = health.failed(1900.0, "down", 1, 1850.0)
     assert delay == health.retry_max
+
+
+def test_an_evidence_hold_and_its_withdrawal_are_queued_for_the_centre(tmp_path: Path) -> None:
+    """A harassment mark holds its call through `evidence_until` (storage/marks.py), outside
+    CallIndex.update: the hold and its end still reach the centre, with the row's new value."""
+    with open_store(tmp_path / "data") as store, MarkBook(store, marks_policy().harassment) as book:
+        (call_id,) = record_calls(store, ["0355501234"])
+        outbox.enable(store.index._db, 1.0)
+        after = max(e.seq for e in outbox.read(store.index._db, 0, 100))
+        mark = book.add(call_id, "threat", marked_by="sato", via="cli", at=datetime.fromtimestamp(T0 + 600, TOKYO))
+        book.withdraw(mark.id, by="manager", reason="誤操作")
+        kinds = [(e.call_id, e.kind) for e in outbox.read(store.index._db, after, 100)]
+        assert kinds == [(call_id, "evidence_held"), (call_id, "evidence_released")]
+        row = store.index._db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+        assert central_row(row, 9)["evidence_until"] is None
