@@ -27,8 +27,19 @@ from storage.recordings import RecordingStore
 from storage.recovery import recover_store
 from wire.errors import CallrecError
 
-from . import (cmd_access, cmd_announcer, cmd_central, cmd_marks, cmd_policy, cmd_records, cmd_report, cmd_search,
-               cmd_sites, cmd_web, logs)
+from . import (
+    cmd_access,
+    cmd_announcer,
+    cmd_central,
+    cmd_marks,
+    cmd_policy,
+    cmd_records,
+    cmd_report,
+    cmd_search,
+    cmd_sites,
+    cmd_web,
+    logs,
+)
 from .cmd_central import central_line
 from .config import Config
 from .context import open_index, open_store, settings, tune_gc
