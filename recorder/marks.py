@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from policy.harassment import MarkRule
 
-from .on_demand import CODE_DIGIT_GAP_SECONDS, MAX_CODE_DIGITS, Digit, OnDemandGate
+from .on_demand import Digit, Keypad, OnDemandGate
 from .record import CallResult, CallSnapshot, MarkSink, RecordingHandle
 
 __all__ = ["MarkWatch"]
@@ -41,8 +41,7 @@ Digits = Callable[[int], Sequence[Digit]]
 class _Watched:
     call: CallSnapshot
     origin: float
-    seen: int = 0
-    typed: list[tuple[str, int]] = field(default_factory=list)
+    keypad: Keypad = field(default_factory=Keypad)
     marked: set[str] = field(default_factory=set)
 
 
@@ -115,20 +114,11 @@ class MarkWatch:
         rule = self.rule
         if rule is None or self._marks is None:
             return
-        typed = entry.typed
-        for digit in digits[entry.seen:]:
-            entry.seen += 1
-            if len(digit.digit) != 1:
-                typed.clear()
-                continue
-            if typed and digit.position - typed[-1][1] > CODE_DIGIT_GAP_SECONDS * RATE:
-                typed.clear()
-            typed.append((digit.digit, digit.position))
-            del typed[:-MAX_CODE_DIGITS]
-            category = rule.match("".join(d for d, _ in typed))
+        for keyed, digit in entry.keypad.keyed(digits):
+            category = rule.match(keyed)
             if category is None:
                 continue
-            typed.clear()
+            entry.keypad.clear()
             if category in entry.marked:
                 continue
             entry.marked.add(category)

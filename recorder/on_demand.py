@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -33,7 +33,7 @@ from wire import g711
 
 from .record import CallResult, CallSnapshot, Gap, RecordingHandle, RecordingSink
 
-__all__ = ["LiveCall", "OnDemandGate", "StartOutcome"]
+__all__ = ["Keypad", "LiveCall", "OnDemandGate", "StartOutcome"]
 
 RATE = 8000
 CODE_DIGIT_GAP_SECONDS = 5.0
@@ -89,6 +89,34 @@ class LiveCall:
     start_requested_at: float | None
 
 
+@dataclass(slots=True)
+class Keypad:
+    """What one side of a call has keyed, read on as its stream reports more digits: the codes of
+    the on-demand start and stop and of a harassment mark are the last few digits it spells."""
+
+    seen: int = 0
+    typed: list[tuple[str, int]] = field(default_factory=list)
+
+    def keyed(self, digits: Sequence[Digit]) -> Iterator[tuple[str, Digit]]:
+        """After each digit not yet read: what the digits typed so far spell, and that digit.  A
+        digit keyed long after the one before it, or an event that is no digit, starts afresh."""
+        typed = self.typed
+        for digit in digits[self.seen:]:
+            self.seen += 1
+            if len(digit.digit) != 1:
+                typed.clear()
+                continue
+            if typed and digit.position - typed[-1][1] > CODE_DIGIT_GAP_SECONDS * RATE:
+                typed.clear()
+            typed.append((digit.digit, digit.position))
+            del typed[:-MAX_CODE_DIGITS]
+            yield "".join(d for d, _ in typed), digit
+
+    def clear(self) -> None:
+        """A code was acted on: its digits begin no other."""
+        self.typed.clear()
+
+
 @dataclass(slots=True, eq=False)
 class _Call:
     call: CallSnapshot
@@ -96,8 +124,7 @@ class _Call:
     rule: OnDemandRule
     state: _State = _State.HELD
     handle: _Handle | None = None
-    seen: int = 0
-    typed: list[tuple[str, int]] = field(default_factory=list)
+    keypad: Keypad = field(default_factory=Keypad)
     gaps: list[Gap] = field(default_factory=list)
 
 
@@ -354,22 +381,12 @@ class OnDemandGate:
 
     def _digits(self, entry: _Call, digits: Sequence[Digit]) -> None:
         rule = entry.rule
-        typed = entry.typed
-        for digit in digits[entry.seen:]:
-            entry.seen += 1
-            if len(digit.digit) != 1:
-                typed.clear()
-                continue
-            if typed and digit.position - typed[-1][1] > CODE_DIGIT_GAP_SECONDS * RATE:
-                typed.clear()
-            typed.append((digit.digit, digit.position))
-            del typed[:-MAX_CODE_DIGITS]
-            keyed = "".join(d for d, _ in typed)
+        for keyed, digit in entry.keypad.keyed(digits):
             if keyed.endswith(rule.start_code):
-                typed.clear()
+                entry.keypad.clear()
                 self.start(entry.call.serial, "dtmf", entry.origin + digit.position / RATE)
             elif keyed.endswith(rule.stop_code):
-                typed.clear()
+                entry.keypad.clear()
                 self.stop(entry.call.serial)
 
     def result_of(self, entry: _Call, result: CallResult) -> CallResult:
