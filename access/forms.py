@@ -1001,26 +1001,14 @@ _LEDGER_WIDTHS = (12, 42, 34, 26, 22, 44, 24, 57)
 
 def ledger_book_pdf(entries: Iterable[LedgerEntry], title: str = "通話記録管理簿", organisation: str = "") -> bytes:
     """The 管理簿 as a landscape A4 table, its column heads on every page, pages numbered."""
-    pdf = _new_pdf("L")
-    pdf.set_title(title)
-    pdf.set_auto_page_break(True, margin=_MARGIN)
-    _draw_para(pdf, _Para(title, "C", heading=True, size=16, gap=2))
-    if organisation:
-        _draw_para(pdf, _Para(organisation, "R", gap=2))
-    pdf.set_font("mincho", size=9)
-    heads = FontFace(family="gothic", emphasis="", fill_color=(230, 230, 230))
-    with pdf.table(col_widths=_LEDGER_WIDTHS, width=sum(_LEDGER_WIDTHS), headings_style=heads,
-                   line_height=_line_height(9), text_align="LEFT", wrapmode="CHAR", padding=1) as table:
-        table.row(LEDGER_COLUMNS)
-        for row in ledger_book_rows(entries):
-            table.row(row)
-    _number_pages(pdf, always=True)
-    return bytes(pdf.output())
+    return table_pdf(title, organisation, "", [LEDGER_COLUMNS, *ledger_book_rows(entries)], _LEDGER_WIDTHS)
 
 
-def table_pdf(title: str, organisation: str, note: str, rows: Sequence[Sequence[str]]) -> bytes:
-    """A landscape A4 table under a title, set as the 管理簿 is (its first row the column heads,
-    repeated on every page; pages numbered): for counts such as the monthly report."""
+def table_pdf(title: str, organisation: str, note: str, rows: Sequence[Sequence[str]],
+              widths: Sequence[float] | None = None) -> bytes:
+    """A landscape A4 table under a title, its first row the column heads repeated on every page,
+    pages numbered: the 管理簿, and counts such as the monthly report.  Without `widths`, the
+    first columns (names) get room and the rest (counts) share what is left."""
     pdf = _new_pdf("L")
     pdf.set_title(title)
     pdf.set_auto_page_break(True, margin=_MARGIN)
@@ -1031,12 +1019,13 @@ def table_pdf(title: str, organisation: str, note: str, rows: Sequence[Sequence[
         _draw_para(pdf, _Para(note, "L", size=9, gap=3))
     pdf.set_font("mincho", size=9)
     heads = FontFace(family="gothic", emphasis="", fill_color=(230, 230, 230))
-    width = pdf.w - 2 * _MARGIN
-    count = max((len(row) for row in rows), default=1)
-    names = (22.0, 44.0, 34.0)[:count]
-    rest = (width - sum(names)) / max(count - len(names), 1)
-    widths = (*names, *([rest] * (count - len(names))))
-    with pdf.table(col_widths=widths, width=width, headings_style=heads, line_height=_line_height(9),
+    if widths is None:
+        width = pdf.w - 2 * _MARGIN
+        count = max((len(row) for row in rows), default=1)
+        names = (22.0, 44.0, 34.0)[:count]
+        rest = (width - sum(names)) / max(count - len(names), 1)
+        widths = (*names, *([rest] * (count - len(names))))
+    with pdf.table(col_widths=tuple(widths), width=sum(widths), headings_style=heads, line_height=_line_height(9),
                    text_align="LEFT", wrapmode="CHAR", padding=1) as table:
         for row in rows:
             table.row(tuple(row))
