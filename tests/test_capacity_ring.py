@@ -10,6 +10,7 @@ from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from policy.retention import Retention
 from recorder.engine import Recorder
+from storage.index import CallRow
 from storage.recordings import RecordingStore
 from storage.store import Store
 from storage.sweep import sweep
@@ -35,13 +36,7 @@ def test_ring_wraps_within_capacity_oldest_first_holds_kept(tmp_path: Path) -> N
             start = T0 + n * 60
             result = sweep(store, rules, start, "test", incoming_bytes=call_size)
             erased_in_order += result.erased
-            port = 20000 + 2 * n
-            up, _ = media(start + 1.05, 8, src=(TRUNK, port), dst=(PBX, port + 20000), ssrc=n + 1, seed=n)
-            frames = signalling(f"c{n}@x", t=start, tport=port, pport=port + 20000) + up + bye(start + 10, f"c{n}@x")
-            for ts, frame in sorted(frames, key=lambda f: f[0]):
-                recorder.feed_frame(ts, 1, frame)
-            recorder.advance(start + 30)
-            newest = next(r for r in store.index.rows() if r.sip_call_id == f"c{n}@x")
+            newest = record_call(recorder, store, n, start)
             order.append(newest.id)
             call_size = max(call_size, newest.size_bytes)
             assert store.index.used_bytes() <= CAPACITY, f"after call {n}: {store.index.used_bytes()} bytes"
@@ -56,3 +51,14 @@ def test_ring_wraps_within_capacity_oldest_first_holds_kept(tmp_path: Path) -> N
     assert len(erased_in_order) > 4 * CAPACITY // call_size, "the ring wrapped several times"
     assert held <= kept, "held recordings survive the ring"
     assert kept == held | set(unheld[len(erased_in_order):])
+
+
+def record_call(recorder: Recorder, store: Store, n: int, start: float) -> CallRow:
+    """Call number `n`: 8 s of inbound audio from `start` (its own ports and SSRC), then its row."""
+    port = 20000 + 2 * n
+    up, _ = media(start + 1.05, 8, src=(TRUNK, port), dst=(PBX, port + 20000), ssrc=n + 1, seed=n)
+    frames = signalling(f"c{n}@x", t=start, tport=port, pport=port + 20000) + up + bye(start + 10, f"c{n}@x")
+    for ts, frame in sorted(frames, key=lambda f: f[0]):
+        recorder.feed_frame(ts, 1, frame)
+    recorder.advance(start + 30)
+    return next(r for r in store.index.rows() if r.sip_call_id == f"c{n}@x")

@@ -13,9 +13,9 @@ from storage.marks import MarkBook
 from storage.recordings import RecordingStore
 from storage.retention import DAY_SECONDS, Stored, Usage, plan_sweep
 from storage.sweep import sweep
-from tests.builders import PBX, TRUNK
-from tests.call_frames import T0, bye, media, signalling
+from tests.call_frames import T0
 from tests.marks_helpers import TOKYO, marks_policy, open_store
+from tests.test_capacity_ring import record_call
 
 CAPACITY = 1024 * 1024
 CALLS = 40
@@ -35,13 +35,7 @@ def test_marked_calls_outlive_the_ring_and_a_withdrawn_mark_gives_its_call_back(
         for n in range(CALLS):
             start = T0 + n * 60
             erased += sweep(store, rules, start, "test", incoming_bytes=size).erased
-            port = 20000 + 2 * n
-            up, _ = media(start + 1.05, 8, src=(TRUNK, port), dst=(PBX, port + 20000), ssrc=n + 1, seed=n)
-            frames = signalling(f"c{n}@x", t=start, tport=port, pport=port + 20000) + up + bye(start + 10, f"c{n}@x")
-            for ts, frame in sorted(frames, key=lambda f: f[0]):
-                recorder.feed_frame(ts, 1, frame)
-            recorder.advance(start + 30)
-            newest = next(r for r in store.index.rows() if r.sip_call_id == f"c{n}@x")
+            newest = record_call(recorder, store, n, start)
             order.append(newest.id)
             size = max(size, newest.size_bytes)
             assert store.index.used_bytes() <= CAPACITY
