@@ -13,6 +13,8 @@ Needs root, iproute2 (ip, tc), kamailio, baresip, tcpdump; a missing one fails t
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -189,9 +191,47 @@ class Process:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the program and whatever it forked: kamailio's workers outlive a main process
+        killed at the deadline, and would hold the next test's port 5060."""
+        children = _children(self.proc.pid)
         code = Lab.stop(self.proc, sig=sig)
+        for pid, _ in _children_alive(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._log.close()
         return code
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """A process's parent and start time (which tells a reused pid from the process it was);
+    a zombie has ended and counts as neither."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (0, "") if fields[0] == "Z" else (int(fields[1]), fields[19])
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """Every process forked by pid (children of children too), with its start time."""
+    parents = {pid}
+    found: list[tuple[int, str]] = []
+    grew = True
+    while grew:
+        grew = False
+        for entry in Path("/proc").glob("[0-9]*"):
+            child = int(entry.name)
+            stat = _stat(child)
+            if stat is not None and stat[0] in parents and child not in parents:
+                parents.add(child)
+                found.append((child, stat[1]))
+                grew = True
+    return found
+
+
+def _children_alive(children: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Those still running as the same process (same start time), after their parent ended."""
+    return [(pid, started) for pid, started in children if (_stat(pid) or (0, ""))[1] == started]
 
 
 def kamailio(site: Site, folder: Path) -> Process:
