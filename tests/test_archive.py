@@ -225,6 +225,22 @@ def test_past_both_periods_a_recording_the_medium_never_took_is_erased_on_the_de
     assert [w.code for w in result.plan.warnings] == []
 
 
+def test_a_policy_that_drops_the_archive_stage_erases_what_the_medium_holds_past_the_device_period(
+        store: Store) -> None:
+    """A city that stops archiving must not keep the archived recordings for ever: past the
+    device period they go from the medium, and while it is away the sweep says they are overdue."""
+    sweep(store, RULES, MOVE_ALL, "test")
+    device_only = RULES.model_copy(update={"archive": None})
+    medium = mounted(store)
+    medium.root.rename(store.data_dir.parent / "away")
+    away = sweep(store, device_only, MOVE_ALL + 86400, "test")
+    assert [w.code for w in away.plan.warnings] == ["archive_erasure_overdue"] and away.archive.erased == []
+    (store.data_dir.parent / "away").rename(medium.root)
+    result = sweep(store, device_only, MOVE_ALL + 86400, "test")
+    assert len(result.archive.erased) == 3 and vaults(medium.root) == [] and result.plan.warnings == ()
+    assert all(row.erased_reason == "retention" for row in store.index.rows())
+
+
 def test_a_full_medium_keeps_recordings_on_the_device(store: Store) -> None:
     full = RULES.model_copy(update={"archive": Archive(keep=Period(months=6), free_space_floor=2**59)})
     result = sweep(store, full, MOVE_ALL, "test")
