@@ -10,6 +10,7 @@ listening on the device and names a warning, the alert's listen-in link is there
 and the manager clears a warned number."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -123,6 +124,7 @@ async def test_the_live_alert_is_for_the_manager_and_names_the_line_not_the_call
         assert response.status == 200 and 'http-equiv="refresh"' in page
         assert "クレーム・カスハラ" in page and f'class="alert-line">{site.call["local_number"]}<' in page
         assert CALLER_DIGITS not in page, "never the caller's number"
+        assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</td>", page) and "+09:00" not in page, "a clock time"
         assert "listen-in" not in page, "熊本市 plays recordings only for an approved request"
         assert (await kanri.get(f"/calls/{site.call['id']}/listen-in")).status == 403
         report = await (await kanri.get("/report")).text()

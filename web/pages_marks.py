@@ -34,11 +34,18 @@ __all__ = ["ALERT_HOURS", "add_routes", "may_see_alerts"]
 ALERT_HOURS = 12
 """How far back the alert page lists marks made during calls: a working day."""
 REFRESH_SECONDS = 10
+SHOWN = "%Y-%m-%d %H:%M:%S"
+"""How the console shows a time: the same as its `when` filter, in the policy's zone."""
 
 
 def _text(form: object, name: str) -> str:
     value = form.get(name, "")  # type: ignore[attr-defined]
     return value.strip() if isinstance(value, str) else ""
+
+
+def _local(console: Console, stamp: str) -> str:
+    """A stored ISO time as the supervisor reads a clock: in the city's zone, to the second."""
+    return datetime.fromisoformat(stamp).astimezone(console.tz).strftime(SHOWN)
 
 
 def may_see_alerts(console: Console, me: Actor) -> bool:
@@ -104,7 +111,7 @@ async def alerts(request: web.Request) -> web.StreamResponse:
     with MarkBook(console.store, section) as book:
         found = book.alerts(time.time() - ALERT_HOURS * 3600)
     shown = [{"mark": a.mark_id, "call": a.call_id, "category": _labels(console).get(a.category, a.category),
-              "at": a.marked_at, "line": a.line or "-", "department": lines.of(a.line)[1],
+              "at": _local(console, a.marked_at), "line": a.line or "-", "department": lines.of(a.line)[1],
               "extension": a.extension or "-", "ongoing": a.ongoing} for a in found]
     return render(request, "alerts.html", alerts=shown, refresh=REFRESH_SECONDS, hours=ALERT_HOURS,
                   listen=section.alert.listen, clause=section.alert.clause)
@@ -151,7 +158,7 @@ async def warnings(request: web.Request) -> web.StreamResponse:
     if rule is not None:
         with WarningList(console.store.index.path, rule, console.policy.numbering.country_code) as found:
             numbers = [{"number": n.number, "calls": n.calls,
-                        "last": datetime.fromtimestamp(n.last_marked_ts, console.tz).isoformat(timespec="seconds")}
+                        "last": datetime.fromtimestamp(n.last_marked_ts, console.tz).strftime(SHOWN)}
                        for n in found.numbers(time.time())]
     return render(request, "warnings.html", rule=rule, numbers=numbers)
 
