@@ -12,6 +12,7 @@ side files.  Its times are the centre's `timestamptz`, shown in the console's zo
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -29,6 +30,10 @@ __all__ = ["LAG_WARNING_SECONDS", "CentralResult", "CentralSearch", "SiteRow", "
 LAG_WARNING_SECONDS = 15 * 60.0
 """A site whose oldest unsent change is older than this is lagging: the default of the site's own
 warning (callrec.config.Central.lag_warning_seconds)."""
+
+_TAIL = re.compile(r"\((\w+) LIKE %s OR %s LIKE \('%%' \|\| \1\)")
+"""The local statement's number match without a time: the stored number ends with the one
+asked, or is its end.  Neither half can use an index as written; `_tails` rewrites them."""
 
 _CALLROW_FIELDS = tuple(f.name for f in fields(CallRow))
 _AT_SITE_ONLY = {"audio_path": None, "side_files": []}
@@ -76,8 +81,7 @@ def central_statement(query: CallQuery, sites: Sequence[str] | None = None) -> S
     never a call of its own), so the site filter goes first in it, where the (site, recorded_at)
     index can use it."""
     local = statement(query)
-    sql = local.sql.replace("%", "%%").replace("?", "%s")
-    params: tuple[Any, ...] = local.params
+    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s"), local.params)
     if sites is not None:
         head, where, rest = sql.partition(" WHERE ")
         if not where:
@@ -85,6 +89,23 @@ def central_statement(query: CallQuery, sites: Sequence[str] | None = None) -> S
         sql = f"{head} WHERE site = ANY(%s) AND {rest}"
         params = (list(sites), *params)
     return Statement(sql, params)
+
+
+def _tails(sql: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """A number over all time, in a form the centre's indexes answer (a scan of ten sites' rows
+    is ten times the site's): "ends with 0312345678" is "reversed, starts with 8765432130" (an
+    index on the reversed number), and "is the end of 0312345678" is "is one of its ends" (the
+    number's own index).  The number asked is digits only (`statement` matches others exactly),
+    so neither reading differs from the LIKE it replaces for any number the ranking accepts."""
+    match = _TAIL.search(sql)
+    if match is None:
+        return sql, params
+    at = sql[:match.start()].count("%s")
+    wanted = params[at + 1]
+    column = match.group(1)
+    sql = f"{sql[:match.start()]}(reverse({column}) LIKE %s OR {column} = ANY(%s){sql[match.end():]}"
+    ends = [wanted[n:] for n in range(len(wanted) + 1)]
+    return sql, (*params[:at], wanted[::-1] + "%", ends, *params[at + 2:])
 
 
 class CentralSearch:
