@@ -1,11 +1,12 @@
-"""`callrec web [--config FILE]`: the console, in the foreground (systemd runs it as callrec-web)."""
+"""`callrec web [--config FILE] [--centre DSN]`: the console, in the foreground (systemd runs it as
+callrec-web); with a centre, over every site's calls there."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 from collections.abc import Callable
 
-from web.config import WebConfig
+from web.config import CentreLink, WebConfig
 from web.server import serve
 
 from . import logs
@@ -24,7 +25,11 @@ def cmd_web(args: argparse.Namespace) -> int:
         web_config = web_config.model_copy(update={"port": args.port})
     if args.plain_http:
         web_config = web_config.model_copy(update={"plain_http": True})
-    with open_store(config, policy) as store:
+    if args.centre:
+        web_config = web_config.model_copy(update={"centre": CentreLink(dsn=args.centre)})
+    # At the centre no recorder makes the data folder: the console makes its own (key, people,
+    # sessions, its ledger) on its first start.
+    with open_store(config, policy, create_key=web_config.centre is not None) as store:
         asyncio.run(serve(web_config, policy, store, config.status_path))
     return 0
 
@@ -35,4 +40,6 @@ def add_parser(sub: argparse._SubParsersAction, common: Callable[..., None]) -> 
     p.add_argument("--listen", help="address to listen on (default: the config's web.listen, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8443)")
     p.add_argument("--plain-http", action="store_true", help="plain HTTP, loopback only (tests, SSH tunnels)")
+    p.add_argument("--centre", metavar="DSN",
+                   help="show the centre's calls of every site (its PostgreSQL; default: the config's web.centre)")
     p.set_defaults(func=cmd_web)

@@ -42,9 +42,11 @@ _AT_SITE_ONLY = {"audio_path": None, "side_files": []}
 
 @dataclass(frozen=True, slots=True)
 class SiteRow(CallRow):
-    """A call row as the centre holds it: the site's row, and the site it belongs to."""
+    """A call row as the centre holds it: the site's row, the site it belongs to, and the row's
+    seal as the site made it (storage/sealing.py; the call page shows it, no listing does)."""
 
     site: str = ""
+    seal_mac: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,7 @@ class CentralSearch:
         for name, value in values.items():
             if isinstance(value, datetime):
                 values[name] = value.astimezone(self.tz).isoformat(timespec="milliseconds")
-        return SiteRow(**values, site=row["site"])
+        return SiteRow(**values, site=row["site"], seal_mac=row["seal_mac"])
 
 
 def site_status(site: dict[str, Any], now: float, warn_after: float = LAG_WARNING_SECONDS) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def test_everything_from_both_sites_with_site_a_s_tombstone(sites: TwoSites, sea
     assert sites.held["site-a"] in by_site["site-a"] and sites.held["site-b"] in by_site["site-b"]
     assert len(by_site["site-b"]) == 1 + BULK
     assert found.erased and {site for site, _ in found.erased} == {"site-a"}
-    for site, tomb in found.erased:
+    for _, tomb in found.erased:
         assert "retention" in tomb.sentence and tomb.erased_at
     shown = found.as_dict()
     assert shown["sites"] == "all" and {c["site"] for c in shown["candidates"]} == {"site-a", "site-b"}

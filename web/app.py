@@ -20,7 +20,8 @@ from access.errors import AccessError, Forbidden
 from access.people import BadCredentials
 from wire.errors import CallrecError
 
-from . import pages_admin, pages_calls, pages_live, pages_marks, pages_requests
+from . import pages_admin, pages_calls, pages_centre, pages_live, pages_marks, pages_requests
+from .centre import CentreUnavailable
 from .context import CONSOLE, COOKIE, LANG_COOKIE, LOGIN_COOKIE, Console, actor_of, console_of, render, set_cookie
 from .i18n import LANGUAGES
 
@@ -60,6 +61,8 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
         return render(request, "error.html", status=403, heading="forbidden", message=str(exc))
     except BadCredentials as exc:
         return render(request, "error.html", status=401, heading="login", message=str(exc))
+    except CentreUnavailable as exc:
+        return render(request, "error.html", status=503, heading="centre_down", message=str(exc))
     except (AccessError, CallrecError, ValueError) as exc:
         return render(request, "error.html", status=400, heading="bad_request", message=str(exc))
 
@@ -147,6 +150,10 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/lang/{lang}", language)
     app.router.add_static("/static/", Path(__file__).parent / "static")
-    for module in (pages_calls, pages_requests, pages_admin, pages_live, pages_marks):
+    # At the centre the calls are every site's (pages_centre); the audio, the lines and the marks
+    # stay at the sites.
+    modules = ((pages_centre, pages_requests, pages_admin) if console.centre is not None
+               else (pages_calls, pages_requests, pages_admin, pages_live, pages_marks))
+    for module in modules:
         module.add_routes(app.router)
     return app

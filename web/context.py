@@ -15,6 +15,7 @@ from access.service import AccessService
 from policy.schema import Policy
 from storage.store import Store
 
+from .centre import CentreView
 from .config import WebConfig
 from .i18n import LANGUAGES, translate
 from .sessions import Session, SessionStore
@@ -39,6 +40,8 @@ class Console:
     status_socket: Path
     templates: jinja2.Environment
     secure: bool
+    centre: CentreView | None = None
+    """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -71,7 +74,8 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
         t=lambda key: translate(key, lang), lang=lang, csrf=session.csrf if session else "",
         me=actor, title=translate(template.split(".")[0], lang), organisation=console.policy.organisation,
         on_demand_lines=console.policy.on_demand is not None,
-        harassment=console.policy.harassment,
+        harassment=console.policy.harassment if console.centre is None else None,
+        centre_mode=console.centre is not None,
         here=request.path_qs,
         **values)
     return web.Response(text=page, content_type="text/html", status=status)

@@ -22,6 +22,7 @@ from storage.layout import INDEX_FILE
 from storage.store import Store
 
 from .app import make_app
+from .centre import CentreView
 from .config import WebConfig
 from .context import Console
 from .sessions import SessionStore
@@ -40,7 +41,9 @@ def open_console(config: WebConfig, policy: Policy, store: Store, status_socket:
                                             .strftime("%Y-%m-%d %H:%M:%S") if ts else "-")
     sessions = SessionStore(store.data_dir / INDEX_FILE, config.session_idle_minutes * 60,
                             config.session_max_hours * 3600)
-    return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure)
+    centre = CentreView(config.centre, ZoneInfo(policy.timezone)) if config.centre is not None else None
+    return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure,
+                   centre)
 
 
 async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: Path) -> None:
@@ -51,7 +54,8 @@ async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: 
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
     await site.start()
-    log.info("web.ready", listen=config.listen, port=config.port, tls=context is not None)
+    log.info("web.ready", listen=config.listen, port=config.port, tls=context is not None,
+             centre=console.centre is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,4 +66,6 @@ async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: 
         await runner.cleanup()
         console.sessions.close()
         console.access.close()
+        if console.centre is not None:
+            console.centre.close()
         log.info("web.stopped")
