@@ -194,6 +194,8 @@ _WORDS: dict[str, tuple[str, str]] = {
     "site": ("拠点", "Site"),
     "sites": ("拠点の同期状況", "Sites"),
     "all_sites": ("全拠点", "Every site"),
+    "period_from": ("期間（から）", "From"),
+    "period_to": ("期間（まで）", "To"),
     "no_sites": ("センターに同期した拠点はまだありません", "No site has synced to the centre yet"),
     "sites_in_sync": ("すべての拠点が同期しています", "Every site is in sync"),
     "sites_lagging": ("{n}拠点の同期が{limit}以上遅れています", "{n} site(s) more than {limit} behind"),
