@@ -260,12 +260,16 @@ class AccessDesk:
         for call_id in call_ids:
             self._call(call_id)
         now = self.now()
-        with self.tables.transaction():
-            number = f"R{now.year}-{self.tables.next_serial(f'request-{now.year}'):04d}"
-            request, note = self._core(grant, lambda: core.file_request(
-                self.access, grant, number, department=department, purpose=purpose, wanted=wanted,
-                call_ids=call_ids, details=details, now=now))
-            self.tables.save_request(request)
+        try:
+            with self.tables.transaction():
+                number = f"R{now.year}-{self.tables.next_serial(f'request-{now.year}'):04d}"
+                request, note = core.file_request(self.access, grant, number, department=department,
+                                                  purpose=purpose, wanted=wanted, call_ids=call_ids,
+                                                  details=details, now=now)
+                self.tables.save_request(request)
+        except Forbidden as exc:
+            self._refused(grant, exc)  # after the rollback: where the ledger is in the same database, it stays
+            raise
         self._ledger(note, now)
         return request
 
@@ -504,9 +508,12 @@ class AccessDesk:
         try:
             return step()
         except Forbidden as exc:
-            self._ledger_plain(AccessEvent.REFUSED_ACTION, grant.actor, self.now(), reason=str(exc),
-                               **grant.ledger_details())
+            self._refused(grant, exc)
             raise
+
+    def _refused(self, grant: Grant, exc: Forbidden) -> None:
+        self._ledger_plain(AccessEvent.REFUSED_ACTION, grant.actor, self.now(), reason=str(exc),
+                           **grant.ledger_details())
 
     def _ledger(self, note: LedgerNote, now: datetime) -> None:
         self._append(note.event, note.grant.actor, now, reason=note.reason, approved_by=note.approved_by,
