@@ -36,7 +36,7 @@ _TAIL = re.compile(r"\((\w+) LIKE %s OR %s LIKE \('%%' \|\| \1\)")
 asked, or is its end.  Neither half can use an index as written; `_tails` rewrites them."""
 
 _CALLROW_FIELDS = tuple(f.name for f in fields(CallRow))
-_AT_SITE_ONLY = {"audio_path": None, "side_files": []}
+_AT_SITE_ONLY: dict[str, Any] = {"audio_path": None, "side_files": []}
 """What only the site keeps of a row: where its files are."""
 
 

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from callrec.pki import enrol_site, init_ca
 from tests.central_pg import PostgresServer
 from tests.central_sites import make_rows, site_config
 from tests.console_site import PASSWORD, free_port
@@ -60,21 +62,26 @@ def two_sites(server: PostgresServer, folder: Path) -> TwoSites:
 
 
 class CentreConsole:
-    """`callrec web --centre DSN` on a loopback port: the console at the centre, with its people
-    (name → role) in a data folder of its own, started and stopped by the test."""
+    """`callrec web --centre DSN --centre-dir DIR` on a loopback port: the console at the centre,
+    its CA made first (`callrec centre ca init`), its people added at the centre (`callrec centre
+    user add`); sites it fetches audio from are enrolled and served on demand (`serve`).  Started
+    and stopped by the test."""
 
     def __init__(self, folder: Path, dsn: str, people: dict[str, str], policy: Path = KUMAMOTO) -> None:
-        """The console starts first: at the centre it makes its own data folder (key, people,
-        sessions, its ledger) on its first start, as no recorder runs there to make one."""
         self.folder = folder
+        self.dsn = dsn
+        self.policy = policy
+        self.centre_dir = folder / "centre"
+        self.ca = init_ca(self.centre_dir, datetime.now(UTC), "熊本市")
         self.data = folder / "centre-console"
-        self.where = ("--data-dir", self.data, "--policy", policy)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "centre-web.log"
         self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "callrec", "web", *map(str, self.where), "--port",
-                                      str(self.port), "--plain-http", "--centre", dsn], cwd=REPO, stdout=self.log,
+        self.servers: list[subprocess.Popen[bytes]] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "callrec", "web", "--data-dir", str(self.data),
+                                      "--policy", str(policy), "--port", str(self.port), "--plain-http", "--centre",
+                                      dsn, "--centre-dir", str(self.centre_dir)], cwd=REPO, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "web.ready" not in self.logtext():
@@ -82,17 +89,40 @@ class CentreConsole:
                 self.stop()
                 raise AssertionError(f"callrec web --centre never became ready: {self.logtext()}")
             time.sleep(0.1)
-        manager = next(name for name, role in people.items() if role == "manager")
+        self.manager = next(name for name, role in people.items() if role == "manager")
         for name, role in people.items():
-            by = [] if name == manager else ["--user", manager]
-            first = "" if name == manager else PASSWORD.format(manager) + "\n"
-            run_cli("user", "add", name, "--role", role, *self.where, *by, input=first + PASSWORD.format(name) + "\n")
+            by = None if name == self.manager else self.manager
+            self.centre_cli("user", "add", name, "--role", role, user=by, input=PASSWORD.format(name) + "\n")
+
+    def centre_cli(self, *args: str | Path, user: str | None = None, input: str = "") -> str:
+        """`callrec centre ARGS` at this centre, signed in as `user` (its password first on stdin)."""
+        signed = ["--user", user] if user else []
+        first = PASSWORD.format(user) + "\n" if user else ""
+        return run_cli("centre", *args, "--dsn", self.dsn, "--centre-dir", self.centre_dir, "--policy", self.policy,
+                       *signed, input=first + input).stdout
+
+    def serve(self, site: str, config: Path) -> None:
+        """Enrol the site with this centre's CA, start its fetch server, and tell the centre where it is."""
+        bundle, code = enrol_site(self.ca, site, datetime.now(UTC))
+        (self.folder / f"{site}.bundle").write_bytes(bundle)
+        (self.folder / f"{site}.code").write_text(code)
+        run_cli("site", "enrol", self.folder / f"{site}.bundle", "--config", config, "--code-file",
+                self.folder / f"{site}.code")
+        with (self.folder / f"{site}.serve.log").open("wb") as err:
+            server = subprocess.Popen([sys.executable, "-m", "callrec", "site", "serve", "--config", str(config),
+                                       "--listen", "127.0.0.1:0"], cwd=REPO, stdout=subprocess.PIPE, stderr=err)
+        self.servers.append(server)
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        assert line.startswith("listening on "), (line, (self.folder / f"{site}.serve.log").read_text())
+        self.centre_cli("site-address", site, f"127.0.0.1:{line.rsplit(':', 1)[1].strip()}", user=self.manager)
 
     def logtext(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
+        for process in (*self.servers, self.proc):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
         self.log.close()

@@ -2,10 +2,13 @@
 calls synced to a real PostgreSQL (tests/central_console.py): every site's calls in one search
 with a 拠点 column and a site filter, the page of a call of site B, the erasure tombstone of site
 A in words, the sites' sync status with a lagging site, and the rules on the server (no page
-without a sign-in, no search for a role without it, no local-only page at the centre).  Last,
-the centre going away and coming back: a 503 that says so, then the pages again."""
+without a sign-in, no search for a role without it, no local-only page at the centre).  People,
+requests and the ledger are the centre's (CentreService): a request for a call of site B is
+filed and approved on screen, and the manager hears it, fetched from site B over mutual TLS.
+Last, the centre going away and coming back: a 503 that says so, then the pages again."""
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +23,7 @@ import pytest
 from tests.central_console import CentreConsole, TwoSites, two_sites
 from tests.central_pg import PostgresServer
 from tests.central_sites import centre_rows
-from tests.console_site import PASSWORD
+from tests.console_site import PASSWORD, csrf_of
 
 PEOPLE = {"kanri": "manager", "sato": "requester", "audit": "auditor"}
 EVERYTHING = {"from": "2000-01-01 00:00"}
@@ -42,6 +45,7 @@ def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
         sites = two_sites(server, folder)
         console = CentreConsole(folder, sites.dsn, PEOPLE)
         try:
+            console.serve("site-b", sites.configs["site-b"])
             yield Centre(server, sites, console)
         finally:
             console.stop()
@@ -158,6 +162,37 @@ async def test_the_sites_page_shows_last_sync_backlog_and_a_lagging_site(centre:
     row_b = re.search(r'<tr class="late" id="site-site-b">(.*?)</tr>', lagging, re.S)
     assert row_b and "<td>120</td>" in row_b.group(1) and "2 h 00 min" in row_b.group(1) and "遅延" in row_b.group(1)
     assert '<tr class="" id="site-site-a">' in lagging
+
+
+async def test_a_request_for_a_call_of_site_b_is_approved_and_heard_from_site_b(centre: Centre,
+                                                                                manager: aiohttp.ClientSession) -> None:
+    held_b = centre.sites.held["site-b"]
+    ref = f"site-b/{held_b}"
+    async with await signed_in(centre, "sato") as sato:
+        page = await (await sato.get(f"/sites/site-b/calls/{held_b}")).text()
+        assert f'name="call" value="{ref}"' in page, "the call page offers a request for this site's call"
+        filed = await sato.post("/requests", data={"csrf": csrf_of(page), "call": ref, "department": "市民課",
+                                                   "purpose": "manager_need", "wanted": "listen", "details": ""})
+        assert filed.status == 200 and "/requests/" in str(filed.url), await filed.text()
+        number = str(filed.url).rsplit("/", 1)[1]
+        shown = await filed.text()
+        assert f'href="/sites/site-b/calls/{held_b}"' in shown
+        assert (await sato.get(f"/requests/{number}/listen/{ref}")).status == 403, "a requester does not listen"
+    request_page = await (await manager.get(f"/requests/{number}")).text()
+    approved = await manager.post(f"/requests/{number}/approve", data={"csrf": csrf_of(request_page),
+                                                                       "reason": "管理責任者が必要と認めた"})
+    assert approved.status == 200 and "承認済み" in await approved.text()
+    call_page = await (await manager.get(f"/sites/site-b/calls/{held_b}")).text()
+    assert f'src="/requests/{number}/listen/{ref}"' in call_page
+    heard = await manager.get(f"/requests/{number}/listen/{ref}")
+    audio = await heard.read()
+    assert heard.status == 200 and heard.headers["Content-Type"] == "audio/wav" and audio[:4] == b"RIFF"
+    seal = centre_rows(centre.sites.dsn, "site-b")[held_b]["sha256"]
+    assert hashlib.sha256(audio).hexdigest() == seal, "the site's recording as sealed, byte for byte"
+    book = await (await manager.get("/ledger")).text()
+    for event in ("request_filed", "request_approved", "grant_issued", "site_fetched", "listened"):
+        assert event in book, event
+    assert (await manager.get(f"/requests/{number}/listen/site-a/{held_b}")).status == 403, "not in the request"
 
 
 async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Centre,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psycopg
 import structlog
 from aiohttp import web
 
@@ -63,8 +64,23 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
         return render(request, "error.html", status=401, heading="login", message=str(exc))
     except CentreUnavailable as exc:
         return render(request, "error.html", status=503, heading="centre_down", message=str(exc))
+    except psycopg.OperationalError as exc:
+        return _centre_lost(request, exc)
     except (AccessError, CallrecError, ValueError) as exc:
         return render(request, "error.html", status=400, heading="bad_request", message=str(exc))
+
+
+def _centre_lost(request: web.Request, exc: psycopg.OperationalError) -> web.StreamResponse:
+    """The centre's service lost its connection (the centre restarted or went away): said as a
+    503, and the service opened again for the next request if the centre answers now."""
+    console = console_of(request)
+    log.warning("web.centre_lost", error=str(exc).strip())
+    if console.reconnect is not None:
+        try:
+            console.access = console.reconnect()
+        except (psycopg.Error, CallrecError) as again:
+            log.warning("web.centre_unavailable", error=str(again).strip())
+    return render(request, "error.html", status=503, heading="centre_down", message=str(exc).strip())
 
 
 @web.middleware

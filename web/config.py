@@ -23,6 +23,9 @@ class CentreLink(Strict):
     default warning, central.lag_warning_seconds)."""
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     """How long a page waits for the centre before it says the centre cannot be reached."""
+    folder: Path | None = None
+    """The centre's folder (its CA, grant key and ledger key: `callrec centre ca init`); default
+    $CALLREC_CENTRE_DIR or ./callrec-centre, as the `callrec centre` commands."""
 
 
 class WebConfig(Strict):

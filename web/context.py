@@ -2,6 +2,7 @@
 sessions, the templates, and the few helpers that read them from a request."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from access.centre_service import CentreService
 from access.rules import Actor
 from access.service import AccessService
 from policy.schema import Policy
@@ -35,17 +37,27 @@ class Console:
     config: WebConfig
     policy: Policy
     store: Store
-    access: AccessService
+    access: AccessService | CentreService
+    """The store's AccessService, or at the centre the centre's CentreService (people, requests
+    and copies of every site, audio fetched from the owning site)."""
     sessions: SessionStore
     status_socket: Path
     templates: jinja2.Environment
     secure: bool
     centre: CentreView | None = None
     """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
+    reconnect: Callable[[], CentreService] | None = None
+    """At the centre: the centre's service opened again, after its connection was lost."""
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.policy.timezone)
+
+    @property
+    def ledger(self) -> Any:
+        """The 通話記録管理簿 the ledger page shows (entries(), verify()): the store's, or at the
+        centre the centre's own chain."""
+        return self.access.ledger if isinstance(self.access, CentreService) else self.store.ledger
 
 
 CONSOLE = web.AppKey("console", Console)

@@ -14,8 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from access.centre_service import call_ref
+from access.requests import RequestState
 from access.rules import Actor
-from policy.access import Action
+from policy.access import Action, Wanted
 from storage.search import shown_remote
 
 from .centre import CentreView
@@ -77,10 +79,32 @@ async def call(request: web.Request) -> web.StreamResponse:
     if row is None:
         raise web.HTTPNotFound()
     erasure = centre.erasure(site, call_id) if row.erased_at else None
-    return render(request, "centre_call.html", row=row, shown_remote=shown_remote,
+    ref = call_ref(site, call_id)
+    access = console.access.access
+    listening = [r for r in console.access.requests()
+                 if ref in r.call_ids and r.wanted is Wanted.LISTEN
+                 and r.state in (RequestState.APPROVED, RequestState.FULFILLED)
+                 and access.on_device_listening != "never" and console.access.may(me, Action.FULFIL)]
+    return render(request, "centre_call.html", row=row, ref=ref, shown_remote=shown_remote,
                   erased=_erased_words(request, erasure) if erasure else None, erasure=erasure,
+                  listening=listening, may_request=console.access.may(me, Action.REQUEST),
+                  purposes=access.purposes, wanted=[w.value for w in Wanted],
                   evidence_until=datetime.fromtimestamp(row.evidence_until - 1, console.tz).date().isoformat()
                   if row.evidence_until else None)
+
+
+async def listen(request: web.Request) -> web.StreamResponse:
+    """An approved listening request's call, fetched from its site over mutual TLS (the centre's
+    service checks it against the seal and ledgers it), streamed to the browser's player."""
+    console = console_of(request)
+    ref = call_ref(request.match_info["site"], request.match_info["id"])
+    chunks = console.access.listen(actor_of(request), request.match_info["number"], ref)
+    response = web.StreamResponse(headers={"Content-Type": "audio/wav", "Content-Disposition": "inline"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def _erased_words(request: web.Request, erasure: dict[str, Any]) -> str:
@@ -116,3 +140,4 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/sites", sites)
     router.add_get("/calls", search)
     router.add_get("/sites/{site}/calls/{id}", call)
+    router.add_get("/requests/{number}/listen/{site}/{id}", listen)
