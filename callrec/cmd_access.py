@@ -64,6 +64,10 @@ def may_search(args: argparse.Namespace) -> None:
 
 
 def _service(args: argparse.Namespace, command: Callable[[AccessService], int]) -> int:
+    opener = getattr(args, "open_service", None)
+    if opener is not None:  # the same command at the centre (callrec/cmd_centre_access.py)
+        with opener(args) as service:
+            return command(service)
     config, policy = settings(args)
     with open_store(config, policy) as store, AccessService(store, policy) as service:
         return command(service)

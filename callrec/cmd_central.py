@@ -1,4 +1,5 @@
-"""`callrec central ...`: the centre's schema (init, migrate, status, erasure) and, at a site,
+"""`callrec central ...`: the centre's schema (init, migrate, status, erasure), its search across
+every site (search), and, at a site,
 the sync run by hand (sync) or stopped for good (detach).  The daemon runs the sync itself when
 its config has a `central:` section."""
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from storage.central_schema import applied, migrate, migrations
 from storage.index import connect as connect_index
@@ -21,11 +23,13 @@ from wire.errors import CallrecError
 
 from . import logs
 from .central import CentralSync
+from .cmd_search import SHOWN, _filters, _print_candidate, _query, span
 from .config import Central
 from .context import open_store, settings
 
 if TYPE_CHECKING:
     from storage.central_link import Centre
+    from storage.central_search import CentralResult
 
 __all__ = ["add_parser", "central_line"]
 
@@ -132,6 +136,45 @@ def cmd_erasure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """`callrec calls find` over every site's calls at the centre (or the --site ones)."""
+    from storage.central_search import CentralSearch
+
+    _, policy = settings(args)
+    if args.limit < 0:
+        raise CentralCommandError("--limit counts candidates: 0 (all) or more")
+    query = _query(args, policy)
+    centre = _centre(args)
+    try:
+        result = CentralSearch(centre, ZoneInfo(policy.timezone)).find(query, sites=args.site or None)
+    finally:
+        centre.close()
+    if args.json:
+        json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_central(result, args.limit)
+    return 0
+
+
+def _print_central(found: CentralResult, limit: int) -> None:
+    result = found.result
+    print(f"Search: {result.description}, " + (f"sites {', '.join(found.sites)}" if found.sites else "every site"))
+    print(result.answer)
+    shown = result.candidates if limit == 0 else result.candidates[:limit]
+    for n, candidate in enumerate(shown, 1):
+        print(f"\n     site {getattr(candidate.row, 'site', '-')}")
+        _print_candidate(n, candidate)
+    if len(shown) < len(result.candidates):
+        print(f"\n... and {len(result.candidates) - len(shown)} more (--limit 0 shows them all)")
+    if found.erased:
+        print("\nErased in that window:")
+        for site, tomb in found.erased:
+            print(f"  {site} {tomb.id}: {tomb.sentence}")
+    for note in result.notes:
+        print(f"\n{note}")
+
+
 def _site_config(args: argparse.Namespace) -> Central:
     config, _ = settings(args)
     if config.central is None:
@@ -204,6 +247,19 @@ def add_parser(sub: argparse._SubParsersAction, common: Any) -> None:  # type: i
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_erasure)
+    p = centre_side("search", "find the call a request form describes, across every site (as `calls find`)")
+    p.add_argument("--policy", type=Path, help="policy file (YAML) for the time zone and numbering; default: "
+                   "the config's")
+    p.add_argument("--site", action="append", metavar="SITE", help="only this site's calls (repeatable)")
+    p.add_argument("--at", metavar="TIME", help='about when, e.g. "2026-11-20 10:30" (policy\'s time zone)')
+    p.add_argument("--window", type=span, metavar="SPAN", help="how far either side of --at (default 30m)")
+    p.add_argument("--duration", type=span, metavar="SPAN", help="about how long, e.g. 3m or 2:55")
+    p.add_argument("--tolerance", type=span, metavar="SPAN",
+                   help="how far off --duration still counts as about it (default a quarter, at least 1m)")
+    _filters(p)
+    p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
 
     p = central.add_parser("sync", help="at a site: send the outbox to the centre (the daemon does this itself)")
     common(p, policy=True)

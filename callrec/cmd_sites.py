@@ -20,7 +20,7 @@ from access.site_grants import Allowed, check_confirmation, issue_grant, issue_h
 from access.site_identity import crl_number, install_site, load_site, update_revocations, write_private
 from storage.store import actor
 
-from . import logs
+from . import cmd_centre_access, logs
 from .context import open_store, settings
 from .pki import certificate_fingerprint, enrol_site, init_ca, load_ca, open_bundle, revoke_site
 from .site_client import fetch
@@ -253,6 +253,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
                        "refused by the site)", cmd_hold_confirmation)
     p.add_argument("confirmation", type=Path)
     p.add_argument("--order", type=Path, required=True, help="the order it answers")
+    cmd_centre_access.add_parsers(centre_sub, DEFAULT_CENTRE_DIR)
 
     site = sub.add_parser("site", help="this appliance as a site of a centre").add_subparsers(
         dest="site_command", required=True)

@@ -1,11 +1,16 @@
-"""`callrec web [--config FILE]`: the console, in the foreground (systemd runs it as callrec-web)."""
+"""`callrec web [--config FILE] [--centre DSN]`: the console, in the foreground (systemd runs it as
+callrec-web); with a centre, over every site's calls there."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 
-from web.config import WebConfig
+from access.centre_service import CentreService
+from web.config import CentreLink, WebConfig
 from web.server import serve
 
 from . import logs
@@ -24,8 +29,24 @@ def cmd_web(args: argparse.Namespace) -> int:
         web_config = web_config.model_copy(update={"port": args.port})
     if args.plain_http:
         web_config = web_config.model_copy(update={"plain_http": True})
-    with open_store(config, policy) as store:
-        asyncio.run(serve(web_config, policy, store, config.status_path))
+    if args.centre:
+        web_config = web_config.model_copy(update={"centre": CentreLink(dsn=args.centre)})
+    centre = web_config.centre
+    with ExitStack() as stack:
+        reconnect: Callable[[], CentreService] | None = None
+        if centre is not None:
+            from .centre_access import centre_service  # psycopg and the CA only where a centre is named
+
+            folder = args.centre_dir or centre.folder or Path(os.environ.get("CALLREC_CENTRE_DIR", "callrec-centre"))
+            dsn = centre.dsn
+
+            def open_centre() -> CentreService:
+                return stack.enter_context(centre_service(dsn, policy, folder))
+            reconnect = open_centre
+        # At the centre no recorder makes the data folder: the console makes its own on first
+        # start, for its sign-in sessions.
+        store = stack.enter_context(open_store(config, policy, create_key=centre is not None))
+        asyncio.run(serve(web_config, policy, store, config.status_path, reconnect))
     return 0
 
 
@@ -35,4 +56,8 @@ def add_parser(sub: argparse._SubParsersAction, common: Callable[..., None]) -> 
     p.add_argument("--listen", help="address to listen on (default: the config's web.listen, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8443)")
     p.add_argument("--plain-http", action="store_true", help="plain HTTP, loopback only (tests, SSH tunnels)")
+    p.add_argument("--centre", metavar="DSN",
+                   help="show the centre's calls of every site (its PostgreSQL; default: the config's web.centre)")
+    p.add_argument("--centre-dir", type=Path, help="with --centre: the centre's folder (CA, grant and ledger keys; "
+                   "default: web.centre.folder, $CALLREC_CENTRE_DIR or ./callrec-centre)")
     p.set_defaults(func=cmd_web)

@@ -8,7 +8,8 @@ durable writes and the retention planner are its own business.
 `__all__` names the modules others may import; each module's own `__all__`
 names what it offers.
 """
-__all__ = ["anchor", "archive", "archive_audit", "central_link", "central_schema", "central_sync",
-           "durable", "errors", "faults", "index", "keys", "layout", "ledger", "lock", "marks", "notices", "outbox",
+__all__ = ["anchor", "archive", "archive_audit", "central_link", "central_schema", "central_search",
+           "central_sync", "durable", "errors", "faults", "index", "keys", "layout", "ledger", "lock", "marks",
+           "notices", "outbox",
            "records", "recordings", "recovery", "reports", "reserve", "seal_ledger", "sealing", "search", "store",
            "sweep", "verify", "warnings", "wipe"]

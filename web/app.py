@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psycopg
 import structlog
 from aiohttp import web
 
@@ -20,7 +21,8 @@ from access.errors import AccessError, Forbidden
 from access.people import BadCredentials
 from wire.errors import CallrecError
 
-from . import pages_admin, pages_calls, pages_live, pages_marks, pages_requests
+from . import pages_admin, pages_calls, pages_centre, pages_live, pages_marks, pages_requests
+from .centre import CentreUnavailable
 from .context import CONSOLE, COOKIE, LANG_COOKIE, LOGIN_COOKIE, Console, actor_of, console_of, render, set_cookie
 from .i18n import LANGUAGES
 
@@ -60,8 +62,25 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
         return render(request, "error.html", status=403, heading="forbidden", message=str(exc))
     except BadCredentials as exc:
         return render(request, "error.html", status=401, heading="login", message=str(exc))
+    except CentreUnavailable as exc:
+        return render(request, "error.html", status=503, heading="centre_down", message=str(exc))
+    except psycopg.OperationalError as exc:
+        return _centre_lost(request, exc)
     except (AccessError, CallrecError, ValueError) as exc:
         return render(request, "error.html", status=400, heading="bad_request", message=str(exc))
+
+
+def _centre_lost(request: web.Request, exc: psycopg.OperationalError) -> web.StreamResponse:
+    """The centre's service lost its connection (the centre restarted or went away): said as a
+    503, and the service opened again for the next request if the centre answers now."""
+    console = console_of(request)
+    log.warning("web.centre_lost", error=str(exc).strip())
+    if console.reconnect is not None:
+        try:
+            console.access = console.reconnect()
+        except (psycopg.Error, CallrecError) as again:
+            log.warning("web.centre_unavailable", error=str(again).strip())
+    return render(request, "error.html", status=503, heading="centre_down", message=str(exc).strip())
 
 
 @web.middleware
@@ -147,6 +166,10 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/lang/{lang}", language)
     app.router.add_static("/static/", Path(__file__).parent / "static")
-    for module in (pages_calls, pages_requests, pages_admin, pages_live, pages_marks):
+    # At the centre the calls are every site's (pages_centre); the audio, the lines and the marks
+    # stay at the sites.
+    modules = ((pages_centre, pages_requests, pages_admin) if console.centre is not None
+               else (pages_calls, pages_requests, pages_admin, pages_live, pages_marks))
+    for module in modules:
         module.add_routes(app.router)
     return app

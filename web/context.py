@@ -2,6 +2,7 @@
 sessions, the templates, and the few helpers that read them from a request."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,13 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from access.centre_service import CentreService
 from access.rules import Actor
 from access.service import AccessService
 from policy.schema import Policy
 from storage.store import Store
 
+from .centre import CentreView
 from .config import WebConfig
 from .i18n import LANGUAGES, translate
 from .sessions import Session, SessionStore
@@ -34,15 +37,27 @@ class Console:
     config: WebConfig
     policy: Policy
     store: Store
-    access: AccessService
+    access: AccessService | CentreService
+    """The store's AccessService, or at the centre the centre's CentreService (people, requests
+    and copies of every site, audio fetched from the owning site)."""
     sessions: SessionStore
     status_socket: Path
     templates: jinja2.Environment
     secure: bool
+    centre: CentreView | None = None
+    """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
+    reconnect: Callable[[], CentreService] | None = None
+    """At the centre: the centre's service opened again, after its connection was lost."""
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.policy.timezone)
+
+    @property
+    def ledger(self) -> Any:
+        """The 通話記録管理簿 the ledger page shows (entries(), verify()): the store's, or at the
+        centre the centre's own chain."""
+        return self.access.ledger if isinstance(self.access, CentreService) else self.store.ledger
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -71,7 +86,8 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
         t=lambda key: translate(key, lang), lang=lang, csrf=session.csrf if session else "",
         me=actor, title=translate(template.split(".")[0], lang), organisation=console.policy.organisation,
         on_demand_lines=console.policy.on_demand is not None,
-        harassment=console.policy.harassment,
+        harassment=console.policy.harassment if console.centre is None else None,
+        centre_mode=console.centre is not None,
         here=request.path_qs,
         **values)
     return web.Response(text=page, content_type="text/html", status=status)

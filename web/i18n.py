@@ -190,6 +190,43 @@ _WORDS: dict[str, tuple[str, str]] = {
     "last_marked": ("最後の記録", "Last marked"),
     "clear_warning": ("警告を解除", "Clear"),
     "dept": ("所属", "Department"),
+    "centre": ("センター（全拠点）", "Centre (every site)"),
+    "site": ("拠点", "Site"),
+    "sites": ("拠点の同期状況", "Sites"),
+    "all_sites": ("全拠点", "Every site"),
+    "period_from": ("期間（から）", "From"),
+    "period_to": ("期間（まで）", "To"),
+    "no_sites": ("センターに同期した拠点はまだありません", "No site has synced to the centre yet"),
+    "sites_in_sync": ("すべての拠点が同期しています", "Every site is in sync"),
+    "sites_lagging": ("{n}拠点の同期が{limit}以上遅れています", "{n} site(s) more than {limit} behind"),
+    "last_sync": ("最終同期", "Last sync"),
+    "backlog": ("未送信の変更", "Backlog"),
+    "oldest_pending": ("最も古い未送信", "Oldest unsent"),
+    "lag": ("遅延", "Lag"),
+    "lagging": ("遅延", "LAGGING"),
+    "never": ("未同期", "never"),
+    "ledger_heads": ("管理簿の末尾（連番）", "Ledger heads (seq)"),
+    "head_ledger": ("管理簿", "ledger"),
+    "head_seals": ("封印", "seals"),
+    "lag_note": ("遅延は拠点に残る最も古い未送信の変更の経過時間です（拠点が最後に報告した値）。"
+                 "{limit}を超えると警告します。",
+                 "The lag is the age of the oldest change the site has not sent (as it last reported); past "
+                 "{limit} it is a warning."),
+    "seal": ("封印（MAC）", "Seal (MAC)"),
+    "not_sealed": ("未封印", "not sealed"),
+    "state_sealed": ("封印済み", "sealed"),
+    "state_recording": ("録音中", "recording"),
+    "erased_on": ("{date}に消去（{rule}）", "erased on {date} under {rule}"),
+    "rule_retention": ("保存期間の経過", "the retention rule (past its retention period)"),
+    "rule_capacity": ("容量の上限（古い録音から）", "the capacity rule (the oldest made room)"),
+    "rule_wipe": ("装置の廃棄（全消去）", "decommissioning (every recording wiped)"),
+    "no_rule": ("理由の記録なし", "no reason recorded"),
+    "policy_then": ("当時の運用方針", "Policy in force then"),
+    "audio_at_site": ("音声はセンターにはなく、拠点の装置に保存されています。"
+                      "再生・複製は承認された依頼により拠点から取り寄せます。",
+                      "The audio is not at the centre: it stays on the site's appliance, and is fetched from "
+                      "there for an approved request."),
+    "centre_down": ("センターに接続できません", "The centre cannot be reached"),
 }
 
 

@@ -18,7 +18,7 @@ async def ledger(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     console.access.authorise(actor_of(request), Action.READ_LEDGER)
     q = request.query
-    entries = list(console.store.ledger.entries())
+    entries = list(console.ledger.entries())
     if q.get("event"):
         entries = [e for e in entries if e.event == q["event"]]
     if q.get("actor"):
@@ -27,9 +27,9 @@ async def ledger(request: web.Request) -> web.StreamResponse:
         entries = [e for e in entries if e.at.date().isoformat() >= q["from"]]
     if q.get("to"):
         entries = [e for e in entries if e.at.date().isoformat() <= q["to"]]
-    problems = console.store.ledger.verify() if q.get("verify") else None
+    problems = console.ledger.verify() if q.get("verify") else None
     return render(request, "ledger.html", entries=entries[::-1][:LEDGER_PAGE], total=len(entries), q=q,
-                  problems=problems, events=sorted({e.event for e in console.store.ledger.entries()}))
+                  problems=problems, events=sorted({e.event for e in console.ledger.entries()}))
 
 
 async def ledger_book(request: web.Request) -> web.StreamResponse:

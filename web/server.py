@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,12 +17,14 @@ import jinja2
 import structlog
 from aiohttp import web
 
+from access.centre_service import CentreService
 from access.service import AccessService
 from policy.schema import Policy
 from storage.layout import INDEX_FILE
 from storage.store import Store
 
 from .app import make_app
+from .centre import CentreView
 from .config import WebConfig
 from .context import Console
 from .sessions import SessionStore
@@ -32,7 +35,10 @@ __all__ = ["open_console", "serve"]
 log = structlog.get_logger("callrec.web")
 
 
-def open_console(config: WebConfig, policy: Policy, store: Store, status_socket: Path, secure: bool) -> Console:
+def open_console(config: WebConfig, policy: Policy, store: Store, status_socket: Path, secure: bool,
+                 reconnect: Callable[[], CentreService] | None = None) -> Console:
+    """`reconnect` opens the centre's service (callrec/centre_access.py) when the console is at
+    the centre, now and after the centre went away; else the store's own service is used."""
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                    autoescape=True, undefined=jinja2.StrictUndefined)
     templates.filters["mib"] = lambda size: f"{size / 2**20:,.0f}"
@@ -40,18 +46,22 @@ def open_console(config: WebConfig, policy: Policy, store: Store, status_socket:
                                             .strftime("%Y-%m-%d %H:%M:%S") if ts else "-")
     sessions = SessionStore(store.data_dir / INDEX_FILE, config.session_idle_minutes * 60,
                             config.session_max_hours * 3600)
-    return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure)
+    centre = CentreView(config.centre, ZoneInfo(policy.timezone)) if config.centre is not None else None
+    access: AccessService | CentreService = reconnect() if reconnect is not None else AccessService(store, policy)
+    return Console(config, policy, store, access, sessions, status_socket, templates, secure, centre, reconnect)
 
 
-async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: Path) -> None:
+async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: Path,
+                reconnect: Callable[[], CentreService] | None = None) -> None:
     """Serve until SIGTERM or SIGINT; HTTPS unless plain HTTP on loopback was asked for."""
     context = server_context(config, store.data_dir / "web")
-    console = open_console(config, policy, store, status_socket, secure=context is not None)
+    console = open_console(config, policy, store, status_socket, secure=context is not None, reconnect=reconnect)
     runner = web.AppRunner(make_app(console), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
     await site.start()
-    log.info("web.ready", listen=config.listen, port=config.port, tls=context is not None)
+    log.info("web.ready", listen=config.listen, port=config.port, tls=context is not None,
+             centre=console.centre is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,4 +72,6 @@ async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: 
         await runner.cleanup()
         console.sessions.close()
         console.access.close()
+        if console.centre is not None:
+            console.centre.close()
         log.info("web.stopped")

@@ -1,0 +1,95 @@
+"""`callrec centre user|request|copies ...`, `callrec centre site-address`, `callrec centre ledger
+...`: the people, requests and copies of "Records in use" at the centre of several sites.
+
+The same commands as on one appliance (callrec/cmd_access.py, the same functions), run against the
+centre's access service (callrec/centre_access.py) instead of a data folder: `--dsn` names the
+centre's PostgreSQL, `--centre-dir` its folder, `--policy` the organisation's access rules.  Calls
+are named SITE/ID.  Fulfilling a request fetches each call from its site (`site-address` says
+where each site's fetch server listens).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from access.centre_service import CentreService
+from access.errors import AccessError
+
+from . import cmd_access
+from .centre_access import DSN_ENV, POLICY_ENV, centre_service
+
+__all__ = ["add_parsers"]
+
+
+@contextmanager
+def _open(args: argparse.Namespace) -> Iterator[CentreService]:
+    with centre_service(args.dsn, args.policy, args.centre_dir) as service:
+        yield service
+
+
+def _common(default_dir: Path) -> object:
+    def common(p: argparse.ArgumentParser, policy: bool = False) -> None:
+        p.add_argument("--dsn", help=f"the centre's PostgreSQL (default: ${DSN_ENV})")
+        p.add_argument("--centre-dir", type=Path, default=default_dir,
+                       help="the centre's folder (default $CALLREC_CENTRE_DIR or ./callrec-centre)")
+        p.add_argument("--policy", type=Path, help=f"the organisation's policy with access: (default ${POLICY_ENV})")
+        p.set_defaults(open_service=_open)
+    return common
+
+
+def cmd_site_address(args: argparse.Namespace) -> int:
+    from .cmd_sites import split_address
+
+    with _open(args) as service:
+        if args.address is None:
+            for site, (host, port) in service.site_addresses().items():
+                print(f"{site:24} {host}:{port}")
+            return 0
+        if args.site is None:
+            raise AccessError("name the site: callrec centre site-address SITE HOST:PORT")
+        by = cmd_access.signed_in(service, args) if args.user else None
+        host, port = split_address(args.address)
+        service.set_site_address(by, args.site, host, port)
+        print(f"site {args.site}: fetched from {host}:{port}")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    with _open(args) as service:
+        by = cmd_access.signed_in(service, args) if args.user else None
+        problems = service.verify_ledger(by)
+        head = service.ledger.head()
+    for problem in problems:
+        print(f"centre ledger: {problem}")
+    if problems:
+        print(f"centre ledger: NOT OK: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"centre ledger: ok, {head[0] if head else 0} entries, the chain and its head verify")
+    return 0
+
+
+def add_parsers(centre_sub: argparse._SubParsersAction, default_dir: Path) -> None:  # type: ignore[type-arg]
+    common = _common(default_dir)
+    cmd_access.add_parsers(centre_sub, common)  # centre user|request|copies ..., run at the centre
+
+    p = centre_sub.add_parser("site-address", help="where a site's fetch server listens (none: list them)")
+    common(p)
+    p.add_argument("site", nargs="?")
+    p.add_argument("address", nargs="?", help="HOST:PORT of the site's fetch server (callrec site serve)")
+    p.add_argument("--user", help="who acts (a person who manages users); default: the administrator's shell")
+    p.set_defaults(func=cmd_site_address)
+
+    ledger = centre_sub.add_parser("ledger", help="the centre's own 通話記録管理簿").add_subparsers(
+        dest="centre_ledger_command", required=True)
+    p = ledger.add_parser("verify", help="check the centre's chain (exit 1 naming each problem)")
+    common(p)
+    p.add_argument("--user", help="who acts (a person who may read the ledger); default: the administrator's shell")
+    p.set_defaults(func=cmd_ledger_verify)
+    p = ledger.add_parser("book", help="the centre's ledger as the 通話記録管理簿: CSV or PDF (by the file's suffix)")
+    common(p)
+    p.add_argument("--user", help="who acts (the password is asked for)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="new .csv or .pdf file")
+    p.set_defaults(func=cmd_access.cmd_ledger_book)

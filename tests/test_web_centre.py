@@ -1,0 +1,209 @@
+"""The console at the centre (`callrec web --centre DSN`) through plain HTTP, with two sites'
+calls synced to a real PostgreSQL (tests/central_console.py): every site's calls in one search
+with a 拠点 column and a site filter, the page of a call of site B, the erasure tombstone of site
+A in words, the sites' sync status with a lagging site, and the rules on the server (no page
+without a sign-in, no search for a role without it, no local-only page at the centre).  People,
+requests and the ledger are the centre's (CentreService): a request for a call of site B is
+filed and approved on screen, and the manager hears it, fetched from site B over mutual TLS.
+Last, the centre going away and coming back: a 503 that says so, then the pages again."""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import psycopg
+import pytest
+
+from tests.central_console import CentreConsole, TwoSites, two_sites
+from tests.central_pg import PostgresServer
+from tests.central_sites import centre_rows
+from tests.console_site import PASSWORD, csrf_of
+
+PEOPLE = {"kanri": "manager", "sato": "requester", "audit": "auditor"}
+EVERYTHING = {"from": "2000-01-01 00:00"}
+
+
+@dataclass
+class Centre:
+    server: PostgresServer
+    sites: TwoSites
+    console: CentreConsole
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
+    folder = tmp_path_factory.mktemp("cconsole-web")
+    server = PostgresServer(prefix="cconsole-pg-")
+    try:
+        server.start()
+        sites = two_sites(server, folder)
+        console = CentreConsole(folder, sites.dsn, PEOPLE)
+        try:
+            console.serve("site-b", sites.configs["site-b"])
+            yield Centre(server, sites, console)
+        finally:
+            console.stop()
+    finally:
+        server.remove()
+
+
+async def signed_in(centre: Centre, name: str) -> aiohttp.ClientSession:
+    http = aiohttp.ClientSession(centre.console.base, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    page = await (await http.get("/login")).text()
+    token = re.search(r'name="login_token" value="([^"]+)"', page)
+    assert token
+    response = await http.post("/login", data={"login_token": token.group(1), "name": name,
+                                               "password": PASSWORD.format(name)})
+    assert response.status == 200 and str(response.url).endswith("/status"), await response.text()
+    return http
+
+
+@pytest.fixture
+async def manager(centre: Centre) -> AsyncIterator[aiohttp.ClientSession]:
+    async with await signed_in(centre, "kanri") as http:
+        yield http
+
+
+def _rows(page: str) -> list[str]:
+    """The search results' rows, each as its text."""
+    table = re.search(r'<table class="list" id="results">(.*?)</table>', page, re.S)
+    assert table, page
+    return re.findall(r"<tr><td>(.*?)</tr>", table.group(1), re.S)
+
+
+async def test_no_page_without_a_sign_in(centre: Centre) -> None:
+    held_b = centre.sites.held["site-b"]
+    async with aiohttp.ClientSession(centre.console.base) as anonymous:
+        for path in ("/status", "/sites", "/calls", f"/sites/site-b/calls/{held_b}", "/requests", "/ledger"):
+            response = await anonymous.get(path, allow_redirects=False)
+            assert response.status == 303 and response.headers["Location"] == "/login", path
+        assert (await anonymous.post("/requests", data={"department": "x"}, allow_redirects=False)).status == 401
+
+
+async def test_a_role_that_may_not_search_sees_no_call_of_any_site(centre: Centre) -> None:
+    async with await signed_in(centre, "audit") as http:
+        for path in ("/calls?from=2000-01-01", f"/sites/site-b/calls/{centre.sites.held['site-b']}"):
+            response = await http.get(path)
+            assert response.status == 403 and "この操作は許可されていません" in await response.text(), path
+        sites = await http.get("/sites")  # the sync status is the auditor's to check (verify)
+        assert sites.status == 200 and "site-b" in await sites.text()
+
+
+async def test_every_site_in_one_search_with_a_site_column(centre: Centre, manager: aiohttp.ClientSession) -> None:
+    page = await (await manager.get("/calls", params=EVERYTHING)).text()
+    assert "<th>拠点</th>" in page and 'id="site-filter"' in page
+    rows = _rows(page)
+    sites = [re.search(r'<td class="site">([^<]+)</td>', row).group(1) for row in rows]  # type: ignore[union-attr]
+    assert set(sites) == {"site-a", "site-b"} and len(rows) == sum(
+        1 for c in (*centre.sites.calls("site-a"), *centre.sites.calls("site-b")))
+    held_b = centre.sites.held["site-b"]
+    assert f'href="/sites/site-b/calls/{held_b}"' in page
+    erased = re.search(r'<h2>消去済み</h2><ul><li><a href="/sites/site-a/calls/([^"]+)">site-a</a>: ', page)
+    assert erased, "site A's tombstone is listed with its site"
+
+
+async def test_the_site_filter(centre: Centre, manager: aiohttp.ClientSession) -> None:
+    page = await (await manager.get("/calls", params={**EVERYTHING, "site": "site-b"})).text()
+    assert all('<td class="site">site-b</td>' in row for row in _rows(page))
+    assert '<option value="site-b" selected>' in page and "<h2>消去済み</h2>" not in page
+    by_number = await (await manager.get("/calls", params={"number": "03-0000-0007", "site": "site-a"})).text()
+    assert 'id="results"' not in by_number, "site B's number is not searched at site A"
+    unknown = await (await manager.get("/calls", params={**EVERYTHING, "site": "nowhere"})).text()
+    assert len(_rows(unknown)) == len(_rows(await (await manager.get("/calls", params=EVERYTHING)).text())), \
+        "a site the centre does not know filters nothing out (it is not offered)"
+
+
+async def test_the_page_of_a_call_of_site_b(centre: Centre, manager: aiohttp.ClientSession) -> None:
+    held_b = centre.sites.held["site-b"]
+    stored = centre_rows(centre.sites.dsn, "site-b")[held_b]
+    page = await (await manager.get(f"/sites/site-b/calls/{held_b}")).text()
+    assert '<td id="site">site-b</td>' in page, centre.console.logtext()[-3000:]
+    assert stored["seal_mac"] and f'<td class="hash" id="seal">{stored["seal_mac"]}</td>' in page
+    assert stored["sha256"] in page and "情報公開請求 site-b" in page and "封印済み" in page
+    assert "音声はセンターにはなく" in page and "waveform.svg" not in page
+    assert (await manager.get(f"/sites/site-a/calls/{held_b}")).status == 404, "the id at another site"
+    for local_only in (f"/calls/{held_b}", f"/calls/{held_b}/waveform.svg", "/live", "/alerts"):
+        assert (await manager.get(local_only)).status == 404, local_only
+
+
+async def test_an_erased_call_says_when_and_under_which_rule(centre: Centre, manager: aiohttp.ClientSession) -> None:
+    erased = [row for row in centre_rows(centre.sites.dsn, "site-a").values() if row["erased_at"]]
+    assert erased
+    row = erased[0]
+    day = row["erased_at"].astimezone(ZoneInfo("Asia/Tokyo")).date().isoformat()  # the policy's zone
+    page = await (await manager.get(f"/sites/site-a/calls/{row['id']}")).text()
+    assert f'<td id="erased">{day}に消去（保存期間の経過）' in page
+    assert "封印（MAC）" in page and row["seal_mac"] in page, "the tombstone is sealed, and its seal shown"
+    await manager.get("/lang/en")
+    english = await (await manager.get(f"/sites/site-a/calls/{row['id']}")).text()
+    await manager.get("/lang/ja")
+    assert f"erased on {day} under the retention rule (past its retention period)" in english
+
+
+async def test_the_sites_page_shows_last_sync_backlog_and_a_lagging_site(centre: Centre,
+                                                                        manager: aiohttp.ClientSession) -> None:
+    page = await (await manager.get("/sites")).text()
+    assert "すべての拠点が同期しています" in page and 'id="site-site-a"' in page and 'id="site-site-b"' in page
+    assert (await (await manager.get("/status")).text()).count('id="site-site-') == 2, "status is the sites page"
+    with psycopg.connect(centre.sites.dsn, autocommit=True) as conn:  # site B reported a backlog, then went quiet
+        conn.execute("UPDATE sites SET backlog = 120, oldest_pending = %s WHERE site = 'site-b'",
+                     (datetime.now(UTC) - timedelta(hours=2),))
+        try:
+            lagging = await (await manager.get("/sites")).text()
+        finally:
+            conn.execute("UPDATE sites SET backlog = 0, oldest_pending = NULL WHERE site = 'site-b'")
+    assert "1拠点の同期が15 min以上遅れています: site-b" in lagging
+    row_b = re.search(r'<tr class="late" id="site-site-b">(.*?)</tr>', lagging, re.S)
+    assert row_b and "<td>120</td>" in row_b.group(1) and "2 h 00 min" in row_b.group(1) and "遅延" in row_b.group(1)
+    assert '<tr class="" id="site-site-a">' in lagging
+
+
+async def test_a_request_for_a_call_of_site_b_is_approved_and_heard_from_site_b(centre: Centre,
+                                                                                manager: aiohttp.ClientSession) -> None:
+    held_b = centre.sites.held["site-b"]
+    ref = f"site-b/{held_b}"
+    async with await signed_in(centre, "sato") as sato:
+        page = await (await sato.get(f"/sites/site-b/calls/{held_b}")).text()
+        assert f'name="call" value="{ref}"' in page, "the call page offers a request for this site's call"
+        filed = await sato.post("/requests", data={"csrf": csrf_of(page), "call": ref, "department": "市民課",
+                                                   "purpose": "manager_need", "wanted": "listen", "details": ""})
+        assert filed.status == 200 and "/requests/" in str(filed.url), await filed.text()
+        number = str(filed.url).rsplit("/", 1)[1]
+        shown = await filed.text()
+        assert f'href="/sites/site-b/calls/{held_b}"' in shown
+        assert (await sato.get(f"/requests/{number}/listen/{ref}")).status == 403, "a requester does not listen"
+    request_page = await (await manager.get(f"/requests/{number}")).text()
+    approved = await manager.post(f"/requests/{number}/approve", data={"csrf": csrf_of(request_page),
+                                                                       "reason": "管理責任者が必要と認めた"})
+    assert approved.status == 200 and "承認済み" in await approved.text()
+    call_page = await (await manager.get(f"/sites/site-b/calls/{held_b}")).text()
+    assert f'src="/requests/{number}/listen/{ref}"' in call_page
+    heard = await manager.get(f"/requests/{number}/listen/{ref}")
+    audio = await heard.read()
+    assert heard.status == 200 and heard.headers["Content-Type"] == "audio/wav" and audio[:4] == b"RIFF"
+    seal = centre_rows(centre.sites.dsn, "site-b")[held_b]["sha256"]
+    assert hashlib.sha256(audio).hexdigest() == seal, "the site's recording as sealed, byte for byte"
+    book = await (await manager.get("/ledger")).text()
+    for event in ("request_filed", "request_approved", "grant_issued", "site_fetched", "listened"):
+        assert event in book, event
+    assert (await manager.get(f"/requests/{number}/listen/site-a/{held_b}")).status == 403, "not in the request"
+
+
+async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Centre,
+                                                                      manager: aiohttp.ClientSession) -> None:
+    centre.server.stop()
+    try:
+        down = await manager.get("/calls", params=EVERYTHING)
+        assert down.status == 503 and "センターに接続できません" in await down.text()
+    finally:
+        centre.server.start()
+    deadline = time.monotonic() + 30
+    while (back := await manager.get("/sites")).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert back.status == 200 and "site-b" in await back.text()

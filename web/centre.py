@@ -1,0 +1,75 @@
+"""The console's link to the centre (web.centre in config.yaml): one connection to its
+PostgreSQL, opened on first use and again after the centre went away, and the central search
+(storage/central_search.py) over it.
+
+A page that needs the centre while it cannot be reached says so (`CentreUnavailable`, a 503)
+within `timeout_seconds`; nothing is kept from before, so no page shows stale rows as current.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import psycopg
+import structlog
+
+from storage.central_link import Centre, connect
+from storage.central_search import CentralSearch
+from wire.errors import CallrecError
+
+from .config import CentreLink
+
+__all__ = ["CentreUnavailable", "CentreView"]
+
+log = structlog.get_logger("callrec.web")
+
+T = TypeVar("T")
+
+
+class CentreUnavailable(CallrecError):
+    """The centre's database cannot be reached now; says why."""
+
+
+class CentreView:
+    """What the console reads from the centre, through one connection."""
+
+    def __init__(self, link: CentreLink, tz: ZoneInfo) -> None:
+        self.link = link
+        self.tz = tz
+        self._search: CentralSearch | None = None
+
+    def close(self) -> None:
+        if self._search is not None:
+            self._search.centre.close()
+            self._search = None
+
+    def read(self, step: Callable[[CentralSearch], T]) -> T:
+        """`step` on the centre.  A connection the centre dropped (a restart) is opened again
+        once; a centre that cannot be reached is a `CentreUnavailable`."""
+        reused = self._search is not None
+        try:
+            return step(self._open())
+        except psycopg.OperationalError as exc:
+            self.close()
+            if not reused:
+                raise self._unavailable(exc) from None
+        try:
+            return step(self._open())
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise self._unavailable(exc) from None
+
+    @staticmethod
+    def _unavailable(exc: psycopg.Error) -> CentreUnavailable:
+        log.warning("web.centre_unavailable", error=str(exc).strip())
+        return CentreUnavailable(f"the centre cannot be reached: {str(exc).strip()}")
+
+    def _open(self) -> CentralSearch:
+        if self._search is None or self._search.centre.conn.closed:
+            conn = connect(self.link.dsn, self.link.timeout_seconds, "callrec web")
+            self._search = CentralSearch(Centre(conn), self.tz)
+        return self._search
+
+    def erasure(self, site: str, call_id: str) -> dict[str, Any] | None:
+        return self.read(lambda search: search.centre.erasure(site, call_id))
