@@ -107,6 +107,10 @@ class Server:
         self._run([_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "pg.log"), "-w",
               "-t", "120", "start"])
 
+    @property
+    def postmaster(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run([_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "120", "stop"])
@@ -228,9 +232,7 @@ def local_targets(path: Path, count: int, seed: int) -> list[Target]:
         rows = db.execute("SELECT recorded_at, remote_number, local_number, direction FROM calls "
                           "WHERE erased_at IS NULL AND remote_number IS NOT NULL AND recorded_at >= ?",
                           (last - 2 * 365 * 86400,)).fetchall()
-        erased = [r[0] for r in db.execute("SELECT recorded_at FROM calls WHERE erased_at IS NOT NULL "
-                                           "AND recorded_at < ?", (START + 365 * 86400,))]
-    return [Target("", r[0], r[1], r[2], r[3], rng.choice(erased)) for r in rng.sample(rows, count)]
+    return [Target("", r[0], r[1], r[2], r[3], _erased_year(r[0])) for r in rng.sample(rows, count)]
 
 
 def central_targets(conn: psycopg.Connection[Any], count: int, seed: int) -> list[Target]:
@@ -243,10 +245,12 @@ def central_targets(conn: psycopg.Connection[Any], count: int, seed: int) -> lis
         rows = conn.execute("SELECT site, recorded_at, remote_number, local_number, direction FROM calls "
                             "WHERE erased_at IS NULL AND remote_number IS NOT NULL AND recorded_at >= %s "
                             "ORDER BY random() LIMIT %s", (START + (DAYS - 2 * 365) * 86400, count)).fetchall()
-    erased = [r[0] for r in conn.execute("SELECT recorded_at FROM calls WHERE erased_at IS NOT NULL "
-                                         "AND recorded_at < %s ORDER BY random() LIMIT %s",
-                                         (START + 365 * 86400, count))]
-    return [Target(r[0], r[1], r[2], r[3], r[4], erased[i % len(erased)]) for i, r in enumerate(rows)]
+    return [Target(r[0], r[1], r[2], r[3], r[4], _erased_year(r[1])) for r in rows]
+
+
+def _erased_year(at: float) -> float:
+    """The same time of day in the first year, which every site has erased (none keeps 4 years)."""
+    return START + (at - START) % (365 * 86400)
 
 
 @dataclass
@@ -262,42 +266,44 @@ class Samples:
                 f"{statistics.median(self.found):7.0f}")
 
 
-def _backend_cpu(pid: int) -> float:
-    """CPU seconds the server process of our connection has used (utime + stime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def _server_cpu(pids: tuple[int, int]) -> float:
+    """CPU seconds the server spent for our connection: its backend's own (utime + stime), and
+    what the postmaster's reaped children used (the parallel workers a big scan starts)."""
+    backend, postmaster = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in pids)
+    return (int(backend[11]) + int(backend[12]) + int(postmaster[13]) + int(postmaster[14])) / TICK
 
 
 def _count(result: SearchResult | CentralResult) -> int:
     return len(result.candidates) + len(result.erased)
 
 
-def measure(work: Callable[[], SearchResult | CentralResult], samples: Samples, backend: int | None) -> None:
-    cpu0, server0 = time.process_time(), _backend_cpu(backend) if backend else 0.0
+def measure(work: Callable[[], SearchResult | CentralResult], samples: Samples,
+            server: tuple[int, int] | None) -> None:
+    cpu0, server0 = time.process_time(), _server_cpu(server) if server else 0.0
     t0 = time.perf_counter()
     found = work()
     samples.wall.append(time.perf_counter() - t0)
-    samples.cpu.append(time.process_time() - cpu0 + (_backend_cpu(backend) - server0 if backend else 0.0))
+    samples.cpu.append(time.process_time() - cpu0 + (_server_cpu(server) - server0 if server else 0.0))
     samples.found.append(_count(found))
 
 
-def run(index: CallIndex, dsn: str, runs: int) -> dict[tuple[str, str], Samples]:
+def run(index: CallIndex, server: Server, runs: int) -> dict[tuple[str, str], Samples]:
     """Every kind of search, `runs` times each (after one untimed warm-up), local and central
     alternating; the samples by (kind, side)."""
     local = local_targets(index.path, runs + 1, 1)
     sides = (f"local {_rows(index.path):,}", "centre, all sites", "centre, one site")
     table: dict[tuple[str, str], Samples] = {}
-    with closing(Centre(connect_centre(dsn))) as centre:
+    with closing(Centre(connect_centre(server.dsn, timeout=600))) as centre:
         search = CentralSearch(centre, TOKYO)
         targets = central_targets(centre.conn, runs + 1, 2)
-        backend = centre.conn.info.backend_pid
+        pids = (centre.conn.info.backend_pid, server.postmaster)
         for kind in KINDS:
             for n, (mine, theirs) in enumerate(zip(local, targets, strict=True)):
                 ours, q = mine.queries()[kind], theirs.queries()[kind]
                 works = (
                     (sides[0], partial(find, index, ours, tz=TOKYO, now=NOW), None),
-                    (sides[1], partial(search.find, q, now=NOW), backend),
-                    (sides[2], partial(search.find, q, sites=[theirs.site], now=NOW), backend),
+                    (sides[1], partial(search.find, q, now=NOW), pids),
+                    (sides[2], partial(search.find, q, sites=[theirs.site], now=NOW), pids),
                 )
                 for side, work, pid in works:
                     if n:
@@ -356,7 +362,7 @@ def main() -> None:
               f"local index {index_path.stat().st_size / 2**20:,.0f} MiB", flush=True)
         index = CallIndex(index_path)
         try:
-            report(run(index, server.dsn, args.runs))
+            report(run(index, server, args.runs))
         finally:
             index.close()
         print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
