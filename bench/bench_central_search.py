@@ -14,12 +14,16 @@ only, stopped and removed at the end), migrated by `storage.central_schema.migra
 by COPY (the calls table's secondary indexes dropped during the load and rebuilt as the
 migrations define them, then VACUUM ANALYZE, as a centre in service would have).
 
-Timed, for each kind of search a request form asks, with a different target per run (kept
-calls of the last two years, at any site): wall time per search as the console pays it
-(connection open for the centre, as a console holds one; the local side opens its file each time,
-as `find` does), median and p95, and CPU per search (the client's process time, plus for the
-centre its server process's, from /proc).  Local and central runs alternate, so the machine's
-other load falls on both alike.
+Timed, for each kind of search a request form asks (a 30-minute window around the form's time;
+a number with it; the whole form; a number in the erased years; a number over all time; one
+day as a period), with a different target per run (kept calls of the last two years): the local
+`search.find` on the local index, and `central_search.CentralSearch.find` over all sites and with
+the target's site as the filter.  Wall time per search as the console pays it (the centre's
+connection held open, as a console holds one; the local side opens its file each time, as `find`
+does), median and p95, and CPU per search (the client's process time, plus for the centre its
+server's: the backend and the parallel workers it started, from /proc), a figure the other
+load on a shared machine disturbs far less than the wall time.  Local and central runs alternate,
+so that load falls on both alike.
 
     python bench/bench_central_search.py [--rows 10000000] [--sites 10] [--runs 25] [--keep DIR]
 
@@ -213,12 +217,12 @@ class Target:
         return {
             "30-min window (form's time)": CallQuery(around=around),
             "number + 30-min window": CallQuery(around=around, remote_number=written),
-            "whole form (time, length, numbers, direction)":
+            "whole form (+ length, DID, direction)":
                 CallQuery(around=around, duration_seconds=180, remote_number=written, local_number=self.local[-5:],
                           direction=self.direction),
-            "number + window in the erased years": CallQuery(around=self.erased_at, remote_number=written),
+            "number + window, erased years": CallQuery(around=self.erased_at, remote_number=written),
             "number alone, all time": CallQuery(remote_number=written),
-            "one day, as a period from/to": CallQuery(start=day, end=day + 86400),
+            "one day (a period from/to)": CallQuery(start=day, end=day + 86400),
         }
 
 
@@ -262,8 +266,8 @@ class Samples:
     def line(self) -> str:
         wall = sorted(self.wall)
         p95 = wall[min(len(wall) - 1, round(0.95 * (len(wall) - 1)))]
-        return (f"{statistics.median(wall) * 1000:8.1f} {p95 * 1000:8.1f} {statistics.mean(self.cpu) * 1000:7.1f} "
-                f"{statistics.median(self.found):7.0f}")
+        return (f"{statistics.median(wall) * 1000:6.1f} {p95 * 1000:7.1f} {statistics.mean(self.cpu) * 1000:5.1f} "
+                f"{statistics.median(self.found):5.0f}")
 
 
 def _server_cpu(pids: tuple[int, int]) -> float:
@@ -314,10 +318,12 @@ def run(index: CallIndex, server: Server, runs: int) -> dict[tuple[str, str], Sa
 
 
 def report(table: dict[tuple[str, str], Samples]) -> None:
-    print(f"{'search':44} {'side':18} {'median':>8} {'p95':>8} {'cpu':>7} {'found':>6}   "
-          "(ms; cpu: mean, client + server; found: median candidates + erased)")
-    for (kind, side), samples in table.items():
-        print(f"{kind:44} {side:18} {samples.line()}")
+    """One line a kind of search, the sides side by side."""
+    sides = list(dict.fromkeys(side for _, side in table))
+    print(f"{'':40}" + "".join(f" | {side:^26}" for side in sides))
+    print(f"{'search (ms; cpu: mean, client + server)':40}" + " | median     p95   cpu found" * len(sides))
+    for kind in dict.fromkeys(kind for kind, _ in table):
+        print(f"{kind:40}" + "".join(f" | {table[kind, side].line()}" for side in sides))
 
 
 def _rows(path: Path) -> int:
