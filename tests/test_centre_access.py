@@ -226,6 +226,12 @@ def test_a_request_for_a_call_on_site_b_is_approved_at_the_centre_and_fulfilled_
     assert used.approved_by == "kacho" and used.seq == made.details["site_ledger_seq"]
     assert site_uses(world.sites["higashi"], number) == []  # A was not asked
     assert "ok" in centre_cli(world, "ledger", "verify", user="kansa")
+    for form in ("form", "answer"):  # the organisation's forms, from the centre's rows
+        centre_cli(world, "request", form, number, "-o", tmp_path / f"{form}.pdf", user="kacho")
+        text = subprocess.run(["pdftotext", "-layout", str(tmp_path / f"{form}.pdf"), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert number in text
+    assert b.calls[0] in text and copy["number"] in text and copy["sha256"] in text.replace("\n", "")
 
 
 def calls_by_id(site: Appliance) -> dict[str, dict[str, Any]]:
