@@ -39,7 +39,8 @@ def _centre(console: Console) -> CentreView:
 
 
 async def sites(request: web.Request) -> web.StreamResponse:
-    """Each site's last sync, backlog and lag, the lagging ones marked (and counted on top)."""
+    """Each site's last sync, backlog and lag, the lagging ones marked (and counted on top), and
+    the centre's copies past their disposal date, as the single box's status page shows its own."""
     console = console_of(request)
     me = actor_of(request)
     if not any(console.access.may(me, action) for action in SITES_ACTIONS):
@@ -52,7 +53,7 @@ async def sites(request: web.Request) -> web.StreamResponse:
               "oldest_shown": _local(console, site["oldest_pending"]), "lag_shown": _span(site["lag_seconds"])}
              for site in found]
     return render(request, "sites.html", sites=shown, lagging=[s["site"] for s in found if s["lagging"]],
-                  warn_after=_span(warn_after))
+                  warn_after=_span(warn_after), overdue=console.access.overdue_copies())
 
 
 async def search(request: web.Request) -> web.StreamResponse:
