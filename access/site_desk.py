@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
+from storage.central_sync import OrderAnswer, PendingOrder
 from storage.errors import StorageError
 from storage.index import CallRow, connect
 from storage.layout import INDEX_FILE, ensure_private_dir
@@ -39,10 +40,11 @@ from .site_grants import (
     check_grant,
     confirm_hold,
     read_hold_order,
+    unverified_fields,
 )
 from .site_identity import SiteIdentity, load_site
 
-__all__ = ["Peer", "Served", "SiteDesk", "SiteEvent", "apply_hold_order"]
+__all__ = ["Peer", "Served", "SiteDesk", "SiteEvent", "answer_hold_order", "apply_hold_order"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_grant_uses (
@@ -269,6 +271,30 @@ class SiteDesk:
                                   (order.order_id,)).fetchone()
         return str(stored[0])
 
+    def answer_order(self, pending: PendingOrder) -> OrderAnswer:
+        """The answer the sync carries back for an order the centre shows pending: the order
+        applied (`apply_hold_order`), or, when it does not verify or is not the order the centre's
+        row names, refused (ledgered here) with a refusal the site signs, so the centre stops
+        showing it pending and shows why."""
+        try:
+            order = read_hold_order(pending.token, self.identity.grant_key, site=self.identity.name)
+            if (order.order_id, order.call_id) != (pending.order_id, pending.call_id):
+                raise GrantRefused(Refusal.MALFORMED, f"the signed order is {order.order_id} for call "
+                                   f"{order.call_id}, not the {pending.order_id} for {pending.call_id} it came as")
+        except GrantRefused as exc:
+            now = self.store.now()
+            seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, "centre", now, reason=str(exc),
+                                           refusal=str(exc.reason), site=self.identity.name,
+                                           order=pending.order_id, call_id=pending.call_id, via="sync").seq
+            token = confirm_hold(self.identity.key, HoldConfirmation(
+                site=self.identity.name, order_id=pending.order_id, call_id=pending.call_id, state="refused",
+                detail=str(exc), at=now, ledger_seq=seq))
+        else:
+            token = self.apply_hold_order(pending.token)
+        fields = unverified_fields(token)
+        return OrderAnswer(pending.order_id, token, str(fields["state"]), str(fields["detail"]), str(fields["at"]),
+                           fields["ledger_seq"])
+
 
 def _entry_for(store: Store, order_id: str) -> int | None:
     """The seq of the ledger entry that applied an order (set_hold appends it and returns nothing)."""
@@ -283,6 +309,12 @@ def _read(path: Path) -> Iterator[bytes]:
     with path.open("rb") as source:
         while chunk := source.read(_CHUNK):
             yield chunk
+
+
+def answer_hold_order(store: Store, order: PendingOrder) -> OrderAnswer:
+    """The sync's entry point for a pending order (callrec/central.py hands it to the sender)."""
+    with SiteDesk.of(store) as desk:
+        return desk.answer_order(order)
 
 
 def apply_hold_order(store: Store, order: str) -> str:
