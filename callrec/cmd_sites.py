@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from access.errors import AccessError
-from access.site_desk import SiteEvent, apply_hold_order
+from access.site_desk import REFUSAL_WINDOW, REFUSALS_LEDGERED, RefusalCap, SiteEvent, apply_hold_order
 from access.site_grants import Allowed, check_confirmation, issue_grant, issue_hold_order, unverified_fields
 from access.site_identity import crl_number, install_site, load_site, update_revocations, write_private
 from storage.store import actor
@@ -269,11 +270,15 @@ def cmd_site_serve(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         with open_store(config, policy) as store:
-            server = SiteFetchServer(store, host, port)
+            cap = RefusalCap(args.refusals_ledgered, timedelta(minutes=args.refusal_window_minutes))
+            server = SiteFetchServer(store, host, port, cap)
             await server.start()
             print(f"listening on {host}:{server.port}", flush=True)
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
             try:
-                await asyncio.Event().wait()
+                await stop.wait()
             finally:
                 await server.close()
 
@@ -369,4 +374,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     p = site.add_parser("serve", help="the fetch server in the foreground (the daemon runs it with site_fetch:)")
     common(p, policy=True)
     p.add_argument("--listen", default="0.0.0.0:7443", help="HOST:PORT (default 0.0.0.0:7443)")
+    p.add_argument("--refusals-ledgered", type=int, default=REFUSALS_LEDGERED,
+                   help=f"refused connections ledgered one by one per address and window (default {REFUSALS_LEDGERED}; "
+                   "the rest are summed up in one entry, every one is in the journal)")
+    p.add_argument("--refusal-window-minutes", type=float, default=REFUSAL_WINDOW.total_seconds() / 60,
+                   help=f"that window (default {REFUSAL_WINDOW.total_seconds() / 60:.0f})")
     p.set_defaults(func=cmd_site_serve)
