@@ -10,6 +10,7 @@ nothing twice; two senders for one site queue on the row lock.
 """
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,9 +20,11 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import outbox
+from .central_schema import CentralSchemaError
 from .central_sync import (
     CENTRAL_COLUMNS,
     JSON_COLUMNS,
@@ -39,7 +42,7 @@ from .central_sync import (
 from .index import connect as connect_index
 from .ledger import Ledger
 
-__all__ = ["Centre", "OrderAnswerer", "Sender", "connect"]
+__all__ = ["SITE_GRANTS", "Centre", "OrderAnswerer", "Sender", "SiteLogin", "connect", "site_login", "site_role"]
 
 log = structlog.get_logger("callrec.central")
 
@@ -90,6 +93,55 @@ ORDER_COLUMNS = ("site", "order_id", "call_id", "hold", "reason", "ordered_by", 
 OrderAnswerer = Callable[[PendingOrder], OrderAnswer]
 """The site's side of a hold order (access/site_desk.py, passed in by callrec: storage does not
 import access): verify it, apply it, ledger it, and return the signed answer."""
+
+
+SITE_GRANTS: dict[str, tuple[str, ...]] = {
+    "schema_version": ("SELECT",),
+    "sites": ("SELECT", "INSERT", "UPDATE (last_seq, last_sync, backlog, oldest_pending)"),
+    "calls": ("SELECT", "INSERT", "UPDATE"),
+    "call_changes": ("SELECT", "INSERT"),
+    "ledger_entries": ("SELECT", "INSERT"),
+    "ledger_heads": ("SELECT", "INSERT", "UPDATE"),
+    "marks": ("SELECT", "INSERT", "UPDATE"),
+    "hold_orders": ("SELECT", "UPDATE (state, outcome, detail, confirmation, answered_at, site_ledger_seq)"),
+}
+"""What a site's login may do, table by table: what its sender writes, never DELETE or TRUNCATE;
+which rows is the row-level security's business (central_sql/0004: its own site's only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLogin:
+    role: str
+    password: str
+    created: bool
+    """False: the role existed and was given a new password."""
+
+
+def site_role(site: str) -> str:
+    return f"callrec_site_{site}"
+
+
+def site_login(conn: psycopg.Connection[Any], site: str, rotate: bool = False) -> SiteLogin:
+    """The PostgreSQL role the site connects with: made (or, with `rotate`, given a new password),
+    granted `SITE_GRANTS`, and named in `site_logins` so the policies hold it to its own rows.
+    Run by the centre's owner (it needs CREATEROLE)."""
+    if conn.execute("SELECT to_regclass('site_logins')").fetchone()[0] is None:
+        raise CentralSchemaError("the centre's schema has no site logins yet: run `callrec central migrate`")
+    role = site_role(site)
+    password = secrets.token_urlsafe(24)
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+        if exists and not rotate:
+            raise SyncRefused(f"site {site!r} has a login ({role}) already: --rotate gives it a new password")
+        verb = "ALTER ROLE {} WITH LOGIN PASSWORD {}" if exists else "CREATE ROLE {} WITH LOGIN PASSWORD {}"
+        conn.execute(sql.SQL(verb).format(sql.Identifier(role), sql.Literal(password)))
+        for table, privileges in SITE_GRANTS.items():
+            conn.execute(sql.SQL("GRANT " + ", ".join(privileges) + " ON {} TO {}").format(
+                sql.Identifier(table), sql.Identifier(role)))
+        conn.execute("INSERT INTO site_logins (role_name, site) VALUES (%s, %s) ON CONFLICT (role_name) DO NOTHING",
+                     (role, site))
+    log.info("central.site_login", site=site, role=role, created=not exists)
+    return SiteLogin(role, password, not exists)
 
 
 @dataclass(frozen=True, slots=True)
