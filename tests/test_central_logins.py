@@ -125,6 +125,8 @@ def test_a_sites_login_writes_its_own_rows_only_and_the_owner_and_console_read_a
     with psycopg.connect(console) as conn:
         assert {r[0] for r in conn.execute("SELECT DISTINCT site FROM calls")} == {"east", "west"}
         assert conn.execute("SELECT COUNT(*) FROM ledger_entries").fetchone()[0] >= 2
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT * FROM calls WHERE remote_number = '0'"))
+    assert "InitPlan" in plan and "callrec_login_site" not in plan.split("Filter:", 1)[-1], plan  # once, not per row
 
 
 def test_a_login_needs_its_password_and_a_new_one_replaces_the_old(centre: str) -> None:
