@@ -98,6 +98,7 @@ EVENT_LABELS: dict[str, str] = {
     SiteEvent.GRANT_USED: "センターの許可による提供",
     SiteEvent.GRANT_REFUSED: "センターの許可の拒否",
     SiteEvent.CONNECTION_REFUSED: "拠点への接続の拒否",
+    SiteEvent.CONNECTIONS_REFUSED_MORE: "拠点への接続の拒否（まとめ）",
     SiteEvent.FETCH_CUT_SHORT: "提供の中断",
     SiteEvent.HOLD_ORDER_REFUSED: "保存延長指示の拒否",
     SiteEvent.HOLD_ORDER_ALREADY: "保存延長指示（適用済み）",

@@ -17,11 +17,14 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
+import structlog
+
+from storage.central_sync import OrderAnswer, PendingOrder
 from storage.errors import StorageError
 from storage.index import CallRow, connect
 from storage.layout import INDEX_FILE, ensure_private_dir
@@ -39,10 +42,22 @@ from .site_grants import (
     check_grant,
     confirm_hold,
     read_hold_order,
+    unverified_fields,
 )
 from .site_identity import SiteIdentity, load_site
 
-__all__ = ["Peer", "Served", "SiteDesk", "SiteEvent", "apply_hold_order"]
+__all__ = ["REFUSALS_LEDGERED", "REFUSAL_WINDOW", "Peer", "RefusalCap", "RefusalSummary", "Served", "SiteDesk",
+           "SiteEvent", "answer_hold_order", "apply_hold_order"]
+
+log = structlog.get_logger("callrec.site_server")
+
+REFUSALS_LEDGERED = 10
+"""Connection refusals ledgered per source address and window; the rest are counted and summed up."""
+REFUSAL_WINDOW = timedelta(minutes=10)
+REFUSAL_SOURCES = 4096
+"""Source addresses counted at once; refusals from further ones are counted together (a scan from
+many addresses must not grow the desk without bound)."""
+OTHER_SOURCES = "other addresses"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_grant_uses (
@@ -71,6 +86,7 @@ class SiteEvent(StrEnum):
     GRANT_USED = "site_grant_used"
     GRANT_REFUSED = "site_grant_refused"
     CONNECTION_REFUSED = "site_connection_refused"
+    CONNECTIONS_REFUSED_MORE = "site_connections_refused_more"
     FETCH_CUT_SHORT = "site_fetch_cut_short"
     HOLD_ORDER_REFUSED = "site_hold_order_refused"
     HOLD_ORDER_ALREADY = "site_hold_order_already"
@@ -91,6 +107,86 @@ class Peer:
     @property
     def actor(self) -> str:
         return self.subject or f"unidentified client {self.address}"
+
+    @property
+    def source(self) -> str:
+        """The address without its port: what a scan keeps and a cap counts by."""
+        host, sep, port = self.address.rpartition(":")
+        return host.strip("[]") if sep and port.isdigit() else self.address
+
+
+@dataclass(frozen=True)
+class RefusalSummary:
+    """Refusals from one source that were counted, not ledgered one by one, within a window."""
+
+    source: str
+    count: int
+    first: datetime
+    last: datetime
+    refusals: dict[str, int]
+
+    @property
+    def text(self) -> str:
+        return (f"{self.count} more refused from {self.source} between {self.first.isoformat(timespec='seconds')} "
+                f"and {self.last.isoformat(timespec='seconds')}")
+
+
+@dataclass
+class _Window:
+    started: datetime
+    ledgered: int = 0
+    more: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    refusals: dict[str, int] = field(default_factory=dict)
+
+
+class RefusalCap:
+    """Which connection refusals go into the ledger one by one, sans I/O (times are passed in).
+
+    A port scan or a misconfigured client would otherwise fill the 管理簿 with one entry per
+    attempt.  Per source address, the first `limit` refusals of a `window` are ledgered each;
+    the rest only counted, and once the window is over one summary entry says how many more,
+    from where and between when.  The journal gets every one.  Counts live in memory: a restart
+    writes what is due at `close` (`flush`), so nothing counted goes unsaid."""
+
+    def __init__(self, limit: int = REFUSALS_LEDGERED, window: timedelta = REFUSAL_WINDOW,
+                 sources: int = REFUSAL_SOURCES) -> None:
+        self.limit = limit
+        self.window = window
+        self.sources = sources
+        self._windows: dict[str, _Window] = {}
+
+    def admit(self, source: str, refusal: str, now: datetime) -> bool:
+        """Note a refusal; True when it is to be ledgered itself (call `due` first)."""
+        if source not in self._windows and len(self._windows) >= self.sources:
+            source = OTHER_SOURCES
+        window = self._windows.setdefault(source, _Window(now))
+        if window.ledgered < self.limit:
+            window.ledgered += 1
+            return True
+        window.more += 1
+        window.first = window.first or now
+        window.last = now
+        window.refusals[refusal] = window.refusals.get(refusal, 0) + 1
+        return False
+
+    def due(self, now: datetime) -> list[RefusalSummary]:
+        """The summaries of windows over by `now` (those windows are forgotten)."""
+        over = [s for s, w in self._windows.items() if now - w.started >= self.window]
+        return self._close(over)
+
+    def flush(self) -> list[RefusalSummary]:
+        """Every summary still counting (at close)."""
+        return self._close(list(self._windows))
+
+    def _close(self, sources: list[str]) -> list[RefusalSummary]:
+        found = []
+        for source in sources:
+            window = self._windows.pop(source)
+            if window.more and window.first is not None and window.last is not None:
+                found.append(RefusalSummary(source, window.more, window.first, window.last, dict(window.refusals)))
+        return found
 
 
 @dataclass
@@ -113,15 +209,16 @@ class Served:
 class SiteDesk:
     """One site's data folder, answering the centre."""
 
-    def __init__(self, store: Store, identity: SiteIdentity) -> None:
+    def __init__(self, store: Store, identity: SiteIdentity, cap: RefusalCap | None = None) -> None:
         self.store = store
         self.identity = identity
+        self.cap = cap or RefusalCap()
         self._db = connect(store.data_dir / INDEX_FILE)
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def of(cls, store: Store) -> SiteDesk:
-        return cls(store, load_site(store.data_dir))
+    def of(cls, store: Store, cap: RefusalCap | None = None) -> SiteDesk:
+        return cls(store, load_site(store.data_dir), cap)
 
     def close(self) -> None:
         self._db.close()
@@ -141,9 +238,29 @@ class SiteDesk:
 
     # ---- refusals -------------------------------------------------------------------------
     def refuse_connection(self, peer: Peer, reason: Refusal, message: str) -> None:
-        """A client turned away before any grant was read (TLS, certificate, revocation)."""
-        self.store.ledger.append(SiteEvent.CONNECTION_REFUSED, peer.actor, self.store.now(), reason=message,
-                                 refusal=str(reason), site=self.identity.name, **peer.details())
+        """A client turned away before any grant was read (TLS, certificate, revocation): in the
+        journal always, in the ledger as the cap allows (`RefusalCap`)."""
+        now = self.store.now()
+        self.summarise_refusals(now)
+        ledgered = self.cap.admit(peer.source, str(reason), now)
+        log.warning("site_fetch.connection_refused", refusal=str(reason), reason=message, ledgered=ledgered,
+                    **peer.details())
+        if ledgered:
+            self.store.ledger.append(SiteEvent.CONNECTION_REFUSED, peer.actor, now, reason=message,
+                                     refusal=str(reason), site=self.identity.name, **peer.details())
+
+    def summarise_refusals(self, now: datetime | None = None) -> int:
+        """Ledger the summaries of the refusal windows that are over (all of them with no `now`:
+        at close); returns how many entries were written."""
+        summaries = self.cap.due(now) if now is not None else self.cap.flush()
+        for summary in summaries:
+            self.store.ledger.append(SiteEvent.CONNECTIONS_REFUSED_MORE, f"unidentified clients {summary.source}",
+                                     self.store.now(), reason=summary.text, site=self.identity.name,
+                                     peer=summary.source, count=summary.count,
+                                     first=summary.first.isoformat(timespec="seconds"),
+                                     last=summary.last.isoformat(timespec="seconds"), refusals=summary.refusals)
+            log.warning("site_fetch.refusals_summarised", peer=summary.source, count=summary.count)
+        return len(summaries)
 
     def _refuse_grant(self, peer: Peer, exc: GrantRefused, **asked: str) -> None:
         self.store.ledger.append(SiteEvent.GRANT_REFUSED, peer.actor, self.store.now(), reason=str(exc),
@@ -269,6 +386,30 @@ class SiteDesk:
                                   (order.order_id,)).fetchone()
         return str(stored[0])
 
+    def answer_order(self, pending: PendingOrder) -> OrderAnswer:
+        """The answer the sync carries back for an order the centre shows pending: the order
+        applied (`apply_hold_order`), or, when it does not verify or is not the order the centre's
+        row names, refused (ledgered here) with a refusal the site signs, so the centre stops
+        showing it pending and shows why."""
+        try:
+            order = read_hold_order(pending.token, self.identity.grant_key, site=self.identity.name)
+            if (order.order_id, order.call_id) != (pending.order_id, pending.call_id):
+                raise GrantRefused(Refusal.MALFORMED, f"the signed order is {order.order_id} for call "
+                                   f"{order.call_id}, not the {pending.order_id} for {pending.call_id} it came as")
+        except GrantRefused as exc:
+            now = self.store.now()
+            seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, "centre", now, reason=str(exc),
+                                           refusal=str(exc.reason), site=self.identity.name,
+                                           order=pending.order_id, call_id=pending.call_id, via="sync").seq
+            token = confirm_hold(self.identity.key, HoldConfirmation(
+                site=self.identity.name, order_id=pending.order_id, call_id=pending.call_id, state="refused",
+                detail=str(exc), at=now, ledger_seq=seq))
+        else:
+            token = self.apply_hold_order(pending.token)
+        fields = unverified_fields(token)
+        return OrderAnswer(pending.order_id, token, str(fields["state"]), str(fields["detail"]), str(fields["at"]),
+                           fields["ledger_seq"])
+
 
 def _entry_for(store: Store, order_id: str) -> int | None:
     """The seq of the ledger entry that applied an order (set_hold appends it and returns nothing)."""
@@ -283,6 +424,12 @@ def _read(path: Path) -> Iterator[bytes]:
     with path.open("rb") as source:
         while chunk := source.read(_CHUNK):
             yield chunk
+
+
+def answer_hold_order(store: Store, order: PendingOrder) -> OrderAnswer:
+    """The sync's entry point for a pending order (callrec/central.py hands it to the sender)."""
+    with SiteDesk.of(store) as desk:
+        return desk.answer_order(order)
 
 
 def apply_hold_order(store: Store, order: str) -> str:

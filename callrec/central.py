@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from storage.central_sync import SyncHealth
-from storage.errors import StorageError
+from access.errors import AccessError
+from access.site_desk import answer_hold_order
+from access.site_identity import load_site
+from storage.central_sync import OrderAnswer, PendingOrder, SyncHealth
 from storage.index import connect
 from storage.layout import INDEX_FILE
 from storage.outbox import enable
 from storage.store import Store
+from wire.errors import CallrecError
 
 from .config import Central
 
@@ -58,6 +62,7 @@ class CentralSync:
         self._store = store
         self.health = SyncHealth(warn_after=config.lag_warning_seconds)
         self._sender: Sender | None = None
+        self._thread_store: Store | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central")
         self._logged_failure = False
 
@@ -91,7 +96,7 @@ class CentralSync:
             if self._logged_failure:
                 log.warning("central.sync_resumed", site=self.config.site, backlog=backlog)
             self._logged_failure = False
-        except (psycopg.Error, sqlite3.Error, OSError, StorageError) as exc:
+        except (psycopg.Error, sqlite3.Error, OSError, CallrecError) as exc:
             delay = self._failed(now, exc)
         self._journal(now)
         return delay
@@ -102,8 +107,29 @@ class CentralSync:
 
             ledgers = {"ledger": self._store.ledger, "seals": self._store.seals}
             self._sender = Sender(self._store.index.path, ledgers, self.config.dsn, self.config.site,
-                                  self.config.batch_rows, self.config.timeout_seconds)
+                                  self.config.batch_rows, self.config.timeout_seconds, self._answerer())
         return self._sender
+
+    def _answerer(self) -> Callable[[PendingOrder], OrderAnswer] | None:
+        """The site's desk answering the centre's hold orders (from the sender's thread, over a
+        connection of its own); None, and orders stay pending, while the folder is not enrolled:
+        without the centre's key no order can be verified."""
+        try:
+            identity = load_site(self._store.data_dir)
+        except AccessError as exc:
+            log.info("central.hold_orders_off", site=self.config.site, reason=str(exc))
+            return None
+        if identity.name != self.config.site:
+            log.error("central.hold_orders_off", site=self.config.site,
+                      reason=f"the folder is enrolled as site {identity.name}, the config names {self.config.site}")
+            return None
+
+        def answer(order: PendingOrder) -> OrderAnswer:
+            if self._thread_store is None:
+                self._thread_store = self._store.for_thread()
+            return answer_hold_order(self._thread_store, order)
+
+        return answer
 
     def _failed(self, now: float, exc: Exception) -> float:
         backlog, oldest = (0, None)
@@ -116,7 +142,7 @@ class CentralSync:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         delay = self.health.failed(now, reason, backlog, oldest)
         if not self._logged_failure:
-            (log.error if isinstance(exc, StorageError) else log.warning)(
+            (log.error if isinstance(exc, CallrecError) else log.warning)(
                 "central.sync_failed", site=self.config.site, reason=reason, backlog=backlog)
             self._logged_failure = True
         return delay
@@ -134,6 +160,9 @@ class CentralSync:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+        if self._thread_store is not None:
+            self._thread_store.index.close()
+            self._thread_store = None
 
     def status(self, now: float) -> dict[str, Any]:
         values = self.health.as_dict(now)

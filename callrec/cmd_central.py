@@ -175,6 +175,28 @@ def _print_central(found: CentralResult, limit: int) -> None:
         print(f"\n{note}")
 
 
+def cmd_site_login(args: argparse.Namespace) -> int:
+    """A site's own login to the centre: prints what to put in the site's ~/.pgpass and config."""
+    from storage.central_link import site_login
+    from storage.central_sync import SyncRefused
+
+    centre = _centre(args)
+    try:
+        login = site_login(centre.conn, args.site, args.rotate)
+        info = (centre.conn.info.host, centre.conn.info.port, centre.conn.info.dbname)
+    except SyncRefused as exc:
+        raise CentralCommandError(str(exc)) from None
+    finally:
+        centre.close()
+    print(f"site {args.site}: login {login.role} {'created' if login.created else 'given a new password'}; it "
+          "reads and writes only its own site's rows")
+    host, port, dbname = info
+    print(f"config central.dsn: host={host} port={port} dbname={dbname} user={login.role}")
+    print(f"~/.pgpass line (mode 0600, for the account the daemon runs as): "
+          f"{host}:{port}:{dbname}:{login.role}:{login.password}")
+    return 0
+
+
 def _site_config(args: argparse.Namespace) -> Central:
     config, _ = settings(args)
     if config.central is None:
@@ -260,6 +282,11 @@ def add_parser(sub: argparse._SubParsersAction, common: Any) -> None:  # type: i
     p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = centre_side("site-login", "make a site's own PostgreSQL login (its own rows only); prints its password")
+    p.add_argument("site")
+    p.add_argument("--rotate", action="store_true", help="the login exists: give it a new password")
+    p.set_defaults(func=cmd_site_login)
 
     p = central.add_parser("sync", help="at a site: send the outbox to the centre (the daemon does this itself)")
     common(p, policy=True)

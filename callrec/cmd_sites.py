@@ -7,26 +7,32 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from access.errors import AccessError
-from access.site_desk import SiteEvent, apply_hold_order
+from access.site_desk import REFUSAL_WINDOW, REFUSALS_LEDGERED, RefusalCap, SiteEvent, apply_hold_order
 from access.site_grants import Allowed, check_confirmation, issue_grant, issue_hold_order, unverified_fields
 from access.site_identity import crl_number, install_site, load_site, update_revocations, write_private
 from storage.store import actor
 
 from . import cmd_centre_access, logs
+from .cmd_central import DSN_ENV
 from .context import open_store, settings
-from .pki import certificate_fingerprint, enrol_site, init_ca, load_ca, open_bundle, revoke_site
+from .pki import CentreCA, certificate_fingerprint, enrol_site, init_ca, load_ca, open_bundle, revoke_site
 from .site_client import fetch
 from .site_server import SiteFetchServer
 
-__all__ = ["DEFAULT_CENTRE_DIR", "add_parsers", "split_address"]
+if TYPE_CHECKING:
+    from storage.central_link import Centre
+
+__all__ = ["DEFAULT_CENTRE_DIR", "add_parsers", "order_state", "split_address"]
 
 DEFAULT_CENTRE_DIR = Path(os.environ.get("CALLREC_CENTRE_DIR", "callrec-centre"))
 
@@ -105,6 +111,80 @@ def cmd_hold_order(args: argparse.Namespace) -> int:
     print(f"{args.output}: order {unverified_fields(token)['order_id']}; the hold shows as pending until the "
           "site's confirmation is checked (callrec centre hold-confirmation)")
     return 0
+
+
+def _centre_db(args: argparse.Namespace) -> Centre:
+    import psycopg  # only the commands that talk to a centre load it
+
+    from storage.central_link import Centre, connect
+
+    dsn = args.dsn or os.environ.get(DSN_ENV)
+    if not dsn:
+        raise AccessError(f"no centre database named: give --dsn or set {DSN_ENV}")
+    try:
+        return Centre(connect(dsn))
+    except psycopg.Error as exc:
+        raise AccessError(f"cannot reach the centre: {str(exc).strip()}") from None
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    """Place a signed hold order in the centre's database: the site's sync picks it up, applies
+    it and carries its signed answer back."""
+    ca = load_ca(args.centre_dir)
+    token = issue_hold_order(ca.grant_key, site=args.site, call_id=args.call_id, hold=not args.release,
+                             reason=args.reason, ordered_by=args.ordered_by or actor(),
+                             approved_by=args.approved_by, now=_now())
+    fields = unverified_fields(token)
+    centre = _centre_db(args)
+    try:
+        centre.place_order(args.site, fields, token)
+    finally:
+        centre.close()
+    print(f"order {fields['order_id']}: {'release' if args.release else 'hold'} {args.call_id} at {args.site}, "
+          "pending until the site confirms it (callrec centre holds)")
+    return 0
+
+
+def order_state(ca: CentreCA, order: dict[str, Any]) -> tuple[str, str]:
+    """The order's state as the centre may show it: a confirmation is believed only once the
+    site's certificate verifies it (a row edited in the database shows as such)."""
+    if order["confirmation"] is None:
+        return str(order["state"]), ""
+    try:
+        answer = check_confirmation(order["confirmation"],
+                                    ca.site_certificate(order["site"]).public_key(),  # type: ignore[arg-type]
+                                    site=order["site"], order_id=order["order_id"])
+    except AccessError as exc:
+        return "unverified", str(exc)
+    if answer.state != order["outcome"] or answer.call_id != order["call_id"]:
+        return "unverified", "the row's outcome is not what the site signed"
+    return ("refused" if answer.state == "refused" else "confirmed"), answer.detail
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    """The centre's hold orders with their state, each confirmation checked against the site's
+    certificate; exit 1 when one is refused or does not verify."""
+    ca = load_ca(args.centre_dir)
+    centre = _centre_db(args)
+    try:
+        orders = centre.orders(args.site)
+    finally:
+        centre.close()
+    shown = []
+    for order in orders:
+        state, detail = order_state(ca, order)
+        shown.append({"site": order["site"], "order_id": order["order_id"], "call_id": order["call_id"],
+                      "hold": order["hold"], "reason": order["reason"], "ordered_by": order["ordered_by"],
+                      "placed_at": order["placed_at"].isoformat(), "state": state, "outcome": order["outcome"],
+                      "detail": detail, "site_ledger_seq": order["site_ledger_seq"],
+                      "answered_at": order["answered_at"].isoformat() if order["answered_at"] else None})
+    if args.json:
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    for item in shown if not args.json else ():
+        print(f"{item['placed_at']} {item['site']} {item['call_id']} {'hold' if item['hold'] else 'release'}: "
+              f"{item['state']}" + (f" ({item['detail']})" if item["detail"] else "")
+              + (f", the site's ledger entry {item['site_ledger_seq']}" if item["site_ledger_seq"] else ""))
+    return 1 if any(item["state"] in ("refused", "unverified") for item in shown) else 0
 
 
 def cmd_hold_confirmation(args: argparse.Namespace) -> int:
@@ -190,11 +270,15 @@ def cmd_site_serve(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         with open_store(config, policy) as store:
-            server = SiteFetchServer(store, host, port)
+            cap = RefusalCap(args.refusals_ledgered, timedelta(minutes=args.refusal_window_minutes))
+            server = SiteFetchServer(store, host, port, cap)
             await server.start()
             print(f"listening on {host}:{server.port}", flush=True)
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
             try:
-                await asyncio.Event().wait()
+                await stop.wait()
             finally:
                 await server.close()
 
@@ -249,6 +333,20 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     p.add_argument("--approved-by")
     p.add_argument("--ordered-by", help="who orders it (default: the login)")
     p.add_argument("-o", "--output", type=Path, required=True)
+    p = centre_command(centre_sub, "hold", "place a hold (or release) order for a call at its site in the centre's "
+                       "database; the site's sync applies it and confirms", cmd_hold)
+    p.add_argument("site")
+    p.add_argument("call_id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--release", action="store_true", help="end the hold instead")
+    p.add_argument("--approved-by")
+    p.add_argument("--ordered-by", help="who orders it (default: the login)")
+    p.add_argument("--dsn", help=f"the centre's PostgreSQL (default: ${DSN_ENV})")
+    p = centre_command(centre_sub, "holds", "the hold orders and their state, each confirmation checked (exit 1: "
+                       "one refused or not verified)", cmd_holds)
+    p.add_argument("--site")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--dsn", help=f"the centre's PostgreSQL (default: ${DSN_ENV})")
     p = centre_command(centre_sub, "hold-confirmation", "check a site's confirmation of a hold order (exit 1: "
                        "refused by the site)", cmd_hold_confirmation)
     p.add_argument("confirmation", type=Path)
@@ -277,4 +375,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     p = site.add_parser("serve", help="the fetch server in the foreground (the daemon runs it with site_fetch:)")
     common(p, policy=True)
     p.add_argument("--listen", default="0.0.0.0:7443", help="HOST:PORT (default 0.0.0.0:7443)")
+    p.add_argument("--refusals-ledgered", type=int, default=REFUSALS_LEDGERED,
+                   help=f"refused connections ledgered one by one per address and window (default {REFUSALS_LEDGERED}; "
+                   "the rest are summed up in one entry, every one is in the journal)")
+    p.add_argument("--refusal-window-minutes", type=float, default=REFUSAL_WINDOW.total_seconds() / 60,
+                   help=f"that window (default {REFUSAL_WINDOW.total_seconds() / 60:.0f})")
     p.set_defaults(func=cmd_site_serve)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
-from access.site_desk import Peer, Served, SiteDesk
+from access.site_desk import Peer, RefusalCap, Served, SiteDesk
 from access.site_grants import Allowed, GrantRefused, Refusal
 from access.site_identity import load_site
 from storage.store import Store
@@ -58,11 +58,12 @@ def _subject(cert: dict) -> str | None:  # type: ignore[type-arg]
 class SiteFetchServer:
     """Serves grants over mutual TLS on one address; its own connection to the index file."""
 
-    def __init__(self, store: Store, host: str, port: int) -> None:
-        self.desk = SiteDesk.of(store)
+    def __init__(self, store: Store, host: str, port: int, cap: RefusalCap | None = None) -> None:
+        self.desk = SiteDesk.of(store, cap)
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self._summaries: asyncio.Task[None] | None = None
         self._context: ssl.SSLContext | None = None
         self._crl_stamp: tuple[int, int] | None = None
 
@@ -70,13 +71,29 @@ class SiteFetchServer:
         self.desk.clear_outgoing()
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._summaries = asyncio.create_task(self._summarise())
         log.info("site_fetch.listening", site=self.desk.identity.name, host=self.host, port=self.port)
 
     async def close(self) -> None:
+        if self._summaries is not None:
+            self._summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summaries
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self.desk.summarise_refusals()
         self.desk.close()
+
+    async def _summarise(self) -> None:
+        """The summaries of refusal windows that ended while no refusal came to write them."""
+        pause = max(1.0, min(60.0, self.desk.cap.window.total_seconds() / 4))
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                self.desk.summarise_refusals(self.desk.store.now())
+            except CallrecError as exc:
+                log.error("site_fetch.summary_failed", reason=str(exc))
 
     def _tls(self) -> ssl.SSLContext:
         """The context, made again when the revocation list was replaced (`callrec site revocations`)."""
@@ -107,7 +124,6 @@ class SiteFetchServer:
         except ssl.SSLError as exc:
             reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
             refusal = Refusal.REVOKED if "revoked" in str(reason).lower() else Refusal.TLS
-            log.warning("site_fetch.handshake_refused", peer=peer.address, reason=reason)
             self.desk.refuse_connection(peer, refusal, f"TLS handshake refused: {reason}")
             return
         cert = writer.get_extra_info("peercert") or {}

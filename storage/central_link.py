@@ -10,32 +10,39 @@ nothing twice; two senders for one site queue on the row lock.
 """
 from __future__ import annotations
 
+import secrets
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import outbox
+from .central_schema import CentralSchemaError
 from .central_sync import (
     CENTRAL_COLUMNS,
     JSON_COLUMNS,
     LEDGERS,
+    MARK_COLUMNS,
     Batch,
     LedgerLine,
+    OrderAnswer,
+    PendingOrder,
     SyncRefused,
     build_batch,
+    central_mark,
     ledger_lines,
 )
 from .index import connect as connect_index
 from .ledger import Ledger
 
-__all__ = ["Centre", "Sender", "connect"]
+__all__ = ["SITE_GRANTS", "Centre", "OrderAnswerer", "Sender", "SiteLogin", "connect", "site_login", "site_role"]
 
 log = structlog.get_logger("callrec.central")
 
@@ -64,6 +71,77 @@ def _upsert_sql() -> str:
 
 
 UPSERT = _upsert_sql()
+MARK_TIMES = frozenset({"marked_at", "withdrawn_at", "released_at"})
+
+
+def _mark_upsert_sql() -> str:
+    cols = ("site", "version", *MARK_COLUMNS, "has_note")
+    values = ", ".join("to_timestamp(%(hold_until)s)" if c == "hold_until" else
+                       f"%({c})s::timestamptz" if c in MARK_TIMES else f"%({c})s" for c in cols)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("site", "id"))
+    return (f"INSERT INTO marks ({', '.join(cols)}, synced_at) VALUES ({values}, now()) "
+            f"ON CONFLICT (site, id) DO UPDATE SET {updates}, synced_at = now() "
+            "WHERE marks.version <= excluded.version")
+
+
+MARK_UPSERT = _mark_upsert_sql()
+ANSWER = ("UPDATE hold_orders SET state = %s, outcome = %s, detail = %s, confirmation = %s, "
+          "answered_at = %s::timestamptz, site_ledger_seq = %s WHERE site = %s AND order_id = %s AND state = 'pending'")
+ORDER_COLUMNS = ("site", "order_id", "call_id", "hold", "reason", "ordered_by", "approved_by", "placed_at", "state",
+                 "outcome", "detail", "confirmation", "answered_at", "site_ledger_seq", "token")
+
+OrderAnswerer = Callable[[PendingOrder], OrderAnswer]
+"""The site's side of a hold order (access/site_desk.py, passed in by callrec: storage does not
+import access): verify it, apply it, ledger it, and return the signed answer."""
+
+
+SITE_GRANTS: dict[str, tuple[str, ...]] = {
+    "schema_version": ("SELECT",),
+    "sites": ("SELECT", "INSERT", "UPDATE (last_seq, last_sync, backlog, oldest_pending)"),
+    "calls": ("SELECT", "INSERT", "UPDATE"),
+    "call_changes": ("SELECT", "INSERT"),
+    "ledger_entries": ("SELECT", "INSERT"),
+    "ledger_heads": ("SELECT", "INSERT", "UPDATE"),
+    "marks": ("SELECT", "INSERT", "UPDATE"),
+    "hold_orders": ("SELECT", "UPDATE (state, outcome, detail, confirmation, answered_at, site_ledger_seq)"),
+}
+"""What a site's login may do, table by table: what its sender writes, never DELETE or TRUNCATE;
+which rows is the row-level security's business (central_sql/0004: its own site's only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLogin:
+    role: str
+    password: str
+    created: bool
+    """False: the role existed and was given a new password."""
+
+
+def site_role(site: str) -> str:
+    return f"callrec_site_{site}"
+
+
+def site_login(conn: psycopg.Connection[Any], site: str, rotate: bool = False) -> SiteLogin:
+    """The PostgreSQL role the site connects with: made (or, with `rotate`, given a new password),
+    granted `SITE_GRANTS`, and named in `site_logins` so the policies hold it to its own rows.
+    Run by the centre's owner (it needs CREATEROLE)."""
+    if conn.execute("SELECT to_regclass('site_logins')").fetchone()[0] is None:
+        raise CentralSchemaError("the centre's schema has no site logins yet: run `callrec central migrate`")
+    role = site_role(site)
+    password = secrets.token_urlsafe(24)
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+        if exists and not rotate:
+            raise SyncRefused(f"site {site!r} has a login ({role}) already: --rotate gives it a new password")
+        verb = "ALTER ROLE {} WITH LOGIN PASSWORD {}" if exists else "CREATE ROLE {} WITH LOGIN PASSWORD {}"
+        conn.execute(sql.SQL(verb).format(sql.Identifier(role), sql.Literal(password)))
+        for table, privileges in SITE_GRANTS.items():
+            conn.execute(sql.SQL("GRANT " + ", ".join(privileges) + " ON {} TO {}").format(
+                sql.Identifier(table), sql.Identifier(role)))
+        conn.execute("INSERT INTO site_logins (role_name, site) VALUES (%s, %s) ON CONFLICT (role_name) DO NOTHING",
+                     (role, site))
+    log.info("central.site_login", site=site, role=role, created=not exists)
+    return SiteLogin(role, password, not exists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +196,11 @@ class Centre:
                 for name in LEDGERS:
                     self._append_ledger(cur, batch.site, name, [e for e in batch.ledger if e.ledger == name],
                                         cursor.heads.get(name))
+                if batch.marks:
+                    cur.executemany(MARK_UPSERT, [{"site": batch.site, **m} for m in batch.marks])
+                if batch.answers:
+                    cur.executemany(ANSWER, [(a.state, a.outcome, a.detail, a.confirmation, a.at, a.ledger_seq,
+                                              batch.site, a.order_id) for a in batch.answers])
             last = max(cursor.last_seq, batch.last_seq)
             oldest = None if batch.oldest_pending is None else datetime.fromtimestamp(batch.oldest_pending, UTC)
             self.conn.execute("UPDATE sites SET last_seq = %s, last_sync = now(), backlog = %s, oldest_pending = %s "
@@ -170,6 +253,43 @@ class Centre:
                 "policy_sha256": row[2], "seal": row[3]}
 
 
+    def place_order(self, site: str, fields: dict[str, Any], token: str) -> None:
+        """A signed hold order (`fields` as signed, `token` the order itself) for a call the centre
+        knows at that site; pending until the site's sender carries its answer back."""
+        with self.conn.transaction():
+            known = self.conn.execute("SELECT 1 FROM calls WHERE site = %s AND id = %s",
+                                      (site, fields["call_id"])).fetchone()
+            if known is None:
+                raise SyncRefused(f"the centre has no call {fields['call_id']} of site {site!r}: "
+                                  "an order goes only to a call the site has sent")
+            self.conn.execute(
+                "INSERT INTO hold_orders (site, order_id, call_id, hold, reason, ordered_by, approved_by, token) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (site, fields["order_id"], fields["call_id"], bool(fields["hold"]), fields["reason"],
+                 fields["ordered_by"], fields.get("approved_by"), token))
+
+    def pending_orders(self, site: str) -> list[PendingOrder]:
+        """The site's orders still pending, oldest first."""
+        return [PendingOrder(str(o), str(c), str(t)) for o, c, t in self.conn.execute(
+            "SELECT order_id, call_id, token FROM hold_orders WHERE site = %s AND state = 'pending' "
+            "ORDER BY placed_at, order_id", (site,))]
+
+    def orders(self, site: str | None = None) -> list[dict[str, Any]]:
+        """Every hold order (of one site), newest first, with its state and the site's answer."""
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(ORDER_COLUMNS)} FROM hold_orders WHERE %(site)s::text IS NULL "
+                        "OR site = %(site)s ORDER BY placed_at DESC, order_id", {"site": site})
+            return [dict(zip(ORDER_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+    def marks(self, site: str | None = None) -> list[dict[str, Any]]:
+        """The sites' harassment marks as the centre holds them, oldest first."""
+        cols = ("site", *MARK_COLUMNS, "has_note")
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(cols)} FROM marks WHERE %(site)s::text IS NULL OR site = %(site)s "
+                        "ORDER BY marked_at, site, id", {"site": site})
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
 def _params(site: str, row: dict[str, Any]) -> dict[str, Any]:
     return {"site": site, **{k: Jsonb(v) if k in JSON_COLUMNS else v for k, v in row.items()}}
 
@@ -179,8 +299,9 @@ class Sender:
     connection of its own to the index file (a thread of the daemon, or `callrec central sync`)."""
 
     def __init__(self, index_path: Path, ledgers: dict[str, Ledger], dsn: str, site: str,
-                 batch_rows: int = 500, timeout: float = 10.0) -> None:
+                 batch_rows: int = 500, timeout: float = 10.0, orders: OrderAnswerer | None = None) -> None:
         self._db = connect_index(index_path)
+        self._orders = orders
         self._ledgers = ledgers
         self._dsn = dsn
         self._timeout = timeout
@@ -219,7 +340,8 @@ class Sender:
             self._cursor = self.centre.register(self.site, self.instance)
             self._check_behind(self._cursor.last_seq)
             outbox.remove_through(self._db, self._cursor.last_seq)
-        batch = self._read(self._cursor)
+        answers = self._answer_orders(self.centre)
+        batch = replace(self._read(self._cursor), answers=answers)
         if batch.empty:
             return batch
         last = self.centre.apply(batch)
@@ -232,6 +354,19 @@ class Sender:
         self._set_setting(ACKED_SETTING, str(last))
         outbox.remove_through(self._db, last)
         return batch
+
+    def _answer_orders(self, centre: Centre) -> list[OrderAnswer]:
+        """Apply the hold orders the centre shows pending for this site (each answered once at the
+        site, so an order seen again after a failed batch gets the same answer again)."""
+        if self._orders is None:
+            return []
+        answers = []
+        for order in centre.pending_orders(self.site):
+            answer = self._orders(order)
+            log.info("central.hold_order_answered", site=self.site, order=order.order_id, call_id=order.call_id,
+                     outcome=answer.outcome)
+            answers.append(answer)
+        return answers
 
     def _check_behind(self, centre_seq: int) -> None:
         """A centre that has less than it confirmed (restored from an older backup, or a new
@@ -257,6 +392,7 @@ class Sender:
                 rows.update((r["id"], r) for r in self._db.execute(f"SELECT * FROM calls WHERE id IN ({marks})", chunk))
                 versions.update((r[0], int(r[1])) for r in self._db.execute(
                     f"SELECT call_id, MAX(seq) FROM outbox WHERE call_id IN ({marks}) GROUP BY call_id", chunk))
+            marks = self._marks(ids, versions)
             last = entries[-1].seq if entries else cursor.last_seq
             left = self._db.execute("SELECT COUNT(*), MIN(queued_at) FROM outbox WHERE seq > ?", (last,)).fetchone()
         finally:
@@ -264,8 +400,23 @@ class Sender:
         lines: list[LedgerLine] = []
         for name in LEDGERS:
             lines.extend(self._ledger_lines(name, cursor.heads.get(name)))
-        return build_batch(self.site, self.instance, cursor.last_seq, entries, rows, versions, lines,
-                           int(left[0]), None if left[1] is None else float(left[1]))
+        batch = build_batch(self.site, self.instance, cursor.last_seq, entries, rows, versions, lines,
+                            int(left[0]), None if left[1] is None else float(left[1]))
+        sent = {row["id"] for row in batch.rows}
+        return replace(batch, marks=[m for m in marks if m["call_id"] in sent])
+
+    def _marks(self, ids: list[str], versions: dict[str, int]) -> list[dict[str, Any]]:
+        """The marks of these calls as they stand, at their call's version (a mark's every change
+        queues its call: storage/marks.py)."""
+        if not ids or self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                       "AND name = 'marks'").fetchone()[0] == 0:
+            return []
+        found = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.extend(central_mark(r, versions[r["call_id"]]) for r in self._db.execute(
+                f"SELECT * FROM marks WHERE call_id IN ({', '.join('?' for _ in chunk)}) ORDER BY id", chunk))
+        return found
 
     def _ledger_lines(self, name: str, head: tuple[int, str] | None) -> list[LedgerLine]:
         """The ledger's lines after the centre's head, read on from the offset noted after the last

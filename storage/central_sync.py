@@ -17,8 +17,8 @@ from typing import Any
 from .errors import StorageError
 from .outbox import OutboxEntry
 
-__all__ = ["CENTRAL_COLUMNS", "LEDGERS", "Batch", "LedgerLine", "SyncHealth", "SyncRefused", "build_batch",
-           "central_row", "ledger_lines"]
+__all__ = ["CENTRAL_COLUMNS", "LEDGERS", "MARK_COLUMNS", "Batch", "LedgerLine", "OrderAnswer", "PendingOrder",
+           "SyncHealth", "SyncRefused", "build_batch", "central_mark", "central_row", "ledger_lines"]
 
 CENTRAL_COLUMNS = (
     "id", "sip_call_id", "started_at", "answered_at", "ended_at", "duration", "direction", "local_number",
@@ -37,6 +37,13 @@ LEDGERS = ("ledger", "seals")
 """The site's two chains by the name the centre files them under: the 通話記録管理簿 and the seal ledger."""
 
 
+MARK_COLUMNS = ("id", "call_id", "category", "marked_by", "marked_at", "via", "hold_until", "withdrawn_by",
+                "withdrawn_at", "withdrawn_reason", "released_by", "released_at", "released_reason")
+"""What the centre keeps of a harassment mark (storage/marks.py): who, when, how, which category and
+its hold, and its withdrawal; never the note (it may tell what the caller said: only whether
+there is one) and no number (the calls row holds what the centre may know of the caller)."""
+
+
 class SyncRefused(StorageError):
     """The centre must not take this batch as it is (a ledger that does not continue the chain
     the centre holds, a site name another data folder uses); says which and why."""
@@ -52,6 +59,34 @@ class LedgerLine:
     end: int
 
 
+@dataclass(frozen=True, slots=True)
+class PendingOrder:
+    """A hold order the centre placed for this site and still shows as pending."""
+
+    order_id: str
+    call_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAnswer:
+    """The site's answer to a hold order, carried back in a batch: `confirmation` is the site's
+    signed token (the centre checks it with the site's certificate), `outcome` held, released
+    or refused, `at` ISO 8601, `ledger_seq` the site's ledger entry that recorded it."""
+
+    order_id: str
+    confirmation: str
+    outcome: str
+    detail: str
+    at: str
+    ledger_seq: int | None
+
+    @property
+    def state(self) -> str:
+        """The centre's state of the order once answered."""
+        return "refused" if self.outcome == "refused" else "confirmed"
+
+
 @dataclass(frozen=True)
 class Batch:
     site: str
@@ -64,10 +99,13 @@ class Batch:
     backlog: int = 0
     """Outbox entries left at the site after this batch."""
     oldest_pending: float | None = None
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    """The marks of the calls in `rows` (MARK_COLUMNS, has_note and the call's version)."""
+    answers: list[OrderAnswer] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.changes and not self.ledger
+        return not self.changes and not self.ledger and not self.answers
 
 
 def central_row(row: Mapping[str, Any], version: int) -> dict[str, Any]:
@@ -82,6 +120,11 @@ def central_row(row: Mapping[str, Any], version: int) -> dict[str, Any]:
             value = bool(value)
         values[name] = value
     return values
+
+
+def central_mark(row: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A stored marks row as the centre keeps it: the note reduced to whether there is one."""
+    return {"version": version, **{name: row[name] for name in MARK_COLUMNS}, "has_note": bool(row["note"])}
 
 
 def build_batch(site: str, instance: str, after: int, entries: Sequence[OutboxEntry],
