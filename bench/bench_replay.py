@@ -31,7 +31,7 @@ import structlog  # noqa: E402
 from bench.gen_calls import write_pcap  # noqa: E402
 from policy.decide import PolicyDecider  # noqa: E402
 from policy.schema import Policy  # noqa: E402
-from recorder.capture_file import CaptureFile  # noqa: E402
+from recorder.capture_file import BATCH_CHUNK_SIZE, CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
 from storage.ledger import default_anchor_dir  # noqa: E402
@@ -47,7 +47,7 @@ def rss_kib() -> int:
     return 0
 
 
-def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, float]:
+def replay_once(capture: Path, batched: bool, chunk: int = BATCH_CHUNK_SIZE) -> tuple[float, int, int, int, float]:
     """(seconds, rtp packets, peak RSS growth KiB, recordings, CPU seconds)
     for one replay."""
     data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
@@ -60,7 +60,7 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, flo
         peak = base
         start, cpu = time.perf_counter(), time.process_time()
         if batched:
-            for n, batch in enumerate(CaptureFile(capture).frame_batches()):
+            for n, batch in enumerate(CaptureFile(capture).frame_batches(chunk)):
                 recorder.feed_batch(batch)
                 if n & 0x7 == 0:
                     peak = max(peak, rss_kib())
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--capture", type=Path, help="replay this file instead of generating one")
     parser.add_argument("--per-frame", action="store_true", help="the per-frame media path (no batches)")
+    parser.add_argument("--batch-mib", type=float, default=BATCH_CHUNK_SIZE / (1 << 20),
+                        help="MiB of the file per batch (the batched path)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-in-"))
@@ -108,7 +110,7 @@ def main() -> None:
         tshark = shutil.which("tshark")
         runs, yardstick = [], []
         for _ in range(args.runs):
-            runs.append(replay_once(capture, not args.per_frame))
+            runs.append(replay_once(capture, not args.per_frame, int(args.batch_mib * (1 << 20))))
             if tshark:
                 yardstick.append(tshark_once(tshark, capture))
         seconds = statistics.median(r[0] for r in runs)

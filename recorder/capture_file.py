@@ -11,6 +11,7 @@ about 8% faster with 64 KiB chunks than with 1 MiB ones).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from os import SEEK_CUR
 from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
@@ -98,12 +99,25 @@ class CaptureFile:
             decoder.feed(chunk[:24])
             walker = _PcapWalker(decoder)
             chunk = chunk[24:]
+            seekable = fh.seekable()
             while chunk:
                 batch, error = walker.feed(chunk)
                 if batch is not None:
                     yield batch
                 if error is not None:
                     raise error
+                tail = walker.pending
+                if seekable and 0 < len(tail) <= chunk_size // 2:
+                    # The record cut by the chunk's end is read again with
+                    # the next chunk rather than copied in front of it (a
+                    # copy of the whole chunk); half a chunk at least is new.
+                    fh.seek(-len(tail), SEEK_CUR)
+                    chunk = fh.read(chunk_size)
+                    if len(chunk) > len(tail):
+                        walker.pending = b""
+                        self.bytes_read += len(chunk) - len(tail)
+                        continue
+                    break
                 chunk = fh.read(chunk_size)
                 self.bytes_read += len(chunk)
             walker.close()
