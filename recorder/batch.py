@@ -202,8 +202,9 @@ class BatchPath:
         self._times: list[float] = []
         self._now1: list[float] = []
         self._frame1: list[float] = []
-        self._flows: list[bytes | None] = []
-        self._payloads: list[bytes | None] = []
+        self._data = b""
+        self._starts: list[int] = []
+        self._ends: list[int] = []
 
     # ---- the batch ----------------------------------------------------------
     def feed(self, batch: FrameBatch) -> None:
@@ -242,12 +243,8 @@ class BatchPath:
         rec = self.rec
         starts, ends, idents, mixed = _geometry(batch, count)
         times = batch.times[:count].tolist()
-        flows, payloads, general, dropped = rec.decoder.decode_prepared(
-            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
-            batch.frame)
-        quick = starts >= 0
-        quick[np.fromiter(general, dtype=np.int64, count=len(general))] = False
-        quick[np.array(dropped, dtype=np.int64)] = False
+        quick, general, _ = rec.decoder.decode_prepared(
+            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents, starts, ends, batch.frame)
         other = np.zeros(count, dtype=bool)
         other[np.array([i for i, datagrams in general.items() if datagrams], dtype=np.int64)] = True
         self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
@@ -256,7 +253,7 @@ class BatchPath:
         flow_of = np.full(count, -1, dtype=np.int64)
         if ids is not None:
             flow_of[numbered] = ids[0]
-            names = [flows[i] for i in numbered[ids[1]].tolist()]
+            names = [batch.data[at:at + 12] for at in starts[numbered[ids[1]]].tolist()]
         else:
             names = []
         # Ticks: where a frame raises the clock to the next tick.
@@ -274,7 +271,8 @@ class BatchPath:
             next_tick = times[frame] + _TICK
             at += 1
         self._mv = memoryview(batch.data)
-        self._times, self._now1, self._frame1, self._flows, self._payloads = times, now1, frame1, flows, payloads
+        self._times, self._now1, self._frame1 = times, now1, frame1
+        self._data, self._starts, self._ends = batch.data, starts.tolist(), ends.tolist()
         rec._touch = self._touch
         try:
             begin = 0
@@ -283,8 +281,7 @@ class BatchPath:
                     qualified = self._qualify(batch, begin, tick, quick, flow_of, names, starts, ends)
                     waiting = quick[begin:tick] | other[begin:tick]
                     waiting[qualified - begin] = False
-                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), flows, payloads, general, times,
-                                 now1, frame1)
+                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), general, times, now1, frame1)
                     self._cursor = tick
                     self._place_all()
                 if tick < count:
@@ -295,11 +292,12 @@ class BatchPath:
             self._place_all()
             rec._touch = None
             self._mv = self._u8 = None
-            self._times, self._now1, self._frame1, self._flows, self._payloads = [], [], [], [], []
+            self._times, self._now1, self._frame1 = [], [], []
+            self._data, self._starts, self._ends = b"", [], []
         rec.now, rec._frame_ts = now1[-1], frame1[-1]
 
-    def _scalar(self, queue: list[int], flows: list[bytes | None], payloads: list[bytes | None],
-                general: dict[int, Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
+    def _scalar(self, queue: list[int], general: dict[int, Any], times: list[float], now1: list[float],
+                frame1: list[float]) -> None:
         """The frames of a stretch that take the per-frame path, in order
         (`_touch` adds to the queue)."""
         rec = self.rec
@@ -309,10 +307,15 @@ class BatchPath:
             i = heapq.heappop(queue)
             self._cursor = i
             rec.now, rec._frame_ts = now1[i], frame1[i]
-            flow = flows[i]
-            datagrams = ((17, flow, payloads[i]),) if flow is not None else general[i]
+            datagrams = general[i] if i in general else (self._datagram(i),)
             rtp += rec._datagrams(times[i], datagrams)
         rec.stats["rtp_packets"] += rtp
+
+    def _datagram(self, i: int) -> tuple[int, bytes, bytes]:
+        """A prepared frame's datagram for the per-frame path, cut from the
+        batch's buffer when it is needed (most frames never are)."""
+        at = self._starts[i]
+        return 17, self._data[at:at + 12], self._data[at + 16:self._ends[i]]
 
     # ---- one stretch between ticks ---------------------------------------------
     def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
@@ -587,5 +590,5 @@ class BatchPath:
             now, frame_ts = rec.now, rec._frame_ts
             for i in rest:
                 rec.now, rec._frame_ts = self._now1[i], self._frame1[i]
-                rec.stats["rtp_packets"] += rec._datagrams(self._times[i], ((17, self._flows[i], self._payloads[i]),))
+                rec.stats["rtp_packets"] += rec._datagrams(self._times[i], (self._datagram(i),))
             rec.now, rec._frame_ts = now, frame_ts
