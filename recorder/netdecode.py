@@ -258,25 +258,24 @@ class PacketDecoder:
         fresh = np.zeros(count, dtype=bool)
         general: dict[int, tuple[FlowDatagram, ...]] = {}
         dropped: list[int] = []
-        when = times.tolist()
-        start_at = starts.tolist()
         prepared = np.flatnonzero(starts >= 0)
         hashes = np.zeros(count, dtype=np.uint64)
         if self._window > 0 and prepared.size:
             hashes[prepared] = self.key_hashes(np.frombuffer(data, dtype=np.uint8), starts[prepared], ends[prepared],
                                                idents[prepared])
-        # Per frame, the next frame at or after it that is not prepared.
-        unprepared = np.flatnonzero(starts < 0)
-        upto_at = np.append(unprepared, count)[np.searchsorted(unprepared, np.arange(count))].tolist()
+        # The frames that are not prepared, and after the last one the end.
+        unprepared = np.append(np.flatnonzero(starts < 0), count)
         i = 0
         while i < count:
-            ts = when[i]
-            if start_at[i] < 0 or not ts < self._tick:
+            ts = times.item(i)
+            at = starts.item(i)
+            if at < 0 or not ts < self._tick:
                 general[i] = self.decode_flows(ts, links[i], frame_at(i))
                 i += 1
                 continue
             limit = min(self._tick, self._rotate_at)
-            stop = min(upto_at[i], i + max(_DEDUP_MAX_ENTRIES - len(self._cur) - self._cur_bulk_n, 0))
+            upto = unprepared.item(np.searchsorted(unprepared, i))
+            stop = min(upto, i + max(_DEDUP_MAX_ENTRIES - len(self._cur) - self._cur_bulk_n, 0))
             late = np.flatnonzero(~(times[i:stop] < limit))
             if late.size:
                 stop = i + int(late[0])
@@ -285,7 +284,7 @@ class PacketDecoder:
                                          hashes[i:stop]), i, fresh, dropped)
                 i = stop
                 continue
-            key = (int(idents[i]), data[start_at[i] : start_at[i] + 12], data[start_at[i] + 16 : int(ends[i])])
+            key = (idents.item(i), data[at : at + 12], data[at + 16 : ends.item(i)])
             self.frames += 1
             if self._deliver_udp(ts, key, (17, key[1], key[2])):
                 fresh[i] = True
@@ -555,7 +554,7 @@ class PacketDecoder:
         """`key_hashes` of one key: a frame the per-frame code de-duplicates
         while generations hold bulk entries."""
         ident, flow, payload = key
-        row = ((ident & 0xFFFF) | (len(payload) & 0xFFFF) << 16).to_bytes(4, "little") + flow[:12].ljust(12, b"\0")
+        row = flow[:12].ljust(12, b"\0") + ((ident & 0xFFFF) | (len(payload) & 0xFFFF) << 16).to_bytes(4, "little")
         row += payload[:16].ljust(16, b"\0")
         h = self._seed
         for at in range(0, 32, 8):
@@ -573,12 +572,16 @@ class PacketDecoder:
         count = len(starts)
         rows = np.zeros((count, 32), dtype=np.uint8)
         if count:
+            # The flow, the UDP length and checksum (replaced: not part of
+            # the key) and the payload's start, read in place; a frame too
+            # near the buffer's end for that is read byte by byte.
+            near = starts > len(data) - 32
+            rows = np.lib.stride_tricks.sliding_window_view(data, 32)[np.where(near, 0, starts)]
+            if near.any():
+                rows[near] = np.take(data, starts[near][:, None] + np.arange(32), mode="clip")
             size = ends - starts - 16
-            rows[:, 0:4] = ((idents & 0xFFFF) | ((size & 0xFFFF) << 16)).astype("<u4").view(np.uint8).reshape(-1, 4)
-            rows[:, 4:16] = np.take(data, starts[:, None] + np.arange(12), mode="clip")
-            payload = np.take(data, starts[:, None] + np.arange(16, 32), mode="clip")
-            payload[np.arange(16) >= size[:, None]] = 0
-            rows[:, 16:32] = payload
+            rows[:, 12:16] = ((idents & 0xFFFF) | ((size & 0xFFFF) << 16)).astype("<u4").view(np.uint8).reshape(-1, 4)
+            rows[:, 16:32][np.arange(16) >= size[:, None]] = 0
         words = rows.view("<u8")
         h = np.full(count, self._seed, dtype=np.uint64)
         for column in range(4):
