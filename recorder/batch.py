@@ -108,14 +108,19 @@ def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np
     off, size = off[sel], size[sel]
     head = np.lib.stride_tricks.sliding_window_view(u8, _HEAD)[off]
     vlan = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (size >= 46)
-    # The IPv4 and UDP headers where they are, with or without the tag.
-    ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
-    words = ip.view(">u2").astype(np.int64)
-    flags_proto = ip[:, 6:10].view(">u4")[:, 0].astype(np.int64)
-    link = np.where(vlan, 18, 14)
-    etype = np.where(vlan, (head[:, 16].astype(np.int64) << 8) | head[:, 17],
-                     (head[:, 12].astype(np.int64) << 8) | head[:, 13])
-    tlen, ulen = words[:, 1], words[:, 12]
+    # The IPv4 and UDP headers where they are, with or without the tag
+    # (read in place when no frame has one, as on most mirror ports).
+    if vlan.any():
+        ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
+        link = np.where(vlan, 18, 14)
+        etype = np.where(vlan, head[:, 16:18].view(">u2")[:, 0], head[:, 12:14].view(">u2")[:, 0])
+    else:
+        ip = head[:, 14:42]
+        link = np.int64(14)
+        etype = head[:, 12:14].view(">u2")[:, 0]
+    words = ip.view(">u2")[:, [1, 2, 12]].astype(np.int64)
+    flags_proto = ip[:, 6:10].view(">u4")[:, 0]
+    tlen, ulen = words[:, 0], words[:, 2]
     ok = (
         (etype == 0x0800)
         & (ip[:, 0] == 0x45)
@@ -125,7 +130,7 @@ def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np
     good = sel[ok]
     starts[good] = (off + link + 12)[ok]
     ends[good] = (off + link + 20 + ulen)[ok]
-    idents[good] = words[ok, 2]
+    idents[good] = words[ok, 1]
     flow = ip[ok, 12:24].view(">u4")
     words3[good] = flow
     flow = flow.astype(np.uint64)
