@@ -392,16 +392,18 @@ class BatchPath:
         index, number = index[chosen], number[chosen]
         if not index.size:
             return none
-        order = np.argsort(number, kind="stable")
+        # A stable sort of small numbers is a radix sort in numpy.
+        order = np.argsort(number.astype(np.int16) if len(streams) < 0x7FFF else number, kind="stable")
         index, number = index[order], number[order]
         u8 = self._u8
         assert u8 is not None
         start = starts[index] + 16
         size = ends[index] - start - 12
         header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)]
-        words = header.view(">u2").astype(np.int64)
-        longs = header.view(">u4").astype(np.int64)
-        head, seq, rtp_ts, ssrc = words[:, 0], words[:, 1], longs[:, 1], longs[:, 2]
+        shorts = header.view(">u2")
+        longs = header.view(">u4")
+        head, seq = shorts[:, 0].astype(np.int64), shorts[:, 1].astype(np.int64)
+        rtp_ts, ssrc = longs[:, 1].astype(np.int64), longs[:, 2].astype(np.int64)
         origin = np.array([s.origin for s in streams], dtype=np.float64)
         p = params[number]
         count = len(number)
@@ -446,8 +448,8 @@ class BatchPath:
         rows = self._gather(u8, sizes, audio_at, heads)
         bounds = heads.tolist()
         runs = self._runs
-        for n, (a, b) in enumerate(pairwise(bounds)):
-            stream = streams[int(number[a])]
+        for n, (a, b), which in zip(range(len(rows)), pairwise(bounds), number[heads[:-1]].tolist(), strict=True):
+            stream = streams[which]
             runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
         return taken
 
