@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import secrets
 import shutil
@@ -108,6 +109,7 @@ def main() -> None:
             with capture.open("wb") as out:
                 write_pcap(out, args.calls, args.seconds)
         tshark = shutil.which("tshark")
+        load = os.getloadavg()[0]
         runs, yardstick = [], []
         for _ in range(args.runs):
             runs.append(replay_once(capture, not args.per_frame, int(args.batch_mib * (1 << 20))))
@@ -129,6 +131,8 @@ def main() -> None:
                   f"{packets / took_cpu:,.0f} per CPU second")
             print(f"callrec / tshark: {took / seconds:.2f}x (wall clock), {took_cpu / cpu:.2f}x (CPU time)")
         print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(f"load average (1 min) before and after: {load:.1f}, {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs: compare CPU time when the machine is shared")
     finally:
         shutil.rmtree(work)
 
