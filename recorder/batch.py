@@ -380,7 +380,7 @@ class BatchPath:
             return none
         flow = flow[index]
         index += begin
-        streams, of_flow = self._streams(names, np.unique(flow))
+        streams, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
         if not streams:
             return none
         try:
