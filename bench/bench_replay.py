@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import secrets
 import shutil
@@ -31,7 +32,7 @@ import structlog  # noqa: E402
 from bench.gen_calls import write_pcap  # noqa: E402
 from policy.decide import PolicyDecider  # noqa: E402
 from policy.schema import Policy  # noqa: E402
-from recorder.capture_file import CaptureFile  # noqa: E402
+from recorder.capture_file import BATCH_CHUNK_SIZE, CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
 from storage.ledger import default_anchor_dir  # noqa: E402
@@ -47,7 +48,7 @@ def rss_kib() -> int:
     return 0
 
 
-def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, float]:
+def replay_once(capture: Path, batched: bool, chunk: int = BATCH_CHUNK_SIZE) -> tuple[float, int, int, int, float]:
     """(seconds, rtp packets, peak RSS growth KiB, recordings, CPU seconds)
     for one replay."""
     data = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
@@ -60,7 +61,7 @@ def replay_once(capture: Path, batched: bool) -> tuple[float, int, int, int, flo
         peak = base
         start, cpu = time.perf_counter(), time.process_time()
         if batched:
-            for n, batch in enumerate(CaptureFile(capture).frame_batches()):
+            for n, batch in enumerate(CaptureFile(capture).frame_batches(chunk)):
                 recorder.feed_batch(batch)
                 if n & 0x7 == 0:
                     peak = max(peak, rss_kib())
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--capture", type=Path, help="replay this file instead of generating one")
     parser.add_argument("--per-frame", action="store_true", help="the per-frame media path (no batches)")
+    parser.add_argument("--batch-mib", type=float, default=BATCH_CHUNK_SIZE / (1 << 20),
+                        help="MiB of the file per batch (the batched path)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-in-"))
@@ -106,9 +109,10 @@ def main() -> None:
             with capture.open("wb") as out:
                 write_pcap(out, args.calls, args.seconds)
         tshark = shutil.which("tshark")
+        load = os.getloadavg()[0]
         runs, yardstick = [], []
         for _ in range(args.runs):
-            runs.append(replay_once(capture, not args.per_frame))
+            runs.append(replay_once(capture, not args.per_frame, int(args.batch_mib * (1 << 20))))
             if tshark:
                 yardstick.append(tshark_once(tshark, capture))
         seconds = statistics.median(r[0] for r in runs)
@@ -127,6 +131,8 @@ def main() -> None:
                   f"{packets / took_cpu:,.0f} per CPU second")
             print(f"callrec / tshark: {took / seconds:.2f}x (wall clock), {took_cpu / cpu:.2f}x (CPU time)")
         print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(f"load average (1 min) before and after: {load:.1f}, {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs: compare CPU time when the machine is shared")
     finally:
         shutil.rmtree(work)
 

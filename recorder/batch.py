@@ -89,32 +89,38 @@ class FrameBatch:
             yield times[i], links[i], self.frame(i)
 
 
-def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame, where its flow starts (-1 unless Ethernet, at most one
     802.1Q tag, IPv4 with a 20-byte header, UDP, not a fragment, lengths
     consistent: PacketDecoder's fast test), where its UDP payload ends, its
-    IP identification, and a number naming its flow (addresses and ports
-    mixed; `_flow_ids` makes them exact)."""
+    IP identification, a number naming its flow (addresses and ports
+    mixed; `_flow_ids` makes them exact) and the flow as three words."""
     starts = np.full(count, -1, dtype=np.int64)
     ends = np.zeros(count, dtype=np.int64)
     idents = np.zeros(count, dtype=np.int64)
     mixed = np.zeros(count, dtype=np.uint64)
+    words3 = np.zeros((count, 3), dtype=np.uint32)
     off, size = batch.offsets[:count], batch.lengths[:count]
     u8 = np.frombuffer(batch.data, dtype=np.uint8)
     sel = np.flatnonzero((batch.linktypes[:count] == 1) & (size >= 42) & (off + _HEAD <= len(u8)))
     if not sel.size:
-        return starts, ends, idents, mixed
+        return starts, ends, idents, mixed, words3
     off, size = off[sel], size[sel]
     head = np.lib.stride_tricks.sliding_window_view(u8, _HEAD)[off]
     vlan = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (size >= 46)
-    # The IPv4 and UDP headers where they are, with or without the tag.
-    ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
-    words = ip.view(">u2").astype(np.int64)
-    flags_proto = ip[:, 6:10].view(">u4")[:, 0].astype(np.int64)
-    link = np.where(vlan, 18, 14)
-    etype = np.where(vlan, (head[:, 16].astype(np.int64) << 8) | head[:, 17],
-                     (head[:, 12].astype(np.int64) << 8) | head[:, 13])
-    tlen, ulen = words[:, 1], words[:, 12]
+    # The IPv4 and UDP headers where they are, with or without the tag
+    # (read in place when no frame has one, as on most mirror ports).
+    if vlan.any():
+        ip = np.where(vlan[:, None], head[:, 18:46], head[:, 14:42])
+        link = np.where(vlan, 18, 14)
+        etype = np.where(vlan, head[:, 16:18].view(">u2")[:, 0], head[:, 12:14].view(">u2")[:, 0])
+    else:
+        ip = head[:, 14:42]
+        link = np.int64(14)
+        etype = head[:, 12:14].view(">u2")[:, 0]
+    words = ip.view(">u2")[:, [1, 2, 12]].astype(np.int64)
+    flags_proto = ip[:, 6:10].view(">u4")[:, 0]
+    tlen, ulen = words[:, 0], words[:, 2]
     ok = (
         (etype == 0x0800)
         & (ip[:, 0] == 0x45)
@@ -124,20 +130,21 @@ def _geometry(batch: FrameBatch, count: int) -> tuple[np.ndarray, np.ndarray, np
     good = sel[ok]
     starts[good] = (off + link + 12)[ok]
     ends[good] = (off + link + 20 + ulen)[ok]
-    idents[good] = words[ok, 2]
-    flow = ip[ok, 12:24].view(">u4").astype(np.uint64)
+    idents[good] = words[ok, 1]
+    flow = ip[ok, 12:24].view(">u4")
+    words3[good] = flow
+    flow = flow.astype(np.uint64)
     mixed[good] = (flow[:, 0] << np.uint64(32)) ^ flow[:, 1] ^ (flow[:, 2] * np.uint64(0x9E3779B97F4A7C15))
-    return starts, ends, idents, mixed
+    return starts, ends, idents, mixed, words3
 
 
-def _flow_ids(u8: np.ndarray, starts: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Numbers the flows (12 bytes from each start; `mixed` from
-    `_geometry`): per frame its flow's number, and per number a frame that
-    has it.  None if two flows would share a number (a hash collision: the
-    caller goes flow by flow)."""
+def _flow_ids(flows: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Numbers the flows (their three words and `mixed`, from `_geometry`):
+    per frame its flow's number, and per number a frame that has it.  None
+    if two flows would share a number (a hash collision: the caller goes
+    flow by flow)."""
     _, first, number = np.unique(mixed, return_index=True, return_inverse=True)
     number = number.reshape(-1)
-    flows = np.lib.stride_tricks.sliding_window_view(u8, 12)[starts]
     if not (flows[first[number]] == flows).all():
         return None
     return number, first
@@ -182,6 +189,8 @@ class _Stream:
     origin: float
 
 
+_NONE = np.empty(0)
+"""No batch's arrays (between batches)."""
 _HEAD = 46
 """Bytes of a frame read for its geometry: Ethernet, a tag, IPv4 and UDP."""
 _MAX_SIZES = 4
@@ -199,11 +208,9 @@ class BatchPath:
         self._mv: memoryview | None = None
         self._u8: np.ndarray | None = None
         # The batch's frames for the per-frame way: time, clock after, datagram.
-        self._times: list[float] = []
-        self._now1: list[float] = []
-        self._frame1: list[float] = []
-        self._flows: list[bytes | None] = []
-        self._payloads: list[bytes | None] = []
+        self._times = self._now1 = self._frame1 = _NONE
+        self._data = b""
+        self._starts = self._ends = _NONE
 
     # ---- the batch ----------------------------------------------------------
     def feed(self, batch: FrameBatch) -> None:
@@ -233,30 +240,28 @@ class BatchPath:
             raised = times[:stop] > now[:stop]
             now1 = np.maximum(now[:stop], times[:stop])
             frame1 = np.where(raised, times[:stop], frame_ts[:stop])
-            self._feed_on_clock(batch, stop, raised, now1.tolist(), frame1.tolist())
+            self._feed_on_clock(batch, stop, raised, now1, frame1)
         if stop < count:
             rec.feed_frames(list(batch.frames(stop)))
 
-    def _feed_on_clock(self, batch: FrameBatch, count: int, raised: np.ndarray, now1: list[float],
-                       frame1: list[float]) -> None:
+    def _feed_on_clock(self, batch: FrameBatch, count: int, raised: np.ndarray, now1: np.ndarray,
+                       frame1: np.ndarray) -> None:
+        """The frames [0, count), all on the clock; now1 and frame1 are the
+        clock after each (arrays, read an item at a time: most frames never are)."""
         rec = self.rec
-        starts, ends, idents, mixed = _geometry(batch, count)
-        times = batch.times[:count].tolist()
-        flows, payloads, general, dropped = rec.decoder.decode_prepared(
-            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents.tolist(), starts, ends.tolist(),
-            batch.frame)
-        quick = starts >= 0
-        quick[np.fromiter(general, dtype=np.int64, count=len(general))] = False
-        quick[np.array(dropped, dtype=np.int64)] = False
+        starts, ends, idents, mixed, words3 = _geometry(batch, count)
+        times = batch.times[:count]
+        quick, general, _ = rec.decoder.decode_prepared(
+            batch.data, batch.times[:count], batch.linktypes[:count].tolist(), idents, starts, ends, batch.frame)
         other = np.zeros(count, dtype=bool)
         other[np.array([i for i, datagrams in general.items() if datagrams], dtype=np.int64)] = True
-        self._u8 = u8 = np.frombuffer(batch.data, dtype=np.uint8)
+        self._u8 = np.frombuffer(batch.data, dtype=np.uint8)
         numbered = np.flatnonzero(quick)
-        ids = _flow_ids(u8, starts[numbered], mixed[numbered]) if numbered.size else None
+        ids = _flow_ids(words3[numbered], mixed[numbered]) if numbered.size else None
         flow_of = np.full(count, -1, dtype=np.int64)
         if ids is not None:
             flow_of[numbered] = ids[0]
-            names = [flows[i] for i in numbered[ids[1]].tolist()]
+            names = [batch.data[at:at + 12] for at in starts[numbered[ids[1]]].tolist()]
         else:
             names = []
         # Ticks: where a frame raises the clock to the next tick.
@@ -271,10 +276,11 @@ class BatchPath:
                 break
             frame = int(rising[at])
             ticks.append(frame)
-            next_tick = times[frame] + _TICK
+            next_tick = times.item(frame) + _TICK
             at += 1
         self._mv = memoryview(batch.data)
-        self._times, self._now1, self._frame1, self._flows, self._payloads = times, now1, frame1, flows, payloads
+        self._times, self._now1, self._frame1 = times, now1, frame1
+        self._data, self._starts, self._ends = batch.data, starts, ends
         rec._touch = self._touch
         try:
             begin = 0
@@ -283,23 +289,23 @@ class BatchPath:
                     qualified = self._qualify(batch, begin, tick, quick, flow_of, names, starts, ends)
                     waiting = quick[begin:tick] | other[begin:tick]
                     waiting[qualified - begin] = False
-                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), flows, payloads, general, times,
-                                 now1, frame1)
+                    self._scalar((np.flatnonzero(waiting) + begin).tolist(), general, times, now1, frame1)
                     self._cursor = tick
                     self._place_all()
                 if tick < count:
-                    rec.now = rec._frame_ts = times[tick]
-                    rec._tick(times[tick])
+                    rec.now = rec._frame_ts = times.item(tick)
+                    rec._tick(times.item(tick))
                 begin = tick
         finally:
             self._place_all()
             rec._touch = None
             self._mv = self._u8 = None
-            self._times, self._now1, self._frame1, self._flows, self._payloads = [], [], [], [], []
-        rec.now, rec._frame_ts = now1[-1], frame1[-1]
+            self._times = self._now1 = self._frame1 = _NONE
+            self._data, self._starts, self._ends = b"", _NONE, _NONE
+        rec.now, rec._frame_ts = now1.item(-1), frame1.item(-1)
 
-    def _scalar(self, queue: list[int], flows: list[bytes | None], payloads: list[bytes | None],
-                general: dict[int, Any], times: list[float], now1: list[float], frame1: list[float]) -> None:
+    def _scalar(self, queue: list[int], general: dict[int, Any], times: np.ndarray, now1: np.ndarray,
+                frame1: np.ndarray) -> None:
         """The frames of a stretch that take the per-frame path, in order
         (`_touch` adds to the queue)."""
         rec = self.rec
@@ -308,11 +314,16 @@ class BatchPath:
         while queue:
             i = heapq.heappop(queue)
             self._cursor = i
-            rec.now, rec._frame_ts = now1[i], frame1[i]
-            flow = flows[i]
-            datagrams = ((17, flow, payloads[i]),) if flow is not None else general[i]
-            rtp += rec._datagrams(times[i], datagrams)
+            rec.now, rec._frame_ts = now1.item(i), frame1.item(i)
+            datagrams = general[i] if i in general else (self._datagram(i),)
+            rtp += rec._datagrams(times.item(i), datagrams)
         rec.stats["rtp_packets"] += rtp
+
+    def _datagram(self, i: int) -> tuple[int, bytes, bytes]:
+        """A prepared frame's datagram for the per-frame path, cut from the
+        batch's buffer when it is needed (most frames never are)."""
+        at = self._starts.item(i)
+        return 17, self._data[at:at + 12], self._data[at + 16:self._ends.item(i)]
 
     # ---- one stretch between ticks ---------------------------------------------
     def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
@@ -369,7 +380,7 @@ class BatchPath:
             return none
         flow = flow[index]
         index += begin
-        streams, of_flow = self._streams(names, np.unique(flow))
+        streams, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
         if not streams:
             return none
         try:
@@ -381,16 +392,18 @@ class BatchPath:
         index, number = index[chosen], number[chosen]
         if not index.size:
             return none
-        order = np.argsort(number, kind="stable")
+        # A stable sort of small numbers is a radix sort in numpy.
+        order = np.argsort(number.astype(np.int16) if len(streams) < 0x7FFF else number, kind="stable")
         index, number = index[order], number[order]
         u8 = self._u8
         assert u8 is not None
         start = starts[index] + 16
         size = ends[index] - start - 12
         header = np.lib.stride_tricks.sliding_window_view(u8, 12)[np.where(size >= 0, start, 0)]
-        words = header.view(">u2").astype(np.int64)
-        longs = header.view(">u4").astype(np.int64)
-        head, seq, rtp_ts, ssrc = words[:, 0], words[:, 1], longs[:, 1], longs[:, 2]
+        shorts = header.view(">u2")
+        longs = header.view(">u4")
+        head, seq = shorts[:, 0].astype(np.int64), shorts[:, 1].astype(np.int64)
+        rtp_ts, ssrc = longs[:, 1].astype(np.int64), longs[:, 2].astype(np.int64)
         origin = np.array([s.origin for s in streams], dtype=np.float64)
         p = params[number]
         count = len(number)
@@ -435,8 +448,8 @@ class BatchPath:
         rows = self._gather(u8, sizes, audio_at, heads)
         bounds = heads.tolist()
         runs = self._runs
-        for n, (a, b) in enumerate(pairwise(bounds)):
-            stream = streams[int(number[a])]
+        for n, (a, b), which in zip(range(len(rows)), pairwise(bounds), number[heads[:-1]].tolist(), strict=True):
+            stream = streams[which]
             runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
         return taken
 
@@ -586,6 +599,6 @@ class BatchPath:
             rec = self.rec
             now, frame_ts = rec.now, rec._frame_ts
             for i in rest:
-                rec.now, rec._frame_ts = self._now1[i], self._frame1[i]
-                rec.stats["rtp_packets"] += rec._datagrams(self._times[i], ((17, self._flows[i], self._payloads[i]),))
+                rec.now, rec._frame_ts = self._now1.item(i), self._frame1.item(i)
+                rec.stats["rtp_packets"] += rec._datagrams(self._times.item(i), (self._datagram(i),))
             rec.now, rec._frame_ts = now, frame_ts

@@ -11,6 +11,7 @@ about 8% faster with 64 KiB chunks than with 1 MiB ones).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from os import SEEK_CUR
 from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
@@ -24,9 +25,13 @@ from .batch import FrameBatch
 __all__ = ["BATCH_CHUNK_SIZE", "CHUNK_SIZE", "CaptureFile", "CaptureFormatError", "Frame", "read_capture"]
 
 CHUNK_SIZE = 64 * 1024
-BATCH_CHUNK_SIZE = 2 * 1024 * 1024
+BATCH_CHUNK_SIZE = 8 * 1024 * 1024
 """Chunk read for `frame_batches`: the batched path pays its fixed costs
-once per batch, and a tick of the recorder's clock splits it anyway."""
+once per batch and per stream once per stretch between two ticks of the
+recorder's clock or batches, so a batch spanning several ticks (8 MiB:
+about 2 s of a 200-call mirror port) costs about a sixth less CPU than one
+of 2 MiB; its memory (about 4 MiB per MiB of batch, while the next batch's
+de-duplication still reads the last one) is fixed, not per call."""
 _CLASSIC_MAGICS = frozenset((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
 _PROBE_MAX = 4096
 """Records of one length checked at once while walking a classic pcap."""
@@ -98,12 +103,25 @@ class CaptureFile:
             decoder.feed(chunk[:24])
             walker = _PcapWalker(decoder)
             chunk = chunk[24:]
+            seekable = fh.seekable()
             while chunk:
                 batch, error = walker.feed(chunk)
                 if batch is not None:
                     yield batch
                 if error is not None:
                     raise error
+                tail = walker.pending
+                if seekable and 0 < len(tail) <= chunk_size // 2:
+                    # The record cut by the chunk's end is read again with
+                    # the next chunk rather than copied in front of it (a
+                    # copy of the whole chunk); half a chunk at least is new.
+                    fh.seek(-len(tail), SEEK_CUR)
+                    chunk = fh.read(chunk_size)
+                    if len(chunk) > len(tail):
+                        walker.pending = b""
+                        self.bytes_read += len(chunk) - len(tail)
+                        continue
+                    break
                 chunk = fh.read(chunk_size)
                 self.bytes_read += len(chunk)
             walker.close()

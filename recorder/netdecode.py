@@ -18,7 +18,9 @@ slices; every other frame takes the general path.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from struct import Struct
 
 import numpy as np
@@ -84,6 +86,23 @@ _DedupKey = tuple[int, bytes, bytes]
 
 _NOTHING: tuple[FlowDatagram, ...] = ()
 
+_HASH_MUL = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(slots=True)
+class _Segment:
+    """Prepared frames entered into a de-duplication generation at once
+    (decode_prepared): their keys stay in the batch's buffer, found by
+    hash and compared byte for byte only when a later key's hash matches."""
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    idents: np.ndarray
+    times: np.ndarray
+    hashes: np.ndarray
+
 _STAT_KEYS = (
     "non_ip",
     "malformed",
@@ -116,6 +135,9 @@ class PacketDecoder:
     the datagrams of the last two windows, and at most 16384 per generation (a
     generation closes early when full, which at more than 300k packets/s can
     let a late copy through).
+    A batch of prepared frames (``decode_prepared``) enters its new keys by a
+    64-bit hash computed in bulk, the keys left in the batch's buffer; the bytes
+    are compared only when a hash matches.
     ``dedup_window <= 0`` disables it.
     """
 
@@ -126,6 +148,12 @@ class PacketDecoder:
         "_rotate_at",
         "_cur",
         "_prev",
+        "_cur_h",
+        "_prev_h",
+        "_cur_bulk",
+        "_prev_bulk",
+        "_cur_bulk_n",
+        "_seed",
         "_frag",
         "_tcp",
         "_tick",
@@ -140,6 +168,15 @@ class PacketDecoder:
         self._rotate_at = -math.inf
         self._cur: dict[_DedupKey, float] = {}
         self._prev: dict[_DedupKey, float] = {}
+        # Generations that took frames in bulk (decode_prepared) hold them as
+        # segments of the batch's buffer, and a set of every entry's
+        # `_key_hash` (None: the generation holds tuple keys only).
+        self._cur_h: set[int] | None = None
+        self._prev_h: set[int] | None = None
+        self._cur_bulk: list[_Segment] = []
+        self._prev_bulk: list[_Segment] = []
+        self._cur_bulk_n = 0
+        self._seed = secrets.randbits(64)
         self._frag = FragmentReassembler(max_sets=max_fragment_sets)
         self._tcp = TcpReassembler(max_streams=max_tcp_streams)
         self._tick = -math.inf
@@ -188,6 +225,8 @@ class PacketDecoder:
                 if (
                     ts < self._rotate_at
                     and len(cur) < _DEDUP_MAX_ENTRIES
+                    and self._cur_h is None
+                    and self._prev_h is None
                     and key not in cur
                     and key not in self._prev
                 ):
@@ -197,108 +236,107 @@ class PacketDecoder:
         return self._decode_general(ts, linktype, frame)
 
     def decode_prepared(
-        self, data: bytes, times: np.ndarray, links: list[int], idents: list[int], starts: np.ndarray,
-        ends: list[int], frame_at: Callable[[int], bytes],
-    ) -> tuple[list[bytes | None], list[bytes | None], dict[int, tuple[FlowDatagram, ...]], list[int]]:
+        self, data: bytes, times: np.ndarray, links: list[int], idents: np.ndarray, starts: np.ndarray,
+        ends: np.ndarray, frame_at: Callable[[int], bytes],
+    ) -> tuple[np.ndarray, dict[int, tuple[FlowDatagram, ...]], list[int]]:
         """Frames of one buffer whose common Ethernet/IPv4/UDP geometry was
         checked in bulk (recorder.batch): `starts[i]` is where frame i's flow
         begins in `data` (its payload 16 bytes later, up to `ends[i]`; its IP
         identification is `idents[i]`), or -1 for a frame that takes
         `decode_flows` (`frame_at(i)` gives its bytes, `links[i]` its link type).
 
-        Returns, per frame, the flow and payload of a prepared frame that is
-        not a duplicate (else None); the result of `decode_flows` for the
-        others, by frame number; and the prepared frames that were
-        duplicates.  The de-duplication is decode_flows's own with the same
-        state and counters after every frame: a run of prepared frames within
-        one generation whose keys are new and distinct is entered at once
-        (what decode_flows's fast path would do frame by frame), any other
-        frame on its own."""
+        Returns, per frame, whether it is a prepared frame that is not a
+        duplicate (its flow and payload are the slices of `data` named
+        above); the result of `decode_flows` for the others, by frame
+        number; and the prepared frames that were duplicates.  The
+        de-duplication is decode_flows's own with the same state and
+        counters after every frame: a run of prepared frames within one
+        generation is entered at once by the hashes of their keys, and a
+        frame whose hash was seen (in the run or the generations) is
+        checked on its own, byte for byte."""
         count = len(times)
-        flows: list[bytes | None] = [None] * count
-        payloads: list[bytes | None] = [None] * count
+        fresh = np.zeros(count, dtype=bool)
         general: dict[int, tuple[FlowDatagram, ...]] = {}
         dropped: list[int] = []
-        when = times.tolist()
-        start_at = starts.tolist()
-        # Per frame, the next frame at or after it that is not prepared.
-        unprepared = np.flatnonzero(starts < 0)
-        upto_at = np.append(unprepared, count)[np.searchsorted(unprepared, np.arange(count))].tolist()
+        prepared = np.flatnonzero(starts >= 0)
+        hashes = np.zeros(count, dtype=np.uint64)
+        if self._window > 0 and prepared.size:
+            hashes[prepared] = self.key_hashes(np.frombuffer(data, dtype=np.uint8), starts[prepared], ends[prepared],
+                                               idents[prepared])
+        # The frames that are not prepared, and after the last one the end.
+        unprepared = np.append(np.flatnonzero(starts < 0), count)
         i = 0
         while i < count:
-            ts = when[i]
-            if start_at[i] < 0 or not ts < self._tick:
+            ts = times.item(i)
+            at = starts.item(i)
+            if at < 0 or not ts < self._tick:
                 general[i] = self.decode_flows(ts, links[i], frame_at(i))
                 i += 1
                 continue
             limit = min(self._tick, self._rotate_at)
-            stop = min(upto_at[i], i + max(_DEDUP_MAX_ENTRIES - len(self._cur), 0))
+            upto = unprepared.item(np.searchsorted(unprepared, i))
+            stop = min(upto, i + max(_DEDUP_MAX_ENTRIES - len(self._cur) - self._cur_bulk_n, 0))
             late = np.flatnonzero(~(times[i:stop] < limit))
             if late.size:
                 stop = i + int(late[0])
-            if stop - i > 1:
-                self._enter_run(data, when, idents, start_at, ends, i, stop, flows, payloads, dropped)
+            if stop > i:
+                self._enter_run(_Segment(data, starts[i:stop], ends[i:stop], idents[i:stop], times[i:stop],
+                                         hashes[i:stop]), i, fresh, dropped)
                 i = stop
                 continue
-            self._enter_one(data, ts, idents[i], start_at[i], ends[i], i, flows, payloads, dropped)
+            key = (idents.item(i), data[at : at + 12], data[at + 16 : ends.item(i)])
+            self.frames += 1
+            if self._deliver_udp(ts, key, (17, key[1], key[2])):
+                fresh[i] = True
+            else:
+                dropped.append(i)
             i += 1
-        return flows, payloads, general, dropped
+        return fresh, general, dropped
 
-    def _enter_run(self, data: bytes, when: list[float], idents: list[int], start_at: list[int], ends: list[int],
-                   begin: int, stop: int, flows: list[bytes | None], payloads: list[bytes | None],
-                   dropped: list[int]) -> None:
-        """decode_prepared's frames [begin, stop), all within the current
-        generation, its time and its room: the keys that are new are entered
-        at once, the others (a copy within the run, or of a key already kept)
-        one by one in their place."""
-        run_flows = [data[at : at + 12] for at in start_at[begin:stop]]
-        run_payloads = [data[at + 16 : end] for at, end in zip(start_at[begin:stop], ends[begin:stop], strict=True)]
-        keys = list(zip(idents[begin:stop], run_flows, run_payloads, strict=True))
+    def _enter_run(self, run: _Segment, begin: int, fresh: np.ndarray, dropped: list[int]) -> None:
+        """decode_prepared's frames from `begin`, all within the current
+        generation, its time and its room.  A frame whose hash is new to the
+        run and to both generations is a new key: those are entered at once
+        as a segment of the buffer; the others (a copy, or a hash that
+        matched by chance) go through _deliver_udp in their place, which
+        compares bytes.  No frame after one of those can equal it (its hash
+        would have been seen), so entering the new ones first changes no
+        answer."""
+        count = len(run.hashes)
         cur, prev = self._cur, self._prev
-        if len(set(keys)) == len(keys) and cur.keys().isdisjoint(keys) and prev.keys().isdisjoint(keys):
-            cur.update(zip(keys, when[begin:stop], strict=True))
-            flows[begin:stop] = run_flows
-            payloads[begin:stop] = run_payloads
-            self.frames += stop - begin
+        if self._cur_h is None:
+            self._cur_h = {self._key_hash(key) for key in cur}
+        if self._prev_h is None and prev:
+            self._prev_h = {self._key_hash(key) for key in prev}
+        listed = run.hashes.tolist()
+        cur_h, prev_h = self._cur_h, self._prev_h
+        check = None
+        if len(set(listed)) != count or not cur_h.isdisjoint(listed) or (prev_h is not None
+                                                                          and not prev_h.isdisjoint(listed)):
+            _, first, inverse = np.unique(run.hashes, return_index=True, return_inverse=True)
+            check = first[inverse.reshape(-1)] != np.arange(count)
+            check |= np.fromiter((h in cur_h or (prev_h is not None and h in prev_h) for h in listed), dtype=bool,
+                                 count=count)
+        new = np.flatnonzero(~check) if check is not None else None
+        segment = run if new is None else _Segment(run.data, run.starts[new], run.ends[new], run.idents[new],
+                                                   run.times[new], run.hashes[new])
+        if len(segment.hashes):
+            self._cur_bulk.append(segment)
+            self._cur_bulk_n += len(segment.hashes)
+            cur_h.update(listed if new is None else segment.hashes.tolist())
+        self.frames += count
+        if new is None:
+            fresh[begin : begin + count] = True
             return
-        seen: set[_DedupKey] = set()
-        known = []
-        for n, key in enumerate(keys):
-            if key in seen or key in cur or key in prev:
-                known.append(n)
-            seen.add(key)
-        done = 0
-        for n in [*known, len(keys)]:
-            if n > done:
-                cur.update(zip(keys[done:n], when[begin + done : begin + n], strict=True))
-                flows[begin + done : begin + n] = run_flows[done:n]
-                payloads[begin + done : begin + n] = run_payloads[done:n]
-                self.frames += n - done
-            if n < len(keys):
-                self.frames += 1
-                if self._deliver_udp(when[begin + n], keys[n], (17, run_flows[n], run_payloads[n])):
-                    flows[begin + n] = run_flows[n]
-                    payloads[begin + n] = run_payloads[n]
-                else:
-                    dropped.append(begin + n)
-            done = n + 1
-
-    def _enter_one(self, data: bytes, ts: float, ident: int, at: int, end: int, i: int, flows: list[bytes | None],
-                   payloads: list[bytes | None], dropped: list[int]) -> None:
-        """One decode_prepared frame as decode_flows's fast path (or
-        _deliver_udp) takes it."""
-        self.frames += 1
-        flow = data[at : at + 12]
-        payload = data[at + 16 : end]
-        key = (ident, flow, payload)
-        cur = self._cur
-        if ts < self._rotate_at and len(cur) < _DEDUP_MAX_ENTRIES and key not in cur and key not in self._prev:
-            cur[key] = ts
-        elif not self._deliver_udp(ts, key, (17, flow, payload)):
-            dropped.append(i)
-            return
-        flows[i] = flow
-        payloads[i] = payload
+        fresh[begin + new] = True
+        data = run.data
+        for n in np.flatnonzero(check).tolist():
+            at, end = int(run.starts[n]), int(run.ends[n])
+            key = (int(run.idents[n]), data[at : at + 12], data[at + 16 : end])
+            if self._deliver_udp(float(run.times[n]), key, (17, key[1], key[2])):
+                fresh[begin + n] = True
+            else:
+                dropped.append(begin + n)
 
     def _decode_with_housekeeping(self, ts: float, linktype: int, frame: bytes) -> tuple[FlowDatagram, ...]:
         """Run periodic expiry, then decode.  The NaN tick makes the nested
@@ -312,8 +350,12 @@ class PacketDecoder:
 
     def _rotate(self, ts: float) -> dict[_DedupKey, float]:
         """Start a new de-duplication generation; older than two windows is forgotten."""
-        self._prev = self._cur if ts < self._rotate_at + self._window else {}
+        if ts < self._rotate_at + self._window:
+            self._prev, self._prev_h, self._prev_bulk = self._cur, self._cur_h, self._cur_bulk
+        else:
+            self._prev, self._prev_h, self._prev_bulk = {}, None, []
         self._cur = cur = {}
+        self._cur_h, self._cur_bulk, self._cur_bulk_n = None, [], 0
         self._rotate_at = ts + self._window
         return cur
 
@@ -466,17 +508,87 @@ class PacketDecoder:
         window = self._window
         if window > 0:
             cur = self._cur
-            if ts >= self._rotate_at or len(cur) >= _DEDUP_MAX_ENTRIES:
+            if ts >= self._rotate_at or len(cur) + self._cur_bulk_n >= _DEDUP_MAX_ENTRIES:
                 cur = self._rotate(ts)
-            if key in cur or key in self._prev:
-                seen = cur.get(key)
-                if seen is None:
-                    seen = self._prev[key]
-                if -window <= ts - seen <= window:
-                    self._counts["duplicates"] += 1
-                    return _NOTHING
+            if self._cur_h is None and self._prev_h is None:
+                if key in cur or key in self._prev:
+                    seen = cur.get(key)
+                    if seen is None:
+                        seen = self._prev[key]
+                    if -window <= ts - seen <= window:
+                        self._counts["duplicates"] += 1
+                        return _NOTHING
+                cur[key] = ts
+                return (dgram,)
+            digest = self._key_hash(key)
+            seen = self._seen(cur, self._cur_h, self._cur_bulk, key, digest)
+            if seen is None:
+                seen = self._seen(self._prev, self._prev_h, self._prev_bulk, key, digest)
+            if seen is not None and -window <= ts - seen <= window:
+                self._counts["duplicates"] += 1
+                return _NOTHING
             cur[key] = ts
+            if self._cur_h is not None:
+                self._cur_h.add(digest)
         return (dgram,)
+
+    @staticmethod
+    def _seen(entries: dict[_DedupKey, float], digests: set[int] | None, bulk: list[_Segment], key: _DedupKey,
+              digest: int) -> float | None:
+        """When a generation saw `key`, if it did: its tuple keys, then, if
+        the key's hash is among the generation's, its segments byte for byte."""
+        seen = entries.get(key)
+        if seen is not None or digests is None or digest not in digests:
+            return seen
+        ident, flow, payload = key
+        for segment in bulk:
+            data = segment.data
+            for n in np.flatnonzero(segment.hashes == np.uint64(digest)).tolist():
+                at, end = int(segment.starts[n]), int(segment.ends[n])
+                if (int(segment.idents[n]) == ident and data[at : at + 12] == flow
+                        and data[at + 16 : end] == payload):
+                    return float(segment.times[n])
+        return None
+
+    def _key_hash(self, key: _DedupKey) -> int:
+        """`key_hashes` of one key: a frame the per-frame code de-duplicates
+        while generations hold bulk entries."""
+        ident, flow, payload = key
+        row = flow[:12].ljust(12, b"\0") + ((ident & 0xFFFF) | (len(payload) & 0xFFFF) << 16).to_bytes(4, "little")
+        row += payload[:16].ljust(16, b"\0")
+        h = self._seed
+        for at in range(0, 32, 8):
+            h = ((h ^ int.from_bytes(row[at : at + 8], "little")) * _HASH_MUL) & _MASK64
+            h ^= h >> 31
+        return h ^ (h >> 29)
+
+    def key_hashes(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, idents: np.ndarray) -> np.ndarray:
+        """Per prepared frame (see decode_prepared), a 64-bit hash of its
+        de-duplication key: the IP identification, the flow, the payload's
+        length and its first 16 bytes, mixed with this decoder's random
+        seed.  Equal keys hash equal; a match is always checked byte for
+        byte, so a hash that leaves out most of the payload costs only
+        time when two packets differ there alone."""
+        count = len(starts)
+        rows = np.zeros((count, 32), dtype=np.uint8)
+        if count:
+            # The flow, the UDP length and checksum (replaced: not part of
+            # the key) and the payload's start, read in place; a frame too
+            # near the buffer's end for that is read byte by byte.
+            near = starts > len(data) - 32
+            rows = np.lib.stride_tricks.sliding_window_view(data, 32)[np.where(near, 0, starts)]
+            if near.any():
+                rows[near] = np.take(data, starts[near][:, None] + np.arange(32), mode="clip")
+            size = ends - starts - 16
+            rows[:, 12:16] = ((idents & 0xFFFF) | ((size & 0xFFFF) << 16)).astype("<u4").view(np.uint8).reshape(-1, 4)
+            rows[:, 16:32][np.arange(16) >= size[:, None]] = 0
+        words = rows.view("<u8")
+        h = np.full(count, self._seed, dtype=np.uint64)
+        for column in range(4):
+            h ^= words[:, column]
+            h *= np.uint64(_HASH_MUL)
+            h ^= h >> np.uint64(31)
+        return h ^ (h >> np.uint64(29))
 
 
 def split_flow(flow: bytes) -> tuple[bytes, int, bytes, int]:

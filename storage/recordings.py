@@ -46,6 +46,9 @@ AUDIO_FAULTS = ("write_failed", "not_recorded_index", "not_recorded_retention")
 _WRITE_BATCH = 32 * 1024
 """Bytes of frames gathered before they are written even without a checkpoint:
 the bound on what a recording holds in memory."""
+ROUND_BYTES = 1024 * 1024
+"""Bytes written after which a round of checkpoints asks the filesystem for
+its free space again (see RecordingStore.space_left_in_round)."""
 
 
 class FileRecording:
@@ -66,6 +69,8 @@ class FileRecording:
         self.wav_path = folder / f"{record_id}.wav.vault"
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._round = -1
+        """The store's round of checkpoints this recording last took part in."""
         self.failure: str | None = None
         self.failure_code = "write_failed"
         self._wav: AudioWriter | None = None
@@ -112,6 +117,7 @@ class FileRecording:
                 self._wav.append(pending[0] if len(pending) == 1 else b"".join(pending))
             except OSError as exc:
                 self._fail(exc)
+            self._store.written_in_round += self._pending_size
             pending.clear()
             self._pending_size = 0
 
@@ -163,7 +169,7 @@ class FileRecording:
                     writer.sync(durable=False)
             except OSError as exc:
                 self._fail(exc)
-        if self.failure is None and not self._store.space_left():
+        if self.failure is None and not self._store.space_left_in_round(self):
             self._fail(OSError(errno.ENOSPC, "free space below the floor"))
         self._store.retry_rows()
 
@@ -239,10 +245,29 @@ class RecordingStore:
         self._seals_due = False
         self._dropped: set[str] = set()
         self.reserve = Reserve(data_dir, reserve_bytes)
+        self._space_round = 0
+        self._room = False
+        self.written_in_round = 0
+        """Bytes the recordings wrote since the round's `space_left`."""
         ensure_private_dir(data_dir / RECORDINGS)
         self._released = not self.reserve.keep(self.min_free_bytes) and not self.space_left()
         """The reserve was given to the index (or the disk was full at start):
         no audio until the reserve is back."""
+
+    def space_left_in_round(self, recording: FileRecording) -> bool:
+        """`space_left` for a checkpoint, asked of the filesystem once per
+        round of checkpoints (every recording's, once a tick) rather than
+        once per recording: a round begins when a recording checkpoints a
+        second time, or when the round has written ROUND_BYTES.  A single
+        recording asks every time, as before, and a disk below the floor is
+        asked again at every checkpoint (space may come back any time)."""
+        if (not self._room or recording._round == self._space_round
+                or self.written_in_round >= ROUND_BYTES):
+            self._space_round += 1
+            self._room = self.space_left()
+            self.written_in_round = 0
+        recording._round = self._space_round
+        return self._room
 
     def space_left(self) -> bool:
         """Whether the filesystem is above the floor that keeps the index

@@ -56,6 +56,8 @@ _WRAPPED_SIZE = 12 + _DATA_KEY_SIZE + TAG_SIZE
 """What MasterKey.wrap makes of a data key (nonce, key, tag); the header
 states it before the blob so that the length is inside the wrap's context."""
 _SHRED_CHUNK = 1024 * 1024
+_READ_AHEAD = 256 * 1024
+"""Bytes a reader reads at once (its memory bound beyond one record)."""
 
 
 class VaultError(StorageError):
@@ -284,6 +286,8 @@ class VaultReader:
 
     def __init__(self, path: Path, master: MasterKey, allow_torn: bool = False) -> None:
         self.path = path
+        self._ahead = b""
+        self._ahead_at = 0
         self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             self._open(master, allow_torn)
@@ -337,7 +341,7 @@ class VaultReader:
             index = len(records)
             if records and records[-1][2]:
                 raise VaultError(self.path, "data after the final record", index, offset)
-            prefix = os.pread(self._fd, 4, offset)
+            prefix = self._read(4, offset)
             word = struct.unpack(">I", prefix)[0] if len(prefix) == 4 else None
             length = 0 if word is None else word & ~_FINAL
             if word is None or offset + 4 + length > size or (word == 0 and self._zero_tail(offset, size)):
@@ -367,7 +371,7 @@ class VaultReader:
 
     def _open_record(self, index: int) -> bytes:
         offset, length, final = self._records[index]
-        ciphertext = os.pread(self._fd, length, offset + 4)
+        ciphertext = self._read(length, offset + 4)
         try:
             return self._aead.decrypt(_nonce(index, final), ciphertext, _aad(index, final))
         except InvalidTag:
@@ -376,6 +380,20 @@ class VaultReader:
                 "fails authentication: altered, reordered, dropped, duplicated or taken from another file",
                 index, offset,
             ) from None
+
+    def _read(self, length: int, offset: int) -> bytes:
+        """Bytes of the file, through a read-ahead of _READ_AHEAD bytes: a
+        recording's records are as small as a checkpoint's audio (about 8 KB),
+        and framing and reading them one pread each cost more than the
+        decryption (sealing reads every recording back at its end)."""
+        start = offset - self._ahead_at
+        if 0 <= start and start + length <= len(self._ahead):
+            return self._ahead[start:start + length]
+        if length >= _READ_AHEAD:
+            return os.pread(self._fd, length, offset)
+        self._ahead = os.pread(self._fd, _READ_AHEAD, offset)
+        self._ahead_at = offset
+        return self._ahead[:length]
 
     @property
     def records(self) -> int:
