@@ -26,6 +26,7 @@ from callrec.capture_worker import Holdback, WorkerSink
 from callrec.worker_channel import Reader, encode
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
+from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.fanout import call_owner, flow_worker, frame_endpoints
 from tests.builders import PBX, TRUNK
@@ -77,14 +78,20 @@ def test_frame_endpoints_behind_tags_and_over_ipv6() -> None:
 
 def test_holdback_releases_in_capture_order_across_sources() -> None:
     hold = Holdback(3)
-    media = [(t / 100, 1, b"m") for t in range(100)]
-    hold.add(0, media)
-    hold.add(1, [(0.055, 1, b"s"), (0.505, 1, b"s")])
-    hold.add(2, [(0.3, 1, b"f"), (0.2, 1, b"f")])
+    media = [(t / 100, 1, b"m%d" % t) for t in range(100)]
+    hold.add(0, FrameBatch.from_frames(media[:60]))
+    hold.add(0, FrameBatch.from_frames(media[60:]))
+    hold.add(1, FrameBatch.from_frames([(0.055, 1, b"s1"), (0.505, 1, b"s2")]))
+    hold.add(2, FrameBatch.from_frames([(0.3, 1, b"f1"), (0.2, 1, b"f2")]))
     out = hold.release(0.5)
-    assert [f[0] for f in out] == sorted(f[0] for f in out) and len(out) == 51 + 1 + 2
+    assert out is not None
+    frames = list(out.frames())
+    assert [f[0] for f in frames] == sorted(f[0] for f in frames) and len(frames) == 51 + 1 + 2
+    assert sorted(f[2] for f in frames) == sorted([m[2] for m in media[:51]] + [b"s1", b"f1", b"f2"])
     assert hold.held == 49 + 1
-    assert [f[0] for f in hold.release(float("inf"))][:2] == [0.505, 0.51]
+    assert hold.release(0.0) is None
+    rest = hold.release(float("inf"))
+    assert rest is not None and [f[2] for f in rest.frames()][:2] == [b"s2", b"m51"] and hold.held == 0
 
 
 def test_channel_frames_split_anywhere() -> None:
@@ -323,7 +330,7 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     for r in (recorder, other_recorder):
         r.feed_frames(setup)
     other.refresh(force=True)
-    moved = other.split(rtp_frames)  # as if the kernel had put the flows on the other worker
+    moved = other.split(FrameBatch.from_frames(rtp_frames))  # as if the kernel had put the flows on the other worker
     recorder.feed_frames(rtp_frames)
     for r in (recorder, other_recorder):
         r.feed_frames(end)
@@ -331,8 +338,8 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     if callee == "0263000000":
         assert wire.sent == [] and [m for m in other_wire.sent if m[0] != "forward"] == []
         return
-    assert moved == [] and other_wire.kinds() == ["forward"] and other_wire.sent[0][1] == owner
-    assert len(other_wire.sent[0][2]) == len(rtp_frames)
+    assert len(moved) == 0 and other_wire.kinds() == ["forward"] and other_wire.sent[0][1] == owner
+    assert other_wire.sent[0][2] == rtp_frames
     kinds = wire.kinds()
     assert kinds[0] == "begin" and kinds[1] == "open" and kinds[-1] == "close" and "append" in kinds
     result = wire.sent[-1][2]
