@@ -39,13 +39,14 @@ from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.fanout import Endpoint, call_owner, frame_endpoints
 from recorder.live_capture import LiveCapture
+from recorder.on_demand import StartOutcome
 from recorder.record import CallResult, CallSnapshot
 
 from . import logs
 from .context import tune_gc
 from .worker_channel import Channel
 
-__all__ = ["HOLD_SECONDS", "Holdback", "WorkerSink", "main"]
+__all__ = ["HOLD_SECONDS", "Holdback", "WorkerSink", "main", "on_demand_report", "on_demand_start"]
 
 log = structlog.get_logger("callrec.worker")
 
@@ -267,6 +268,20 @@ class WorkerSink:
         if self.owner.get(call.serial) == self.me:
             self.channel.send(("mark", call.serial, call, category, at))
 
+    def owns(self, serial: int) -> bool:
+        """Whether this worker records the call numbered ``serial``: fixed once
+        it began, else as `begin` will decide (where its SDP pair lands, else
+        by its Call-ID).  A call the tracker no longer holds is nobody's."""
+        owner = self.owner.get(serial)
+        if owner is None:
+            live = self.tracker.live(serial) if self.tracker is not None else None
+            if live is None:
+                return False
+            owner = self._owner_of(live)
+            if owner is None:
+                owner = call_owner(([], []), live.call_id, self.workers)
+        return owner == self.me
+
     def ended(self, serial: int) -> None:
         """This worker's view of the call ended: an owned call's endpoints
         are released here; another's stay forwarded until its owner ends it."""
@@ -378,6 +393,26 @@ class WorkerSink:
         return -1 if owner is None else owner
 
 
+def on_demand_report(recorder: Recorder, sink: WorkerSink) -> dict[str, Any]:
+    """The on-demand calls this worker owns, for the daemon's status and the
+    console (callrec.workers), and the Call-IDs of those nobody asked for
+    (kept out of health reports): every worker follows every call's SIP,
+    only the owner sees its media, its digits and its audio."""
+    calls = [c for c in recorder.on_demand.live() if sink.owns(c.serial)]
+    held = [recorder.tracker.live(c.serial) for c in calls if not c.recording]
+    return {"on_demand": calls, "held": [call.call_id for call in held if call is not None]}
+
+
+def on_demand_start(recorder: Recorder, sink: WorkerSink, serial: int, by: str) -> StartOutcome:
+    """The console's 録音開始, passed on by the daemon to the owner: the gate
+    starts the call at the worker's capture time, and its recording reaches
+    the daemon as any call this worker owns (begin, then its audio from the
+    start)."""
+    if not sink.owns(serial):
+        return StartOutcome.UNKNOWN
+    return recorder.on_demand.start(serial, by, recorder.now)
+
+
 class Worker:
     """The loop of one worker process."""
 
@@ -467,6 +502,10 @@ class Worker:
                 self.recorder.set_decider(PolicyDecider(self._policy(message[1])))
             except PolicyError as exc:
                 log.error("policy.refused", worker=self.me, reason=str(exc))
+        elif kind == "start":
+            _, request, serial, by = message
+            outcome = on_demand_start(self.recorder, self.sink, serial, by)
+            self.channel.send(("started", request, str(outcome)))
         elif kind == "stop":
             self.stopping = True
 
@@ -479,7 +518,7 @@ class Worker:
 
     def _stats(self, now: float) -> dict[str, Any]:
         owned = self.sink.owned_call_ids
-        return {"counters": self.recorder.counters(), "pid": os.getpid(),
+        return {"counters": self.recorder.counters(), "pid": os.getpid(), **on_demand_report(self.recorder, self.sink),
                 "one_sided": [c for c in self.recorder.one_sided_recordings(now, 10.0) if c in owned],
                 "capture": [capture.stats() for capture, _ in self.captures], **self.sink.stats}
 
