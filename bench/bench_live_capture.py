@@ -258,14 +258,15 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
             if drops == 0:
                 best = max(best, sent / took)
             captured = f"{p1 - p0:,}" if per0 else "-"
-            # CPU per packet: the daemon's over every packet (it writes every call), each
-            # worker's over the packets its own sockets took (its media share and all the SIP).
-            taken = [sent] + [b[0] - a[0] for a, b in zip(per0, per1, strict=True)]
+            # CPU per packet: the daemon's over every packet captured and not dropped (it writes
+            # every call), each worker's over the packets its own sockets took and kept.
+            taken = [sent - drops] + [(b[0] - a[0]) - (b[1] - a[1]) for a, b in zip(per0, per1, strict=True)]
             per_cpu = " ".join(f"{c / max(n, 1) * 1e6:.1f}" for c, n in zip(cpu, taken, strict=False))
             print(f"{calls:>6} {sent:>9,} {sent / took:>9,.0f} {captured:>9} {drops:>7,} {per:>26} {peak:>10} "
                   f"{early:>14.1f} {late:>6.1f} {per_cpu:>24}   (anonymous memory at the end: {parts};"
                   f" KiB/call from early to late, per process: {growth}; load average before/after:"
-                  f" {load0} / {_load()})", flush=True)
+                  f" {load0} / {_load()}; anonymous MiB idle {idle / 1024:.0f}, late"
+                  f" {sum(plateau[-1]) / 1024 if plateau else 0:.0f})", flush=True)
         print(f"highest rate without a kernel drop, {workers} worker(s): {best:,.0f} packets/s")
     finally:
         proc.terminate()

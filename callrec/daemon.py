@@ -326,15 +326,18 @@ class Daemon:
         call as one FrameBatch (the recorder's batched media path).  A bug
         that one block trips is logged and that block dropped; capture goes
         on for every other call."""
-        while True:
-            batches = source.read_batches(MAX_BLOCKS_PER_WAKEUP)
+        read = 0
+        while drain_all or read < MAX_BLOCKS_PER_WAKEUP:
+            # One block at a time: a block's copy and its arrays live only while it is fed.
+            batches = source.read_batches(1)
             for batch in batches:
                 try:
                     self.recorder.feed_batch(batch)
                 except Exception:  # noqa: BLE001 - one bad batch must not stop the recorder
                     log.exception("recorder.batch_failed", frames=len(batch))
-            if not batches or not drain_all:
+            if not batches:
                 return
+            read += 1
 
     async def _every_second(self) -> None:
         interval = watchdog_interval()

@@ -141,7 +141,7 @@ class BlockReader:
         frame becomes an object of its own.  Same frames, same times, same
         counters and the same rules for a broken layout as :meth:`read`.
 
-        A restored VLAN tag needs four more bytes in front of the frame: the
+        The copy ends where the block's last frame ends.  A restored VLAN tag needs four more bytes in front of the frame: the
         kernel leaves at least the 20 bytes of ``struct sockaddr_ll`` there
         (``tp_mac >= 68``), which this copy no longer needs, so the first 12
         bytes of such a frame are moved back by four and the tag written
@@ -157,8 +157,7 @@ class BlockReader:
         if count > size // PACKET_HDR_LEN or first < BLOCK_DESC_LEN or used > size:
             self.malformed += 1
             return None
-        block = ring[base:base + size]
-        # The walk follows tp_next_offset (one read a frame); the rest is read for all frames at once.
+        # The walk follows tp_next_offset (one read a frame); the headers are read for all frames at once.
         positions = []
         pos = first
         unpack = _U32.unpack_from
@@ -168,13 +167,16 @@ class BlockReader:
             positions.append(pos)
             if not left:
                 break
-            step = unpack(block, pos)[0]
+            step = unpack(ring, base + pos)[0]
             if step < PACKET_HDR_LEN:
                 break
             pos += step
         at = np.array(positions, dtype=np.int64)
-        u8 = np.frombuffer(block, dtype=np.uint8)
-        head = np.lib.stride_tricks.sliding_window_view(u8, PACKET_HDR_LEN)[at].copy().view(_HEADER)[:, 0]
+        view = np.frombuffer(ring, dtype=np.uint8, count=size, offset=base)
+        try:
+            head = np.lib.stride_tricks.sliding_window_view(view, PACKET_HDR_LEN)[at].copy().view(_HEADER)[:, 0]
+        finally:
+            del view  # an exported mmap cannot be closed
         mac = head["mac"].astype(np.int64)
         snaplen = head["snaplen"].astype(np.int64)
         start = at + mac
@@ -188,14 +190,15 @@ class BlockReader:
         self.frames += done
         self.truncated += int(np.count_nonzero(snaplen < head["len"][:done]))
         tagged = np.flatnonzero((head["status"] & TP_STATUS_VLAN_VALID != 0) & (snaplen >= _ETH_ADDRS))
-        data = block
+        # One copy, up to the end of the last frame: the block's unused rest never leaves the ring.
+        data = block = ring[base:base + int((start + snaplen).max())]
         if tagged.size:
             self.vlan_restored += len(tagged)
             tpid = np.where(head["status"][tagged] & TP_STATUS_VLAN_TPID_VALID != 0, head["tpid"][tagged],
                             _ETH_P_8021Q).astype(np.int64)
             tci = head["tci"][tagged].astype(np.int64) & 0xFFFF
             tags = np.stack((tpid >> 8, tpid & 0xFF, tci >> 8, tci & 0xFF), axis=1).astype(np.uint8)
-            data = _with_tags(u8, start, snaplen, tagged, tags)
+            data = _with_tags(np.frombuffer(block, dtype=np.uint8), start, snaplen, tagged, tags)
         times = head["sec"].astype(np.float64) + head["nsec"].astype(np.float64) * 1e-9
         return FrameBatch(data, start, snaplen, times, np.full(done, LINKTYPE_ETHERNET, dtype=np.int64))
 

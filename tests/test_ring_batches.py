@@ -213,3 +213,18 @@ def test_a_worker_splits_a_block_between_its_calls_and_another_workers() -> None
     assert [f[2] for f in kept.frames()] == [frames[1][2], frames[5][2]]
     assert {m[1]: [f[0] for f in m[2]] for m in wire.sent} == {2: [1.0, 1.3], 1: [1.2, 1.4]}
     assert sink.stats["frames_forwarded"] == 4
+
+
+def test_a_block_read_from_the_mapping_outlives_it() -> None:
+    """The adapter passes the mmap itself: the batch is a copy (the block goes back to the
+    kernel at once), and no view of the mapping is left behind to stop it from closing."""
+    import mmap
+
+    from tests.test_afpacket import F1, F3, plain
+
+    with mmap.mmap(-1, 2 * BLOCK) as ring:
+        ring[BLOCK:] = make_block([plain(1, 0, F1), (2, 0, F3, TP_STATUS_VLAN_VALID, 5, 0, len(F3))], size=BLOCK)
+        batch = BlockReader(BLOCK).read_batch(ring, BLOCK)
+        ring[BLOCK:] = bytes(BLOCK)
+    assert batch is not None and type(batch.data) is bytes and len(batch.data) < BLOCK
+    assert [f[2] for f in batch.frames()] == [F1, F3[:12] + b"\x81\x00\x00\x05" + F3[12:]]
