@@ -3,7 +3,8 @@
 The worker reads its share of the media (its socket in the interface's
 ``PACKET_FANOUT`` group) and all of the SIP (its own signalling socket), both
 made by the daemon and inherited, and runs the unchanged recorder core over
-them.  Which calls it writes, and why every worker can decide that alone,
+them, a ring block at a time through its batched media path
+(Recorder.feed_batch).  Which calls it writes, and why every worker can decide that alone,
 is in recorder.fanout; how the rows stay one store is in callrec.workers.
 
 Order.  The media and the SIP come from two rings the kernel hands over
