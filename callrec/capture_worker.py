@@ -353,6 +353,7 @@ class WorkerSink:
             tagged = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (head[:, 16] == 0x08) & (head[:, 17] == 0x00)
             ip = np.where(tagged[:, None], head[:, 18:42], head[:, 14:38])
             fast = ((plain | tagged) & (batch.lengths >= np.where(tagged, 42, 38))
+                    & (batch.offsets + _SPLIT_HEAD <= len(u8))  # else its header was read from elsewhere
                     & (ip[:, 0] == 0x45) & (ip[:, 9] == 17) & (batch.linktypes == 1))
             if fast.any():
                 ends = ip[fast, 12:24].view(">u2").astype(np.uint64)

@@ -208,11 +208,12 @@ def test_a_worker_splits_a_block_between_its_calls_and_another_workers() -> None
         (1.3, 1, eth(0x0800, ipv4(17, udp(4000, 5002, b"tagged")), [(DOT1Q, 5)])),
         (1.4, 1, eth(0x86DD, ipv6(17, udp(4000, 5002, b"six")))),  # ipv6 source a6:4000
         (1.5, 1, eth(0x0800, ipv4(17, udp(4002, 5006, b"mine too")))),
+        (1.6, 1, eth(0x0800, ipv4(17, udp(4000, 5002, b"cut")))[:40]),  # short, last in the buffer
     ]
     kept = sink.split(FrameBatch.from_frames(frames))
     assert [f[2] for f in kept.frames()] == [frames[1][2], frames[5][2]]
-    assert {m[1]: [f[0] for f in m[2]] for m in wire.sent} == {2: [1.0, 1.3], 1: [1.2, 1.4]}
-    assert sink.stats["frames_forwarded"] == 4
+    assert {m[1]: [f[0] for f in m[2]] for m in wire.sent} == {2: [1.0, 1.3, 1.6], 1: [1.2, 1.4]}
+    assert sink.stats["frames_forwarded"] == 5
 
 
 def test_a_block_read_from_the_mapping_outlives_it() -> None:
