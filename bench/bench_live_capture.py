@@ -69,8 +69,8 @@ def inside(ns: str) -> Iterator[None]:
 
 
 @contextmanager
-def link() -> Iterator[tuple[str, str]]:
-    tx, rx = f"lcb-{os.getpid()}-tx", f"lcb-{os.getpid()}-rx"
+def link(prefix: str = "lcb") -> Iterator[tuple[str, str]]:
+    tx, rx = f"{prefix}-{os.getpid()}-tx", f"{prefix}-{os.getpid()}-rx"
     made = []
     try:
         for ns in (tx, rx):
@@ -173,6 +173,19 @@ def _rss_kib(pids: list[int]) -> int:
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _kernel(status: dict) -> tuple[int, int, list[tuple[int, int]]]:
     workers = status.get("capture_workers") or []
     per = [(w["kernel_packets"], w["kernel_drops"]) for w in workers]
@@ -204,13 +217,15 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
                 time.sleep(0.2)
         print(f"daemon, capture_workers: {workers}")
         print(f"{'calls':>6} {'sent':>9} {'pkt/s':>9} {'captured':>9} {'drops':>7} {'per worker (pkts/drops)':>26} "
-              f"{'peak calls':>10} {'KiB/call early':>14} {'late':>6}")
+              f"{'peak calls':>10} {'KiB/call early':>14} {'late':>6} {'CPU us/pkt per process':>24}")
         for calls in counts:
             pcap = work / f"calls-{calls}.pcap"
             time.sleep(3)
             before = _status(status_path)
             pids = [proc.pid] + [w["pid"] for w in before.get("capture_workers", []) if w["pid"]]
             idle = _rss_kib(pids)
+            cpu0 = [_cpu_seconds(pid) for pid in pids]
+            load0 = _load()
             pps = round(sizes[calls] / seconds)
             sender = subprocess.Popen(["ip", "netns", "exec", tx, "tcpreplay", "-i", "lcbtx", "-K", "--pps", str(pps),
                                        str(pcap)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -224,6 +239,7 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
             out = sender.communicate()[0]
             parts = " + ".join(f"{_rss_kib([pid]) // 1024} MiB" for pid in pids)
             time.sleep(3)
+            cpu = [_cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
             after = _status(status_path)
             match = re.search(r"Actual: (\d+) packets .* sent in ([\d.]+) seconds", out)
             if sender.returncode != 0 or match is None:
@@ -242,9 +258,15 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
             if drops == 0:
                 best = max(best, sent / took)
             captured = f"{p1 - p0:,}" if per0 else "-"
+            # CPU per packet: the daemon's over every packet captured and not dropped (it writes
+            # every call), each worker's over the packets its own sockets took and kept.
+            taken = [sent - drops] + [(b[0] - a[0]) - (b[1] - a[1]) for a, b in zip(per0, per1, strict=True)]
+            per_cpu = " ".join(f"{c / max(n, 1) * 1e6:.1f}" for c, n in zip(cpu, taken, strict=False))
             print(f"{calls:>6} {sent:>9,} {sent / took:>9,.0f} {captured:>9} {drops:>7,} {per:>26} {peak:>10} "
-                  f"{early:>14.1f} {late:>6.1f}   (anonymous memory at the end: {parts};"
-                  f" KiB/call from early to late, per process: {growth})", flush=True)
+                  f"{early:>14.1f} {late:>6.1f} {per_cpu:>24}   (anonymous memory at the end: {parts};"
+                  f" KiB/call from early to late, per process: {growth}; load average before/after:"
+                  f" {load0} / {_load()}; anonymous MiB idle {idle / 1024:.0f}, late"
+                  f" {sum(plateau[-1]) / 1024 if plateau else 0:.0f})", flush=True)
         print(f"highest rate without a kernel drop, {workers} worker(s): {best:,.0f} packets/s")
     finally:
         proc.terminate()
@@ -265,6 +287,7 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=("capture", "recorder"), default="capture")
     parser.add_argument("--ring-mib", type=int, default=64)
     parser.add_argument("--block-kib", type=int, default=1024)
+    parser.add_argument("--netns-prefix", default="lcb", help="names of the two network namespaces: PREFIX-PID-tx/rx")
     parser.add_argument("--daemon-workers", default="",
                         help="comma-separated capture_workers values: run the daemon itself with each")
     args = parser.parse_args()
@@ -276,7 +299,7 @@ def main() -> None:
     counts = [int(c) for c in args.calls.split(",")]
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-live-"))
     try:
-        with link() as (tx, rx):
+        with link(args.netns_prefix) as (tx, rx):
             if args.daemon_workers:
                 sizes = {}
                 for calls in counts:

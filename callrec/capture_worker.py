@@ -3,7 +3,8 @@
 The worker reads its share of the media (its socket in the interface's
 ``PACKET_FANOUT`` group) and all of the SIP (its own signalling socket), both
 made by the daemon and inherited, and runs the unchanged recorder core over
-them.  Which calls it writes, and why every worker can decide that alone,
+them, a ring block at a time through its batched media path
+(Recorder.feed_batch).  Which calls it writes, and why every worker can decide that alone,
 is in recorder.fanout; how the rows stay one store is in callrec.workers.
 
 Order.  The media and the SIP come from two rings the kernel hands over
@@ -20,34 +21,33 @@ the same sockets.
 """
 from __future__ import annotations
 
-import bisect
-import heapq
 import os
 import select
 import socket
 import sys
 import time
 from collections.abc import Callable
-from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
+from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.fanout import Endpoint, call_owner, frame_endpoints
 from recorder.live_capture import LiveCapture
+from recorder.on_demand import StartOutcome
 from recorder.record import CallResult, CallSnapshot
 
 from . import logs
 from .context import tune_gc
 from .worker_channel import Channel
 
-__all__ = ["HOLD_SECONDS", "Holdback", "WorkerSink", "main"]
+__all__ = ["HOLD_SECONDS", "Holdback", "WorkerSink", "main", "on_demand_report", "on_demand_start"]
 
 log = structlog.get_logger("callrec.worker")
 
@@ -60,48 +60,85 @@ MAX_BLOCKS = 8
 REFRESH_SECONDS = 0.1
 """How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
 STATS_SECONDS = 1.0
-MAX_VERDICTS = 1 << 17
-_ts = itemgetter(0)
+_SPLIT_HEAD = 42
+"""Bytes of a frame `WorkerSink.split` reads at once: Ethernet, one 802.1Q tag, IPv4 up to the UDP ports."""
 
 
 class Holdback:
-    """Frames from several sources (each in capture order), released in
-    capture order once they are older than the cutoff."""
+    """Frames from several sources (each FrameBatch in capture order once
+    added), released in capture order once they are older than the cutoff,
+    as one FrameBatch: the frames' bytes stay in the blocks they came in
+    until a release that mixes blocks copies just the released ranges."""
 
     def __init__(self, sources: int) -> None:
-        self._buffers: list[list[Frame]] = [[] for _ in range(sources)]
+        self._chunks: list[list[FrameBatch]] = [[] for _ in range(sources)]
         self.held = 0
 
-    def add(self, source: int, frames: list[Frame]) -> None:
-        if frames:
-            buffer = self._buffers[source]
-            if buffer and frames[0][0] < buffer[-1][0]:
-                buffer.extend(frames)
-                buffer.sort(key=_ts)
-            else:
-                buffer.extend(frames)
-            self.held += len(frames)
+    def add(self, source: int, batch: FrameBatch) -> None:
+        if len(batch):
+            times = batch.times
+            if len(batch) > 1 and not bool(np.all(times[1:] >= times[:-1])):
+                batch = _subset(batch, np.argsort(times, kind="stable"))
+            self._chunks[source].append(batch)
+            self.held += len(batch)
 
-    def release(self, cutoff: float) -> list[Frame]:
-        parts = []
-        for buffer in self._buffers:
-            count = bisect.bisect_right(buffer, cutoff, key=_ts)
-            if count:
-                parts.append(buffer[:count])
-                del buffer[:count]
-        if not parts:
-            return []
-        self.held -= sum(len(p) for p in parts)
-        if len(parts) == 1:
-            return parts[0]
-        parts.sort(key=len)
-        out = parts.pop()
-        rest = sorted(chain.from_iterable(parts), key=_ts)
-        if len(rest) > 64:
-            return list(heapq.merge(out, rest, key=_ts))
-        for frame in rest:
-            out.insert(bisect.bisect_right(out, frame[0], key=_ts), frame)
-        return out
+    def release(self, cutoff: float) -> FrameBatch | None:
+        pieces: list[FrameBatch] = []
+        for chunks in self._chunks:
+            kept = []
+            for batch in chunks:
+                count = int(np.searchsorted(batch.times, cutoff, side="right"))
+                if count == len(batch):
+                    pieces.append(batch)
+                    continue
+                if count:
+                    pieces.append(_slice(batch, 0, count))
+                    batch = _slice(batch, count, len(batch))
+                kept.append(batch)
+            chunks[:] = kept
+        if not pieces:
+            return None
+        released = sum(len(p) for p in pieces)
+        self.held -= released
+        if len(pieces) == 1:
+            return pieces[0]
+        merged = _join(pieces)
+        times = merged.times
+        if bool(np.all(times[1:] >= times[:-1])):
+            return merged
+        return _subset(merged, np.argsort(times, kind="stable"))
+
+
+def _slice(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
+    return FrameBatch(batch.data, batch.offsets[start:stop], batch.lengths[start:stop], batch.times[start:stop],
+                      batch.linktypes[start:stop])
+
+
+def _subset(batch: FrameBatch, index: np.ndarray) -> FrameBatch:
+    """The frames ``index`` names, in that order, in the same buffer."""
+    return FrameBatch(batch.data, batch.offsets[index], batch.lengths[index], batch.times[index],
+                      batch.linktypes[index])
+
+
+def _join(pieces: list[FrameBatch]) -> FrameBatch:
+    """The pieces' frames one after the other, in one buffer: what each
+    buffer's frames span is copied once (a buffer shared by pieces, once)."""
+    spans: dict[int, list[int]] = {}
+    for piece in pieces:
+        lo, hi = int(piece.offsets.min()), int((piece.offsets + piece.lengths).max())
+        span = spans.setdefault(id(piece.data), [lo, hi, 0])
+        span[0], span[1] = min(span[0], lo), max(span[1], hi)
+    parts = []
+    at = 0
+    buffers = {id(p.data): p.data for p in pieces}
+    for key, span in spans.items():
+        parts.append(memoryview(buffers[key])[span[0]:span[1]])
+        span[2] = at - span[0]
+        at += span[1] - span[0]
+    data = b"".join(parts)
+    return FrameBatch(data, np.concatenate([p.offsets + spans[id(p.data)][2] for p in pieces]),
+                      np.concatenate([p.lengths for p in pieces]), np.concatenate([p.times for p in pieces]),
+                      np.concatenate([p.linktypes for p in pieces]))
 
 
 class _Proxy:
@@ -177,8 +214,8 @@ class WorkerSink:
         forwarded until the owner ends it, even once this worker's own view of
         the call ended (no media reached it: its RTP timeout)."""
         self.forward: dict[Endpoint, int] = {}
-        self._verdicts: dict[bytes, int] = {}
-        """Each IPv4 flow's verdict under the current map: another worker, or -1 (this one)."""
+        self._table: tuple[np.ndarray, np.ndarray] = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64))
+        """The IPv4 endpoints of ``forward`` as sorted ``address << 16 | port`` keys, and their owners."""
         self._generation = -1
         self._owned_ids: dict[int, str] = {}
         self.stats = {"frames_forwarded": 0, "audio_elsewhere": 0}
@@ -232,6 +269,20 @@ class WorkerSink:
         if self.owner.get(call.serial) == self.me:
             self.channel.send(("mark", call.serial, call, category, at))
 
+    def owns(self, serial: int) -> bool:
+        """Whether this worker records the call numbered ``serial``: fixed once
+        it began, else as `begin` will decide (where its SDP pair lands, else
+        by its Call-ID).  A call the tracker no longer holds is nobody's."""
+        owner = self.owner.get(serial)
+        if owner is None:
+            live = self.tracker.live(serial) if self.tracker is not None else None
+            if live is None:
+                return False
+            owner = self._owner_of(live)
+            if owner is None:
+                owner = call_owner(([], []), live.call_id, self.workers)
+        return owner == self.me
+
     def ended(self, serial: int) -> None:
         """This worker's view of the call ended: an owned call's endpoints
         are released here; another's stay forwarded until its owner ends it."""
@@ -272,45 +323,67 @@ class WorkerSink:
             for owner, endpoints in self._sticky.values():
                 for endpoint in endpoints:
                     forward.setdefault(endpoint, owner)
-        self.forward = forward
-        self._verdicts.clear()
+        self.set_forward(forward)
 
-    def split(self, frames: list[Frame]) -> list[Frame]:
+    def set_forward(self, forward: dict[Endpoint, int]) -> None:
+        """Where other workers' flows go: the endpoints, and their IPv4 ones as the table `split` searches."""
+        self.forward = forward
+        four = sorted((int.from_bytes(address, "big") << 16 | port, owner)
+                      for (address, port), owner in forward.items() if len(address) == 4)
+        self._table = (np.array([k for k, _ in four], dtype=np.uint64), np.array([o for _, o in four], dtype=np.int64))
+
+    def split(self, batch: FrameBatch) -> FrameBatch:
         """Frames of other workers' calls are sent to their owners (through
-        the daemon); the rest are this worker's.  The common frame (IPv4
-        without options, untagged or behind one 802.1Q tag) costs a slice and
-        a lookup of its flow's verdict, cached until the map changes; the
-        rest are taken apart by frame_endpoints."""
+        the daemon); the rest are this worker's, in the same buffer.  The
+        common frame (IPv4 without options, untagged or behind one 802.1Q
+        tag) is judged with the whole batch at once, its two ends looked up
+        in the sorted table of the forwarded IPv4 endpoints; the rest are
+        taken apart one by one by frame_endpoints."""
         forward = self.forward
-        if not forward:
-            return frames
-        verdicts = self._verdicts
-        if len(verdicts) > MAX_VERDICTS:
-            verdicts.clear()
-        keep: list[Frame] = []
+        count = len(batch)
+        if not forward or not count:
+            return batch
+        u8 = np.frombuffer(batch.data, dtype=np.uint8)
+        owner = np.full(count, -1, dtype=np.int64)
+        fast = np.zeros(count, dtype=bool)
+        if len(u8) >= _SPLIT_HEAD:
+            head = np.lib.stride_tricks.sliding_window_view(u8, _SPLIT_HEAD)[
+                np.minimum(batch.offsets, len(u8) - _SPLIT_HEAD)]
+            plain = (head[:, 12] == 0x08) & (head[:, 13] == 0x00)
+            tagged = (head[:, 12] == 0x81) & (head[:, 13] == 0x00) & (head[:, 16] == 0x08) & (head[:, 17] == 0x00)
+            ip = np.where(tagged[:, None], head[:, 18:42], head[:, 14:38])
+            fast = ((plain | tagged) & (batch.lengths >= np.where(tagged, 42, 38))
+                    & (batch.offsets + _SPLIT_HEAD <= len(u8))  # else its header was read from elsewhere
+                    & (ip[:, 0] == 0x45) & (ip[:, 9] == 17) & (batch.linktypes == 1))
+            if fast.any():
+                ends = ip[fast, 12:24].view(">u2").astype(np.uint64)
+                src = (ends[:, 0] << np.uint64(32)) | (ends[:, 1] << np.uint64(16)) | ends[:, 4]
+                dst = (ends[:, 2] << np.uint64(32)) | (ends[:, 3] << np.uint64(16)) | ends[:, 5]
+                found = self._lookup(dst)
+                found = np.where(found >= 0, found, self._lookup(src))
+                owner[fast] = found
+        for i in np.flatnonzero(~fast).tolist():
+            ends4 = frame_endpoints(batch.frame(i))
+            owner[i] = self._verdict(forward, *ends4) if ends4 is not None else -1
+        moved = np.flatnonzero(owner >= 0)
+        if not moved.size:
+            return batch
+        times, links = batch.times.tolist(), batch.linktypes.tolist()
         out: dict[int, list[Frame]] = {}
-        for frame in frames:
-            data = frame[2]
-            ethertype = data[12:14]
-            tagged = ethertype == b"\x81\x00" and data[16:18] == b"\x08\x00"
-            at = 14 if ethertype == b"\x08\x00" else 18 if tagged else 0
-            if at and len(data) >= at + 24 and data[at] == 0x45 and data[at + 9] == 17:
-                flow = data[at + 12:at + 24]
-                owner = verdicts.get(flow)
-                if owner is None:
-                    owner = verdicts[flow] = self._verdict(forward, (flow[0:4], (flow[8] << 8) | flow[9]),
-                                                           (flow[4:8], (flow[10] << 8) | flow[11]))
-            else:
-                ends = frame_endpoints(data)
-                owner = self._verdict(forward, *ends) if ends is not None else -1
-            if owner >= 0:
-                out.setdefault(owner, []).append(frame)
-            else:
-                keep.append(frame)
-        for owner, moved in out.items():
-            self.channel.send(("forward", owner, moved))
-            self.stats["frames_forwarded"] += len(moved)
-        return keep
+        for i in moved.tolist():
+            out.setdefault(int(owner[i]), []).append((times[i], links[i], batch.frame(i)))
+        for target, sent in out.items():
+            self.channel.send(("forward", target, sent))
+            self.stats["frames_forwarded"] += len(sent)
+        return _subset(batch, np.flatnonzero(owner < 0))
+
+    def _lookup(self, keys: np.ndarray) -> np.ndarray:
+        """The owner of each IPv4 endpoint ``address << 16 | port`` in the forward table, -1 if none."""
+        table, owners = self._table
+        if not len(table):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        return np.where(table[at] == keys, owners[at], -1)
 
     @staticmethod
     def _verdict(forward: dict[Endpoint, int], src: Endpoint, dst: Endpoint) -> int:
@@ -320,6 +393,26 @@ class WorkerSink:
         if owner is None:
             owner = forward.get(src)
         return -1 if owner is None else owner
+
+
+def on_demand_report(recorder: Recorder, sink: WorkerSink) -> dict[str, Any]:
+    """The on-demand calls this worker owns, for the daemon's status and the
+    console (callrec.workers), and the Call-IDs of those nobody asked for
+    (kept out of health reports): every worker follows every call's SIP,
+    only the owner sees its media, its digits and its audio."""
+    calls = [c for c in recorder.on_demand.live() if sink.owns(c.serial)]
+    held = [recorder.tracker.live(c.serial) for c in calls if not c.recording]
+    return {"on_demand": calls, "held": [call.call_id for call in held if call is not None]}
+
+
+def on_demand_start(recorder: Recorder, sink: WorkerSink, serial: int, by: str) -> StartOutcome:
+    """The console's 録音開始, passed on by the daemon to the owner: the gate
+    starts the call at the worker's capture time, and its recording reaches
+    the daemon as any call this worker owns (begin, then its audio from the
+    start)."""
+    if not sink.owns(serial):
+        return StartOutcome.UNKNOWN
+    return recorder.on_demand.start(serial, by, recorder.now)
 
 
 class Worker:
@@ -385,26 +478,25 @@ class Worker:
         for source, (capture, part) in enumerate(self.captures):
             while True:
                 try:
-                    frames = capture.read_blocks(MAX_BLOCKS)
+                    batches = capture.read_batches(MAX_BLOCKS)
                 except OSError as exc:
                     log.warning("capture.error", interface=capture.interface, reason=exc.strerror or str(exc))
                     break
-                if part == "media":
-                    frames = self.sink.split(frames)
-                self.hold.add(source, frames)
-                count += len(frames)
-                if not frames:
+                for batch in batches:
+                    self.hold.add(source, self.sink.split(batch) if part == "media" else batch)
+                    count += len(batch)
+                if not batches:
                     break
                 if not drain:
                     if capture.ready():
-                        behind = min(behind, frames[-1][0])
+                        behind = min(behind, float(batches[-1].times.max()))
                     break
         return count == 0, behind
 
     def on_message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "frames":
-            self.hold.add(len(self.captures), message[1])
+            self.hold.add(len(self.captures), FrameBatch.from_frames(message[1]))
         elif kind == "ended":
             self.sink.owner_ended(message[1])
         elif kind == "policy":
@@ -412,19 +504,23 @@ class Worker:
                 self.recorder.set_decider(PolicyDecider(self._policy(message[1])))
             except PolicyError as exc:
                 log.error("policy.refused", worker=self.me, reason=str(exc))
+        elif kind == "start":
+            _, request, serial, by = message
+            outcome = on_demand_start(self.recorder, self.sink, serial, by)
+            self.channel.send(("started", request, str(outcome)))
         elif kind == "stop":
             self.stopping = True
 
-    def _feed(self, frames: list[Frame]) -> None:
-        if frames:
+    def _feed(self, batch: FrameBatch | None) -> None:
+        if batch is not None:
             try:
-                self.recorder.feed_frames(frames)
+                self.recorder.feed_batch(batch)
             except Exception:  # one bad batch must not stop the recorder
-                log.exception("recorder.batch_failed", frames=len(frames), worker=self.me)
+                log.exception("recorder.batch_failed", frames=len(batch), worker=self.me)
 
     def _stats(self, now: float) -> dict[str, Any]:
         owned = self.sink.owned_call_ids
-        return {"counters": self.recorder.counters(), "pid": os.getpid(),
+        return {"counters": self.recorder.counters(), "pid": os.getpid(), **on_demand_report(self.recorder, self.sink),
                 "one_sided": [c for c in self.recorder.one_sided_recordings(now, 10.0) if c in owned],
                 "capture": [capture.stats() for capture, _ in self.captures], **self.sink.stats}
 

@@ -9,6 +9,7 @@ before its request is read.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import re
@@ -50,7 +51,7 @@ class Control:
                  "record_id": self.store.record_id(call.serial) if call.recording else None}
                 for call in self.recorder.on_demand.live()]
 
-    def answer(self, request: object) -> dict[str, Any]:
+    async def answer(self, request: object) -> dict[str, Any]:
         if not isinstance(request, dict) or request.get("action") != "start":
             return {"ok": False, "outcome": "bad_request"}
         by, call = request.get("by"), request.get("call")
@@ -62,6 +63,8 @@ class Control:
         number = int(serial)
         label = next((c.label for c in self.recorder.on_demand.live() if c.serial == number), None)
         outcome = self.recorder.on_demand.start(number, f"console:{by}", self.recorder.now)
+        if inspect.isawaitable(outcome):  # several capture workers: the owner answers (callrec.workers)
+            outcome = await outcome
         record_id = self.store.record_id(number)
         log.info("on_demand.requested", outcome=str(outcome), by=by, call_id=record_id)
         return {"ok": outcome in DONE, "outcome": str(outcome), "record_id": record_id, "line": label}
@@ -90,7 +93,7 @@ async def serve_control(path: Path, control: Control) -> asyncio.AbstractServer:
                 request = json.loads(line[:MAX_CONTROL_BYTES]) if len(line) <= MAX_CONTROL_BYTES else None
             except (TimeoutError, ValueError):
                 request = None
-            writer.write(json.dumps(control.answer(request), ensure_ascii=False).encode() + b"\n")
+            writer.write(json.dumps(await control.answer(request), ensure_ascii=False).encode() + b"\n")
             await writer.drain()
         except OSError:
             return

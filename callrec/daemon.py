@@ -31,6 +31,7 @@ from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
+from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.live_capture import LiveCapture
 from storage.anchor import export_anchor
@@ -75,7 +76,7 @@ class PacketSource(Protocol):
     """What the daemon needs from a live capture (recorder.live_capture)."""
 
     def fileno(self) -> int: ...
-    def read_blocks(self, max_blocks: int) -> list[tuple[float, int, bytes]]: ...
+    def read_batches(self, max_blocks: int) -> list[FrameBatch]: ...
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -321,17 +322,22 @@ class Daemon:
     # ---- serve ------------------------------------------------------------
     def _drain(self, source: PacketSource, drain_all: bool = False) -> None:
         """Frames from the kernel's ring into the recorder, a few blocks at a
-        time so that timers and signals still run under load, a batch per
-        call (the recorder's fast path).  A bug that one batch trips is
-        logged and that batch dropped; capture goes on for every other call."""
-        while True:
-            frames = source.read_blocks(MAX_BLOCKS_PER_WAKEUP)
-            try:
-                self.recorder.feed_frames(frames)
-            except Exception:  # noqa: BLE001 - one bad batch must not stop the recorder
-                log.exception("recorder.batch_failed", frames=len(frames))
-            if not frames or not drain_all:
+        time so that timers and signals still run under load, a block per
+        call as one FrameBatch (the recorder's batched media path).  A bug
+        that one block trips is logged and that block dropped; capture goes
+        on for every other call."""
+        read = 0
+        while drain_all or read < MAX_BLOCKS_PER_WAKEUP:
+            # One block at a time: a block's copy and its arrays live only while it is fed.
+            batches = source.read_batches(1)
+            for batch in batches:
+                try:
+                    self.recorder.feed_batch(batch)
+                except Exception:  # noqa: BLE001 - one bad batch must not stop the recorder
+                    log.exception("recorder.batch_failed", frames=len(batch))
+            if not batches:
                 return
+            read += 1
 
     async def _every_second(self) -> None:
         interval = watchdog_interval()

@@ -42,8 +42,11 @@ daemon crash): their SIP start was before the new worker.
 The daemon reads each socket's kernel counters (packets, drops) itself, so
 `callrec status` shows them per worker even while a worker is down.
 
-Not with several workers: the console's on-demand start (the control
-socket answers `unknown_call`); a line's DTMF start code works as before.
+The console's on-demand start.  Each worker lists the on-demand calls it
+owns in its stats; the daemon gives each a serial of its own (which the
+recording keeps if it starts), and passes the console's start to the owner,
+which starts the call at its capture time and answers (callrec.control
+waits for that answer).  A line's DTMF start code works in the owner alone.
 """
 from __future__ import annotations
 
@@ -56,12 +59,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import structlog
 
 from recorder.live_capture import LiveCapture
-from recorder.on_demand import StartOutcome
+from recorder.on_demand import LiveCall, StartOutcome
 from recorder.record import CallResult, CallSnapshot, MarkSink, RecordingHandle
 from storage.recordings import RecordingStore
 from storage.recovery import recover_unfinished
@@ -80,6 +83,8 @@ SIGNALLING_RING_BYTES = 16 << 20
 SIGNALLING_BLOCK_BYTES = 64 << 10
 SIGNALLING_BLOCK_TIMEOUT_MS = 10
 RESTART_DELAY_SECONDS = 0.5
+START_SECONDS = 5.0
+"""How long the console's on-demand start waits for the owning worker's answer."""
 STOP_SECONDS = 30.0
 SIP_COUNTERS = frozenset({"sip_messages", "sip_without_call_id", "sdp_errors", "calls", "excluded_calls",
                           "calls_evicted", "tombstones_evicted", "legs_linked", "sip_malformed"})
@@ -103,22 +108,64 @@ class _Worker:
     restarts: int = 0
     report: dict[str, Any] = field(default_factory=dict)
     calls: dict[int, _Open] = field(default_factory=dict)
+    on_demand: dict[int, int] = field(default_factory=dict)
+    """The worker's serials of its on-demand calls -> the daemon's serial, given when the console first
+    sees the call and kept by its recording if somebody starts it."""
     stopped: bool = False
 
 
-class _NoOnDemand:
-    """The console's on-demand start is not routed to workers (module docstring)."""
+class _PoolOnDemand:
+    """The console's view of the on-demand calls (callrec.control): each is
+    listed by the worker that owns it (its stats), under a serial of the
+    daemon's that the recording keeps once it starts; a start is passed to
+    that worker, which starts it at its own capture time and answers."""
 
-    stats: ClassVar[dict[str, int]] = {}
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._waiting: dict[int, asyncio.Future[str]] = {}
+        self._requests = 0
 
-    def live(self) -> list[Any]:
-        return []
+    @property
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def live(self) -> list[LiveCall]:
+        pool = self._pool
+        out = []
+        for worker in pool.workers:
+            for call in worker.report.get("on_demand", ()):
+                serial = worker.on_demand.get(call.serial)
+                if serial is None:
+                    serial = worker.on_demand[call.serial] = pool._serial()
+                out.append(dataclasses.replace(call, serial=serial))
+        return sorted(out, key=lambda c: c.serial)
 
     def held_call_ids(self) -> set[str]:
-        return set()
+        return {call_id for worker in self._pool.workers for call_id in worker.report.get("held", ())}
 
-    def start(self, serial: int, by: str, now: float) -> StartOutcome:
+    async def start(self, serial: int, by: str, now: float) -> StartOutcome:
+        """Passed to the owning worker; unknown if no worker lists the call, or
+        if its worker does not answer within START_SECONDS (it died)."""
+        for worker in self._pool.workers:
+            local = next((k for k, v in worker.on_demand.items() if v == serial), None)
+            if local is None or worker.writer is None:
+                continue
+            self._requests += 1
+            request = self._requests
+            answer = self._waiting[request] = asyncio.get_running_loop().create_future()
+            worker.writer.write(encode(("start", request, local, by)))
+            try:
+                return StartOutcome(await asyncio.wait_for(answer, START_SECONDS))
+            except TimeoutError:
+                return StartOutcome.UNKNOWN
+            finally:
+                self._waiting.pop(request, None)
         return StartOutcome.UNKNOWN
+
+    def answered(self, request: int, outcome: str) -> None:
+        answer = self._waiting.get(request)
+        if answer is not None and not answer.done():
+            answer.set_result(outcome)
 
 
 class WorkerPool:
@@ -133,7 +180,7 @@ class WorkerPool:
         """Where the workers' harassment marks go (storage.marks.KeypadMarks): the one store."""
         self.count = config.capture_workers
         self.workers: list[_Worker] = []
-        self.on_demand = _NoOnDemand()
+        self.on_demand = _PoolOnDemand(self)
         self._next_serial = 0
         self._stopping = False
         self._policy: Path | None = config.policy
@@ -213,6 +260,8 @@ class WorkerPool:
 
     def _repair(self, worker: _Worker) -> None:
         """The dead worker's recordings: as after a crash (storage.recovery)."""
+        worker.on_demand.clear()
+        worker.report = {**worker.report, "on_demand": [], "held": []}
         ids = set()
         for entry in worker.calls.values():
             record_id = self.store.abandon(entry.serial, entry.handle)
@@ -244,7 +293,7 @@ class WorkerPool:
                 target.writer.write(encode(("frames", message[2])))
         elif kind == "begin":
             _, serial, call, origin = message
-            entry = _Open(self._serial(), (call.sip_call_id, call.invite_ts))
+            entry = _Open(worker.on_demand.get(serial) or self._serial(), (call.sip_call_id, call.invite_ts))
             worker.calls[serial] = entry
             self.store.begin(_renumber(call, entry.serial), origin)
         elif kind == "open":
@@ -263,6 +312,7 @@ class WorkerPool:
                 entry.handle.side_packet(channel, arrival, rtp, flow)
         elif kind in ("close", "noaudio"):
             entry = worker.calls.pop(message[1], None)
+            worker.on_demand.pop(message[1], None)
             if entry is not None:
                 result = _result_renumbered(message[2], entry.serial)
                 if entry.handle is not None and kind == "close":
@@ -277,6 +327,11 @@ class WorkerPool:
                 self.marks.mark(_renumber(call, entry.serial), category, at)
         elif kind == "stats":
             worker.report = message[1]
+            listed = {call.serial for call in worker.report.get("on_demand", ())}
+            for gone in [k for k in worker.on_demand if k not in listed and k not in worker.calls]:
+                del worker.on_demand[gone]
+        elif kind == "started":
+            self.on_demand.answered(message[1], message[2])
         elif kind == "stopped":
             worker.stopped = True
 

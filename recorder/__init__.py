@@ -8,4 +8,4 @@ call tracking, RTP timing and interleaving stay inside.
 `__all__` names the modules others may import; each module's own `__all__`
 names what it offers.
 """
-__all__ = ["capture_file", "engine", "errors", "fanout", "live_capture", "marks", "on_demand", "record"]
+__all__ = ["batch", "capture_file", "engine", "errors", "fanout", "live_capture", "marks", "on_demand", "record"]

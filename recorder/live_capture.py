@@ -33,6 +33,7 @@ import errno
 import mmap
 import os
 import socket
+from collections.abc import Callable
 from struct import Struct
 from types import TracebackType
 
@@ -48,6 +49,7 @@ from .afpacket import (
     signalling_filter,
     sip_rtp_filter,
 )
+from .batch import FrameBatch
 from .errors import RecorderError
 from .fanout import demux_program
 
@@ -209,31 +211,53 @@ class LiveCapture:
     def read_blocks(self, max_blocks: int) -> list[Frame]:
         """Frames of up to ``max_blocks`` retired blocks, each handed back to
         the kernel as soon as it is read; ``[]`` when none is ready."""
+        out: list[Frame] = []
+        read = self._reader.read
+        self._read(max_blocks, lambda ring, base: read(ring, base, out) > 0)
+        return out
+
+    def read_batches(self, max_blocks: int) -> list[FrameBatch]:
+        """As :meth:`read_blocks`, a FrameBatch per block (BlockReader.read_batch:
+        the block copied once, no object per frame), for Recorder.feed_batch."""
+        out: list[FrameBatch] = []
+        read = self._reader.read_batch
+
+        def take(ring: mmap.mmap, base: int) -> bool:
+            batch = read(ring, base)
+            if batch is not None:
+                out.append(batch)
+            return batch is not None
+
+        self._read(max_blocks, take)
+        return out
+
+    def _read(self, max_blocks: int, take: Callable[[mmap.mmap, int], bool]) -> None:
+        """Up to ``max_blocks`` retired blocks through ``take`` (True if the block
+        held frames), each handed back to the kernel as soon as it is read."""
         ring = self._ring
         if ring is None:
             raise ValueError("read from a closed LiveCapture")
-        out: list[Frame] = []
         size = self._block_bytes
         count = self._block_count
         index = self._next_block
-        read = self._reader.read
+        found = False
         for _ in range(max_blocks):
             base = index * size
             if not block_status(ring, base) & TP_STATUS_USER:
                 break
-            read(ring, base, out)
+            found = take(ring, base) or found
             release_block(ring, base)
             index = index + 1 if index + 1 < count else 0
         self._next_block = index
-        if not out and self._adopted_elsewhere():
-            return self.read_blocks(max_blocks)
-        if not out:
+        if not found and self._adopted_elsewhere():
+            self._read(max_blocks, take)
+            return
+        if not found:
             # Woken with nothing to read: the socket may carry an error (the
             # interface went down); left pending it would wake us forever.
             err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, f"{self.interface}: {os.strerror(err)}")
-        return out
 
     def ready(self) -> bool:
         """Whether a block waits to be read (after ``read_blocks`` stopped at its limit)."""

@@ -11,6 +11,7 @@ and its calls repaired as after a crash; `status` shows each worker.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from callrec.capture_worker import Holdback, WorkerSink
 from callrec.worker_channel import Reader, encode
 from policy.decide import PolicyDecider
 from policy.loader import load_policy
+from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.fanout import call_owner, flow_worker, frame_endpoints
 from tests.builders import PBX, TRUNK
@@ -77,14 +79,20 @@ def test_frame_endpoints_behind_tags_and_over_ipv6() -> None:
 
 def test_holdback_releases_in_capture_order_across_sources() -> None:
     hold = Holdback(3)
-    media = [(t / 100, 1, b"m") for t in range(100)]
-    hold.add(0, media)
-    hold.add(1, [(0.055, 1, b"s"), (0.505, 1, b"s")])
-    hold.add(2, [(0.3, 1, b"f"), (0.2, 1, b"f")])
+    media = [(t / 100, 1, b"m%d" % t) for t in range(100)]
+    hold.add(0, FrameBatch.from_frames(media[:60]))
+    hold.add(0, FrameBatch.from_frames(media[60:]))
+    hold.add(1, FrameBatch.from_frames([(0.055, 1, b"s1"), (0.505, 1, b"s2")]))
+    hold.add(2, FrameBatch.from_frames([(0.3, 1, b"f1"), (0.2, 1, b"f2")]))
     out = hold.release(0.5)
-    assert [f[0] for f in out] == sorted(f[0] for f in out) and len(out) == 51 + 1 + 2
+    assert out is not None
+    frames = list(out.frames())
+    assert [f[0] for f in frames] == sorted(f[0] for f in frames) and len(frames) == 51 + 1 + 2
+    assert sorted(f[2] for f in frames) == sorted([m[2] for m in media[:51]] + [b"s1", b"f1", b"f2"])
     assert hold.held == 49 + 1
-    assert [f[0] for f in hold.release(float("inf"))][:2] == [0.505, 0.51]
+    assert hold.release(0.0) is None
+    rest = hold.release(float("inf"))
+    assert rest is not None and [f[2] for f in rest.frames()][:2] == [b"s2", b"m51"] and hold.held == 0
 
 
 def test_channel_frames_split_anywhere() -> None:
@@ -323,7 +331,7 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     for r in (recorder, other_recorder):
         r.feed_frames(setup)
     other.refresh(force=True)
-    moved = other.split(rtp_frames)  # as if the kernel had put the flows on the other worker
+    moved = other.split(FrameBatch.from_frames(rtp_frames))  # as if the kernel had put the flows on the other worker
     recorder.feed_frames(rtp_frames)
     for r in (recorder, other_recorder):
         r.feed_frames(end)
@@ -331,8 +339,8 @@ def test_one_owner_writes_the_call_and_the_other_forwards_its_flows(tmp_path: Pa
     if callee == "0263000000":
         assert wire.sent == [] and [m for m in other_wire.sent if m[0] != "forward"] == []
         return
-    assert moved == [] and other_wire.kinds() == ["forward"] and other_wire.sent[0][1] == owner
-    assert len(other_wire.sent[0][2]) == len(rtp_frames)
+    assert len(moved) == 0 and other_wire.kinds() == ["forward"] and other_wire.sent[0][1] == owner
+    assert other_wire.sent[0][2] == rtp_frames
     kinds = wire.kinds()
     assert kinds[0] == "begin" and kinds[1] == "open" and kinds[-1] == "close" and "append" in kinds
     result = wire.sent[-1][2]
@@ -385,3 +393,101 @@ def test_a_keyed_mark_goes_from_the_owning_worker_to_the_daemons_one_store(tmp_p
     pool._dispatch(worker, marks[0])
     pool._dispatch(worker, ("mark", serial + 1, snapshot, category, at))  # a call the daemon does not hold
     assert [(c.serial, c.sip_call_id, cat, t) for c, cat, t in got] == [(41, snapshot.sip_call_id, "threat", at)]
+
+
+# ---- the console's on-demand start through the workers ------------------------------------
+class _Writer:
+    """The daemon's end of a worker channel: keeps what the daemon wrote."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def messages(self) -> list[tuple]:
+        out = list(Reader().feed(self.data))
+        self.data = b""
+        return out
+
+
+async def test_the_consoles_start_reaches_the_worker_that_owns_the_call(tmp_path: Path) -> None:
+    """Both workers follow the on-demand call's SIP; only its owner lists it, the daemon gives it
+    a serial the console names it by, passes the console's start to that worker alone, and the
+    recording that worker then hands over (from the call's start, as with one worker) is stored
+    under that serial, started by the console's account."""
+    from callrec.capture_worker import on_demand_report, on_demand_start
+    from callrec.config import Config
+    from callrec.control import Control
+    from callrec.workers import WorkerPool, _Worker
+    from recorder.on_demand import StartOutcome
+    from tests.memory_sink import MemorySink
+    from tests.on_demand_frames import call, on_demand_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(on_demand_policy(), encoding="utf-8")
+    frames = _frames(call(6))
+    half = [f for f in frames if f[0] < T0 + 4]
+    rest = frames[len(half):]
+    sides = []
+    for me in range(2):
+        wire = _Wire()
+        sink = WorkerSink(wire, me, 2)  # type: ignore[arg-type]
+        recorder = Recorder(PolicyDecider(load_policy(path)), sink, sink)
+        sink.tracker = recorder.tracker
+        recorder.feed_frames(half)
+        sides.append((wire, sink, recorder))
+    reports = [on_demand_report(recorder, sink) for _, sink, recorder in sides]
+    owner = next(k for k, report in enumerate(reports) if report["on_demand"])
+    assert [len(r["on_demand"]) for r in reports] == sorted([0, 1], reverse=owner == 0)
+    assert reports[owner]["held"] == ["c1@x"] and reports[1 - owner]["held"] == []
+    assert all(wire.sent == [] for wire, _, _ in sides)  # held: nothing reaches the daemon
+
+    store = MemorySink()
+
+    class Store(MemorySink):
+        def record_id(self, serial: int) -> str | None:
+            return next((f"rec-{c.serial}" for c, _ in store.begun if c.serial == serial), None)
+
+    config = Config(data_dir=tmp_path / "data", policy=path, capture_workers=2)
+    pool = WorkerPool(config, store)  # type: ignore[arg-type]
+    pool.workers = [_Worker(k, []) for k in range(2)]
+    writers = [_Writer() for _ in range(2)]
+    for worker, writer, report in zip(pool.workers, writers, reports, strict=True):
+        worker.writer = writer  # type: ignore[assignment]
+        pool._dispatch(worker, ("stats", report))
+    control = Control(pool, Store())  # type: ignore[arg-type]
+    [listed] = control.live()
+    assert listed["line"] == "相談窓口" and not listed["recording"] and listed["record_id"] is None
+    assert pool.on_demand.held_call_ids() == {"c1@x"}
+
+    asking = asyncio.create_task(control.answer({"action": "start", "by": "alice", "call": listed["call"]}))
+    await asyncio.sleep(0)
+    [request] = writers[owner].messages()
+    assert writers[1 - owner].messages() == []
+    kind, number, local, by = request
+    assert (kind, by) == ("start", "console:alice")
+    wire, sink, recorder = sides[owner]
+    outcome = on_demand_start(recorder, sink, local, by)
+    assert on_demand_start(sides[1 - owner][2], sides[1 - owner][1], local, by) is StartOutcome.UNKNOWN
+    for message in [*wire.sent, ("started", number, str(outcome))]:
+        pool._dispatch(pool.workers[owner], message)
+    answer = await asyncio.wait_for(asking, 5)
+    serial = int(listed["call"].rpartition("-")[2])
+    assert answer == {"ok": True, "outcome": "started", "record_id": f"rec-{serial}", "line": "相談窓口"}
+    [(started, _)] = store.begun
+    assert started.serial == serial and started.started_by == "console:alice"
+    sent = len(wire.sent)
+    for _, _, r in sides:
+        r.feed_frames(rest)
+        r.advance(T0 + 30)
+    for message in wire.sent[sent:]:
+        pool._dispatch(pool.workers[owner], message)
+    [recording] = store.recordings
+    assert recording.result is not None and recording.result.call.started_by == "console:alice"
+    assert len(recording.audio) // 2 > 5.5 * 8000  # from the call's start, as one worker keeps it
+    assert all(m[0] != "begin" for m in sides[1 - owner][0].sent)
+    pool._dispatch(pool.workers[owner], ("stats", on_demand_report(recorder, sink)))
+    assert control.live() == [] and pool.workers[owner].on_demand == {}
+    unknown = await control.answer({"action": "start", "by": "alice", "call": listed["call"]})
+    assert unknown["outcome"] == "unknown_call"

@@ -18,6 +18,7 @@ import pytest
 
 from callrec.config import Config
 from callrec.daemon import Daemon
+from recorder.batch import FrameBatch
 from tests.call_frames import T0
 from tests.console_site import ConsoleSite, csrf_of
 from tests.interop import REPO, calls, recording
@@ -47,14 +48,14 @@ class FeedSource:
     def fileno(self) -> int:
         return self._read
 
-    def read_blocks(self, max_blocks: int) -> list[tuple[float, int, bytes]]:
+    def read_batches(self, max_blocks: int) -> list[FrameBatch]:
         try:
             os.read(self._read, 4096)
         except BlockingIOError:
             pass
         frames = list(self._frames)
         self._frames.clear()
-        return frames
+        return [FrameBatch.from_frames(frames)] if frames else []
 
     def stats(self) -> dict[str, int]:
         return {"kernel_drops": 0}
