@@ -25,12 +25,12 @@ from policy.schema import Policy
 from storage.keys import MasterKey, MasterKeyMissing, create_key_file, parse_key_bytes
 from wire.errors import CallrecError
 
+from .config import DSN_ENV
 from .pki import CentreCA, load_ca
 from .site_client import fetch
 
-__all__ = ["DSN_ENV", "LEDGER_KEY_FILE", "POLICY_ENV", "MtlsFetcher", "centre_ledger_key", "centre_service"]
+__all__ = ["LEDGER_KEY_FILE", "POLICY_ENV", "MtlsFetcher", "centre_ledger_key", "centre_service"]
 
-DSN_ENV = "CALLREC_CENTRAL_DSN"
 POLICY_ENV = "CALLREC_CENTRE_POLICY"
 LEDGER_KEY_FILE = "ledger.key"
 

@@ -24,7 +24,7 @@ from wire.errors import CallrecError
 from . import logs
 from .central import CentralSync
 from .cmd_search import SHOWN, _filters, _print_candidate, _query, span
-from .config import Central
+from .config import DSN_ENV, Central
 from .context import open_store, settings
 
 if TYPE_CHECKING:
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from storage.central_search import CentralResult
 
 __all__ = ["add_parser", "central_line"]
-
-DSN_ENV = "CALLREC_CENTRAL_DSN"
-
 
 class CentralCommandError(CallrecError):
     """A `callrec central` command cannot run as asked; says why."""

@@ -19,7 +19,8 @@ from access.centre_service import CentreService
 from access.errors import AccessError
 
 from . import cmd_access
-from .centre_access import DSN_ENV, POLICY_ENV, centre_service
+from .centre_access import POLICY_ENV, centre_service
+from .config import DSN_ENV
 
 __all__ = ["add_parsers"]
 

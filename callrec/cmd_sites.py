@@ -23,7 +23,7 @@ from access.site_identity import crl_number, install_site, load_site, update_rev
 from storage.store import actor
 
 from . import cmd_centre_access, logs
-from .cmd_central import DSN_ENV
+from .config import DSN_ENV
 from .context import open_store, settings
 from .pki import CentreCA, certificate_fingerprint, enrol_site, init_ca, load_ca, open_bundle, revoke_site
 from .site_client import fetch

@@ -36,6 +36,10 @@ class SiteFetch(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 7443
 
 
+DSN_ENV = "CALLREC_CENTRAL_DSN"
+"""Where the centre's commands look for its PostgreSQL when no --dsn is given."""
+
+
 class Central(Strict):
     """The centre this appliance syncs its rows and ledgers to (README: several sites); absent,
     the appliance stands alone as it always has."""
