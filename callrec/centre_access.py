@@ -22,7 +22,7 @@ from access.centre_service import CentreService, SiteFetched
 from access.errors import AccessError
 from policy.loader import load_policy
 from policy.schema import Policy
-from storage.keys import MasterKey, MasterKeyMissing, create_key_file, parse_key_bytes
+from storage.keys import MasterKey, MasterKeyError, MasterKeyMissing, create_key_file
 from wire.errors import CallrecError
 
 from .config import DSN_ENV
@@ -70,15 +70,18 @@ def centre_ledger_key(folder: Path, conn: Any) -> bytes:
         try:
             if os.fstat(fd).st_mode & 0o077:
                 raise CentreAccessError(f"{path}: group or others may read it; chmod 0600")
-            key = parse_key_bytes(os.read(fd, 1024), path)
+            text = os.read(fd, 1024).strip()
         finally:
             os.close(fd)
+        try:
+            key = MasterKey(bytes.fromhex(text.decode("ascii")))
+        except (UnicodeDecodeError, ValueError, MasterKeyError) as exc:
+            raise CentreAccessError(f"{path}: not a key file as callrec writes it (64 hex digits): {exc}") from None
         return key.derive(CENTRE_KEY_LABEL)
     if CentreLedger(conn, b"\0" * 32).head() is not None:
         raise MasterKeyMissing("is missing but the centre's ledger has entries: put the backed-up key back "
                                "(a new key could not verify the chain)", path)
-    key: MasterKey = create_key_file(path)
-    return key.derive(CENTRE_KEY_LABEL)
+    return create_key_file(path).derive(CENTRE_KEY_LABEL)
 
 
 @contextmanager
