@@ -35,8 +35,8 @@ from policy.schema import Policy  # noqa: E402
 from recorder.capture_file import BATCH_CHUNK_SIZE, CaptureFile  # noqa: E402
 from recorder.engine import Recorder  # noqa: E402
 from storage.index import CallIndex  # noqa: E402
-from storage.ledger import default_anchor_dir  # noqa: E402
 from storage.keys import KEY_SIZE, MasterKey  # noqa: E402
+from storage.ledger import default_anchor_dir  # noqa: E402
 from storage.recordings import RecordingStore  # noqa: E402
 
 

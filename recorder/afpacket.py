@@ -141,8 +141,9 @@ class BlockReader:
         frame becomes an object of its own.  Same frames, same times, same
         counters and the same rules for a broken layout as :meth:`read`.
 
-        The copy ends where the block's last frame ends.  A restored VLAN tag needs four more bytes in front of the frame: the
-        kernel leaves at least the 20 bytes of ``struct sockaddr_ll`` there
+        The copy ends where the block's last frame ends.  A restored VLAN
+        tag needs four more bytes in front of the frame: the kernel leaves
+        at least the 20 bytes of ``struct sockaddr_ll`` there
         (``tp_mac >= 68``), which this copy no longer needs, so the first 12
         bytes of such a frame are moved back by four and the tag written
         after them, for all of the block's tagged frames at once."""
