@@ -10,6 +10,9 @@ nothing twice; two senders for one site queue on the row lock.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -42,7 +45,8 @@ from .central_sync import (
 from .index import connect as connect_index
 from .ledger import Ledger
 
-__all__ = ["SITE_GRANTS", "Centre", "OrderAnswerer", "Sender", "SiteLogin", "connect", "site_login", "site_role"]
+__all__ = ["SCRAM_ITERATIONS", "SITE_GRANTS", "Centre", "OrderAnswerer", "Sender", "SiteLogin", "connect",
+           "scram_verifier", "site_login", "site_role"]
 
 log = structlog.get_logger("callrec.central")
 
@@ -117,8 +121,27 @@ class SiteLogin:
     """False: the role existed and was given a new password."""
 
 
+SCRAM_ITERATIONS = 4096
+"""PostgreSQL's own default (scram_iterations): the password is 24 random bytes, so the count
+guards nothing a longer one would."""
+
+
 def site_role(site: str) -> str:
     return f"callrec_site_{site}"
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for a password (RFC 5802, RFC 7677), made
+    here so that the password itself never travels in a CREATE ROLE statement, which the
+    server's statement log or pg_stat_statements would keep."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    encode = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{encode(salt).decode()}"
+            f"${encode(stored_key).decode()}:{encode(server_key).decode()}")
 
 
 def site_login(conn: psycopg.Connection[Any], site: str, rotate: bool = False) -> SiteLogin:
@@ -134,7 +157,7 @@ def site_login(conn: psycopg.Connection[Any], site: str, rotate: bool = False) -
         if exists and not rotate:
             raise SyncRefused(f"site {site!r} has a login ({role}) already: --rotate gives it a new password")
         verb = "ALTER ROLE {} WITH LOGIN PASSWORD {}" if exists else "CREATE ROLE {} WITH LOGIN PASSWORD {}"
-        conn.execute(sql.SQL(verb).format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL(verb).format(sql.Identifier(role), sql.Literal(scram_verifier(password))))
         for table, privileges in SITE_GRANTS.items():
             conn.execute(sql.SQL("GRANT " + ", ".join(privileges) + " ON {} TO {}").format(
                 sql.Identifier(table), sql.Identifier(role)))

@@ -142,3 +142,7 @@ def test_a_login_needs_its_password_and_a_new_one_replaces_the_old(centre: str) 
     psycopg.connect(rotated).close()
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(east).close()
+    with psycopg.connect(centre) as conn:  # the owner sees what the server keeps: a verifier, never the password
+        [(stored,)] = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'callrec_site_east'").fetchall()
+    password = rotated.rsplit(" password=", 1)[1]
+    assert stored.startswith("SCRAM-SHA-256$4096:") and password not in stored
