@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -159,15 +159,6 @@ class CentreService(AccessDesk):
         self._fetcher = fetcher
         self._zone = ZoneInfo(policy.timezone)
         self._clock = clock or (lambda: datetime.now(self._zone))
-
-    def close(self) -> None:
-        self.tables.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- where things are ---------------------------------------------------------
     def now(self) -> datetime:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from policy.access import Access, Action, Wanted
 from policy.schema import Policy
@@ -102,6 +102,15 @@ class AccessDesk:
         self._extension = re.compile(policy.numbering.extension_pattern)
         self.timezone = policy.timezone
         self.tables = tables()
+
+    def close(self) -> None:
+        self.tables.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- where things are (the subclass's) ----------------------------------------
     def now(self) -> datetime:

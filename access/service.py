@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Self
 
 from policy.access import Action, Wanted
 from policy.schema import Policy
@@ -42,15 +41,6 @@ class AccessService(AccessDesk):
     def __init__(self, store: Store, policy: Policy) -> None:
         self.store = store
         self._setup(policy, lambda: AccessStore(store.data_dir / INDEX_FILE))
-
-    def close(self) -> None:
-        self.tables.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- where things are ---------------------------------------------------------
     def now(self) -> datetime:

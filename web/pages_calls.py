@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -22,7 +23,7 @@ from .context import actor_of, console_of, render
 from .daemon_status import daemon_status
 from .plots import bar_chart, waveform
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "stream_wav"]
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 DAEMON_DEFAULTS: dict[str, object] = {
@@ -169,6 +170,11 @@ async def listen(request: web.Request) -> web.StreamResponse:
     """An approved listening request's call, streamed from the vault to the browser's player."""
     console = console_of(request)
     chunks = console.access.listen(actor_of(request), request.match_info["number"], request.match_info["id"])
+    return await stream_wav(request, chunks)
+
+
+async def stream_wav(request: web.Request, chunks: Iterable[bytes]) -> web.StreamResponse:
+    """A recording to the browser's player as it is read, never whole in memory."""
     response = web.StreamResponse(headers={"Content-Type": "audio/wav", "Content-Disposition": "inline"})
     await response.prepare(request)
     for chunk in chunks:

@@ -23,7 +23,7 @@ from storage.search import shown_remote
 from .centre import CentreView
 from .context import Console, actor_of, console_of, lang_of, render
 from .i18n import translate
-from .pages_calls import DIRECTIONS, _query
+from .pages_calls import DIRECTIONS, _query, stream_wav
 
 __all__ = ["add_routes"]
 
@@ -99,13 +99,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
     service checks it against the seal and ledgers it), streamed to the browser's player."""
     console = console_of(request)
     ref = call_ref(request.match_info["site"], request.match_info["id"])
-    chunks = console.access.listen(actor_of(request), request.match_info["number"], ref)
-    response = web.StreamResponse(headers={"Content-Type": "audio/wav", "Content-Disposition": "inline"})
-    await response.prepare(request)
-    for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    return await stream_wav(request, console.access.listen(actor_of(request), request.match_info["number"], ref))
 
 
 def _erased_words(request: web.Request, erasure: dict[str, Any]) -> str:
