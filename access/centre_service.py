@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from policy.access import Action, Wanted
+from policy.access import Action
 from policy.schema import Policy
 from storage.layout import ensure_private_dir
 from storage.ledger import LedgerEntry
@@ -338,14 +338,7 @@ class CentreService(AccessDesk):
     def listen(self, by: Actor, number: str, call_id: str) -> Iterator[bytes]:
         """One call of an approved listening request, fetched from its site, checked against its
         seal, streamed to the browser and removed; ledgered; the first play fulfils the request."""
-        if self.access.on_device_listening == "never":
-            raise Forbidden(f"recordings are not listened to on the device ({self.access.listening_clause})")
-        grant = self._permit(by, Action.FULFIL)
-        request = self.request(number)
-        if request.wanted is not Wanted.LISTEN or call_id not in request.call_ids:
-            raise Forbidden(f"request {number} does not ask to listen to {call_id}")
-        if request.state is not RequestState.FULFILLED:
-            self._core(grant, lambda: core.may_fulfil(self.access, request, grant))
+        grant, request = self._may_listen(by, number, call_id)
         call = self._sealed(call_id)
         passing = self.folder / LISTENING
         ensure_private_dir(passing)

@@ -112,6 +112,20 @@ class AccessDesk:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _may_listen(self, by: Actor, number: str, call_id: str) -> tuple[Grant, Request]:
+        """The checks before a call of a listening request is played, wherever its audio is: the
+        policy allows listening, the actor may fulfil, the request asks for this call, and an
+        unfulfilled one may be fulfilled now."""
+        if self.access.on_device_listening == "never":
+            raise Forbidden(f"recordings are not listened to on the device ({self.access.listening_clause})")
+        grant = self._permit(by, Action.FULFIL)
+        request = self.request(number)
+        if request.wanted is not Wanted.LISTEN or call_id not in request.call_ids:
+            raise Forbidden(f"request {number} does not ask to listen to {call_id}")
+        if request.state is not RequestState.FULFILLED:
+            self._core(grant, lambda: core.may_fulfil(self.access, request, grant))
+        return grant, request
+
     # ---- where things are (the subclass's) ----------------------------------------
     def now(self) -> datetime:
         raise NotImplementedError

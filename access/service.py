@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 
-from policy.access import Action, Wanted
 from policy.schema import Policy
 from storage.index import CallRow
 from storage.layout import INDEX_FILE
@@ -135,14 +134,7 @@ class AccessService(AccessDesk):
         """One call of an approved listening request, as the sealed WAV streamed to the browser
         (authenticated record by record as it is read, never written anywhere in the clear),
         ledgered; the first play fulfils the request."""
-        if self.access.on_device_listening == "never":
-            raise Forbidden(f"recordings are not listened to on the device ({self.access.listening_clause})")
-        grant = self._permit(by, Action.FULFIL)
-        request = self.request(number)
-        if request.wanted is not Wanted.LISTEN or call_id not in request.call_ids:
-            raise Forbidden(f"request {number} does not ask to listen to {call_id}")
-        if request.state is not RequestState.FULFILLED:
-            self._core(grant, lambda: core.may_fulfil(self.access, request, grant))
+        grant, request = self._may_listen(by, number, call_id)
         now = self.store.now()
         row = sealed_row(self.store, call_id)
         audio = sealed_files(self.store, row)[0]

@@ -289,6 +289,16 @@ def cmd_site_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _order_arguments(p: argparse.ArgumentParser) -> None:
+    """What a hold (or release) order names, signed to a file or placed in the centre's database."""
+    p.add_argument("site")
+    p.add_argument("call_id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--release", action="store_true", help="end the hold instead")
+    p.add_argument("--approved-by")
+    p.add_argument("--ordered-by", help="who orders it (default: the login)")
+
+
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) -> None:  # type: ignore[type-arg]
     centre = sub.add_parser("centre", help="the centre of several sites: CA, enrolment, grants, fetches")
     centre_sub = centre.add_subparsers(dest="centre_command", required=True)
@@ -326,21 +336,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[..., None]) ->
     p.add_argument("-o", "--output", type=Path, required=True, help="new file to write")
     p = centre_command(centre_sub, "hold-order", "sign an order to hold (or release) a call at its site",
                        cmd_hold_order)
-    p.add_argument("site")
-    p.add_argument("call_id")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--release", action="store_true", help="end the hold instead")
-    p.add_argument("--approved-by")
-    p.add_argument("--ordered-by", help="who orders it (default: the login)")
+    _order_arguments(p)
     p.add_argument("-o", "--output", type=Path, required=True)
     p = centre_command(centre_sub, "hold", "place a hold (or release) order for a call at its site in the centre's "
                        "database; the site's sync applies it and confirms", cmd_hold)
-    p.add_argument("site")
-    p.add_argument("call_id")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--release", action="store_true", help="end the hold instead")
-    p.add_argument("--approved-by")
-    p.add_argument("--ordered-by", help="who orders it (default: the login)")
+    _order_arguments(p)
     p.add_argument("--dsn", help=f"the centre's PostgreSQL (default: ${DSN_ENV})")
     p = centre_command(centre_sub, "holds", "the hold orders and their state, each confirmation checked (exit 1: "
                        "one refused or not verified)", cmd_holds)
