@@ -173,17 +173,29 @@ def _seconds(value: object) -> float | None:
     return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
 
 
-def _same_audio(one: bytes, two: bytes, frame: int = 2, most: int = 2) -> bool:
-    """The same bytes, moved by at most ``most`` frames and ending within ``most`` frames of each
-    other: each socket takes its own timestamps, and a few microseconds can put a call's origin or
-    its end on the next sample."""
-    a, b = one[one.index(b"data") + 8:], two[two.index(b"data") + 8:]
-    if abs(len(a) - len(b)) > most * frame:
+def _channels(wav: bytes) -> list[bytes]:
+    """Each channel's samples, from the header's channel count and block size."""
+    channels, align = struct.unpack_from("<H", wav, 22)[0], struct.unpack_from("<H", wav, 32)[0]
+    width = align // channels
+    data = wav[wav.index(b"data") + 8:]
+    return [b"".join(data[i + c * width:i + (c + 1) * width] for i in range(0, len(data), align)) for c in range(channels)]
+
+
+def _same_audio(one: bytes, two: bytes, most: int = 2) -> bool:
+    """The same samples in each channel, each channel moved by at most ``most`` samples on its own:
+    every socket takes its own timestamps, so a few microseconds can put the answer, or a channel's
+    first packet, on the other side of a sample boundary."""
+    width = struct.unpack_from("<H", one, 32)[0] // struct.unpack_from("<H", one, 22)[0]
+    return all(_same_channel(a, b, width, most) for a, b in zip(_channels(one), _channels(two), strict=True))
+
+
+def _same_channel(a: bytes, b: bytes, width: int, most: int) -> bool:
+    if abs(len(a) - len(b)) > most * width:
         return False
     for k in range(most + 1):
         for x, y in ((a, b), (b, a)):
-            moved = x[k * frame:]
-            n = min(len(moved), len(y)) - most * frame
+            moved = x[k * width:]
+            n = min(len(moved), len(y)) - most * width
             if moved[:n] == y[:n]:
                 return True
     return False
