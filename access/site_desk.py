@@ -7,11 +7,14 @@ refusal with why (a forged or foreign grant, an expired one, a used one, a clien
 turned away), so the site's book alone answers "who took this recording out, on whose word",
 even if the centre's were lost.
 
-Used nonces and applied orders are kept in two small tables of the index file; their primary
-keys make a second use fail even when two connections race.
+Used nonces, applied orders and refused orders are kept in small tables of the index file; their
+primary keys make a second use fail even when two connections race.  A refused order is noted
+before its refusal is ledgered and answered after, so an order the centre shows again (its batch
+never committed) gets the same answer and no second entry, even across a crash in between.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 import tempfile
@@ -72,6 +75,13 @@ CREATE TABLE IF NOT EXISTS site_hold_orders (
     call_id TEXT NOT NULL,
     confirmation TEXT NOT NULL,
     applied_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_order_refusals (
+    token_sha256 TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    noted_at TEXT NOT NULL,
+    confirmation TEXT
 );
 """
 
@@ -397,18 +407,44 @@ class SiteDesk:
                 raise GrantRefused(Refusal.MALFORMED, f"the signed order is {order.order_id} for call "
                                    f"{order.call_id}, not the {pending.order_id} for {pending.call_id} it came as")
         except GrantRefused as exc:
-            now = self.store.now()
-            seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, "centre", now, reason=str(exc),
-                                           refusal=str(exc.reason), site=self.identity.name,
-                                           order=pending.order_id, call_id=pending.call_id, via="sync").seq
-            token = confirm_hold(self.identity.key, HoldConfirmation(
-                site=self.identity.name, order_id=pending.order_id, call_id=pending.call_id, state="refused",
-                detail=str(exc), at=now, ledger_seq=seq))
+            token = self._refuse_order(pending, exc)
         else:
             token = self.apply_hold_order(pending.token)
         fields = unverified_fields(token)
         return OrderAnswer(pending.order_id, token, str(fields["state"]), str(fields["detail"]), str(fields["at"]),
                            fields["ledger_seq"])
+
+    def _refuse_order(self, pending: PendingOrder, exc: GrantRefused) -> str:
+        """The signed refusal of an order that does not verify, ledgered once per token and row: the
+        same token shown again under the same order and call (a batch that carried the answer never committed at the centre) gets
+        the answer it got before.  The token is noted first; a noted token without an answer had
+        its turn cut short by a crash, and its entry, if written, is found in the ledger by the
+        token's SHA-256 rather than written again."""
+        digest = hashlib.sha256(f"{pending.order_id}\n{pending.call_id}\n{pending.token}".encode()).hexdigest()
+        noted = self._db.execute("SELECT confirmation FROM site_order_refusals WHERE token_sha256 = ?",
+                                 (digest,)).fetchone()
+        if noted is not None and noted[0] is not None:
+            return str(noted[0])
+        entry = None
+        if noted is None:
+            self._db.execute("INSERT INTO site_order_refusals (token_sha256, order_id, call_id, noted_at) "
+                             "VALUES (?, ?, ?, ?)", (digest, pending.order_id, pending.call_id,
+                                                     self.store.now().isoformat(timespec="seconds")))
+        else:
+            entry = next((e for e in self.store.ledger.entries() if e.event == SiteEvent.HOLD_ORDER_REFUSED
+                          and e.details.get("token_sha256") == digest), None)
+        if entry is None:
+            entry = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, "centre", self.store.now(), reason=str(exc),
+                                             refusal=str(exc.reason), site=self.identity.name,
+                                             order=pending.order_id, call_id=pending.call_id, via="sync",
+                                             token_sha256=digest)
+        else:
+            log.info("site_orders.refusal_found", order=pending.order_id, seq=entry.seq)
+        token = confirm_hold(self.identity.key, HoldConfirmation(
+            site=self.identity.name, order_id=pending.order_id, call_id=pending.call_id, state="refused",
+            detail=entry.reason or str(exc), at=entry.at, ledger_seq=entry.seq))
+        self._db.execute("UPDATE site_order_refusals SET confirmation = ? WHERE token_sha256 = ?", (token, digest))
+        return token
 
 
 def _entry_for(store: Store, order_id: str) -> int | None:

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from access.site_desk import SiteEvent
+from access.site_desk import SiteEvent, answer_hold_order
 from access.site_grants import issue_hold_order, unverified_fields
 from callrec.pki import CentreCA, init_ca
 from storage.central_link import Centre, Sender, connect
+from storage.central_sync import Batch
 from storage.index import connect as connect_index
 from storage.ledger import Event
 from storage.marks import MarkBook
@@ -193,3 +194,52 @@ def test_marks_reach_the_centre_without_their_notes_and_follow_withdrawal_and_er
     assert centre_rows(centre, "east")[ids[0]]["erased_at"] is not None
     assert "また電話" not in every_text and "090" not in every_text and "0312345678" not in every_text
     assert not {"note", "remote_number", "caller", "number"} & columns
+
+
+def test_a_forged_order_seen_again_after_a_batch_that_never_committed_is_ledgered_once(
+        centre: str, ca: CentreCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender answers the orders, then its batch dies before the centre commits it: the centre
+    still shows the order pending, and the batch is sent again.  The site's refusal is the same
+    answer, ledgered once, also when the crash fell between ledgering it and keeping the answer."""
+    _config, data, sealed = _site(tmp_path, centre, ca)
+    forged = issue_hold_order(Ed25519PrivateKey.generate(), site=SITE, call_id=sealed[0], hold=True,
+                              reason="偽造", ordered_by="someone", approved_by=None, now=_now())
+    order_id = unverified_fields(forged)["order_id"]
+    with connect(centre) as conn:
+        Centre(conn).place_order(SITE, unverified_fields(forged), forged)
+
+    def refusals() -> list:
+        return [e for e in entries(data) if e.event == SiteEvent.HOLD_ORDER_REFUSED and e.details["order"] == order_id]
+
+    with Store.open(data, TOKYO) as store:
+        sender = Sender(store.index.path, {"ledger": store.ledger, "seals": store.seals}, centre, SITE,
+                        orders=lambda pending: answer_hold_order(store, pending))
+        try:
+            real_apply = Centre.apply
+
+            def crash(self: Centre, batch: Batch) -> int:
+                raise psycopg.OperationalError("the link went down mid-batch")
+
+            monkeypatch.setattr(Centre, "apply", crash)
+            for _ in range(2):  # answered, then the batch is lost: twice
+                with pytest.raises(psycopg.OperationalError):
+                    sender.step()
+                sender.disconnect()
+            assert len(refusals()) == 1
+            assert holds(ca, centre)[1][0]["state"] == "pending"
+            # a crash between ledgering the refusal and keeping its answer: found again in the ledger
+            db = connect_index(store.index.path)
+            db.execute("UPDATE site_order_refusals SET confirmation = NULL")
+            db.close()
+            with pytest.raises(psycopg.OperationalError):
+                sender.step()
+            sender.disconnect()
+            monkeypatch.setattr(Centre, "apply", real_apply)
+            sender.step()
+            assert sender.step().answers == []  # answered at the centre: no longer pending
+        finally:
+            sender.close()
+    (refusal,) = refusals()
+    code, shown = holds(ca, centre)
+    assert code == 1 and [(o["order_id"], o["state"]) for o in shown] == [(order_id, "refused")]
+    assert shown[0]["site_ledger_seq"] == refusal.seq and not local_rows(data)[sealed[0]]["held"]
