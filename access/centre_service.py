@@ -286,7 +286,7 @@ class CentreService(AccessDesk):
             path = folder / f"{number}.zip"
             fetched = self._fetch(grant, request, call, Allowed.COPY, path,
                                   copy=self._copy_fields(number, request, holder, deadline))
-            problem = _package_problem(path, number, call)
+            problem = _package_problem(path, number, call, evidence=self._is_evidence(request))
             if problem is not None:
                 raise self._reject(grant, request, call, path, problem, fetched)
             record = CopyRecord(number, request.number, ref, str(call.sha256), str(path), holder, grant.actor,
@@ -300,7 +300,9 @@ class CentreService(AccessDesk):
         return Fulfilment(request, copies=tuple(made))
 
     def _copy_fields(self, number: str, request: Request, holder: str, deadline: date | None) -> dict[str, Any]:
-        """The copy's manifest as the centre fills it in; the site adds the call's own fields."""
+        """The copy's manifest as the centre fills it in; the site adds the call's own fields and,
+        for an evidence export (`evidence: true`), the call's proof of notice and marks, which
+        only the site holds (the centre has neither the notices nor the marks' notes)."""
         purpose = self.access.purpose(request.purpose)
         return {
             "copy_number": number, "organisation": self.access.forms,
@@ -309,7 +311,12 @@ class CentreService(AccessDesk):
             "approved_by": request.decided_by, "approved_at": request.decided_at, "holder": holder,
             "conditions": self.access.copies.conditions, "dispose_by": deadline.isoformat() if deadline else None,
             "keep_rule": {"keep": self.access.copies.keep, "clause": self.access.copies.clause},
+            **({"evidence": True} if self._is_evidence(request) else {}),
         }
+
+    def _is_evidence(self, request: Request) -> bool:
+        purpose = self.access.purpose(request.purpose)
+        return purpose is not None and purpose.evidence
 
     def _listening(self, grant: Grant, request: Request, folder: Path, now: datetime) -> Fulfilment:
         if self.access.on_device_listening == "never":
@@ -389,10 +396,11 @@ def _package_signer(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _package_problem(path: Path, number: str, call: CentreCall) -> str | None:
+def _package_problem(path: Path, number: str, call: CentreCall, evidence: bool = False) -> str | None:
     """Why a package from a site is not the copy granted, or None: its signature and every file's
-    SHA-256 must verify, it must be copy `number` of this site's call, and its recording must be
-    the call's seal as the centre holds it."""
+    SHA-256 must verify, it must be copy `number` of this site's call, its recording must be the
+    call's seal as the centre holds it, and an evidence export must carry its evidence (a site
+    that ignored the grant's `evidence: true` made an ordinary copy)."""
     report = verify_package(path)
     if not report.ok:
         return "; ".join(str(p) for p in report.problems)
@@ -405,4 +413,6 @@ def _package_problem(path: Path, number: str, call: CentreCall) -> str | None:
     audio = next((f for f in report.files if f.name == f"{number}.wav"), None)
     if audio is None or audio.sha256 != call.sha256:
         return f"its recording's SHA-256 {audio.sha256 if audio else None} is not the seal {call.sha256}"
+    if evidence and not isinstance(manifest.get("evidence"), dict):
+        return "an evidence export without the call's proof of notice and marks"
     return None

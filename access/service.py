@@ -15,13 +15,12 @@ from policy.schema import Policy
 from storage.index import CallRow
 from storage.layout import INDEX_FILE
 from storage.ledger import LedgerEntry
-from storage.marks import MarkBook
-from storage.notices import NoticeLog
 from storage.records import hand_out, sealed_files, sealed_row
 from storage.store import Store
 
 from . import requests as core
 from .copies import CopyRecord, copy_deadline, copy_number
+from .copy_manifest import call_evidence, call_fields
 from .desk import DISCLOSING, AccessDesk, Fulfilment
 from .errors import Forbidden
 from .package import signing_fingerprint, write_package
@@ -92,30 +91,10 @@ class AccessService(AccessDesk):
             "approved_by": request.decided_by, "approved_at": request.decided_at, "holder": holder,
             "conditions": self.access.copies.conditions, "dispose_by": deadline.isoformat() if deadline else None,
             "keep_rule": {"keep": self.access.copies.keep, "clause": self.access.copies.clause},
-            "call": {"id": row.id, "started_at": row.started_at, "answered_at": row.answered_at,
-                     "ended_at": row.ended_at, "duration": row.duration, "direction": row.direction,
-                     "local_number": row.local_number, "remote_number": row.remote_number,
-                     "extension": row.extension, "withheld_number": row.withheld_number,
-                     "sha256": row.sha256, "audio_format": row.audio_format},
-            **({"evidence": self._evidence(row)} if purpose is not None and purpose.evidence else {}),
+            "call": call_fields(row),
+            **({"evidence": call_evidence(self.store, row, self.timezone)}
+               if purpose is not None and purpose.evidence else {}),
         }
-
-    def _evidence(self, row: CallRow) -> dict[str, object]:
-        """What an evidence export (証拠提出) carries beside the recording, inside the signed
-        manifest: the proof of notice (whether and when the caller was told of the recording, and
-        which announcement was played) and the call's harassment marks, withdrawn ones too (with
-        who withdrew them and why), so the recipient sees the whole history."""
-        notice = None
-        if row.notice_id:
-            log = NoticeLog(self.store.index.path, self.timezone)
-            try:
-                found = log.get(row.notice_id)
-            finally:
-                log.close()
-            notice = found.as_dict() if found is not None else None
-        with MarkBook(self.store) as book:
-            marks = [mark.as_dict() for mark in book.of_call(row.id)]
-        return {"notice": notice, "marks": marks}
 
     def _listening(self, grant: Grant, request: Request, folder: Path, now: datetime) -> Fulfilment:
         if self.access.on_device_listening == "never":

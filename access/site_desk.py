@@ -34,6 +34,7 @@ from storage.layout import INDEX_FILE, ensure_private_dir
 from storage.records import RecordUnavailable, RequestRefused, sealed_files, sealed_row, set_hold
 from storage.store import Store
 
+from .copy_manifest import call_evidence, call_fields
 from .errors import PackageError
 from .package import write_package
 from .site_grants import (
@@ -334,16 +335,18 @@ class SiteDesk:
 
     def _copy(self, grant: SiteGrant, row: CallRow) -> Served:
         """The numbered copy package, made here (only the site holds the key that signs it), kept
-        until streamed, then removed: the centre keeps the copy, the site its ledger entry."""
+        until streamed, then removed: the centre keeps the copy, the site its ledger entry.  Its
+        manifest is the box's (access/copy_manifest.py): the centre's fields, the call's, and for
+        an evidence export (the grant's copy says `evidence: true`) the proof of notice and the
+        marks, which only the site holds."""
         assert grant.copy is not None
         ensure_private_dir(self.identity.files.outgoing)
         folder = Path(tempfile.mkdtemp(dir=self.identity.files.outgoing))
         path = folder / "copy.zip"
-        manifest = {**grant.copy, "request": grant.request, "site": self.identity.name,
-                    "call": {name: getattr(row, name) for name in (
-                        "id", "started_at", "answered_at", "ended_at", "duration", "direction", "local_number",
-                        "remote_number", "extension", "sha256", "audio_format")}}
         try:
+            manifest = {**grant.copy, "request": grant.request, "site": self.identity.name, "call": call_fields(row)}
+            if grant.copy.get("evidence") is True:
+                manifest["evidence"] = call_evidence(self.store, row, self.store.tz.key)
             info = write_package(path, sealed_files(self.store, row), manifest, self.store.master)
         except (PackageError, StorageError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
