@@ -8,6 +8,7 @@ filed and approved on screen, and the manager hears it, fetched from site B over
 Last, the centre going away and coming back: a 503 that says so, then the pages again."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -193,6 +194,32 @@ async def test_a_request_for_a_call_of_site_b_is_approved_and_heard_from_site_b(
     for event in ("request_filed", "request_approved", "grant_issued", "site_fetched", "listened"):
         assert event in book, event
     assert (await manager.get(f"/requests/{number}/listen/site-a/{held_b}")).status == 403, "not in the request"
+
+
+async def test_a_page_waiting_on_a_slow_centre_query_holds_up_no_other_page(
+        centre: Centre, manager: aiohttp.ClientSession) -> None:
+    """The ledger page's query waits on a lock another session holds on the centre's ledger; the
+    sites page and the requests page answer meanwhile (the console's event loop is free), and the
+    ledger page answers once the lock is gone."""
+    def waiting_on_the_lock() -> bool:
+        with psycopg.connect(centre.sites.dsn, autocommit=True) as probe:
+            return probe.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND application_name = 'callrec centre'").fetchone()[0] > 0
+
+    with psycopg.connect(centre.sites.dsn) as locker:
+        locker.execute("LOCK TABLE centre_ledger IN ACCESS EXCLUSIVE MODE")
+        slow = asyncio.ensure_future(manager.get("/ledger"))
+        deadline = time.monotonic() + 30
+        while not waiting_on_the_lock():
+            assert time.monotonic() < deadline and not slow.done(), "the ledger page never reached the lock"
+            await asyncio.sleep(0.05)
+        for path in ("/sites", "/requests", "/calls?from=2000-01-01"):
+            other = await asyncio.wait_for(manager.get(path), 30)
+            assert other.status == 200, (path, await other.text())
+        assert not slow.done() and waiting_on_the_lock(), "the ledger page was still waiting on its query"
+        locker.rollback()
+    ledger = await asyncio.wait_for(slow, 30)
+    assert ledger.status == 200 and 'id="entries"' in await ledger.text()
 
 
 async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Centre,

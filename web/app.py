@@ -5,10 +5,15 @@ token; every screen asks the access layer whether this person may see or do what
 a forged form, another role's URL or a button shown by mistake is refused on the server.
 Pages are Jinja2 templates with autoescaping; pictures are SVG made on the server; there is no
 script, so nothing a browser runs can leak or alter a record.
+
+At the centre a page's work runs in the console's worker threads (`off_the_loop`), so a slow
+centre query holds up its own page and no other.
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +28,19 @@ from wire.errors import CallrecError
 
 from . import pages_admin, pages_calls, pages_centre, pages_live, pages_marks, pages_requests
 from .centre import CentreUnavailable
-from .context import CONSOLE, COOKIE, LANG_COOKIE, LOGIN_COOKIE, Console, actor_of, console_of, render, set_cookie
+from .context import (
+    CONSOLE,
+    COOKIE,
+    LANG_COOKIE,
+    LOGIN_COOKIE,
+    ON_LOOP,
+    Console,
+    actor_of,
+    console_of,
+    on_loop,
+    render,
+    set_cookie,
+)
 from .i18n import LANGUAGES
 
 __all__ = ["make_app"]
@@ -95,9 +112,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             raise web.HTTPSeeOther("/login")
         return render(request, "error.html", status=401, heading="expired", message="")
     request["session"] = session
-    request["actor"] = console.access.actor_named(session.account)
+    request["actor"] = await console.run(lambda: console.access.actor_named(session.account))
     if request.method == "POST":
-        form = await request.post()
+        form = await request.post()  # read here, on the loop: a page in a worker thread gets it cached
         token = form.get("csrf")
         if not session.csrf_ok(token if isinstance(token, str) else None):
             log.warning("web.csrf_refused", path=request.path, account=session.account)
@@ -106,6 +123,29 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+_LOOPS = threading.local()
+
+
+@web.middleware
+async def off_the_loop(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At the centre, the page in a worker thread, driven there by an event loop of the thread's
+    own; the request's form was read on the loop already (`authenticate`), so the handler awaits
+    nothing of the connection's.  The response it returns is sent from here, on the loop."""
+    console = console_of(request)
+    if console.centre is None or request.path.startswith(PUBLIC) or getattr(handler, ON_LOOP, False):
+        return await handler(request)
+    await request.post()
+    return await console.run(lambda: _worker_loop().run_until_complete(handler(request)))
+
+
+def _worker_loop() -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop | None = getattr(_LOOPS, "loop", None)
+    if loop is None:
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop
+
+
+@on_loop
 async def login_page(request: web.Request) -> web.StreamResponse:
     """The sign-in form; an existing form token is kept, so a second tab or a stray request
     while signed out does not invalidate the form already on screen."""
@@ -115,6 +155,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@on_loop
 async def login(request: web.Request) -> web.StreamResponse:
     """Double-submit token for the sign-in form (there is no session yet), then the access
     layer's sign-in: lockout and every failure ledgered there."""
@@ -124,19 +165,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not cookie or not secrets.compare_digest(cookie, str(form.get("login_token", ""))):
         return render(request, "error.html", status=403, heading="forbidden",
                       message="the sign-in form's security token is missing or wrong; reload the page")
-    actor = console.access.sign_in(str(form.get("name", "")), str(form.get("password", "")))
+    name, password = str(form.get("name", "")), str(form.get("password", ""))
+    actor = await console.run(lambda: console.access.sign_in(name, password))
     token, _ = console.sessions.begin(actor.name, time.time())
-    console.access.note_session(actor, True, "console")
+    await console.run(lambda: console.access.note_session(actor, True, "console"))
     response = web.HTTPSeeOther("/status")
     set_cookie(response, console, COOKIE, token, console.config.session_max_hours * 3600)
     response.del_cookie(LOGIN_COOKIE, path="/")
     raise response
 
 
+@on_loop
 async def logout(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     console.sessions.end(request.cookies.get(COOKIE, ""))
-    console.access.note_session(actor_of(request), False, "console")
+    actor = actor_of(request)
+    await console.run(lambda: console.access.note_session(actor, False, "console"))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
@@ -158,7 +202,8 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(console: Console) -> web.Application:
-    app = web.Application(middlewares=[security_headers, refusals, authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[security_headers, refusals, authenticate, off_the_loop],
+                          client_max_size=MAX_BODY)
     app[CONSOLE] = console
     app.router.add_get("/", home)
     app.router.add_get("/login", login_page)

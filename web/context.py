@@ -1,14 +1,28 @@
 """What every handler of the console works with: the open store, the access service, the
-sessions, the templates, and the few helpers that read them from a request."""
+sessions, the templates, and the few helpers that read them from a request.
+
+At the centre, the pages' work (the centre's queries, which may wait on a slow statement or a
+row lock) runs off the event loop, in a pool of CENTRE_WORKERS threads (`Console.run`), each
+with a connection of its own: a psycopg connection serves one statement at a time, so threads
+sharing one would still queue behind the slow one.  A thread pool rather than psycopg's async
+connection because the access layer (access/desk.py) is synchronous and shared with the box and
+the CLI; an async copy of it would be a second implementation of every rule.  The sign-in
+sessions stay on the loop (their SQLite connection belongs to its thread).
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
+import psycopg
+import structlog
 from aiohttp import web
 
 from access.centre_service import CentreService
@@ -16,14 +30,22 @@ from access.rules import Actor
 from access.service import AccessService
 from policy.schema import Policy
 from storage.store import Store
+from wire.errors import CallrecError
 
-from .centre import CentreView
+from .centre import CentreUnavailable, CentreView
 from .config import WebConfig
 from .i18n import LANGUAGES, translate
 from .sessions import Session, SessionStore
 
-__all__ = ["CONSOLE", "COOKIE", "LANG_COOKIE", "LOGIN_COOKIE", "Console", "actor_of", "console_of", "lang_of",
-           "render", "set_cookie"]
+__all__ = ["CENTRE_WORKERS", "CONSOLE", "COOKIE", "LANG_COOKIE", "LOGIN_COOKIE", "ON_LOOP", "Console", "actor_of",
+           "console_of", "lang_of", "on_loop", "render", "set_cookie"]
+
+log = structlog.get_logger("callrec.web")
+
+T = TypeVar("T")
+CENTRE_WORKERS = 4
+"""Pages served at once at the centre, and so the console's connections to it (one each, plus
+the loop's own for sign-in): a fifth page waits for a thread, the event loop never does."""
 
 COOKIE = "callrec_session"
 LOGIN_COOKIE = "callrec_login"
@@ -37,9 +59,9 @@ class Console:
     config: WebConfig
     policy: Policy
     store: Store
-    access: AccessService | CentreService
-    """The store's AccessService, or at the centre the centre's CentreService (people, requests
-    and copies of every site, audio fetched from the owning site)."""
+    main_access: AccessService | CentreService
+    """The store's AccessService, or at the centre the centre's CentreService of the event loop's
+    thread (`access` gives each worker thread its own)."""
     sessions: SessionStore
     status_socket: Path
     templates: jinja2.Environment
@@ -48,6 +70,44 @@ class Console:
     """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
     reconnect: Callable[[], CentreService] | None = None
     """At the centre: the centre's service opened again, after its connection was lost."""
+    _threads: threading.local = field(default_factory=threading.local, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def access(self) -> AccessService | CentreService:
+        """The access service for this thread: the store's AccessService, or at the centre the
+        centre's CentreService (people, requests and copies of every site, audio fetched from the
+        owning site), in a worker thread one of its own, opened again once its connection broke."""
+        if not getattr(self._threads, "worker", False) or self.reconnect is None:
+            return self.main_access
+        service: CentreService | None = getattr(self._threads, "access", None)
+        if service is None or service.conn.closed or service.conn.broken:
+            try:
+                service = self.reconnect()
+            except (psycopg.Error, CallrecError) as exc:
+                log.warning("web.centre_unavailable", error=str(exc).strip())
+                raise CentreUnavailable(f"the centre cannot be reached: {str(exc).strip()}") from None
+            self._threads.access = service
+        return service
+
+    @access.setter
+    def access(self, service: AccessService | CentreService) -> None:
+        self.main_access = service
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work` at the centre in a worker thread (the loop answers other pages meanwhile); on
+        the box here, as before (its SQLite connections belong to the loop's thread)."""
+        if self.centre is None:
+            return work()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(CENTRE_WORKERS, thread_name_prefix="callrec-centre",
+                                            initializer=setattr, initargs=(self._threads, "worker", True))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def close_workers(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -61,6 +121,16 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+ON_LOOP = "callrec_on_loop"
+"""A handler marked so (`on_loop`) runs on the event loop at the centre too: it uses the sign-in
+sessions (whose SQLite connection is the loop's) or streams, and sends its centre work to the
+worker threads itself (`Console.run`)."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def on_loop(handler: Handler) -> Handler:
+    setattr(handler, ON_LOOP, True)
+    return handler
 
 
 def console_of(request: web.Request) -> Console:

@@ -6,7 +6,7 @@ from aiohttp import web
 from policy.access import Action, describe_access
 from policy.retention import describe
 
-from .context import actor_of, console_of, lang_of, render
+from .context import actor_of, console_of, lang_of, on_loop, render
 
 __all__ = ["add_routes"]
 
@@ -57,11 +57,13 @@ async def add_user(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/users")
 
 
+@on_loop
 async def disable_user(request: web.Request) -> web.StreamResponse:
+    """On the loop for the sessions it ends; the centre's part in a worker thread."""
     console = console_of(request)
     form = await request.post()
-    name = request.match_info["name"]
-    console.access.disable_user(actor_of(request), name, str(form.get("reason", "")))
+    name, by = request.match_info["name"], actor_of(request)
+    await console.run(lambda: console.access.disable_user(by, name, str(form.get("reason", ""))))
     console.sessions.end_all(name)
     raise web.HTTPSeeOther("/users")
 

@@ -21,7 +21,7 @@ from policy.access import Action, Wanted
 from storage.search import shown_remote
 
 from .centre import CentreView
-from .context import Console, actor_of, console_of, lang_of, render
+from .context import Console, actor_of, console_of, lang_of, on_loop, render
 from .i18n import translate
 from .pages_calls import DIRECTIONS, _query, stream_wav
 
@@ -94,12 +94,15 @@ async def call(request: web.Request) -> web.StreamResponse:
                   if row.evidence_until else None)
 
 
+@on_loop
 async def listen(request: web.Request) -> web.StreamResponse:
     """An approved listening request's call, fetched from its site over mutual TLS (the centre's
-    service checks it against the seal and ledgers it), streamed to the browser's player."""
+    service checks it against the seal and ledgers it) in a worker thread, then streamed to the
+    browser's player from the loop."""
     console = console_of(request)
     ref = call_ref(request.match_info["site"], request.match_info["id"])
-    return await stream_wav(request, console.access.listen(actor_of(request), request.match_info["number"], ref))
+    by, number = actor_of(request), request.match_info["number"]
+    return await stream_wav(request, await console.run(lambda: console.access.listen(by, number, ref)))
 
 
 def _erased_words(request: web.Request, erasure: dict[str, Any]) -> str:

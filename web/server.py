@@ -70,6 +70,7 @@ async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: 
         await stop.wait()
     finally:
         await runner.cleanup()
+        console.close_workers()
         console.sessions.close()
         console.access.close()
         if console.centre is not None:
