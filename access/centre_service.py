@@ -20,6 +20,8 @@ who answered.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import secrets
@@ -41,17 +43,19 @@ from storage.ledger import LedgerEntry
 from wire.errors import CallrecError
 
 from . import requests as core
+from .centre_book import CentreBook, SiteCheck
 from .centre_ledger import CentreLedger
 from .copies import CopyRecord, copy_deadline, copy_number
 from .desk import DISCLOSING, AccessDesk, Fulfilment
 from .errors import AccessError, Forbidden
+from .forms import LEDGER_COLUMNS, ledger_book_rows, table_pdf
 from .package import MANIFEST, verify_package
 from .requests import AccessEvent, LedgerNote, Request, RequestState
 from .rules import Actor, Grant
 from .site_grants import Allowed, check_site_name, issue_grant, unverified_fields
 from .store import AccessStore
 
-__all__ = ["DISCLOSING", "CentreCall", "CentreEvent", "CentreService", "Fulfilment", "SiteFetched", "SiteFetcher",
+__all__ = ["CENTRE_LABEL", "DISCLOSING", "CentreCall", "CentreEvent", "CentreService", "Fulfilment", "SiteFetched", "SiteFetcher",
            "call_ref", "split_ref"]
 
 EXPORTS = "exports"
@@ -60,6 +64,10 @@ GRANT_LIFETIME = timedelta(minutes=10)
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """A call id as it may name a file at the centre; an id outside it is refused, not mangled."""
 _CHUNK = 1 << 16
+BOOK_SITE_COLUMN = "拠点"
+CENTRE_LABEL = "センター"
+"""How the combined book names the centre's own entries in its 拠点 column."""
+_BOOK_WIDTHS = (22, 12, 38, 32, 24, 20, 40, 22, 51)
 
 
 class CentreEvent(StrEnum):
@@ -361,13 +369,38 @@ class CentreService(AccessDesk):
             self._ledger(note, now)
         return _stream_then_remove(out)
 
-    # ---- the centre's chain -------------------------------------------------------------
+    # ---- the centre's chain, and the one 管理簿 of every site -------------------------
     def verify_ledger(self, by: Actor | None = None) -> list[str]:
         """The centre's chain checked (problems, empty when intact); by a person who may read the
         ledger, or from the administrator's shell (by=None)."""
         if by is not None:
             self._permit(by, Action.READ_LEDGER)
         return self.ledger.verify()
+
+    def book(self, by: Actor | None = None) -> CentreBook:
+        """The combined 通話記録管理簿: the centre's entries and every site's synced ones
+        (access/centre_book.py); for a person who may read the ledger, or the administrator's shell."""
+        if by is not None:
+            self._permit(by, Action.READ_LEDGER)
+        return CentreBook(self.conn, self._zone)
+
+    def verify_book(self, by: Actor | None = None) -> tuple[list[str], list[SiteCheck]]:
+        """The centre's chain by its MAC, and each site's synced chain as far as the centre can
+        check it without the site's key (CentreBook.check_site)."""
+        return self.verify_ledger(by), self.book(by).check_sites()
+
+    def ledger_book(self, by: Actor, pdf: bool) -> bytes:
+        """The one 管理簿 of the city, with a 拠点 column: the centre's entries and every site's,
+        oldest first."""
+        entries = list(self.book(by).entries())
+        rows = ledger_book_rows(e.as_ledger() for e in entries)
+        table = [(BOOK_SITE_COLUMN, *LEDGER_COLUMNS),
+                 *((e.site or CENTRE_LABEL, *row) for e, row in zip(entries, rows, strict=True))]
+        if pdf:
+            return table_pdf("通話記録管理簿", self.access.forms, "", table, _BOOK_WIDTHS)
+        out = io.StringIO(newline="")
+        csv.writer(out, lineterminator="\r\n").writerows(table)
+        return out.getvalue().encode("utf-8-sig")
 
 
 def _shell_user() -> str:

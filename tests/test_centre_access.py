@@ -8,6 +8,8 @@ recordings with `callrec site serve` as processes of their own; the centre's peo
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import secrets
@@ -25,6 +27,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from access.centre_book import CentreBook
 from access.centre_ledger import CentreLedger
 from access.centre_service import CentreService, call_ref, split_ref
 from access.copies import CopyRecord
@@ -375,8 +378,11 @@ def test_the_rules_hold_at_the_centre_as_locally(world: World, centre: CentreSer
     assert {e.actor for e in refusals} >= {"tanaka", "dairi", "kansa", "kacho", "ito"}
     assert any(e.actor == "tanaka" and "not listen" in (e.reason or "") for e in refusals)  # refused at filing
     head = centre.ledger.head()
-    book = centre.ledger_book(kansa, pdf=False).decode("utf-8-sig").splitlines()
-    assert head is not None and len(book) == 1 + head[0]  # the centre's book: every entry of its chain
+    book = list(csv.reader(io.StringIO(centre.ledger_book(kansa, pdf=False).decode("utf-8-sig"))))
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        synced = conn.execute("SELECT count(*) FROM ledger_entries WHERE ledger = 'ledger'").fetchone()[0]
+    assert head is not None and len(book) == 1 + head[0] + synced  # the one book: the centre's chain and the sites'
+    assert book[0][0] == "拠点" and {row[0] for row in book[1:]} == {"センター", *world.sites}
     assert centre.verify_ledger(kansa) == []
 
 
@@ -413,6 +419,81 @@ def test_the_centres_ledger_finds_an_edit_a_removal_and_another_key(server: Post
             ledger.append(_Event.TRIED, "kacho", _now())
     finally:
         conn.close()
+
+
+def _sync_all(world: World) -> None:
+    """Every site's ledger sent on (the grants they honoured, the refusals): more than the enrolment."""
+    for site in world.sites.values():
+        run_cli("central", "sync", "--once", "--config", site.config)
+
+
+def test_one_book_of_the_centre_and_every_site_in_time_order_by_site_and_by_page(
+        world: World, centre: CentreService) -> None:
+    for site in world.sites.values():  # so that each site has several entries
+        request = approved(centre, Wanted.LISTEN, (call_ref(site.name, site.calls[0]),))
+        for _ in range(2):
+            list(centre.listen(centre.sign_in("kacho", PASSWORDS["kacho"]), request.number, request.call_ids[0]))
+    _sync_all(world)
+    kansa = centre.sign_in("kansa", PASSWORDS["kansa"])
+    book = centre.book(kansa)
+    everything = list(book.entries())
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        synced = dict(conn.execute("SELECT site, count(*) FROM ledger_entries WHERE ledger = 'ledger' GROUP BY site")
+                      .fetchall())
+    head = centre.ledger.head()
+    assert head is not None and len(everything) == head[0] + sum(synced.values())
+    assert [e.at for e in everything] == sorted(e.at for e in everything)  # one book in time order
+    assert {e.site for e in everything} == {None, *world.sites}
+    for name, site in world.sites.items():  # each site's entries are its own book, as the site keeps it
+        theirs = [(e.seq, e.event, e.actor) for e in everything if e.site == name]
+        assert theirs == [(e.seq, e.event, e.actor) for e in site.ledger()][:synced[name]]
+    pages, number = [], 1
+    while True:
+        page = book.page(book.filters(), number, size=7)
+        pages += page.entries
+        if number == page.pages:
+            break
+        number += 1
+    assert page.total == len(everything) and pages == everything[::-1]  # newest first, each entry once
+    b = book.page(book.filters(site="otemachi", event="site_enrolled"), 1, 50)
+    assert b.total == 1 and b.entries[0].site == "otemachi"
+    assert {e.site for e in book.page(book.filters(site="@centre"), 1, 500).entries} == {None}
+
+    listed = json.loads(centre_cli(world, "ledger", "list", "--site", "otemachi", "--json", "--page-size", "3"))
+    assert synced["otemachi"] >= 3 and synced["higashi"] >= 3
+    assert listed["total"] == synced["otemachi"] and [e["site"] for e in listed["entries"]] == ["otemachi"] * 3
+    assert listed["entries"][0]["seq"] == synced["otemachi"]
+    out = centre_cli(world, "ledger", "verify", user="kansa")
+    assert "centre ledger: ok" in out and all(f"site {name}: ok, {synced[name]} entries" in out
+                                              for name in world.sites)
+    assert "consecutive seq from 1 without a gap" in out and "`callrec ledger verify` there" in out
+
+
+def test_a_site_entry_edited_or_removed_in_the_centres_database_is_a_problem(
+        world: World, centre: CentreService) -> None:
+    for site in world.sites.values():  # a few entries at each site: two grants used, synced
+        request = approved(centre, Wanted.LISTEN, (call_ref(site.name, site.calls[0]),))
+        for _ in range(2):
+            list(centre.listen(centre.sign_in("kacho", PASSWORDS["kacho"]), request.number, request.call_ids[0]))
+    _sync_all(world)
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        conn.execute("BEGIN")  # every change here is rolled back: the world stays as it was
+        try:
+            conn.execute("UPDATE ledger_entries SET reason = 'なかったこと' WHERE site = 'higashi' "
+                         "AND ledger = 'ledger' AND seq = 2")
+            conn.execute("DELETE FROM ledger_entries WHERE site = 'otemachi' AND ledger = 'ledger' AND seq = 3")
+            checks = {c.site: c for c in CentreBook(conn, TOKYO).check_sites()}
+            conn.execute("DELETE FROM ledger_entries WHERE site = 'higashi' AND ledger = 'ledger' AND seq = "
+                         "(SELECT max(seq) FROM ledger_entries WHERE site = 'higashi' AND ledger = 'ledger')")
+            cut = CentreBook(conn, TOKYO).check_site("higashi")
+        finally:
+            conn.execute("ROLLBACK")
+        intact = CentreBook(conn, TOKYO).check_sites()
+    assert checks["higashi"].problems == ["seq 2: the row's columns differ from its stored line (edited at the centre)"]
+    assert [p.split(":")[0] for p in checks["otemachi"].problems] == ["seq 4", "seq 4"]
+    assert "gap" in checks["otemachi"].problems[0] and "prev" in checks["otemachi"].problems[1]
+    assert "does not end at the head the site anchored" in cut.problems[-1]  # the last entry cut off
+    assert all(c.ok for c in intact)
 
 
 class _Event(StrEnum):

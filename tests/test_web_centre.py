@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.central_console import CentreConsole, TwoSites, two_sites
 from tests.central_pg import PostgresServer
@@ -194,6 +195,68 @@ async def test_a_request_for_a_call_of_site_b_is_approved_and_heard_from_site_b(
     for event in ("request_filed", "request_approved", "grant_issued", "site_fetched", "listened"):
         assert event in book, event
     assert (await manager.get(f"/requests/{number}/listen/site-a/{held_b}")).status == 403, "not in the request"
+
+
+def _book_rows(page: str) -> list[tuple[str, str, str]]:
+    """(拠点, seq, event) of each row of the combined ledger page."""
+    table = re.search(r'<table class="list" id="entries">(.*?)</table>', page, re.DOTALL)
+    assert table, page
+    return re.findall(r'<tr><td class="site">([^<]*)</td><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>', table.group(1))
+
+
+async def test_one_ledger_of_the_centre_and_every_site_with_a_site_filter_and_pages(
+        centre: Centre, manager: aiohttp.ClientSession) -> None:
+    with psycopg.connect(centre.sites.dsn, autocommit=True) as conn:
+        synced = {site: n for site, n in conn.execute(
+            "SELECT site, count(*) FROM ledger_entries WHERE ledger = 'ledger' GROUP BY site")}
+        ours = conn.execute("SELECT count(*) FROM centre_ledger").fetchone()[0]
+        seals = conn.execute("SELECT count(*) FROM ledger_entries WHERE ledger = 'seals'").fetchone()[0]
+    assert set(synced) == {"site-a", "site-b"} and ours and seals
+    total = ours + sum(synced.values())
+    page = await (await manager.get("/ledger")).text()
+    assert "<th>拠点</th>" in page and 'id="site-filter"' in page and f"（{total}件）" in page
+    rows = _book_rows(page)
+    assert {site for site, _, _ in rows} <= {"センター", "site-a", "site-b"} and len(rows) == min(total, 100)
+
+    every: list[tuple[str, str, str]] = []  # page by page, the whole book once
+    for number in range(1, total // 100 + 2):
+        every += _book_rows(await (await manager.get("/ledger", params={"page": str(number)})).text())
+    assert len(every) == len(set(every)) == total
+    for site, count in synced.items():
+        assert sum(1 for s, _, _ in every if s == site) == count
+        only = _book_rows(await (await manager.get("/ledger", params={"site": site})).text())
+        assert {s for s, _, _ in only} == {site} and len(only) == min(count, 100)
+        assert [int(seq) for _, seq, _ in only] == sorted((int(seq) for _, seq, _ in only), reverse=True)
+    mine = _book_rows(await (await manager.get("/ledger", params={"site": "@centre", "event": "login"})).text())
+    assert mine and {(s, e) for s, _, e in mine} == {("センター", "login")}
+
+    checked = await (await manager.get("/ledger", params={"verify": "1"})).text()
+    assert 'id="centre-chain"' in checked and "センターの鍵（MAC）で検証しました" in checked
+    for site, count in synced.items():
+        assert f'<p class="good" id="check-{site}">{site}: {count}件、センターで確認できる範囲で異常はありません' in checked
+    assert "MACそのものは拠点で検証します" in checked
+
+    with psycopg.connect(centre.sites.dsn, autocommit=True) as conn:  # an entry of site B edited, one removed
+        edited = conn.execute("SELECT seq, actor FROM ledger_entries WHERE site = 'site-b' AND ledger = 'ledger' "
+                              "ORDER BY seq LIMIT 1").fetchone()
+        conn.execute("UPDATE ledger_entries SET actor = 'someone else' WHERE site = 'site-b' AND ledger = 'ledger' "
+                     "AND seq = %s", (edited[0],))
+        removed = conn.execute("DELETE FROM ledger_entries WHERE site = 'site-a' AND ledger = 'ledger' AND seq = "
+                               "(SELECT max(seq) FROM ledger_entries WHERE site = 'site-a' AND ledger = 'ledger') "
+                               "RETURNING *").fetchone()
+        try:
+            bad = await (await manager.get("/ledger", params={"verify": "1"})).text()
+        finally:
+            conn.execute("UPDATE ledger_entries SET actor = %s WHERE site = 'site-b' AND ledger = 'ledger' "
+                         "AND seq = %s", (edited[1], edited[0]))
+            conn.execute("INSERT INTO ledger_entries VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (*removed[:8], Jsonb(removed[8]), *removed[9:]))
+    assert '<p class="bad" id="check-site-b">site-b: 管理簿に異常があります</p>' in bad
+    assert f"site-b: seq {edited[0]}: the row&#39;s columns differ from its stored line" in bad
+    assert '<p class="bad" id="check-site-a">' in bad and "does not end at the head the site anchored" in bad
+    assert 'id="centre-chain">センターの管理簿' in bad, "the centre's own chain is still intact"
+    again = await (await manager.get("/ledger", params={"verify": "1"})).text()
+    assert all(f'id="check-{site}"' in again and "管理簿に異常があります" not in again for site in synced)
 
 
 async def test_a_page_waiting_on_a_slow_centre_query_holds_up_no_other_page(

@@ -227,6 +227,24 @@ _WORDS: dict[str, tuple[str, str]] = {
                       "The audio is not at the centre: it stays on the site's appliance, and is fetched from "
                       "there for an approved request."),
     "centre_down": ("センターに接続できません", "The centre cannot be reached"),
+    "centre_ledger": ("通話記録管理簿（全拠点）", "Ledger (every site)"),
+    "centre_own": ("センター", "Centre"),
+    "page_of": ("{page} / {pages} ページ（{total}件）", "Page {page} of {pages} ({total} entries)"),
+    "prev_page": ("前へ", "Previous"),
+    "next_page": ("次へ", "Next"),
+    "centre_chain_ok": ("センターの管理簿: 連鎖と末尾をセンターの鍵（MAC）で検証しました。異常はありません",
+                        "The centre's book: its chain and head verify under the centre's key (MAC)"),
+    "site_chain_ok": ("{site}: {n}件、センターで確認できる範囲で異常はありません",
+                      "{site}: {n} entries, nothing wrong that the centre can see"),
+    "site_checks_note": (("各拠点の管理簿は拠点の鍵でMACが付されており、鍵は拠点の外に出ません。センターでは、連番が1から"
+                          "欠けなく続くこと、各記録のprevが直前の記録のmacと一致すること、各行の列が保存された記録と一致"
+                          "すること、最後の記録が拠点が同期時に固定した末尾（ledger_heads）と一致することを確認します。"
+                          "MACそのものは拠点で検証します（拠点で callrec ledger verify）。"),
+                         ("Each site's book is MACed with the site's key, which never leaves the site. The centre "
+                          "checks that seq runs from 1 without a gap, that each entry's prev is the previous "
+                          "entry's mac, that each row's columns match its stored line, and that the last entry is "
+                          "the head the site anchored when it synced (ledger_heads). The MACs themselves are "
+                          "verified at the site (callrec ledger verify there).")),
 }
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from policy.access import Action, describe_access
 from policy.retention import describe
 
+from . import pages_centre
 from .context import actor_of, console_of, lang_of, on_loop, render
 
 __all__ = ["add_routes"]
@@ -14,8 +15,11 @@ LEDGER_PAGE = 200
 
 
 async def ledger(request: web.Request) -> web.StreamResponse:
-    """The book with filters (event, person, period), newest first, and its verification."""
+    """The book with filters (event, person, period), newest first, and its verification; at the
+    centre the one book of every site (pages_centre.ledger)."""
     console = console_of(request)
+    if console.centre is not None:
+        return await pages_centre.ledger(request)
     console.access.authorise(actor_of(request), Action.READ_LEDGER)
     q = request.query
     entries = list(console.ledger.entries())

@@ -9,12 +9,14 @@ local pages do; the centre's connection is web/centre.py's.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from access.centre_service import call_ref
+from access.centre_book import CENTRE
+from access.centre_service import CentreService, call_ref
 from access.requests import RequestState
 from access.rules import Actor
 from policy.access import Action, Wanted
@@ -25,10 +27,12 @@ from .context import Console, actor_of, console_of, lang_of, on_loop, render
 from .i18n import translate
 from .pages_calls import DIRECTIONS, _query, stream_wav
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "ledger"]
 
 SITES_ACTIONS = (Action.SEARCH, Action.VERIFY, Action.READ_LEDGER)
 """Who sees the sites' sync status: whoever finds calls, and whoever checks the records' integrity."""
+LEDGER_PAGE = 100
+"""Entries on one page of the combined book."""
 RULES = ("retention", "capacity", "wipe")
 """The erasure reasons the sweep and the wipe write (storage/search.ERASURE_WORDS), in words by i18n."""
 
@@ -103,6 +107,41 @@ async def listen(request: web.Request) -> web.StreamResponse:
     ref = call_ref(request.match_info["site"], request.match_info["id"])
     by, number = actor_of(request), request.match_info["number"]
     return await stream_wav(request, await console.run(lambda: console.access.listen(by, number, ref)))
+
+
+async def ledger(request: web.Request) -> web.StreamResponse:
+    """The one 通話記録管理簿 of the city: the centre's entries and every site's synced ones, newest
+    first, with a 拠点 column, a site and an event filter, a page at a time; on asking, each book
+    checked as far as the centre can (access/centre_book.py), and what was checked said in words."""
+    console = console_of(request)
+    me = actor_of(request)
+    assert isinstance(console.access, CentreService)
+    book = console.access.book(me)
+    q = request.query
+    filters = book.filters(site=q.get("site"), event=q.get("event"), actor=q.get("actor"),
+                           since=_day(q.get("from")), until=_day(q.get("to")))
+    page = book.page(filters, _page_number(q.get("page")), LEDGER_PAGE)
+    problems, checks = console.access.verify_book(me) if q.get("verify") else (None, None)
+    return render(request, "centre_ledger.html", page=page, q=q, sites=book.sites(), events=book.events(),
+                  centre_site=CENTRE, problems=problems, checks=checks,
+                  prev_url=_page_url(request, page.page - 1) if page.page > 1 else None,
+                  next_url=_page_url(request, page.page + 1) if page.page < page.pages else None)
+
+
+def _day(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def _page_number(text: str | None) -> int:
+    try:
+        return max(1, int(text or 1))
+    except ValueError:
+        raise ValueError(f"page {text!r} is not a number") from None
+
+
+def _page_url(request: web.Request, number: int) -> str:
+    kept = [(k, v) for k, v in request.query.items() if k not in ("page", "verify")]
+    return "/ledger?" + urlencode([*kept, ("page", str(number))])
 
 
 def _erased_words(request: web.Request, erasure: dict[str, Any]) -> str:
