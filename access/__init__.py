@@ -6,5 +6,6 @@ organisation's `policy` (`access:` section); the console drives the same core.
 `__all__` names the modules others may import; each module's own `__all__` names what it
 offers.
 """
-__all__ = ["centre_book", "centre_ledger", "centre_service", "copies", "copy_manifest", "desk", "errors", "forms", "monthly",
-           "package", "people", "reporting", "requests", "rules", "service", "site_desk", "site_grants", "site_identity"]
+__all__ = ["centre_book", "centre_ledger", "centre_service", "copies", "copy_manifest", "desk", "errors", "forms",
+           "monthly", "package", "people", "reporting", "requests", "rules", "service", "site_desk", "site_grants",
+           "site_identity"]

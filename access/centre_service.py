@@ -55,8 +55,8 @@ from .rules import Actor, Grant
 from .site_grants import Allowed, check_site_name, issue_grant, unverified_fields
 from .store import AccessStore
 
-__all__ = ["CENTRE_LABEL", "DISCLOSING", "CentreCall", "CentreEvent", "CentreService", "Fulfilment", "SiteFetched", "SiteFetcher",
-           "call_ref", "split_ref"]
+__all__ = ["CENTRE_LABEL", "DISCLOSING", "CentreCall", "CentreEvent", "CentreService", "Fulfilment", "SiteFetched",
+           "SiteFetcher", "call_ref", "split_ref"]
 
 EXPORTS = "exports"
 LISTENING = "listening"

@@ -346,7 +346,7 @@ class SiteDesk:
         try:
             manifest = {**grant.copy, "request": grant.request, "site": self.identity.name, "call": call_fields(row)}
             if grant.copy.get("evidence") is True:
-                manifest["evidence"] = call_evidence(self.store, row, self.store.tz.key)
+                manifest["evidence"] = call_evidence(self.store, row, str(self.store.tz))
             info = write_package(path, sealed_files(self.store, row), manifest, self.store.master)
         except (PackageError, StorageError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
@@ -419,10 +419,10 @@ class SiteDesk:
 
     def _refuse_order(self, pending: PendingOrder, exc: GrantRefused) -> str:
         """The signed refusal of an order that does not verify, ledgered once per token and row: the
-        same token shown again under the same order and call (a batch that carried the answer never committed at the centre) gets
-        the answer it got before.  The token is noted first; a noted token without an answer had
-        its turn cut short by a crash, and its entry, if written, is found in the ledger by the
-        token's SHA-256 rather than written again."""
+        same token shown again under the same order and call (a batch that carried the answer never
+        committed at the centre) gets the answer it got before.  The token is noted first; a noted
+        token without an answer had its turn cut short by a crash, and its entry, if written, is
+        found in the ledger by the token's SHA-256 rather than written again."""
         digest = hashlib.sha256(f"{pending.order_id}\n{pending.call_id}\n{pending.token}".encode()).hexdigest()
         noted = self._db.execute("SELECT confirmation FROM site_order_refusals WHERE token_sha256 = ?",
                                  (digest,)).fetchone()

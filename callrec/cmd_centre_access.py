@@ -116,8 +116,8 @@ def add_parsers(centre_sub: argparse._SubParsersAction, default_dir: Path) -> No
     p.add_argument("--user", help="who acts (a person who manages users); default: the administrator's shell")
     p.set_defaults(func=cmd_site_address)
 
-    ledger = centre_sub.add_parser("ledger", help="the one 通話記録管理簿: the centre's and every site's").add_subparsers(
-        dest="centre_ledger_command", required=True)
+    ledger = centre_sub.add_parser("ledger", help="the one 通話記録管理簿: the centre's and every site's")
+    ledger = ledger.add_subparsers(dest="centre_ledger_command", required=True)
     p = ledger.add_parser("list", help="the centre's and every site's entries, newest first, a page at a time")
     common(p)
     p.add_argument("--site", help=f"one site's entries ({CENTRE}: the centre's own)")

@@ -233,7 +233,8 @@ async def test_one_ledger_of_the_centre_and_every_site_with_a_site_filter_and_pa
     checked = await (await manager.get("/ledger", params={"verify": "1"})).text()
     assert 'id="centre-chain"' in checked and "センターの鍵（MAC）で検証しました" in checked
     for site, count in synced.items():
-        assert f'<p class="good" id="check-{site}">{site}: {count}件、センターで確認できる範囲で異常はありません' in checked
+        assert (f'<p class="good" id="check-{site}">{site}: {count}件、センターで確認できる範囲で異常はありません'
+                in checked)
     assert "MACそのものは拠点で検証します" in checked
 
     with psycopg.connect(centre.sites.dsn, autocommit=True) as conn:  # an entry of site B edited, one removed

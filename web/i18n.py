@@ -236,8 +236,8 @@ _WORDS: dict[str, tuple[str, str]] = {
                         "The centre's book: its chain and head verify under the centre's key (MAC)"),
     "site_chain_ok": ("{site}: {n}件、センターで確認できる範囲で異常はありません",
                       "{site}: {n} entries, nothing wrong that the centre can see"),
-    "site_checks_note": (("各拠点の管理簿は拠点の鍵でMACが付されており、鍵は拠点の外に出ません。センターでは、連番が1から"
-                          "欠けなく続くこと、各記録のprevが直前の記録のmacと一致すること、各行の列が保存された記録と一致"
+    "site_checks_note": (("各拠点の管理簿は拠点の鍵でMACが付されており、鍵は拠点の外に出ません。"
+                          "センターでは、連番が1から欠けなく続くこと、各記録のprevが直前の記録のmacと一致すること、各行の列が保存された記録と一致"
                           "すること、最後の記録が拠点が同期時に固定した末尾（ledger_heads）と一致することを確認します。"
                           "MACそのものは拠点で検証します（拠点で callrec ledger verify）。"),
                          ("Each site's book is MACed with the site's key, which never leaves the site. The centre "
