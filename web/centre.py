@@ -1,4 +1,4 @@
-"""The console's link to the centre (web.centre in config.yaml): one connection to its
+"""The console's link to the centre (web.centre in config.yaml): a connection to its
 PostgreSQL, opened on first use and again after the centre went away, and the central search
 (storage/central_search.py) over it.
 
@@ -35,7 +35,7 @@ class CentreUnavailable(CallrecError):
 
 
 class CentreView:
-    """What the console reads from the centre, through one connection."""
+    """What the console reads from the centre, through one connection per worker thread."""
 
     def __init__(self, link: CentreLink, tz: ZoneInfo) -> None:
         self.link = link
