@@ -328,46 +328,43 @@ class BatchPath:
     # ---- one stretch between ticks ---------------------------------------------
     def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
         """The streams that can take frames in bulk now, and per flow number
-        its stream's number (-1: none)."""
-        rec = self.rec
+        its stream's number (-1: none).  A stream qualifies if its next
+        in-order audio packet would take the per-packet path of `locate` and
+        `place_samples` without a branch: a recording in G.711 at 8 kHz, in
+        the file's law, anchored in the stream's clock, not an on-demand
+        line.  One loop with its lookups in locals: it runs for every stream
+        between two ticks."""
+        flows = self.rec._flows
+        recording = self.rec._media
         streams: list[_Stream] = []
-        numbers: dict[int, int] = {}
-        of_flow = np.full(len(names), -1, dtype=np.int64)
+        numbers: dict[tuple[int, int], int] = {}
+        of_flow = [-1] * len(names)
         for flow_id in present.tolist():
-            route = rec._flows.get(names[flow_id])
+            route = flows.get(names[flow_id])
             if route is None:
                 continue
             media, channel = route
-            key = id(media) * 2 + channel
+            key = (id(media), channel)
             number = numbers.get(key)
             if number is None:
-                stream = self._eligible(media, channel)
-                number = numbers[key] = -1 if stream is None else len(streams)
-                if stream is not None:
-                    streams.append(stream)
+                number = numbers[key] = -1
+                interleaver = media.interleaver
+                if (media.origin is not None and interleaver is not None and media.handle is not None
+                        and not media.wideband and media.call.classification.on_demand is None
+                        and recording.get(media.call.serial) is media):
+                    stream = media.streams[channel]
+                    kind, encoding, clock, width = stream._last_info
+                    src = stream._src
+                    if (stream._last_head >= 0 and kind == _AUDIO and width == 1 and clock == _RATE
+                            and stream.rate == _RATE and encoding == interleaver._encoding
+                            and interleaver._rate == _RATE and src.unit_clock == clock and stream._src_id >= 0):
+                        number = numbers[key] = len(streams)
+                        streams.append(_Stream(media, channel, (
+                            stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset, src.floor,
+                            stream._threshold, interleaver._hi[channel], interleaver._window, media.limit),
+                            stream.origin))
             of_flow[flow_id] = number
-        return streams, of_flow
-
-    def _eligible(self, media: CallMedia, channel: int) -> _Stream | None:
-        """The stream's state, if its next in-order audio packet would take
-        the per-packet path of `locate` and `place_samples` without a
-        branch: a recording in G.711 at 8 kHz, in the file's law, anchored in
-        the stream's clock, not an on-demand line."""
-        interleaver = media.interleaver
-        if (media.origin is None or interleaver is None or media.handle is None or media.wideband
-                or media.call.classification.on_demand is not None
-                or self.rec._media.get(media.call.serial) is not media):
-            return None
-        stream = media.streams[channel]
-        kind, encoding, clock, width = stream._last_info
-        src = stream._src
-        if (stream._last_head < 0 or kind != _AUDIO or width != 1 or clock != _RATE or stream.rate != _RATE
-                or encoding != interleaver.encoding or interleaver.rate != _RATE or src.unit_clock != clock
-                or stream._src_id < 0):
-            return None
-        return _Stream(media, channel, (stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
-                                        src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
-                                        media.limit), stream.origin)
+        return streams, np.array(of_flow, dtype=np.int64)
 
     def _qualify(self, batch: FrameBatch, begin: int, end: int, quick: np.ndarray, flow_of: np.ndarray,
                  names: list[bytes], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -581,6 +578,7 @@ class BatchPath:
     def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
         """The streams' state after their items up to `done`, and the frames
         from there to `counts` the per-frame way, in order."""
+        placed = 0
         for run, stop in zip(runs, done, strict=True):
             count = stop - run.first
             if not count:
@@ -590,10 +588,13 @@ class BatchPath:
             last = stop - 1
             stretch = run.stretch
             src.max_seq += count
-            src.last_ts = int(stretch.rtp_ts[last])
-            stream._last_arrival = float(stretch.arrival[last])
+            src.last_ts = stretch.rtp_ts.item(last)
+            stream._last_arrival = stretch.arrival.item(last)
             stream._last_end = max(stream._last_end, stretch.ends[last])
-            self.rec.stats["rtp_packets"] += count
+            placed += count
+        self.rec.stats["rtp_packets"] += placed
+        if done == counts:
+            return
         rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.stretch.order[a:b])
         if rest:
             rec = self.rec
