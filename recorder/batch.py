@@ -181,14 +181,6 @@ class _Run:
     """The frames' audio, one row each, when they all have one size."""
 
 
-@dataclass(slots=True)
-class _Stream:
-    media: CallMedia
-    channel: int
-    params: tuple[int, ...]
-    origin: float
-
-
 _NONE = np.empty(0)
 """No batch's arrays (between batches)."""
 _HEAD = 46
@@ -326,9 +318,11 @@ class BatchPath:
         return 17, self._data[at:at + 12], self._data[at + 16:self._ends.item(i)]
 
     # ---- one stretch between ticks ---------------------------------------------
-    def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
-        """The streams that can take frames in bulk now, and per flow number
-        its stream's number (-1: none).  A stream qualifies if its next
+    def _streams(self, names: list[bytes], present: np.ndarray
+                 ) -> tuple[list[tuple[CallMedia, int]], list[tuple[int, ...]], list[float], np.ndarray]:
+        """The streams that can take frames in bulk now (their call and
+        channel, the state `_qualify` checks frames against, their origin),
+        and per flow number its stream's number (-1: none).  A stream qualifies if its next
         in-order audio packet would take the per-packet path of `locate` and
         `place_samples` without a branch: a recording in G.711 at 8 kHz, in
         the file's law, anchored in the stream's clock, not an on-demand
@@ -336,7 +330,9 @@ class BatchPath:
         between two ticks."""
         flows = self.rec._flows
         recording = self.rec._media
-        streams: list[_Stream] = []
+        streams: list[tuple[CallMedia, int]] = []
+        params: list[tuple[int, ...]] = []
+        origins: list[float] = []
         numbers: dict[tuple[int, int], int] = {}
         of_flow = [-1] * len(names)
         for flow_id in present.tolist():
@@ -359,12 +355,13 @@ class BatchPath:
                             and stream.rate == _RATE and encoding == interleaver._encoding
                             and interleaver._rate == _RATE and src.unit_clock == clock and stream._src_id >= 0):
                         number = numbers[key] = len(streams)
-                        streams.append(_Stream(media, channel, (
-                            stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset, src.floor,
-                            stream._threshold, interleaver._hi[channel], interleaver._window, media.limit),
-                            stream.origin))
+                        streams.append(route)
+                        params.append((stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
+                                       src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
+                                       media.limit))
+                        origins.append(stream.origin)
             of_flow[flow_id] = number
-        return streams, np.array(of_flow, dtype=np.int64)
+        return streams, params, origins, np.array(of_flow, dtype=np.int64)
 
     def _qualify(self, batch: FrameBatch, begin: int, end: int, quick: np.ndarray, flow_of: np.ndarray,
                  names: list[bytes], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -377,11 +374,11 @@ class BatchPath:
             return none
         flow = flow[index]
         index += begin
-        streams, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
+        streams, state, origins, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
         if not streams:
             return none
         try:
-            params = np.array([s.params for s in streams], dtype=np.int64)
+            params = np.array(state, dtype=np.int64)
         except OverflowError:
             return none
         number = of_flow[flow]
@@ -401,7 +398,7 @@ class BatchPath:
         longs = header.view(">u4")
         head, seq = shorts[:, 0].astype(np.int64), shorts[:, 1].astype(np.int64)
         rtp_ts, ssrc = longs[:, 1].astype(np.int64), longs[:, 2].astype(np.int64)
-        origin = np.array([s.origin for s in streams], dtype=np.float64)
+        origin = np.array(origins, dtype=np.float64)
         p = params[number]
         count = len(number)
         first = np.ones(count, dtype=bool)
@@ -446,8 +443,8 @@ class BatchPath:
         bounds = heads.tolist()
         runs = self._runs
         for n, (a, b), which in zip(range(len(rows)), pairwise(bounds), number[heads[:-1]].tolist(), strict=True):
-            stream = streams[which]
-            runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
+            media, channel = streams[which]
+            runs.setdefault(id(media), []).append(_Run(media, channel, stretch, a, b, rows[n]))
         return taken
 
     @staticmethod
