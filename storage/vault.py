@@ -193,8 +193,14 @@ class VaultWriter:
             raise ValueError(f"{self.path}: vault writer is closed")
 
     def _take(self, size: int) -> bytes:
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        buffer = self._buffer
+        if len(buffer) <= size:
+            # A checkpoint's few KB: the whole buffer, copied once.
+            chunk = bytes(buffer)
+            buffer.clear()
+            return chunk
+        chunk = bytes(buffer[:size])
+        del buffer[:size]
         return chunk
 
     def _write_record(self, plaintext: bytes, final: bool = False) -> None:
@@ -375,11 +381,12 @@ class VaultReader:
         try:
             return self._aead.decrypt(_nonce(index, final), ciphertext, _aad(index, final))
         except InvalidTag:
-            raise VaultError(
-                self.path,
-                "fails authentication: altered, reordered, dropped, duplicated or taken from another file",
-                index, offset,
-            ) from None
+            raise self._refused(index, offset) from None
+
+    def _refused(self, index: int, offset: int) -> VaultError:
+        return VaultError(self.path,
+                          "fails authentication: altered, reordered, dropped, duplicated or taken from another file",
+                          index, offset)
 
     def _read(self, length: int, offset: int) -> bytes:
         """Bytes of the file, through a read-ahead of _READ_AHEAD bytes: a
@@ -411,8 +418,14 @@ class VaultReader:
     def chunks(self) -> Iterator[bytes]:
         """The plaintext, one authenticated record at a time (an empty final
         record yields nothing)."""
-        for index in range(len(self._records)):
-            plaintext = self._open_record(index)
+        # `_open_record` with its lookups in locals: sealing reads every
+        # recording back, a record per checkpoint.
+        decrypt, read = self._aead.decrypt, self._read
+        for index, (offset, length, final) in enumerate(self._records):
+            try:
+                plaintext = decrypt(_nonce(index, final), read(length, offset + 4), _aad(index, final))
+            except InvalidTag:
+                raise self._refused(index, offset) from None
             if plaintext:
                 yield plaintext
 
