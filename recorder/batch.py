@@ -532,11 +532,16 @@ class BatchPath:
             if out:
                 assert media.handle is not None
                 media.handle.append(out)
-            self._copy(run, trigger, trigger + 1)
-            done[which] = trigger + 1
             if hi[1 - run.channel] != before and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                self._copy(run, trigger, trigger + 1)
+                done[which] = trigger + 1
                 self._finish(media, runs, done, counts)
                 return
+            if end > interleaver._limit:
+                self._copy(run, trigger, trigger + 1)
+                done[which] = trigger + 1
+            # Otherwise the trigger's audio, which no longer passes the window,
+            # is copied with the frames after it (after the commit, as one by one).
         self._finish(media, runs, done, done)
 
     def _copy(self, run: _Run, begin: int, end: int) -> None:
