@@ -528,7 +528,7 @@ class BatchPath:
                 done[n] = upto
             end = run.stretch.ends[trigger]
             before = hi[1 - run.channel]
-            out = interleaver._emit(min(end - window + interleaver._step, end - int(run.stretch.size[trigger])))
+            out = interleaver._emit(min(end - window + interleaver._step, end - run.stretch.size.item(trigger)))
             if out:
                 assert media.handle is not None
                 media.handle.append(out)
@@ -556,7 +556,7 @@ class BatchPath:
         stretch = run.stretch
         if run.rows is not None:
             audio = run.rows[begin - run.first:end - run.first].reshape(-1).data  # bytearray takes no ndarray
-            i = (stretch.ends[begin] - int(stretch.size[begin])) % window
+            i = (stretch.ends[begin] - stretch.size.item(begin)) % window
             j = i + len(audio)
             if j <= window:
                 ring[i:j] = audio

@@ -920,10 +920,13 @@ class Recorder:
         and `media.limit` as in _frontier."""
         interleaver, handle = media.interleaver, media.handle
         assert interleaver is not None and handle is not None
-        piece = COMMIT_PIECE_SAMPLES * interleaver.rate // RATE
-        while interleaver.committed < upto:
-            handle.append(interleaver.commit(min(upto, interleaver.committed + piece)))
-        media.limit = interleaver.committed * RATE // interleaver.rate + GAP_SAMPLES
+        rate = interleaver.rate
+        piece = COMMIT_PIECE_SAMPLES * rate // RATE
+        committed = interleaver.committed
+        while committed < upto:
+            handle.append(interleaver.commit(min(upto, committed + piece)))
+            committed = interleaver.committed
+        media.limit = committed * RATE // rate + GAP_SAMPLES
 
     def _bound_gap(self, media: CallMedia, position: int, encoding: str) -> None:
         """A packet far beyond what the file holds (media resuming after a
