@@ -64,6 +64,21 @@ class AudioWriter:
         """Write what is buffered as one record; after this a crash keeps it."""
         self._vault.flush(durable)
 
+    def append_synced(self, data: bytes) -> None:
+        """`append(data)` then `sync(durable=False)`, raising where they
+        would: the record sealed straight from `data` when the vault holds
+        nothing else (`VaultWriter.write_through`)."""
+        if not self._vault.writes_through(len(data)):
+            self.append(data)
+            self.sync(durable=False)
+            return
+        if len(data) % self._block:
+            raise ValueError("data is not a whole number of frames")
+        if self._length + len(data) > self._room:
+            raise WavLimitError("the recording would exceed the 4 GiB RIFF size limit")
+        self._length += len(data)
+        self._vault.write_through(data)
+
     def close(self) -> int:
         self._vault.close()
         return self.frames

@@ -149,6 +149,21 @@ class VaultWriter:
         while len(self._buffer) >= RECORD_SIZE:
             self._write_record(self._take(RECORD_SIZE))
 
+    def writes_through(self, size: int) -> bool:
+        """Whether `write_through` of `size` bytes is `append` then
+        `flush(durable=False)`: nothing buffered or left to retry, less than
+        a record."""
+        return not self._buffer and self._pending is None and size < RECORD_SIZE and not self._closed
+
+    def write_through(self, data: bytes) -> None:
+        """`append(data)` then `flush(durable=False)` when `writes_through`
+        says so (a checkpoint's few KB, twice a second per recording): the
+        record is sealed straight from `data`.  The same record, index and
+        length, and an OSError from the same write, as the two calls."""
+        self._length += len(data)
+        if data:
+            self._write_record(data)
+
     def flush(self, durable: bool) -> None:
         """Everything appended so far becomes complete records on disk
         (durable: fsynced too), so a crash from here on keeps it."""
