@@ -362,7 +362,7 @@ class VaultReader:
             index = len(records)
             if records and records[-1][2]:
                 raise VaultError(self.path, "data after the final record", index, offset)
-            prefix = self._read(4, offset)
+            prefix = self._view(4, offset)
             word = struct.unpack(">I", prefix)[0] if len(prefix) == 4 else None
             length = 0 if word is None else word & ~_FINAL
             if word is None or offset + 4 + length > size or (word == 0 and self._zero_tail(offset, size)):
@@ -392,7 +392,7 @@ class VaultReader:
 
     def _open_record(self, index: int) -> bytes:
         offset, length, final = self._records[index]
-        ciphertext = self._read(length, offset + 4)
+        ciphertext = self._view(length, offset + 4)
         try:
             return self._aead.decrypt(_nonce(index, final), ciphertext, _aad(index, final))
         except InvalidTag:
@@ -403,19 +403,20 @@ class VaultReader:
                           "fails authentication: altered, reordered, dropped, duplicated or taken from another file",
                           index, offset)
 
-    def _read(self, length: int, offset: int) -> bytes:
-        """Bytes of the file, through a read-ahead of _READ_AHEAD bytes: a
-        recording's records are as small as a checkpoint's audio (about 8 KB),
-        and framing and reading them one pread each cost more than the
-        decryption (sealing reads every recording back at its end)."""
+    def _view(self, length: int, offset: int) -> memoryview:
+        """Bytes of the file, through a read-ahead of _READ_AHEAD bytes and
+        not copied out of it: a recording's records are as small as a
+        checkpoint's audio (about 8 KB), and framing and reading them one
+        pread each cost more than the decryption (sealing reads every
+        recording back at its end)."""
         start = offset - self._ahead_at
         if 0 <= start and start + length <= len(self._ahead):
-            return self._ahead[start:start + length]
+            return memoryview(self._ahead)[start:start + length]
         if length >= _READ_AHEAD:
-            return os.pread(self._fd, length, offset)
+            return memoryview(os.pread(self._fd, length, offset))
         self._ahead = os.pread(self._fd, _READ_AHEAD, offset)
         self._ahead_at = offset
-        return self._ahead[:length]
+        return memoryview(self._ahead)[:length]
 
     @property
     def records(self) -> int:
@@ -435,7 +436,7 @@ class VaultReader:
         record yields nothing)."""
         # `_open_record` with its lookups in locals: sealing reads every
         # recording back, a record per checkpoint.
-        decrypt, read = self._aead.decrypt, self._read
+        decrypt, read = self._aead.decrypt, self._view
         for index, (offset, length, final) in enumerate(self._records):
             try:
                 plaintext = decrypt(_nonce(index, final), read(length, offset + 4), _aad(index, final))
