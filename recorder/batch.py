@@ -177,8 +177,8 @@ class _Run:
     stretch: _Stretch
     first: int
     stop: int
-    rows: np.ndarray | None
-    """The frames' audio, one row each, when they all have one size."""
+    rows: memoryview | None
+    """The frames' audio, back to back, when they all have one size."""
 
 
 _NONE = np.empty(0)
@@ -448,17 +448,19 @@ class BatchPath:
         return taken
 
     @staticmethod
-    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[np.ndarray | None]:
+    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[memoryview | None]:
         """Per run (from each head to the next), its audio as rows of one
-        size, gathered with one copy per size; None for a run of mixed sizes."""
+        size back to back, gathered with one copy per size (a flat
+        memoryview: `_copy` slices it without a numpy step); None for a run
+        of mixed sizes."""
         count = len(heads) - 1
         lo, hi = int(sizes.min()), int(sizes.max())
         if lo == hi:
             if lo <= 0 or lo > len(u8):
                 return [None] * count
-            rows = np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]
-            return [rows[a:b] for a, b in pairwise(heads.tolist())]
-        out: list[np.ndarray | None] = [None] * count
+            flat = memoryview(np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]).cast("B")
+            return [flat[a * lo:b * lo] for a, b in pairwise(heads.tolist())]
+        out: list[memoryview | None] = [None] * count
         starts = heads[:-1]
         mixed = np.zeros(len(sizes), dtype=np.int64)
         mixed[1:] = sizes[1:] != sizes[:-1]
@@ -470,10 +472,11 @@ class BatchPath:
                 continue
             members = sizes == size
             rank = np.cumsum(members) - 1
-            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]
+            flat = memoryview(np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]).cast("B")
             for r in np.flatnonzero(uniform & (run_size == size)).tolist():
                 a, b = int(heads[r]), int(heads[r + 1])
-                out[r] = rows[rank[a]:rank[a] + b - a]
+                first = int(rank[a])
+                out[r] = flat[first * size:(first + b - a) * size]
         return out
 
     # ---- putting runs in place --------------------------------------------------
@@ -555,8 +558,9 @@ class BatchPath:
         window = interleaver._window
         stretch = run.stretch
         if run.rows is not None:
-            audio = run.rows[begin - run.first:end - run.first].reshape(-1).data  # bytearray takes no ndarray
-            i = (stretch.ends[begin] - stretch.size.item(begin)) % window
+            size = stretch.size.item(begin)
+            audio = run.rows[(begin - run.first) * size:(end - run.first) * size]
+            i = (stretch.ends[begin] - size) % window
             j = i + len(audio)
             if j <= window:
                 ring[i:j] = audio
