@@ -28,6 +28,7 @@ place at the end of the stretch, before the tick, which reads every call.
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -156,9 +157,9 @@ class _Stretch:
     runs share (lists where they are bisected, arrays where one item is
     read)."""
 
-    order: list[int]
+    order: array[int]
     """Frame numbers in the batch."""
-    ends: list[int]
+    ends: array[int]
     """Where each frame's audio ends on the timeline (its position + size)."""
     size: np.ndarray
     audio: np.ndarray
@@ -438,7 +439,11 @@ class BatchPath:
         audio_at = start[take] + 12
         heads = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
         taken = index[take]
-        stretch = _Stretch(taken.tolist(), (pos[take] + sizes).tolist(), sizes, audio_at, rtp_ts[take], arrival[take])
+        # Bisected and read an item at a time: arrays of machine integers,
+        # made with one copy where a list would make an object per frame.
+        stretch = _Stretch(array("q", taken.astype(np.int64).tobytes()),
+                           array("q", (pos[take] + sizes).astype(np.int64).tobytes()),
+                           sizes, audio_at, rtp_ts[take], arrival[take])
         rows = self._gather(u8, sizes, audio_at, heads)
         bounds = heads.tolist()
         runs = self._runs
