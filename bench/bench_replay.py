@@ -4,10 +4,12 @@ Generates N simultaneous G.711 calls (bench/gen_calls.py), replays them
 through the full recorder (decoding, de-duplication, SIP, RTP streams,
 interleaving, encrypted recording files, sealing, index) in this process, fed
 a batch of the file at a time as `callrec replay` feeds it (the batched media
-path; `--per-frame` for the per-frame one), and reports the median of several
-runs, so a busy machine shifts the figures less.  tshark's `-q -z rtp,streams`
-on the same file is timed in the same runs (one after each replay) as a
-yardstick, and the ratio of the medians is printed.
+path; `--per-frame` for the per-frame one), with the cyclic garbage
+collector tuned as `callrec replay` tunes it (`--default-gc` leaves Python's
+defaults), and reports the median of several runs, so a busy machine shifts
+the figures less.  tshark's `-q -z rtp,streams` on the same file is timed in
+the same runs (one after each replay) as a yardstick, and the ratio of the
+medians is printed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import structlog  # noqa: E402
 
 from bench.gen_calls import write_pcap  # noqa: E402
+from callrec.context import tune_gc  # noqa: E402
 from policy.decide import PolicyDecider  # noqa: E402
 from policy.schema import Policy  # noqa: E402
 from recorder.capture_file import BATCH_CHUNK_SIZE, CaptureFile  # noqa: E402
@@ -99,8 +102,12 @@ def main() -> None:
     parser.add_argument("--per-frame", action="store_true", help="the per-frame media path (no batches)")
     parser.add_argument("--batch-mib", type=float, default=BATCH_CHUNK_SIZE / (1 << 20),
                         help="MiB of the file per batch (the batched path)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="leave the cyclic collector as Python sets it (callrec replay tunes it: tune_gc)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if not args.default_gc:
+        tune_gc()
     work = Path(tempfile.mkdtemp(prefix="callrec-bench-in-"))
     try:
         capture = args.capture

@@ -28,6 +28,7 @@ place at the end of the stretch, before the tick, which reads every call.
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -156,9 +157,9 @@ class _Stretch:
     runs share (lists where they are bisected, arrays where one item is
     read)."""
 
-    order: list[int]
+    order: array[int]
     """Frame numbers in the batch."""
-    ends: list[int]
+    ends: array[int]
     """Where each frame's audio ends on the timeline (its position + size)."""
     size: np.ndarray
     audio: np.ndarray
@@ -177,16 +178,8 @@ class _Run:
     stretch: _Stretch
     first: int
     stop: int
-    rows: np.ndarray | None
-    """The frames' audio, one row each, when they all have one size."""
-
-
-@dataclass(slots=True)
-class _Stream:
-    media: CallMedia
-    channel: int
-    params: tuple[int, ...]
-    origin: float
+    rows: memoryview | None
+    """The frames' audio, back to back, when they all have one size."""
 
 
 _NONE = np.empty(0)
@@ -326,48 +319,50 @@ class BatchPath:
         return 17, self._data[at:at + 12], self._data[at + 16:self._ends.item(i)]
 
     # ---- one stretch between ticks ---------------------------------------------
-    def _streams(self, names: list[bytes], present: np.ndarray) -> tuple[list[_Stream], np.ndarray]:
-        """The streams that can take frames in bulk now, and per flow number
-        its stream's number (-1: none)."""
-        rec = self.rec
-        streams: list[_Stream] = []
-        numbers: dict[int, int] = {}
-        of_flow = np.full(len(names), -1, dtype=np.int64)
+    def _streams(self, names: list[bytes], present: np.ndarray
+                 ) -> tuple[list[tuple[CallMedia, int]], list[tuple[int, ...]], list[float], np.ndarray]:
+        """The streams that can take frames in bulk now (their call and
+        channel, the state `_qualify` checks frames against, their origin),
+        and per flow number its stream's number (-1: none).  A stream qualifies if its next
+        in-order audio packet would take the per-packet path of `locate` and
+        `place_samples` without a branch: a recording in G.711 at 8 kHz, in
+        the file's law, anchored in the stream's clock, not an on-demand
+        line.  One loop with its lookups in locals: it runs for every stream
+        between two ticks."""
+        flows = self.rec._flows
+        recording = self.rec._media
+        streams: list[tuple[CallMedia, int]] = []
+        params: list[tuple[int, ...]] = []
+        origins: list[float] = []
+        numbers: dict[tuple[int, int], int] = {}
+        of_flow = [-1] * len(names)
         for flow_id in present.tolist():
-            route = rec._flows.get(names[flow_id])
+            route = flows.get(names[flow_id])
             if route is None:
                 continue
             media, channel = route
-            key = id(media) * 2 + channel
+            key = (id(media), channel)
             number = numbers.get(key)
             if number is None:
-                stream = self._eligible(media, channel)
-                number = numbers[key] = -1 if stream is None else len(streams)
-                if stream is not None:
-                    streams.append(stream)
+                number = numbers[key] = -1
+                interleaver = media.interleaver
+                if (media.origin is not None and interleaver is not None and media.handle is not None
+                        and not media.wideband and media.call.classification.on_demand is None
+                        and recording.get(media.call.serial) is media):
+                    stream = media.streams[channel]
+                    kind, encoding, clock, width = stream._last_info
+                    src = stream._src
+                    if (stream._last_head >= 0 and kind == _AUDIO and width == 1 and clock == _RATE
+                            and stream.rate == _RATE and encoding == interleaver._encoding
+                            and interleaver._rate == _RATE and src.unit_clock == clock and stream._src_id >= 0):
+                        number = numbers[key] = len(streams)
+                        streams.append(route)
+                        params.append((stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
+                                       src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
+                                       media.limit))
+                        origins.append(stream.origin)
             of_flow[flow_id] = number
-        return streams, of_flow
-
-    def _eligible(self, media: CallMedia, channel: int) -> _Stream | None:
-        """The stream's state, if its next in-order audio packet would take
-        the per-packet path of `locate` and `place_samples` without a
-        branch: a recording in G.711 at 8 kHz, in the file's law, anchored in
-        the stream's clock, not an on-demand line."""
-        interleaver = media.interleaver
-        if (media.origin is None or interleaver is None or media.handle is None or media.wideband
-                or media.call.classification.on_demand is not None
-                or self.rec._media.get(media.call.serial) is not media):
-            return None
-        stream = media.streams[channel]
-        kind, encoding, clock, width = stream._last_info
-        src = stream._src
-        if (stream._last_head < 0 or kind != _AUDIO or width != 1 or clock != _RATE or stream.rate != _RATE
-                or encoding != interleaver.encoding or interleaver.rate != _RATE or src.unit_clock != clock
-                or stream._src_id < 0):
-            return None
-        return _Stream(media, channel, (stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
-                                        src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
-                                        media.limit), stream.origin)
+        return streams, params, origins, np.array(of_flow, dtype=np.int64)
 
     def _qualify(self, batch: FrameBatch, begin: int, end: int, quick: np.ndarray, flow_of: np.ndarray,
                  names: list[bytes], starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -380,11 +375,11 @@ class BatchPath:
             return none
         flow = flow[index]
         index += begin
-        streams, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
+        streams, state, origins, of_flow = self._streams(names, np.flatnonzero(np.bincount(flow, minlength=len(names))))
         if not streams:
             return none
         try:
-            params = np.array([s.params for s in streams], dtype=np.int64)
+            params = np.array(state, dtype=np.int64)
         except OverflowError:
             return none
         number = of_flow[flow]
@@ -404,7 +399,7 @@ class BatchPath:
         longs = header.view(">u4")
         head, seq = shorts[:, 0].astype(np.int64), shorts[:, 1].astype(np.int64)
         rtp_ts, ssrc = longs[:, 1].astype(np.int64), longs[:, 2].astype(np.int64)
-        origin = np.array([s.origin for s in streams], dtype=np.float64)
+        origin = np.array(origins, dtype=np.float64)
         p = params[number]
         count = len(number)
         first = np.ones(count, dtype=bool)
@@ -444,27 +439,33 @@ class BatchPath:
         audio_at = start[take] + 12
         heads = np.flatnonzero(np.r_[True, number[1:] != number[:-1], True])
         taken = index[take]
-        stretch = _Stretch(taken.tolist(), (pos[take] + sizes).tolist(), sizes, audio_at, rtp_ts[take], arrival[take])
+        # Bisected and read an item at a time: arrays of machine integers,
+        # made with one copy where a list would make an object per frame.
+        stretch = _Stretch(array("q", taken.astype(np.int64).tobytes()),
+                           array("q", (pos[take] + sizes).astype(np.int64).tobytes()),
+                           sizes, audio_at, rtp_ts[take], arrival[take])
         rows = self._gather(u8, sizes, audio_at, heads)
         bounds = heads.tolist()
         runs = self._runs
         for n, (a, b), which in zip(range(len(rows)), pairwise(bounds), number[heads[:-1]].tolist(), strict=True):
-            stream = streams[which]
-            runs.setdefault(id(stream.media), []).append(_Run(stream.media, stream.channel, stretch, a, b, rows[n]))
+            media, channel = streams[which]
+            runs.setdefault(id(media), []).append(_Run(media, channel, stretch, a, b, rows[n]))
         return taken
 
     @staticmethod
-    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[np.ndarray | None]:
+    def _gather(u8: np.ndarray, sizes: np.ndarray, audio_at: np.ndarray, heads: np.ndarray) -> list[memoryview | None]:
         """Per run (from each head to the next), its audio as rows of one
-        size, gathered with one copy per size; None for a run of mixed sizes."""
+        size back to back, gathered with one copy per size (a flat
+        memoryview: `_copy` slices it without a numpy step); None for a run
+        of mixed sizes."""
         count = len(heads) - 1
         lo, hi = int(sizes.min()), int(sizes.max())
         if lo == hi:
             if lo <= 0 or lo > len(u8):
                 return [None] * count
-            rows = np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]
-            return [rows[a:b] for a, b in pairwise(heads.tolist())]
-        out: list[np.ndarray | None] = [None] * count
+            flat = memoryview(np.lib.stride_tricks.sliding_window_view(u8, lo)[audio_at]).cast("B")
+            return [flat[a * lo:b * lo] for a, b in pairwise(heads.tolist())]
+        out: list[memoryview | None] = [None] * count
         starts = heads[:-1]
         mixed = np.zeros(len(sizes), dtype=np.int64)
         mixed[1:] = sizes[1:] != sizes[:-1]
@@ -476,10 +477,11 @@ class BatchPath:
                 continue
             members = sizes == size
             rank = np.cumsum(members) - 1
-            rows = np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]
+            flat = memoryview(np.lib.stride_tricks.sliding_window_view(u8, size)[audio_at[members]]).cast("B")
             for r in np.flatnonzero(uniform & (run_size == size)).tolist():
                 a, b = int(heads[r]), int(heads[r + 1])
-                out[r] = rows[rank[a]:rank[a] + b - a]
+                first = int(rank[a])
+                out[r] = flat[first * size:(first + b - a) * size]
         return out
 
     # ---- putting runs in place --------------------------------------------------
@@ -534,15 +536,20 @@ class BatchPath:
                 done[n] = upto
             end = run.stretch.ends[trigger]
             before = hi[1 - run.channel]
-            out = interleaver._emit(min(end - window + interleaver._step, end - int(run.stretch.size[trigger])))
+            out = interleaver._emit(min(end - window + interleaver._step, end - run.stretch.size.item(trigger)))
             if out:
                 assert media.handle is not None
                 media.handle.append(out)
-            self._copy(run, trigger, trigger + 1)
-            done[which] = trigger + 1
             if hi[1 - run.channel] != before and any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                self._copy(run, trigger, trigger + 1)
+                done[which] = trigger + 1
                 self._finish(media, runs, done, counts)
                 return
+            if end > interleaver._limit:
+                self._copy(run, trigger, trigger + 1)
+                done[which] = trigger + 1
+            # Otherwise the trigger's audio, which no longer passes the window,
+            # is copied with the frames after it (after the commit, as one by one).
         self._finish(media, runs, done, done)
 
     def _copy(self, run: _Run, begin: int, end: int) -> None:
@@ -556,8 +563,9 @@ class BatchPath:
         window = interleaver._window
         stretch = run.stretch
         if run.rows is not None:
-            audio = run.rows[begin - run.first:end - run.first].reshape(-1).data  # bytearray takes no ndarray
-            i = (stretch.ends[begin] - int(stretch.size[begin])) % window
+            size = stretch.size.item(begin)
+            audio = run.rows[(begin - run.first) * size:(end - run.first) * size]
+            i = (stretch.ends[begin] - size) % window
             j = i + len(audio)
             if j <= window:
                 ring[i:j] = audio
@@ -581,6 +589,7 @@ class BatchPath:
     def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
         """The streams' state after their items up to `done`, and the frames
         from there to `counts` the per-frame way, in order."""
+        placed = 0
         for run, stop in zip(runs, done, strict=True):
             count = stop - run.first
             if not count:
@@ -590,10 +599,13 @@ class BatchPath:
             last = stop - 1
             stretch = run.stretch
             src.max_seq += count
-            src.last_ts = int(stretch.rtp_ts[last])
-            stream._last_arrival = float(stretch.arrival[last])
+            src.last_ts = stretch.rtp_ts.item(last)
+            stream._last_arrival = stretch.arrival.item(last)
             stream._last_end = max(stream._last_end, stretch.ends[last])
-            self.rec.stats["rtp_packets"] += count
+            placed += count
+        self.rec.stats["rtp_packets"] += placed
+        if done == counts:
+            return
         rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.stretch.order[a:b])
         if rest:
             rec = self.rec

@@ -64,6 +64,21 @@ class AudioWriter:
         """Write what is buffered as one record; after this a crash keeps it."""
         self._vault.flush(durable)
 
+    def append_synced(self, data: bytes) -> None:
+        """`append(data)` then `sync(durable=False)`, raising where they
+        would: the record sealed straight from `data` when the vault holds
+        nothing else (`VaultWriter.write_through`)."""
+        if not self._vault.writes_through(len(data)):
+            self.append(data)
+            self.sync(durable=False)
+            return
+        if len(data) % self._block:
+            raise ValueError("data is not a whole number of frames")
+        if self._length + len(data) > self._room:
+            raise WavLimitError("the recording would exceed the 4 GiB RIFF size limit")
+        self._length += len(data)
+        self._vault.write_through(data)
+
     def close(self) -> int:
         self._vault.close()
         return self.frames
@@ -136,11 +151,16 @@ def describe(path: Path, master: MasterKey, record_id: str, allow_torn: bool = F
     """`allow_torn` reads a file a full disk kept from sealing, up to its
     last complete record."""
     with _open(path, master, record_id, WAV_KIND, allow_torn) as reader:
-        meta = reader.meta
-        encoding, channels = str(meta["encoding"]), int(meta["channels"])
-        length = reader.plaintext_length()
-        whole = length - length % frame_bytes(encoding, channels)
-        return StoredAudio(encoding, channels, int(meta["rate"]), whole, reader.sealed)
+        return _stored(reader)
+
+
+def _stored(reader: VaultReader) -> StoredAudio:
+    """What an opened audio vault holds, from its authenticated header and its framing."""
+    meta = reader.meta
+    encoding, channels = str(meta["encoding"]), int(meta["channels"])
+    length = reader.plaintext_length()
+    whole = length - length % frame_bytes(encoding, channels)
+    return StoredAudio(encoding, channels, int(meta["rate"]), whole, reader.sealed)
 
 
 def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
@@ -166,11 +186,18 @@ def wav_bytes(path: Path, master: MasterKey, record_id: str,
 
 def wav_digest(path: Path, master: MasterKey, record_id: str, allow_torn: bool = False) -> tuple[StoredAudio, str]:
     """The SHA-256 of the WAV the recording hands out: what is sealed.  The
-    final record is empty, so sealing the file later does not change it."""
-    audio, stream = wav_bytes(path, master, record_id, allow_torn)
-    digest = hashlib.sha256()
-    for chunk in stream:
-        digest.update(chunk)
+    final record is empty, so sealing the file later does not change it.
+
+    The very bytes `wav_bytes` streams, read back from disk and every
+    record authenticated, but from one opening of the vault (its header,
+    key and framing read once, not once to describe it and again to read
+    it): sealing does this for every recording at its end."""
+    with _open(path, master, record_id, WAV_KIND, allow_torn) as reader:
+        audio = _stored(reader)
+        digest = hashlib.sha256()
+        for chunk in wav_stream(audio.encoding, audio.channels, audio.rate, audio.data_bytes,
+                                _bounded(reader.chunks(), audio.data_bytes)):
+            digest.update(chunk)
     return audio, digest.hexdigest()
 
 

@@ -161,6 +161,30 @@ class FileRecording:
         becomes a record a crash cannot take back.  Below the free-space
         floor the recording stops here, after keeping what it gathered (the
         floor leaves room for that), with room left for the index to seal it."""
+        pending, wav = self._pending, self._wav
+        if pending and wav is not None and self.failure is None and not self._side:
+            # `_write_pending` and the sync below in one call (the common
+            # checkpoint: one record of what the last tick committed).
+            frames = wav.frames
+            try:
+                wav.append_synced(pending[0] if len(pending) == 1 else b"".join(pending))
+            except OSError as exc:
+                taken = wav.frames != frames
+                size = self._pending_size
+                self._fail(exc)
+                if taken:
+                    self._store.written_in_round += size
+            else:
+                self._store.written_in_round += self._pending_size
+            pending.clear()
+            self._pending_size = 0
+        else:
+            self._checkpoint_writers()
+        if self.failure is None and not self._store.space_left_in_round(self):
+            self._fail(OSError(errno.ENOSPC, "free space below the floor"))
+        self._store.retry_rows()
+
+    def _checkpoint_writers(self) -> None:
         self._write_pending()
         if self.failure is None and self._wav is not None:
             try:
@@ -169,9 +193,6 @@ class FileRecording:
                     writer.sync(durable=False)
             except OSError as exc:
                 self._fail(exc)
-        if self.failure is None and not self._store.space_left_in_round(self):
-            self._fail(OSError(errno.ENOSPC, "free space below the floor"))
-        self._store.retry_rows()
 
     def close(self, result: CallResult) -> None:
         self._write_pending()

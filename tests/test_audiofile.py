@@ -122,3 +122,74 @@ def test_past_the_riff_limit_is_an_os_error_the_store_stops_on(tmp_path: Path) -
         writer.append(b"\x00\x00")
     assert isinstance(raised.value, WavLimitError) and raised.value.errno == errno.EFBIG
     writer.close()
+
+
+def _records(path: Path) -> list[bytes]:
+    """Each record's plaintext, in order (the final, empty one included)."""
+    from storage.vault import open_vault
+    with open_vault(path, MASTER) as reader:
+        return [reader._open_record(i) for i in range(reader.records)]
+
+
+@pytest.mark.parametrize("buffered", [0, 2, 70000])
+def test_append_synced_writes_the_records_append_then_sync_writes(tmp_path: Path, buffered: int) -> None:
+    """A checkpoint's one call (`append_synced`) against `append` then
+    `sync`: the same records, the same lengths and frames, whether the vault
+    held nothing (the record sealed straight from the bytes), a few bytes
+    appended before, or more than a record at once (both take the general way)."""
+    sizes = [3200, 0, 8000, 65534, 65536, 131072, 2]
+    paths = []
+    for combined in (False, True):
+        path = tmp_path / f"{combined}.vault"
+        writer = AudioWriter(path, MASTER, "r1", "PCMU")
+        if buffered:
+            writer.append(frames(buffered // 2, seed=9))
+        for n, size in enumerate(sizes):
+            data = frames(size // 2, seed=n)
+            if combined:
+                writer.append_synced(data)
+            else:
+                writer.append(data)
+                writer.sync(durable=False)
+        assert writer.frames == (buffered + sum(sizes)) // 2
+        writer.close()
+        paths.append(path)
+    assert _records(paths[0]) == _records(paths[1])
+    assert wav(paths[0]) == wav(paths[1])
+
+
+def test_append_synced_refuses_what_append_refuses(tmp_path: Path) -> None:
+    from wire.wav import WavLimitError, room_for_data
+    writer = AudioWriter(tmp_path / "x.vault", MASTER, "r1", "PCMU")
+    with pytest.raises(ValueError):
+        writer.append_synced(b"abc")
+    writer._length = room_for_data("PCMU", 2)
+    with pytest.raises(WavLimitError):
+        writer.append_synced(b"\x00\x00")
+    writer._length = 0
+    assert writer.close() == 0
+
+
+def test_append_synced_on_a_failing_disk_keeps_a_clean_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record sealed straight from the bytes fails to write as a
+    buffered one does: the bytes are taken, the file stays a clean prefix,
+    and the same record is written (same nonce, same bytes) once the disk
+    takes it."""
+    from storage import vault
+    path = tmp_path / "x.vault"
+    writer = AudioWriter(path, MASTER, "r1", "PCMU")
+    writer.append_synced(frames(4000, seed=1))
+    real = vault.pwrite_all
+
+    def full(fd: int, data: bytes, offset: int) -> None:
+        os.pwrite(fd, data[:len(data) // 2], offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vault, "pwrite_all", full)
+    with pytest.raises(OSError):
+        writer.append_synced(frames(4000, seed=2))
+    assert writer.frames == 8000
+    monkeypatch.setattr(vault, "pwrite_all", real)
+    writer.append_synced(frames(4000, seed=3))
+    writer.close()
+    assert wav(path)[-24000:] == frames(4000, seed=1) + frames(4000, seed=2) + frames(4000, seed=3)

@@ -256,3 +256,31 @@ def test_hash_matches_are_compared_byte_for_byte(tmp_path: Path, generated: dict
     counters = _memory_run([path], batched=True)[3]
     assert counters["duplicates"] > 1000
     _assert_same([path])
+
+
+def test_sequence_and_timestamp_wrap_inside_a_batch(tmp_path: Path, generated: dict[str, Path]) -> None:
+    """Every stream's RTP sequence number passes 65535 and its timestamp
+    2**32 a few seconds in, inside one batch: the bulk checks (sequence
+    modulo 2**16, timestamp steps within 2**31) take the frames across the
+    wrap as the per-frame path does, to the byte."""
+    frames = list(CaptureFile(generated["clean"]))
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    rtp = 0
+    for ts, _, frame in frames:
+        frame = bytearray(frame)
+        ports = struct.unpack_from("!HH", frame, 34)
+        if len(frame) > 54 and 5060 not in ports:
+            # The generator's calls number one direction's packets from 0,
+            # the other's from 1000: both wrap 2 to 3 s in.
+            seq, stamp = struct.unpack_from("!HI", frame, 44)
+            shift = 65536 - 100 if ports[0] < 40000 else 65536 - 1150
+            struct.pack_into("!HI", frame, 44, (seq + shift) & 0xFFFF, (stamp + (1 << 32) - 16000) & 0xFFFFFFFF)
+            rtp += 1
+        usec = round(ts * 1e6)
+        out += struct.pack("<IIII", usec // 10**6, usec % 10**6, len(frame), len(frame)) + frame
+    path = tmp_path / "cr-fast-wrap.pcap"
+    path.write_bytes(bytes(out))
+    scalar = _memory_run([path], batched=False)
+    assert rtp > 10_000 and scalar[3]["rtp_packets"] == rtp
+    assert all(len(r[4]) > 2 * 8000 * 5 for r in scalar[0]), "a recording stopped at the wrap"
+    _assert_same([path])
