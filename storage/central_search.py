@@ -52,6 +52,8 @@ _TAIL = re.compile(r"\((\w+) LIKE %s OR %s LIKE \('%%' \|\| \1\)")
 """The local statement's number match without a time: the stored number ends with the one
 asked, or is its end.  Neither half can use an index as written; `_tails` rewrites them."""
 
+_ORDER = " ORDER BY recorded_at, id"
+"""How `search.statement` orders the rows it reads."""
 _CALLROW_FIELDS = tuple(f.name for f in fields(CallRow))
 COLUMNS = (*RANKED, "site")
 """What ranking reads of a centre's row: `search.Facts`."""
@@ -105,8 +107,11 @@ def central_statement(query: CallQuery, sites: Sequence[str] | None = None) -> S
 def at_centre(local: Statement, sites: Sequence[str] | None) -> Statement:
     """A statement of storage/search.py on the centre's `calls` table.  It always has a WHERE
     (an announcer's leg is never a call of its own), so the site filter goes first in it, where
-    the (site, recorded_at) index can use it."""
-    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s"), local.params)
+    the (site, recorded_at) index can use it.  Two sites may hold a call of the same id and time:
+    the site orders them, so that the ranking (which keeps the order read among equals) and the
+    tombstones come out the same on every run, whatever plan the server chose."""
+    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s").replace(_ORDER, f"{_ORDER}, site"),
+                         local.params)
     if sites is not None:
         head, where, rest = sql.partition(" WHERE ")
         if not where:

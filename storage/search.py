@@ -283,7 +283,7 @@ class SearchResult:
     @property
     def more(self) -> int:
         """Candidates after the ones shown: ほかN件."""
-        return self.total - self.start - len(self.candidates)
+        return max(0, self.total - self.start - len(self.candidates))
 
     @property
     def shown(self) -> str:

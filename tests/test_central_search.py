@@ -47,7 +47,7 @@ def test_the_statement_is_the_local_one_in_postgresql_dialect_with_a_site_filter
     query = CallQuery(around=1_780_000_030.0, remote_number="03-1234-5678")
     local = statement(query, COLUMNS)
     every, some = central_statement(query), central_statement(query, ["site-a", "site-b"])
-    assert every.sql == local.sql.replace("%", "%%").replace("?", "%s") and every.params == local.params
+    assert every.sql == local.sql.replace("%", "%%").replace("?", "%s") + ", site" and every.params == local.params
     assert some.sql.startswith(f"SELECT {', '.join(COLUMNS)} FROM calls WHERE site = ANY(%s) AND ")
     assert some.sql.endswith(every.sql.partition(" WHERE ")[2]) and some.params == (["site-a", "site-b"], *local.params)
 
