@@ -18,7 +18,8 @@ Timed, for each kind of search a request form asks (a 30-minute window around th
 a number with it; the whole form; a number in the erased years; a number over all time; one
 day as a period), with a different target per run (kept calls of the last two years): the local
 `search.find` on the local index, and `central_search.CentralSearch.find` over all sites and with
-the target's site as the filter.  Wall time per search as the console pays it (the centre's
+the target's site as the filter, each asked for the console's first page (`PAGE` candidates read
+whole, the rest counted: "found" is every candidate and erased recording of the answer).  Wall time per search as the console pays it (the centre's
 connection held open, as a console holds one; the local side opens its file each time, as `find`
 does), median and p95, and CPU per search (the client's process time, plus for the centre its
 server's: the backend and the parallel workers it started, from /proc), a figure the other
@@ -74,6 +75,8 @@ SERVER_SETTINGS = {"shared_buffers": "512MB", "max_wal_size": "4GB", "maintenanc
 """fsync off: the load is the bench's own and nothing is kept; searches read, so it changes no figure."""
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 TICK = os.sysconf("SC_CLK_TCK")
+PAGE = 50
+"""The candidates a search shows (the console's page)."""
 NOW = START + (DAYS + 1) * 86400.0
 """The day after the last call: the ranking's `now`, the same for every search."""
 
@@ -278,7 +281,8 @@ def _server_cpu(pids: tuple[int, int]) -> float:
 
 
 def _count(result: SearchResult | CentralResult) -> int:
-    return len(result.candidates) + len(result.erased)
+    answer = result.result if isinstance(result, CentralResult) else result
+    return answer.total + len(answer.erased)
 
 
 def measure(work: Callable[[], SearchResult | CentralResult], samples: Samples,
@@ -305,9 +309,9 @@ def run(index: CallIndex, server: Server, runs: int) -> dict[tuple[str, str], Sa
             for n, (mine, theirs) in enumerate(zip(local, targets, strict=True)):
                 ours, q = mine.queries()[kind], theirs.queries()[kind]
                 works = (
-                    (sides[0], partial(find, index, ours, tz=TOKYO, now=NOW), None),
-                    (sides[1], partial(search.find, q, now=NOW), pids),
-                    (sides[2], partial(search.find, q, sites=[theirs.site], now=NOW), pids),
+                    (sides[0], partial(find, index, ours, tz=TOKYO, now=NOW, limit=PAGE), None),
+                    (sides[1], partial(search.find, q, now=NOW, limit=PAGE), pids),
+                    (sides[2], partial(search.find, q, sites=[theirs.site], now=NOW, limit=PAGE), pids),
                 )
                 for side, work, pid in works:
                     if n:

@@ -147,3 +147,22 @@ def test_callrec_central_search(sites: TwoSites) -> None:
     assert refused.returncode != 0 and "a time or a number" in refused.stderr
 
 
+
+
+def test_callrec_central_search_a_page_at_a_time(sites: TwoSites, search: CentralSearch) -> None:
+    """--limit candidates from --page on, the rest said in words (ほかN件) and in the JSON; the
+    pages are the slices of the whole answer, which `--limit 0` prints."""
+    base = ("central", "search", "--dsn", sites.dsn, "--policy", KUMAMOTO, "--from", "2000-01-01")
+    whole = [(c.row.site, c.row.id) for c in search.find(EVERYTHING, now=NOW).candidates]
+    assert len(whole) > 12
+    second = json.loads(run_cli(*base, "--limit", "5", "--page", "2", "--json").stdout)
+    assert [(c["site"], c["id"]) for c in second["candidates"]] == whole[5:10]
+    assert second["candidates_total"] == len(whole) and second["start"] == 5 and second["more"] == len(whole) - 10
+    assert f"ほか{len(whole) - 10}件" in second["shown"]
+    said = run_cli(*base, "--limit", "5", "--page", "2").stdout
+    assert f"Shown: candidates 6-10 of {len(whole)}; {len(whole) - 10} more (ほか{len(whole) - 10}件)." in said
+    assert "--page 3 shows the next 5" in said and "\n  6. " in said and "\n  5. " not in said
+    everything = json.loads(run_cli(*base, "--limit", "0", "--json").stdout)
+    assert len(everything["candidates"]) == len(whole) and everything["more"] == 0 and everything["shown"] == ""
+    refused = run_cli(*base, "--limit", "0", "--page", "2", check=False)
+    assert refused.returncode != 0 and "leave out --page" in refused.stderr
