@@ -175,9 +175,9 @@ class CentralSearch:
         return [site_status(s, at, warn_after) for s in self.centre.sites()]
 
     def _facts(self, query: Statement) -> list[Facts]:
-        """The rows to rank as tuples; an erased one's time in the site's ISO text (its tombstone
-        says when), as `_site_row` writes it."""
-        with self.centre.conn.cursor() as cur:
+        """The rows to rank as tuples (in binary: a number is not parsed from text); an erased
+        one's time in the site's ISO text (its tombstone says when), as `_site_row` writes it."""
+        with self.centre.conn.cursor(binary=True) as cur:
             cur.execute(*_args(query))
             facts = [Facts._make(r) for r in cur.fetchall()]
         return [f._replace(erased_at=self._text(f.erased_at)) if f.erased_at is not None else f for f in facts]
@@ -194,7 +194,7 @@ class CentralSearch:
         return str(moment.astimezone(self.tz).isoformat(timespec="milliseconds"))
 
     def _rows(self, query: Statement) -> list[SiteRow]:
-        with self.centre.conn.cursor(row_factory=dict_row) as cur:
+        with self.centre.conn.cursor(row_factory=dict_row, binary=True) as cur:
             cur.execute(query.sql, query.params)  # type: ignore[arg-type]  # composed from search.statement()
             return [self._site_row(r) for r in cur.fetchall()]
 

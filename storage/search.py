@@ -32,7 +32,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -117,6 +117,14 @@ class CallQuery:
     country_code: str = "81"
     extension: str | None = None
     """The extension that placed or took the call (山形市 第9条1(4)), as staff know it."""
+    remote: str | None = field(init=False, repr=False, compare=False)
+    """The outside number asked, in the index's form (`normalise`)."""
+    local: str | None = field(init=False, repr=False, compare=False)
+    staff: str | None = field(init=False, repr=False, compare=False)
+    """The extension asked for, digits as written (an extension has no other form)."""
+    timed: bool = field(init=False, repr=False, compare=False)
+    tolerance: float = field(init=False, repr=False, compare=False)
+    """How far off the length asked still counts as about it."""
 
     def __post_init__(self) -> None:
         if self.around is not None and (self.start is not None or self.end is not None):
@@ -131,19 +139,17 @@ class CallQuery:
             raise QueryError("the duration's tolerance cannot be negative")
         if self.direction is not None and self.direction not in {d.value for d in Direction}:
             raise QueryError(f"no such direction {self.direction!r}: inbound, outbound or internal")
-
-    @property
-    def remote(self) -> str | None:
-        return normalise(self.remote_number, self.country_code)
-
-    @property
-    def local(self) -> str | None:
-        return normalise(self.local_number, self.country_code)
-
-    @property
-    def staff(self) -> str | None:
-        """The extension asked for, digits as written (an extension has no other form)."""
-        return normalise(self.extension, self.country_code)
+        # What ranking asks of the query for every row, worked out once (a window may hold thousands).
+        derived = {
+            "remote": normalise(self.remote_number, self.country_code),
+            "local": normalise(self.local_number, self.country_code),
+            "staff": normalise(self.extension, self.country_code),
+            "timed": self.period != (None, None),
+            "tolerance": self.duration_tolerance if self.duration_tolerance is not None else
+            max(MIN_TOLERANCE_SECONDS, TOLERANCE_SHARE * (self.duration_seconds or 0.0)),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def period(self) -> tuple[float | None, float | None]:
@@ -151,16 +157,6 @@ class CallQuery:
         if self.around is not None:
             return self.around - self.window_seconds, self.around + self.window_seconds
         return self.start, self.end
-
-    @property
-    def timed(self) -> bool:
-        return self.period != (None, None)
-
-    @property
-    def tolerance(self) -> float:
-        if self.duration_tolerance is not None:
-            return self.duration_tolerance
-        return max(MIN_TOLERANCE_SECONDS, TOLERANCE_SHARE * (self.duration_seconds or 0.0))
 
     def describe(self, tz: tzinfo) -> str:
         """The query in words, as the answer repeats it."""
