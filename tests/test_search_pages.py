@@ -21,7 +21,7 @@ import pytest
 
 from storage.central_link import Centre, connect
 from storage.central_schema import migrate
-from storage.central_search import CentralSearch, at_centre
+from storage.central_search import COLUMNS, CentralSearch, at_centre
 from storage.central_sync import Batch, central_row
 from storage.index import CallIndex, call_row, iso
 from storage.index import connect as connect_index
@@ -217,3 +217,14 @@ def test_the_sql_stays_portable() -> None:
         sql = statement(query).sql + (excluded(query) or statement(query)).sql
         for word in ("glob", "regexp", "~", "iif(", "ilike", "::", "strftime", "julianday", "printf"):
             assert word not in sql.lower(), (word, sql)
+
+
+def test_the_centre_s_window_indexes_hold_every_column_the_search_reads(sites: Sites) -> None:
+    """So a window is read from the index alone (migration search_covering): a column added to
+    `search.RANKED` without adding it there would make every search read the table again."""
+    with sites.search.centre.conn.cursor() as cur:
+        for name in ("calls_recorded_ranked", "calls_site_recorded_ranked"):
+            cur.execute("SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE c.relname = %s", (name,))
+            assert {r[0] for r in cur.fetchall()} >= set(COLUMNS) - {"leg"}, name
