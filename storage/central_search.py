@@ -148,16 +148,21 @@ class CentralSearch:
     def find(self, query: CallQuery, *, sites: Sequence[str] | None = None, now: float | None = None,
              limit: int | None = None, start: int = 0) -> CentralResult:
         """The call a form describes, across every site (or the ones named): the best `limit`
-        candidates from `start` (all by default), read whole; the rest only counted."""
+        candidates from `start` (all by default), read whole; the rest only counted.  In one
+        snapshot (repeatable read): the rows read whole are the rows ranked, whatever the sync
+        writes meanwhile."""
         needs_criteria(query)
-        facts = self._facts(central_statement(query, sites))
-        pruned = excluded(query)
-        count = 0
-        if pruned is not None:
-            counted = self.centre.conn.execute(*_args(at_centre(pruned, sites))).fetchone()
-            count = int(counted[0]) if counted else 0
-        result = rank(query, facts, tz=self.tz, now=time.time() if now is None else now, excluded=count,
-                      limit=limit, start=start, whole=self._whole)
+        conn = self.centre.conn
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            facts = self._facts(central_statement(query, sites))
+            pruned = excluded(query)
+            count = 0
+            if pruned is not None:
+                counted = conn.execute(*_args(at_centre(pruned, sites))).fetchone()
+                count = int(counted[0]) if counted else 0
+            result = rank(query, facts, tz=self.tz, now=time.time() if now is None else now, excluded=count,
+                          limit=limit, start=start, whole=self._whole)
         return CentralResult(result=result, erased_sites=_erased_sites(facts, result.erased),
                              sites=tuple(sites) if sites is not None else None)
 

@@ -20,7 +20,7 @@ tuples), and a whole row is read only for the candidates shown (`limit`, `start`
 "N more", ほかN件).  Where the form gives a number, extension or direction, the window's rows
 that one of them rules out are counted in SQL instead of read (`excluded`): the SQL is written
 from the same rules and constants as `_marks`, and can only be false where `_marks` rules the
-row out (tests/test_search_pruning.py proves it on generated rows, on SQLite and PostgreSQL).
+row out (tests/test_search_pages.py checks it on generated rows, on SQLite and PostgreSQL).
 """
 from __future__ import annotations
 
@@ -461,10 +461,12 @@ def needs_criteria(query: CallQuery) -> None:
 def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None, limit: int | None = None,
          start: int = 0) -> SearchResult:
     """Search the index file for the call a form describes: the best `limit` candidates from
-    `start` (all by default), read whole; the rest only counted."""
+    `start` (all by default), read whole; the rest only counted.  One read transaction: the rows
+    read whole are the rows ranked, whatever the recorder writes meanwhile."""
     needs_criteria(query)
     with closing(connect(index.path)) as db:
         db.row_factory = None
+        db.execute("BEGIN")
         facts = [Facts._make((*r, "")) for r in db.execute(*_args(statement(query)))]
         pruned = excluded(query)
         count = db.execute(*_args(pruned)).fetchone()[0] if pruned is not None else 0
