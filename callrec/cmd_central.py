@@ -23,7 +23,7 @@ from wire.errors import CallrecError
 
 from . import logs
 from .central import CentralSync
-from .cmd_search import SHOWN, _filters, _print_candidate, _query, span
+from .cmd_search import SHOWN, _filters, _print_candidate, _query, page, print_more, span
 from .config import DSN_ENV, Central
 from .context import open_store, settings
 
@@ -138,32 +138,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     from storage.central_search import CentralSearch
 
     _, policy = settings(args)
-    if args.limit < 0:
-        raise CentralCommandError("--limit counts candidates: 0 (all) or more")
+    limit, start = page(args)
     query = _query(args, policy)
     centre = _centre(args)
     try:
-        result = CentralSearch(centre, ZoneInfo(policy.timezone)).find(query, sites=args.site or None)
+        result = CentralSearch(centre, ZoneInfo(policy.timezone)).find(query, sites=args.site or None, limit=limit,
+                                                                       start=start)
     finally:
         centre.close()
     if args.json:
         json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
-        _print_central(result, args.limit)
+        _print_central(result, args.page)
     return 0
 
 
-def _print_central(found: CentralResult, limit: int) -> None:
+def _print_central(found: CentralResult, page_number: int) -> None:
     result = found.result
     print(f"Search: {result.description}, " + (f"sites {', '.join(found.sites)}" if found.sites else "every site"))
     print(result.answer)
-    shown = result.candidates if limit == 0 else result.candidates[:limit]
-    for n, candidate in enumerate(shown, 1):
+    for n, candidate in enumerate(result.candidates, result.start + 1):
         print(f"\n     site {getattr(candidate.row, 'site', '-')}")
         _print_candidate(n, candidate)
-    if len(shown) < len(result.candidates):
-        print(f"\n... and {len(result.candidates) - len(shown)} more (--limit 0 shows them all)")
+    print_more(result, page_number)
     if found.erased:
         print("\nErased in that window:")
         for site, tomb in found.erased:
@@ -277,6 +275,7 @@ def add_parser(sub: argparse._SubParsersAction, common: Any) -> None:  # type: i
                    help="how far off --duration still counts as about it (default a quarter, at least 1m)")
     _filters(p)
     p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")
+    p.add_argument("--page", type=int, default=1, help="which --limit candidates: 2 the next ones (default 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

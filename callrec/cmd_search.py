@@ -33,7 +33,8 @@ from .context import open_index, settings
 
 DIRECTIONS = tuple(d.value for d in Direction if d is not Direction.UNKNOWN)
 SHOWN = 20
-"""Candidates printed unless --limit says otherwise: a day's window can hold hundreds."""
+"""Candidates printed unless --limit says otherwise: a day's window can hold hundreds.  Only
+these are read whole; the rest are counted (ほかN件), and --page shows the next ones."""
 
 def span(text: str) -> float:
     """--duration, --window, --tolerance: a length, or argparse's usage error."""
@@ -78,40 +79,57 @@ def print_rows(rows: list[CallRow]) -> None:
               f"{'yes' if row.complete else 'no'}")
 
 
-def cmd_calls_find(args: argparse.Namespace) -> int:
-    config, policy = settings(args)
+def page(args: argparse.Namespace) -> tuple[int | None, int]:
+    """--limit and --page as the search's `limit` and `start`."""
     if args.limit < 0:
         raise QueryError("--limit counts candidates: 0 (all) or more")
+    if args.page < 1:
+        raise QueryError("--page counts from 1")
+    if args.limit == 0 and args.page > 1:
+        raise QueryError("--limit 0 shows every candidate on one page: leave out --page")
+    return (args.limit or None), (args.page - 1) * args.limit
+
+
+def cmd_calls_find(args: argparse.Namespace) -> int:
+    config, policy = settings(args)
+    limit, start = page(args)
     query = _query(args, policy)
     may_search(args)
     index = open_index(config)
     try:
-        result = find(index, query, tz=ZoneInfo(policy.timezone))
+        result = find(index, query, tz=ZoneInfo(policy.timezone), limit=limit, start=start)
     finally:
         index.close()
     if args.json:
         json.dump(result.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
-        _print(result, args.limit)
+        _print(result, args.page)
     return 0
 
 
-def _print(result: SearchResult, limit: int) -> None:
+def _print(result: SearchResult, page_number: int) -> None:
     print(f"Search: {result.description}")
     print(result.answer)
-    shown = result.candidates if limit == 0 else result.candidates[:limit]
-    for n, candidate in enumerate(shown, 1):
+    for n, candidate in enumerate(result.candidates, result.start + 1):
         print()
         _print_candidate(n, candidate)
-    if len(shown) < len(result.candidates):
-        print(f"\n... and {len(result.candidates) - len(shown)} more (--limit 0 shows them all)")
+    print_more(result, page_number)
     if result.erased:
         print("\nErased in that window:")
         for tomb in result.erased:
             print(f"  {tomb.id}: {tomb.sentence}")
     for note in result.notes:
         print(f"\n{note}")
+
+
+def print_more(result: SearchResult, page_number: int) -> None:
+    """Which candidates were printed and how to see the next ones (ほかN件)."""
+    if result.shown:
+        print(f"\n{result.shown}")
+    if result.more:
+        print(f"--page {page_number + 1} shows the next {min(result.more, len(result.candidates))}; "
+              "--limit 0 shows them all")
 
 
 def _print_candidate(n: int, candidate: Candidate) -> None:
@@ -149,6 +167,7 @@ def add_parsers(calls: argparse._SubParsersAction, common: Callable[..., None], 
                    help="how far off --duration still counts as about it (default a quarter, at least 1m)")
     _filters(p)
     p.add_argument("--limit", type=int, default=SHOWN, help=f"candidates to print (default {SHOWN}; 0: all)")
+    p.add_argument("--page", type=int, default=1, help="which --limit candidates: 2 the next ones (default 1)")
     p.add_argument("--json", action="store_true")
     common(p, policy=True)
     p.set_defaults(func=cmd_calls_find)

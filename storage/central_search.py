@@ -7,6 +7,10 @@ a site filter in front; they are ranked by the same `search.rank()`.  So a form'
 same at the centre as at the site, and a change to the search changes both.  The centre's rows
 carry their site (`SiteRow`), and the erased recordings of a window say whose they were.
 
+A window of every site holds ten sites' calls: they are ranked as plain tuples of the columns
+ranking reads (`search.Facts`, the site last), the rows a form's number or direction rules out
+are only counted (`search.excluded`), and only the candidates shown are read whole.
+
 The centre keeps no audio (it stays at the site): a row from here has no audio path and no
 side files.  Its times are the centre's `timestamptz`, shown in the console's zone.
 """
@@ -23,9 +27,22 @@ from psycopg.rows import dict_row
 
 from .central_link import Centre
 from .index import CallRow
-from .search import CallQuery, Candidate, QueryError, SearchResult, Statement, Tombstone, rank, statement
+from .search import (
+    RANKED,
+    CallQuery,
+    Candidate,
+    Facts,
+    QueryError,
+    SearchResult,
+    Statement,
+    Tombstone,
+    excluded,
+    needs_criteria,
+    rank,
+    statement,
+)
 
-__all__ = ["LAG_WARNING_SECONDS", "CentralResult", "CentralSearch", "SiteRow", "central_statement", "site_status"]
+__all__ = ["COLUMNS", "LAG_WARNING_SECONDS", "CentralResult", "CentralSearch", "SiteRow", "at_centre", "central_statement", "site_status"]
 
 LAG_WARNING_SECONDS = 15 * 60.0
 """A site whose oldest unsent change is older than this is lagging: the default of the site's own
@@ -35,7 +52,11 @@ _TAIL = re.compile(r"\((\w+) LIKE %s OR %s LIKE \('%%' \|\| \1\)")
 """The local statement's number match without a time: the stored number ends with the one
 asked, or is its end.  Neither half can use an index as written; `_tails` rewrites them."""
 
+_ORDER = " ORDER BY recorded_at, id"
+"""How `search.statement` orders the rows it reads."""
 _CALLROW_FIELDS = tuple(f.name for f in fields(CallRow))
+COLUMNS = (*RANKED, "site")
+"""What ranking reads of a centre's row: `search.Facts`."""
 _AT_SITE_ONLY: dict[str, Any] = {"audio_path": None, "side_files": []}
 """What only the site keeps of a row: where its files are."""
 
@@ -78,12 +99,19 @@ class CentralResult:
 
 
 def central_statement(query: CallQuery, sites: Sequence[str] | None = None) -> Statement:
-    """`search.statement()` for the centre's `calls` table: PostgreSQL's placeholders, and only
-    the sites asked for (None: all).  The statement always has a WHERE (an announcer's leg is
-    never a call of its own), so the site filter goes first in it, where the (site, recorded_at)
-    index can use it."""
-    local = statement(query)
-    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s"), local.params)
+    """`search.statement()` for the centre's `calls` table (the site after the columns ranking
+    reads): PostgreSQL's placeholders, and only the sites asked for (None: all)."""
+    return at_centre(statement(query, COLUMNS), sites)
+
+
+def at_centre(local: Statement, sites: Sequence[str] | None) -> Statement:
+    """A statement of storage/search.py on the centre's `calls` table.  It always has a WHERE
+    (an announcer's leg is never a call of its own), so the site filter goes first in it, where
+    the (site, recorded_at) index can use it.  Two sites may hold a call of the same id and time:
+    the site orders them, so that the ranking (which keeps the order read among equals) and the
+    tombstones come out the same on every run, whatever plan the server chose."""
+    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s").replace(_ORDER, f"{_ORDER}, site"),
+                         local.params)
     if sites is not None:
         head, where, rest = sql.partition(" WHERE ")
         if not where:
@@ -117,15 +145,25 @@ class CentralSearch:
         self.centre = centre
         self.tz = tz
 
-    def find(self, query: CallQuery, *, sites: Sequence[str] | None = None,
-             now: float | None = None) -> CentralResult:
-        """The call a form describes, across every site (or the ones named)."""
-        if not query.timed and query.remote is None and query.local is None and query.staff is None:
-            raise QueryError("a search needs a time or a number: the duration or the direction alone "
-                             "would match recordings of every day")
-        rows = self._rows(central_statement(query, sites))
-        result = rank(query, rows, tz=self.tz, now=time.time() if now is None else now)
-        return CentralResult(result=result, erased_sites=_erased_sites(rows, result.erased),
+    def find(self, query: CallQuery, *, sites: Sequence[str] | None = None, now: float | None = None,
+             limit: int | None = None, start: int = 0) -> CentralResult:
+        """The call a form describes, across every site (or the ones named): the best `limit`
+        candidates from `start` (all by default), read whole; the rest only counted.  In one
+        snapshot (repeatable read): the rows read whole are the rows ranked, whatever the sync
+        writes meanwhile."""
+        needs_criteria(query)
+        conn = self.centre.conn
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            facts = self._facts(central_statement(query, sites))
+            pruned = excluded(query)
+            count = 0
+            if pruned is not None:
+                counted = conn.execute(*_args(at_centre(pruned, sites))).fetchone()
+                count = int(counted[0]) if counted else 0
+            result = rank(query, facts, tz=self.tz, now=time.time() if now is None else now, excluded=count,
+                          limit=limit, start=start, whole=self._whole)
+        return CentralResult(result=result, erased_sites=_erased_sites(facts, result.erased),
                              sites=tuple(sites) if sites is not None else None)
 
     def call(self, site: str, call_id: str) -> SiteRow | None:
@@ -141,8 +179,27 @@ class CentralSearch:
         at = time.time() if now is None else now
         return [site_status(s, at, warn_after) for s in self.centre.sites()]
 
+    def _facts(self, query: Statement) -> list[Facts]:
+        """The rows to rank as tuples (in binary: a number is not parsed from text); an erased
+        one's time in the site's ISO text (its tombstone says when), as `_site_row` writes it."""
+        with self.centre.conn.cursor(binary=True) as cur:
+            cur.execute(*_args(query))
+            facts = [Facts._make(r) for r in cur.fetchall()]
+        return [f._replace(erased_at=self._text(f.erased_at)) if f.erased_at is not None else f for f in facts]
+
+    def _whole(self, shown: Sequence[Facts]) -> list[SiteRow]:
+        """The shown candidates' whole rows, in their order."""
+        keys = [(f.site, f.id) for f in shown]
+        rows = {(r.site, r.id): r for r in self._rows(Statement(
+            "SELECT * FROM calls WHERE (site, id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([k[0] for k in keys], [k[1] for k in keys])))} if keys else {}
+        return [rows[k] for k in keys]
+
+    def _text(self, moment: Any) -> str:
+        return str(moment.astimezone(self.tz).isoformat(timespec="milliseconds"))
+
     def _rows(self, query: Statement) -> list[SiteRow]:
-        with self.centre.conn.cursor(row_factory=dict_row) as cur:
+        with self.centre.conn.cursor(row_factory=dict_row, binary=True) as cur:
             cur.execute(query.sql, query.params)  # type: ignore[arg-type]  # composed from search.statement()
             return [self._site_row(r) for r in cur.fetchall()]
 
@@ -150,7 +207,7 @@ class CentralSearch:
         values = {**_AT_SITE_ONLY, **{k: row[k] for k in _CALLROW_FIELDS if k in row}}
         for name, value in values.items():
             if isinstance(value, datetime):
-                values[name] = value.astimezone(self.tz).isoformat(timespec="milliseconds")
+                values[name] = self._text(value)
         return SiteRow(**values, site=row["site"], seal_mac=row["seal_mac"])
 
 
@@ -175,7 +232,11 @@ def _site(row: CallRow) -> str:
     return row.site if isinstance(row, SiteRow) else ""
 
 
-def _erased_sites(rows: Iterable[SiteRow], tombstones: Iterable[Tombstone]) -> tuple[str, ...]:
+def _args(query: Statement) -> tuple[Any, ...]:
+    return query.sql, query.params
+
+
+def _erased_sites(rows: Iterable[Facts], tombstones: Iterable[Tombstone]) -> tuple[str, ...]:
     """Whose each erased recording was: a tombstone keeps the row's id, its recording time and
     its erasure time, which together name one row of one site."""
     owners = {(r.id, r.recorded_at, r.erased_at): r.site for r in rows if r.erased_at}

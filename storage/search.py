@@ -13,18 +13,28 @@ only be said when nothing kept matches and nothing in the window was erased.
 
 `statement()` and `rank()` are pure (the query, the rows, `now` and the zone in; SQL text or a
 result out); `find()` and `select()` run them on the index file.
+
+A window can hold hundreds of calls (a day of ten sites at the centre: thousands), and nobody
+reads past the first screen: ranking reads only the few columns it judges (`RANKED`, as plain
+tuples), and a whole row is read only for the candidates shown (`limit`, `start`: the best N and
+"N more", ほかN件).  Where the form gives a number, extension or direction, the window's rows
+that one of them rules out are counted in SQL instead of read (`excluded`): the SQL is written
+from the same rules and constants as `_marks`, and can only be false where `_marks` rules the
+row out (tests/test_search_pages.py checks it on generated rows, on SQLite and PostgreSQL).
 """
 from __future__ import annotations
 
 import enum
+import heapq
 import re
+import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from policy.decide import Direction, normalise_number
@@ -32,7 +42,7 @@ from policy.decide import Direction, normalise_number
 from .errors import StorageError
 from .index import MASKED, CallIndex, CallRow, call_row, connect
 
-__all__ = ["CallQuery", "Candidate", "DEFAULT_WINDOW_SECONDS", "QueryError", "SearchResult", "Statement", "Tombstone", "find", "normalise", "parse_span", "parse_time", "rank", "select", "shown_remote", "statement"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "RANKED", "CallQuery", "Candidate", "Facts", "QueryError", "SearchResult", "Statement", "Tombstone", "excluded", "find", "needs_criteria", "normalise", "parse_span", "parse_time", "rank", "select", "shown_remote", "statement"]
 
 DEFAULT_WINDOW_SECONDS = 30 * 60.0
 """How far either side of the time on the form a call may have started: forms say 頃 (about)."""
@@ -107,6 +117,14 @@ class CallQuery:
     country_code: str = "81"
     extension: str | None = None
     """The extension that placed or took the call (山形市 第9条1(4)), as staff know it."""
+    remote: str | None = field(init=False, repr=False, compare=False)
+    """The outside number asked, in the index's form (`normalise`)."""
+    local: str | None = field(init=False, repr=False, compare=False)
+    staff: str | None = field(init=False, repr=False, compare=False)
+    """The extension asked for, digits as written (an extension has no other form)."""
+    timed: bool = field(init=False, repr=False, compare=False)
+    tolerance: float = field(init=False, repr=False, compare=False)
+    """How far off the length asked still counts as about it."""
 
     def __post_init__(self) -> None:
         if self.around is not None and (self.start is not None or self.end is not None):
@@ -121,19 +139,17 @@ class CallQuery:
             raise QueryError("the duration's tolerance cannot be negative")
         if self.direction is not None and self.direction not in {d.value for d in Direction}:
             raise QueryError(f"no such direction {self.direction!r}: inbound, outbound or internal")
-
-    @property
-    def remote(self) -> str | None:
-        return normalise(self.remote_number, self.country_code)
-
-    @property
-    def local(self) -> str | None:
-        return normalise(self.local_number, self.country_code)
-
-    @property
-    def staff(self) -> str | None:
-        """The extension asked for, digits as written (an extension has no other form)."""
-        return normalise(self.extension, self.country_code)
+        # What ranking asks of the query for every row, worked out once (a window may hold thousands).
+        derived = {
+            "remote": normalise(self.remote_number, self.country_code),
+            "local": normalise(self.local_number, self.country_code),
+            "staff": normalise(self.extension, self.country_code),
+            "timed": self.period != (None, None),
+            "tolerance": self.duration_tolerance if self.duration_tolerance is not None else
+            max(MIN_TOLERANCE_SECONDS, TOLERANCE_SHARE * (self.duration_seconds or 0.0)),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def period(self) -> tuple[float | None, float | None]:
@@ -141,16 +157,6 @@ class CallQuery:
         if self.around is not None:
             return self.around - self.window_seconds, self.around + self.window_seconds
         return self.start, self.end
-
-    @property
-    def timed(self) -> bool:
-        return self.period != (None, None)
-
-    @property
-    def tolerance(self) -> float:
-        if self.duration_tolerance is not None:
-            return self.duration_tolerance
-        return max(MIN_TOLERANCE_SECONDS, TOLERANCE_SHARE * (self.duration_seconds or 0.0))
 
     def describe(self, tz: tzinfo) -> str:
         """The query in words, as the answer repeats it."""
@@ -171,6 +177,36 @@ class CallQuery:
         if self.around is not None:
             return f"around {_clock(self.around, tz, True)} (±{_amount(self.window_seconds)})"
         return _period_words(self.start, self.end, tz)
+
+
+RANKED = ("id", "recorded_at", "duration", "direction", "local_number", "remote_number", "caller_withheld", "state",
+          "extension", "erased_at", "erased_reason")
+"""The columns ranking reads (`Facts`, in this order): a candidate's score and reasons, and an
+erased recording's tombstone, come from these alone."""
+FETCH_CHUNK = 500
+"""Whole rows read by id this many at a time (SQLite's limit on a statement's parameters)."""
+
+
+class Facts(NamedTuple):
+    """What ranking reads of a row (the `RANKED` columns, then the centre's site): the cursor's
+    tuple itself, so thousands of calls are scored without building a CallRow for each."""
+
+    id: str
+    recorded_at: float | None
+    duration: float | None
+    direction: str
+    local_number: str | None
+    remote_number: str | None
+    caller_withheld: bool
+    state: str
+    extension: str | None
+    erased_at: str | None
+    erased_reason: str | None
+    site: str = ""
+
+
+Ranked = Facts | CallRow
+"""A row as ranking reads it: its facts, or the whole row (the plain path, and `select`'s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,37 +261,119 @@ class SearchResult:
     query: CallQuery
     description: str
     candidates: tuple[Candidate, ...]
+    """The candidates shown: from `start` on, the best first, as many as asked (all by default)."""
     erased: tuple[Tombstone, ...]
     others: int
     """Kept recordings in the window whose numbers or direction rule them out."""
     answer: str
     notes: tuple[str, ...]
+    total: int
+    """Every candidate, shown or not."""
+    start: int = 0
+    """How many better candidates come before the ones shown (a later page)."""
 
     @property
     def found(self) -> bool:
-        return bool(self.candidates)
+        return self.total > 0
+
+    @property
+    def more(self) -> int:
+        """Candidates after the ones shown: ほかN件."""
+        return max(0, self.total - self.start - len(self.candidates))
+
+    @property
+    def shown(self) -> str:
+        """Which candidates are shown and how many more there are, in words; empty when the
+        answer shows them all."""
+        if len(self.candidates) == self.total:
+            return ""
+        text = (f"Shown: candidates {self.start + 1}-{self.start + len(self.candidates)} of {self.total}"
+                if self.candidates else f"No candidates from number {self.start + 1} on (there are {self.total})")
+        return text + (f"; {self.more} more (ほか{self.more}件)." if self.more > 0 else ".")
 
     def as_dict(self) -> dict[str, Any]:
         return {"query": self.description, "answer": self.answer, "found": self.found,
-                "candidates": [c.as_dict() for c in self.candidates],
+                "candidates": [c.as_dict() for c in self.candidates], "candidates_total": self.total,
+                "start": self.start, "more": self.more, "shown": self.shown,
                 "erased": [t.as_dict() for t in self.erased], "others_in_window": self.others,
                 "notes": list(self.notes)}
 
 
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """One fact of the form checked against a row: points earned of the weight, in words."""
+class _Mark(NamedTuple):
+    """One fact of the form checked against a row: points earned of the weight, in words (empty
+    while only scoring: the words are written for the candidates shown)."""
 
     earned: float
     weight: float
     reason: str
 
 
-def statement(query: CallQuery) -> Statement:
-    """The rows worth scoring.  With a time, the window on `recorded_at` alone (an index range;
-    the rest is judged in Python).  Without one, the rows whose number ends as the one asked
-    (or is its end): a scan, but one that a dialling prefix or a missing area code cannot fool.
-    An announcer's leg is never a call of its own: it is found through its conversation."""
+def statement(query: CallQuery, columns: Sequence[str] = RANKED, *, prune: bool = True) -> Statement:
+    """The rows worth scoring, their `columns`.  With a time, the window on `recorded_at` (an
+    index range), less the kept rows a number, extension or direction of the form rules out
+    (`prune`: they are `excluded`'s count); the rest is judged in Python.  Without one, the rows
+    whose number ends as the one asked (or is its end): a scan, but one that a dialling prefix or
+    a missing area code cannot fool.  An announcer's leg is never a call of its own: it is found
+    through its conversation."""
+    clauses, params = _where(query)
+    kept = _kept(query) if prune and query.timed else None
+    if kept is not None:
+        clauses.append(f"(erased_at IS NOT NULL OR ({kept.sql}) IS NOT FALSE)")
+        params += kept.params
+    where = f" WHERE {' AND '.join(clauses)}"
+    return Statement(f"SELECT {', '.join(columns)} FROM calls{where} ORDER BY recorded_at, id", tuple(params))
+
+
+def excluded(query: CallQuery) -> Statement | None:
+    """The count of the window's kept rows that `statement` leaves out (its `prune`): each is a
+    row `rank` would count among the others.  None: it leaves none out."""
+    kept = _kept(query) if query.timed else None
+    if kept is None:
+        return None
+    clauses, params = _where(query)
+    clauses += ["erased_at IS NULL", f"({kept.sql}) IS FALSE"]
+    return Statement(f"SELECT count(*) FROM calls WHERE {' AND '.join(clauses)}", (*params, *kept.params))
+
+
+def _kept(query: CallQuery) -> Statement | None:
+    """The form's number, extension and direction as one SQL condition, from the same rules and
+    constants as `_marks`: each part is FALSE only for a row whose check there returns None (it
+    rules the row out), TRUE or NULL where the check may pass, and there Python decides.  A
+    number "matches" when the stored one is missing, the same, one of the asked number's ends of
+    at least `digits` digits, or ends with it (the asked one having that many): a superset of
+    `_number_match`'s SAME, PARTIAL and UNKNOWN (it does not check that the longer is all
+    digits, and SQLite's LIKE ignores case), never less."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, wanted, digits in (("remote_number", query.remote, OUTSIDE_DIGITS),
+                                   ("local_number", query.local, CITY_DIGITS)):
+        if wanted is None:
+            continue
+        match, values = _number_kept(column, wanted, digits)
+        if column == "local_number":  # the city-side number asked may be the extension (`_marks`)
+            match, values = f"(extension IS NOT NULL AND extension = ?) OR {match}", [wanted, *values]
+        parts.append(f"({match})")
+        params += values
+    if query.staff is not None:
+        parts.append("(extension IS NULL OR extension = ?)")
+        params.append(query.staff)
+    if query.direction is not None:
+        parts.append("direction IN (?, ?)")
+        params += [query.direction, Direction.UNKNOWN.value]
+    return Statement(" AND ".join(parts), tuple(params)) if parts else None
+
+
+def _number_kept(column: str, wanted: str, digits: int) -> tuple[str, list[Any]]:
+    """`_number_match` not OTHER, as SQL (see `_kept`)."""
+    ends = [wanted] + ([wanted[-n:] for n in range(digits, len(wanted))] if wanted.isdigit() else [])
+    match = f"{column} IS NULL OR {column} = '' OR {column} IN ({', '.join('?' * len(ends))})"
+    if wanted.isdigit() and len(wanted) >= digits:
+        return f"{match} OR {column} LIKE ?", [*ends, f"%{wanted}"]
+    return match, ends
+
+
+def _where(query: CallQuery) -> tuple[list[str], list[Any]]:
+    """The window, or without one the number asked; never an announcer's leg."""
     clauses: list[str] = []
     params: list[Any] = []
     low, high = query.period
@@ -282,44 +400,89 @@ def statement(query: CallQuery) -> Statement:
                 params.append(wanted)
             break
     clauses.append("leg IS NULL")
-    where = f" WHERE {' AND '.join(clauses)}"
-    return Statement(f"SELECT * FROM calls{where} ORDER BY recorded_at, id", tuple(params))
+    return clauses, params
 
 
-def rank(query: CallQuery, rows: Iterable[CallRow], *, tz: tzinfo, now: float) -> SearchResult:
-    """Candidates closest first, the erased recordings of the window, and the answer in words."""
-    candidates: list[Candidate] = []
+Whole = Callable[[Sequence[Any]], Sequence[CallRow]]
+"""The whole rows of the candidates shown, from the rows ranked (in their order)."""
+
+
+def rank(query: CallQuery, rows: Iterable[Ranked], *, tz: tzinfo, now: float, excluded: int = 0,
+         limit: int | None = None, start: int = 0, whole: Whole = list) -> SearchResult:
+    """Candidates closest first (`limit` of them from `start`; all by default), the erased
+    recordings of the window, and the answer in words.  `rows` are whole rows, or their `Facts`
+    with `whole` to read the shown ones whole; `excluded` counts the others `statement` pruned.
+    A row is scored without words; the reasons are written for the candidates shown."""
+    if limit is not None and limit < 0 or start < 0:
+        raise QueryError("a page of candidates starts at 0 or later and holds 0 or more")
+    scored: list[tuple[tuple[int, float, float, str], Ranked, int, float | None]] = []
     erased: list[Tombstone] = []
-    others = 0
+    others = excluded
     for row in rows:
         if row.erased_at:
             if query.timed and row.recorded_at is not None:
                 erased.append(_tombstone(row, tz))
             continue
-        marks = _marks(query, row, tz, now)
+        marks = _marks(query, row, tz, now, words=False)
         if marks is None:
             others += 1
             continue
-        candidates.append(_candidate(query, row, marks))
-    candidates.sort(key=lambda c: (-c.score, abs(c.offset or 0.0), c.row.recorded_at or 0.0, c.row.id))
+        score = _score(marks)
+        offset = row.recorded_at - query.around if query.around is not None and row.recorded_at is not None else None
+        scored.append(((-score, abs(offset or 0.0), row.recorded_at or 0.0, row.id), row, score, offset))
+    first = _order(scored, None if limit is None else start + limit)[start:]
+    candidates = [Candidate(row=full, score=score, reasons=tuple(m.reason for m in _marks(query, row, tz, now) or ()),
+                            offset=offset)
+                  for (_, row, score, offset), full in zip(first, whole([s[1] for s in first]), strict=True)]
     return SearchResult(query=query, description=query.describe(tz), candidates=tuple(candidates),
-                        erased=tuple(erased), others=others, answer=_answer(query, candidates, erased, others),
-                        notes=_notes(query, erased))
+                        erased=tuple(erased), others=others, answer=_answer(query, len(scored), erased, others),
+                        notes=_notes(query, erased), total=len(scored), start=start)
 
 
-def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None) -> SearchResult:
-    """Search the index file for the call a form describes."""
+def _order(scored: list[Any], best: int | None) -> list[Any]:
+    """The `best` first by their sort key (all when None), ties in the order read: `nsmallest`
+    is `sorted(...)[:best]` without sorting the rest."""
+    if best is None or best >= len(scored):
+        return sorted(scored, key=_key)
+    return heapq.nsmallest(best, scored, key=_key)
+
+
+def _key(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
+def needs_criteria(query: CallQuery) -> None:
+    """A time or a number: the duration or the direction alone would match every day's calls."""
     if not query.timed and query.remote is None and query.local is None and query.staff is None:
         raise QueryError("a search needs a time or a number: the duration or the direction alone "
                          "would match recordings of every day")
-    return rank(query, _rows(index, statement(query)), tz=tz, now=time.time() if now is None else now)
+
+
+def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None, limit: int | None = None,
+         start: int = 0) -> SearchResult:
+    """Search the index file for the call a form describes: the best `limit` candidates from
+    `start` (all by default), read whole; the rest only counted.  One read transaction: the rows
+    read whole are the rows ranked, whatever the recorder writes meanwhile."""
+    needs_criteria(query)
+    with closing(connect(index.path)) as db:
+        db.row_factory = None
+        db.execute("BEGIN")
+        facts = [Facts._make((*r, "")) for r in db.execute(*_args(statement(query)))]
+        pruned = excluded(query)
+        count = db.execute(*_args(pruned)).fetchone()[0] if pruned is not None else 0
+        return rank(query, facts, tz=tz, now=time.time() if now is None else now, excluded=count, limit=limit,
+                    start=start, whole=lambda shown: _whole(db, shown))
 
 
 def select(index: CallIndex, query: CallQuery, *, erased: bool = False) -> list[CallRow]:
     """Rows that meet the query's period, numbers and direction exactly (no ranking, no
     unconfirmed rows), in the order recorded: the plain filters of a listing."""
-    return [row for row in _rows(index, statement(query))
+    return [row for row in _rows(index, statement(query, ("*",), prune=False))
             if (erased or not row.erased_at) and _meets(query, row)]
+
+
+def _args(query: Statement) -> tuple[str, tuple[Any, ...]]:
+    return query.sql, query.params
 
 
 def _rows(index: CallIndex, query: Statement) -> list[CallRow]:
@@ -327,6 +490,19 @@ def _rows(index: CallIndex, query: Statement) -> list[CallRow]:
     the index's own decoder, so JSON and flag columns read the same as everywhere else."""
     with closing(connect(index.path)) as db:
         return [call_row(r) for r in db.execute(query.sql, query.params)]
+
+
+def _whole(db: sqlite3.Connection, shown: Sequence[Facts]) -> list[CallRow]:
+    """The shown candidates' whole rows, in their order, on the connection that ranked them."""
+    cur = db.cursor()
+    cur.row_factory = sqlite3.Row
+    rows: dict[str, CallRow] = {}
+    ids = [f.id for f in shown]
+    for at in range(0, len(ids), FETCH_CHUNK):
+        chunk = ids[at:at + FETCH_CHUNK]
+        rows.update((r["id"], call_row(r)) for r in cur.execute(
+            f"SELECT * FROM calls WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+    return [rows[i] for i in ids]
 
 
 def _meets(query: CallQuery, row: CallRow) -> bool:
@@ -361,8 +537,9 @@ def _shared_tail(a: str, b: str) -> int:
     return 0
 
 
-def _marks(query: CallQuery, row: CallRow, tz: tzinfo, now: float) -> list[_Mark] | None:
-    """Each fact of the form checked against the row; None when one rules it out."""
+def _marks(query: CallQuery, row: Ranked, tz: tzinfo, now: float, *, words: bool = True) -> list[_Mark] | None:
+    """Each fact of the form checked against the row; None when one rules it out.  Without
+    `words` the time and length marks are only scored (their words are dates and clocks)."""
     checks: list[_Mark | None] = []
     if query.remote is not None:
         checks.append(_number_mark("outside", query.remote, row.remote_number, OUTSIDE_DIGITS, row.caller_withheld))
@@ -379,11 +556,11 @@ def _marks(query: CallQuery, row: CallRow, tz: tzinfo, now: float) -> list[_Mark
         return None
     marks = []
     if query.timed and row.recorded_at is not None:
-        marks.append(_time_mark(query, row.recorded_at, tz))
+        marks.append(_time_mark(query, row.recorded_at, tz, words))
     if row.state == "recording":
         marks.append(_Mark(0.0, 0.0, "in progress: still being recorded"))
     if query.duration_seconds is not None:
-        marks.append(_duration_mark(query, row, now))
+        marks.append(_duration_mark(query, row, now, words))
     return marks + confirmed
 
 
@@ -437,45 +614,49 @@ def _direction_mark(wanted: str, actual: str) -> _Mark | None:
     return None
 
 
-def _time_mark(query: CallQuery, at: float, tz: tzinfo) -> _Mark:
+def _time_mark(query: CallQuery, at: float, tz: tzinfo, words: bool) -> _Mark:
     if query.around is None:
-        return _Mark(0.0, 0.0, f"time {_clock(at, tz, True)}, {_period_words(query.start, query.end, tz)}")
+        return _Mark(0.0, 0.0, f"time {_clock(at, tz, True)}, {_period_words(query.start, query.end, tz)}"
+                     if words else "")
     offset = at - query.around
     weight = WEIGHTS["time"]
+    earned = weight * max(0.0, 1 - abs(offset) / query.window_seconds)
+    if not words:
+        return _Mark(earned, weight, "")
     same_day = _day(at, tz) == _day(query.around, tz)
     when = _clock(at, tz, not same_day)
     asked = _clock(query.around, tz, not same_day)
     if abs(offset) < 60:
-        words = f"within a minute of {asked}"
+        said = f"within a minute of {asked}"
     else:
-        words = f"{round(abs(offset) / 60)} min {'after' if offset > 0 else 'before'} {asked}"
-    return _Mark(weight * max(0.0, 1 - abs(offset) / query.window_seconds), weight, f"time {when}, {words}")
+        said = f"{round(abs(offset) / 60)} min {'after' if offset > 0 else 'before'} {asked}"
+    return _Mark(earned, weight, f"time {when}, {said}")
 
 
-def _duration_mark(query: CallQuery, row: CallRow, now: float) -> _Mark:
+def _duration_mark(query: CallQuery, row: Ranked, now: float, words: bool) -> _Mark:
     """Closeness falls linearly to nothing at twice the tolerance: a length far off the one
     remembered lowers a call but does not hide it (people misjudge how long a hard call was)."""
     weight = WEIGHTS["duration"]
     wanted = query.duration_seconds or 0.0
     if row.state == "recording":
         so_far = max(0.0, now - (row.recorded_at or now))
-        return _Mark(weight / 2, weight, f"duration {_span(so_far)} so far, about {_span(wanted)} asked")
+        return _Mark(weight / 2, weight, f"duration {_span(so_far)} so far, about {_span(wanted)} asked" if words else "")
     if row.duration is None:
         return _Mark(weight / 2, weight, "duration not known: cannot be checked")
     gap = abs(row.duration - wanted)
     closeness = max(0.0, 1 - gap / (2 * query.tolerance)) if query.tolerance else float(gap == 0)
+    if not words:
+        return _Mark(weight * closeness, weight, "")
     verdict = " for" if gap <= query.tolerance else ", not"
     return _Mark(weight * closeness, weight, f"duration {_span(row.duration)}{verdict} about {_span(wanted)}")
 
 
-def _candidate(query: CallQuery, row: CallRow, marks: list[_Mark]) -> Candidate:
+def _score(marks: list[_Mark]) -> int:
     possible = sum(m.weight for m in marks)
-    score = round(100 * sum(m.earned for m in marks) / possible) if possible else 100
-    offset = row.recorded_at - query.around if query.around is not None and row.recorded_at is not None else None
-    return Candidate(row=row, score=score, reasons=tuple(m.reason for m in marks), offset=offset)
+    return round(100 * sum(m.earned for m in marks) / possible) if possible else 100
 
 
-def _tombstone(row: CallRow, tz: tzinfo) -> Tombstone:
+def _tombstone(row: Ranked, tz: tzinfo) -> Tombstone:
     assert row.erased_at is not None and row.recorded_at is not None
     length = f", {_span(row.duration)}" if row.duration is not None else ""
     why = ERASURE_WORDS.get(row.erased_reason or "", row.erased_reason or "no reason recorded")
@@ -485,11 +666,11 @@ def _tombstone(row: CallRow, tz: tzinfo) -> Tombstone:
                      erased_reason=row.erased_reason, sentence=sentence)
 
 
-def _answer(query: CallQuery, candidates: list[Candidate], erased: list[Tombstone], others: int) -> str:
+def _answer(query: CallQuery, candidates: int, erased: list[Tombstone], others: int) -> str:
     """The plain sentence a 様式2 answer (data exists: yes / no) is written from."""
     gone = f"{_count(len(erased), 'recording')} made in that window {'was' if len(erased) == 1 else 'were'} erased"
     if candidates:
-        text = f"{_count(len(candidates), 'recording')} may be this call, the closest first."
+        text = f"{_count(candidates, 'recording')} may be this call, the closest first."
         return text + (f" {gone[0].upper()}{gone[1:]}." if erased else "")
     if erased:
         return (f"No kept recording matches. {gone}, and keep no numbers: whether one of them was this call "

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from storage.central_link import Centre, connect
-from storage.central_search import CentralSearch, SiteRow, central_statement, site_status
+from storage.central_search import COLUMNS, CentralSearch, SiteRow, central_statement, site_status
 from storage.index import CallIndex
 from storage.layout import INDEX_FILE
 from storage.search import CallQuery, QueryError, Statement, find, statement
@@ -45,10 +45,10 @@ def search(sites: TwoSites) -> Iterator[CentralSearch]:
 
 def test_the_statement_is_the_local_one_in_postgresql_dialect_with_a_site_filter() -> None:
     query = CallQuery(around=1_780_000_030.0, remote_number="03-1234-5678")
-    local = statement(query)
+    local = statement(query, COLUMNS)
     every, some = central_statement(query), central_statement(query, ["site-a", "site-b"])
-    assert every.sql == local.sql.replace("?", "%s") and every.params == local.params
-    assert some.sql.startswith("SELECT * FROM calls WHERE site = ANY(%s) AND ")
+    assert every.sql == local.sql.replace("%", "%%").replace("?", "%s") + ", site" and every.params == local.params
+    assert some.sql.startswith(f"SELECT {', '.join(COLUMNS)} FROM calls WHERE site = ANY(%s) AND ")
     assert some.sql.endswith(every.sql.partition(" WHERE ")[2]) and some.params == (["site-a", "site-b"], *local.params)
 
 
@@ -65,9 +65,9 @@ def test_the_rewritten_number_match_finds_what_the_local_one_finds(search: Centr
     indexed form select the same rows at the centre."""
     for query in (CallQuery(remote_number="0300000007"), CallQuery(remote_number="300000007"),
                   CallQuery(local_number="2502"), CallQuery(local_number="0263000000")):
-        local = statement(query)
+        local = statement(query, ("*",))
         as_written = search._rows(Statement(local.sql.replace("%", "%%").replace("?", "%s"), local.params))
-        assert as_written and {r.id for r in as_written} == {r.id for r in search._rows(central_statement(query))}
+        assert as_written and {r.id for r in as_written} == {r.id for r in search._facts(central_statement(query))}
 
 
 def _local(sites: TwoSites, site: str, query: CallQuery) -> set[tuple[str, str, int]]:
@@ -147,3 +147,22 @@ def test_callrec_central_search(sites: TwoSites) -> None:
     assert refused.returncode != 0 and "a time or a number" in refused.stderr
 
 
+
+
+def test_callrec_central_search_a_page_at_a_time(sites: TwoSites, search: CentralSearch) -> None:
+    """--limit candidates from --page on, the rest said in words (ほかN件) and in the JSON; the
+    pages are the slices of the whole answer, which `--limit 0` prints."""
+    base = ("central", "search", "--dsn", sites.dsn, "--policy", KUMAMOTO, "--from", "2000-01-01")
+    whole = [(c.row.site, c.row.id) for c in search.find(EVERYTHING, now=NOW).candidates]
+    assert len(whole) > 12
+    second = json.loads(run_cli(*base, "--limit", "5", "--page", "2", "--json").stdout)
+    assert [(c["site"], c["id"]) for c in second["candidates"]] == whole[5:10]
+    assert second["candidates_total"] == len(whole) and second["start"] == 5 and second["more"] == len(whole) - 10
+    assert f"ほか{len(whole) - 10}件" in second["shown"]
+    said = run_cli(*base, "--limit", "5", "--page", "2").stdout
+    assert f"Shown: candidates 6-10 of {len(whole)}; {len(whole) - 10} more (ほか{len(whole) - 10}件)." in said
+    assert "--page 3 shows the next 5" in said and "\n  6. " in said and "\n  5. " not in said
+    everything = json.loads(run_cli(*base, "--limit", "0", "--json").stdout)
+    assert len(everything["candidates"]) == len(whole) and everything["more"] == 0 and everything["shown"] == ""
+    refused = run_cli(*base, "--limit", "0", "--page", "2", check=False)
+    assert refused.returncode != 0 and "leave out --page" in refused.stderr

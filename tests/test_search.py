@@ -18,7 +18,7 @@ import pytest
 
 from callrec.cmd_search import span
 from storage.index import CallIndex, connect, iso
-from storage.search import CallQuery, QueryError, find, parse_span, parse_time, select, statement
+from storage.search import RANKED, CallQuery, QueryError, find, parse_span, parse_time, select, statement
 from tests.builders import PBX, TRUNK, write_pcap
 from tests.call_frames import bye, media, signalling
 from tests.interop import REPO, capture, run_cli
@@ -186,8 +186,11 @@ def test_listing_filters_take_only_what_is_sure(index: CallIndex) -> None:
 
 def test_the_window_is_an_index_range_in_plain_sql(index: CallIndex) -> None:
     query = statement(CallQuery(around=AROUND, remote_number=CALLER, duration_seconds=180))
-    assert query.sql == "SELECT * FROM calls WHERE recorded_at >= ? AND recorded_at <= ? AND leg IS NULL ORDER BY recorded_at, id"
-    assert query.params == (AROUND - 1800, AROUND + 1800)
+    assert query.sql.startswith(f"SELECT {', '.join(RANKED)} FROM calls WHERE recorded_at >= ? AND recorded_at <= ? "
+                                "AND leg IS NULL AND (erased_at IS NOT NULL OR ((remote_number IS NULL OR ")
+    assert query.params == (AROUND - 1800, AROUND + 1800, CALLER, *(CALLER[-n:] for n in range(6, 10)), f"%{CALLER}")
+    assert statement(CallQuery(around=AROUND, duration_seconds=180), ("*",)).sql == (
+        "SELECT * FROM calls WHERE recorded_at >= ? AND recorded_at <= ? AND leg IS NULL ORDER BY recorded_at, id")
     with closing(connect(index.path)) as db:
         plan = " ".join(str(r[3]) for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.params))
     assert "USING INDEX calls_recorded" in plan

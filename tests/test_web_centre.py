@@ -298,3 +298,31 @@ async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Ce
     while (back := await manager.get("/sites")).status != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert back.status == 200 and "site-b" in await back.text()
+
+
+async def test_the_best_first_then_the_next_ones_page_by_page(centre: Centre,
+                                                               manager: aiohttp.ClientSession) -> None:
+    """A page holds the best `per` candidates and says how many more there are (ほかN件); its
+    link shows the next ones, the form's fields kept; the pages together are the whole answer."""
+    whole = _rows(await (await manager.get("/calls", params=EVERYTHING)).text())
+    assert 20 < len(whole) <= 50
+    seen: list[str] = []
+    page = await (await manager.get("/calls", params={**EVERYTHING, "per": "10"})).text()
+    while True:
+        rows = _rows(page)
+        first, more = len(seen) + 1, len(whole) - len(seen) - len(rows)
+        seen += rows
+        shown = re.search(r'<p id="shown">([^<]+)</p>', page)
+        assert shown, page
+        link = re.search(r'<a id="next-page" href="([^"]+)">次の(\d+)件</a>', page)
+        if more:
+            assert shown.group(1) == f"候補{len(whole)}件のうち{first}～{len(seen)}件目を表示、ほか{more}件"
+            assert link and int(link.group(2)) == min(10, more) and "from=2000-01-01" in link.group(1)
+            page = await (await manager.get(link.group(1).replace("&amp;", "&"))).text()
+        else:
+            assert shown.group(1) == f"候補{len(whole)}件のうち{first}～{len(seen)}件目を表示" and link is None
+            assert 'id="previous-page"' in page
+            break
+    assert seen == whole
+    assert (await manager.get("/calls", params={**EVERYTHING, "page": "0"})).status == 400
+    assert (await manager.get("/calls", params={**EVERYTHING, "per": "5000"})).status == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from aiohttp import web
@@ -15,7 +16,7 @@ from storage.index import CallRow
 from storage.marks import MarkBook
 from storage.notices import NoticeLog
 from storage.records import sealed_files, sealed_row, set_hold
-from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, find, parse_span, parse_time, shown_remote
+from storage.search import DEFAULT_WINDOW_SECONDS, CallQuery, SearchResult, find, parse_span, parse_time, shown_remote
 from wire import g711
 from wire.wav import read_wav
 
@@ -23,7 +24,13 @@ from .context import actor_of, console_of, render
 from .daemon_status import daemon_status
 from .plots import bar_chart, waveform
 
-__all__ = ["add_routes", "stream_wav"]
+__all__ = ["SHOWN", "add_routes", "page_of", "pages", "stream_wav"]
+
+SHOWN = 50
+"""Candidates on one page of the search: the best first; the rest are counted (ほかN件) and a
+link shows the next ones."""
+MOST_SHOWN = 500
+"""The most a page may be asked to hold (`?per=`): each is read whole and drawn."""
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 DAEMON_DEFAULTS: dict[str, object] = {
@@ -80,13 +87,46 @@ def _query(request: web.Request) -> CallQuery | None:
         country_code=console.policy.numbering.country_code, extension=q.get("extension") or None)
 
 
+def page_of(request: web.Request) -> tuple[int, int]:
+    """The search's page (`?page=`, from 1; `?per=`, candidates a page, `SHOWN` unless given) as
+    the candidates to show and how many come before: a person reads the best, and asks for the
+    next ones."""
+    number, per = _whole_number(request, "page", 1), _whole_number(request, "per", SHOWN)
+    if per > MOST_SHOWN:
+        raise web.HTTPBadRequest(text=f"per: at most {MOST_SHOWN} candidates a page")
+    return per, (number - 1) * per
+
+
+def _whole_number(request: web.Request, name: str, default: int) -> int:
+    try:
+        value = int(request.query.get(name) or default)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}: a whole number from 1") from None
+    if value < 1:
+        raise web.HTTPBadRequest(text=f"{name}: a whole number from 1")
+    return value
+
+
+def pages(request: web.Request, result: SearchResult | None, per: int) -> dict[str, Any]:
+    """The links to the previous and the next page of candidates, with the form's fields kept."""
+    if result is None:
+        return {"previous_url": None, "next_url": None, "page_size": per}
+    number = result.start // per + 1
+
+    def url(n: int) -> str:
+        return str(request.rel_url.update_query({"page": str(n)}))
+    return {"previous_url": url(number - 1) if number > 1 else None,
+            "next_url": url(number + 1) if result.more else None, "page_size": per}
+
+
 async def search(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     console.access.authorise(actor_of(request), Action.SEARCH)
     query = _query(request)
-    result = find(console.store.index, query, tz=console.tz) if query is not None else None
+    limit, start = page_of(request)
+    result = find(console.store.index, query, tz=console.tz, limit=limit, start=start) if query is not None else None
     return render(request, "search.html", result=result, q=request.query, directions=DIRECTIONS,
-                  shown_remote=shown_remote)
+                  shown_remote=shown_remote, **pages(request, result, limit))
 
 
 def _row(request: web.Request) -> CallRow:

@@ -25,7 +25,7 @@ from storage.search import shown_remote
 from .centre import CentreView
 from .context import Console, actor_of, console_of, lang_of, on_loop, render
 from .i18n import translate
-from .pages_calls import DIRECTIONS, _query, stream_wav
+from .pages_calls import DIRECTIONS, _query, page_of, pages, stream_wav
 
 __all__ = ["add_routes", "ledger"]
 
@@ -68,10 +68,13 @@ async def search(request: web.Request) -> web.StreamResponse:
     names = centre.read(lambda s: s.site_names())
     chosen = [name for name in request.query.getall("site", []) if name in names]
     query = _query(request)
-    found = centre.read(lambda s: s.find(query, sites=chosen or None)) if query is not None else None
-    return render(request, "search.html", result=found.result if found else None,
+    limit, start = page_of(request)
+    found = centre.read(lambda s: s.find(query, sites=chosen or None, limit=limit, start=start)) \
+        if query is not None else None
+    result = found.result if found else None
+    return render(request, "search.html", result=result,
                   erased_sites=found.erased_sites if found else (), q=request.query, directions=DIRECTIONS,
-                  shown_remote=shown_remote, sites=names, chosen=chosen)
+                  shown_remote=shown_remote, sites=names, chosen=chosen, **pages(request, result, limit))
 
 
 async def call(request: web.Request) -> web.StreamResponse:

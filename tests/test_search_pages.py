@@ -1,0 +1,230 @@
+"""The fast search path answers exactly as the plain one, on SQLite and on a real PostgreSQL.
+
+The plain path reads every row of the window whole and ranks them all (`rank` over CallRows,
+nothing pruned): what the search did before pages.  The fast path (`find`, `CentralSearch.find`)
+ranks tuples of the columns ranking reads, counts in SQL the rows the form's number, extension
+or direction rules out, and reads whole only the page shown.  Over generated rows and forms
+(numbers in every shape the matching has a rule for, withheld and missing ones, extensions,
+unknown directions, calls in progress, erased rows, equal times at two sites), every page of the
+fast answer is the slice of the plain one: the same rows, scores, reasons, order, tombstones,
+count of others and words; and every row the SQL counts out is one `_marks` rules out."""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from storage.central_link import Centre, connect
+from storage.central_schema import migrate
+from storage.central_search import COLUMNS, CentralSearch, at_centre
+from storage.central_sync import Batch, central_row
+from storage.index import CallIndex, call_row, iso
+from storage.index import connect as connect_index
+from storage.search import CallQuery, SearchResult, _marks, excluded, find, rank, statement
+from tests.central_pg import PostgresServer
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+BASE = 1_795_000_000.0
+NOW = BASE + 86400
+CALLER = "0312345678"
+REMOTES = (CALLER, "0" + CALLER, CALLER[-8:], CALLER[-6:], CALLER[-5:], "180312345678", "x312345678", "0398765432",
+           "5678", "anonymous", "", None, None)
+LOCALS = ("0963281234", "81234", "1234", "234", "34", "0963289999", "2502", "", None)
+EXTENSIONS = ("1234", "2502", "301", "", None, None)
+WRITTEN_REMOTES = ("03-1234-5678", "+81 3 1234 5678", "12345678", "345678", "45678", "5678", "anonymous",
+                   "0398765432", "180312345678")
+WRITTEN_LOCALS = ("0963281234", "81234", "1234", "234", "34", "2502", "301")
+DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
+SITES = ("site-a", "site-b")
+ROWS = 400
+PAGES = ((None, 0), (5, 0), (5, 5), (1, 3), (50, 0), (0, 0), (7, 10_000))
+
+
+@dataclass
+class Sites:
+    indexes: dict[str, CallIndex]
+    search: CentralSearch
+
+
+def generate(index: CallIndex, site: int) -> None:
+    """Rows of every shape within two hours of BASE; every site shares a tenth of its times and
+    ids with the other (ties the order must keep), and an eighth are erased."""
+    rng = random.Random(100 + site)
+    shared = random.Random(7)
+    for n in range(ROWS):
+        common = shared.random() < 0.1
+        at = round(BASE + (shared if common else rng).uniform(-7200, 7200), 1)
+        call_id = f"c{n:04d}" if common else f"s{site}-{n:04d}"
+        duration = None if rng.random() < 0.05 else round(rng.uniform(5, 1200), 1)
+        state = "recording" if rng.random() < 0.05 else "sealed"
+        remote, local = rng.choice(REMOTES), rng.choice(LOCALS)
+        index.insert(id=call_id, sip_call_id=f"{call_id}@pbx", started_at=iso(at - 3, TOKYO), answered_at=iso(at, TOKYO),
+                     ended_at=iso(at + duration, TOKYO) if duration is not None else None, duration=duration,
+                     direction=rng.choice(DIRECTIONS), local_number=local, remote_number=remote, caller=remote,
+                     callee=local, caller_withheld=remote is None and rng.random() < 0.7, state=state,
+                     complete=state == "sealed", recorded_at=at, extension=rng.choice(EXTENSIONS))
+        if rng.random() < 0.125:
+            index.mark_erased(call_id, iso(at + 400 * 86400, TOKYO), rng.choice(("retention", "capacity")))
+
+
+def forms(count: int) -> Iterator[CallQuery]:
+    rng = random.Random(2026)
+    for n in range(count):
+        shape = n % 4
+        at = BASE + rng.uniform(-7200, 7200)
+        when: dict[str, Any] = (
+            {"around": at, "window_seconds": rng.choice((60, 600, 1800, 5400))} if shape in (0, 1) else
+            {"start": at - rng.uniform(0, 7200), "end": at + rng.uniform(0, 3600)} if shape == 2 else {})
+        facts: dict[str, Any] = {
+            "remote_number": rng.choice(WRITTEN_REMOTES) if shape == 3 or rng.random() < 0.5 else None,
+            "local_number": rng.choice(WRITTEN_LOCALS) if rng.random() < 0.3 else None,
+            "extension": rng.choice(("1234", "2502", "301")) if rng.random() < 0.2 else None,
+            "direction": rng.choice(DIRECTIONS[:3]) if rng.random() < 0.4 else None,
+            "duration_seconds": rng.uniform(30, 600) if rng.random() < 0.5 else None,
+        }
+        if shape == 3 and facts["remote_number"] is None:
+            facts["remote_number"] = CALLER
+        yield CallQuery(**when, **facts)
+
+
+QUERIES = tuple(forms(160))
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
+    folder = tmp_path_factory.mktemp("csearch-pages")
+    server = PostgresServer(prefix="csearch-pg-")
+    indexes = {name: CallIndex(folder / f"{name}.sqlite3") for name in SITES}
+    try:
+        server.start()
+        centre = Centre(connect(server.dsn))
+        migrate(centre.conn)
+        for n, (name, index) in enumerate(indexes.items()):
+            generate(index, n)
+            with closing(connect_index(index.path)) as db:
+                rows = [central_row(r, 1) for r in db.execute("SELECT * FROM calls")]
+            centre.conn.execute("INSERT INTO sites (site, instance) VALUES (%s, %s)", (name, f"i-{name}"))
+            centre.apply(Batch(site=name, instance=f"i-{name}", last_seq=0, rows=rows))
+        yield Sites(indexes, CentralSearch(centre, TOKYO))
+        centre.close()
+    finally:
+        for index in indexes.values():
+            index.close()
+        server.remove()
+
+
+def plain_local(index: CallIndex, query: CallQuery) -> SearchResult:
+    """Every row of the window read whole, nothing pruned, all ranked."""
+    with closing(connect_index(index.path)) as db:
+        rows = [call_row(r) for r in db.execute(*_args(statement(query, ("*",), prune=False)))]
+    return rank(query, rows, tz=TOKYO, now=NOW)
+
+
+def plain_centre(search: CentralSearch, query: CallQuery) -> SearchResult:
+    return rank(query, search._rows(at_centre(statement(query, ("*",), prune=False), None)), tz=TOKYO, now=NOW)
+
+
+def same_page(fast: SearchResult, plain: SearchResult, limit: int | None, start: int) -> None:
+    end = None if limit is None else start + limit
+    assert fast.candidates == plain.candidates[start:end]
+    assert (fast.total, fast.start, fast.erased, fast.others, fast.answer, fast.notes, fast.description) == (
+        len(plain.candidates), start, plain.erased, plain.others, plain.answer, plain.notes, plain.description)
+    assert fast.more == max(0, len(plain.candidates) - start - len(fast.candidates))
+
+
+def test_every_page_of_the_local_answer_is_the_plain_answer_s_slice(sites: Sites) -> None:
+    answered = 0
+    for query in QUERIES:
+        for index in sites.indexes.values():
+            plain = plain_local(index, query)
+            answered += bool(plain.candidates) and plain.others > 0
+            for limit, start in PAGES:
+                same_page(find(index, query, tz=TOKYO, now=NOW, limit=limit, start=start), plain, limit, start)
+    assert answered > 40  # the forms pruned something and still found something, many times
+
+
+def test_every_page_of_the_centre_s_answer_is_the_plain_answer_s_slice(sites: Sites) -> None:
+    for query in QUERIES:
+        plain = plain_centre(sites.search, query)
+        for limit, start in PAGES:
+            found = sites.search.find(query, now=NOW, limit=limit, start=start)
+            same_page(found.result, plain, limit, start)
+            assert all(c.row.site in SITES for c in found.candidates)
+
+
+def test_the_rows_counted_out_in_sql_are_the_ones_ranking_rules_out(sites: Sites) -> None:
+    """On both engines: `statement` and `excluded` split the window's rows between them, and
+    every row counted out fails a check of `_marks` (the plain rule)."""
+    counted = 0
+    for query in QUERIES:
+        pruned = excluded(query)
+        if pruned is None:
+            continue
+        ids = pruned.sql.replace("SELECT count(*)", "SELECT *", 1)
+        for index in sites.indexes.values():
+            with closing(connect_index(index.path)) as db:
+                out = [call_row(r) for r in db.execute(ids, pruned.params)]
+                shipped = db.execute(*_args(statement(query))).fetchall()
+                window = db.execute(*_args(statement(query, prune=False))).fetchall()
+            assert len(out) + len(shipped) == len(window)
+            assert all(_marks(query, row, TOKYO, NOW) is None for row in out)
+            counted += len(out)
+        central = at_centre(pruned, None)
+        out = sites.search._rows(type(central)(central.sql.replace("SELECT count(*)", "SELECT *", 1), central.params))
+        assert all(_marks(query, row, TOKYO, NOW) is None for row in out)
+        assert len(out) == sum(1 for _ in _local_out(sites, query))
+    assert counted > 1000
+
+
+def _local_out(sites: Sites, query: CallQuery) -> Iterator[str]:
+    pruned = excluded(query)
+    assert pruned is not None
+    for index in sites.indexes.values():
+        with closing(connect_index(index.path)) as db:
+            yield from (r["id"] for r in db.execute(pruned.sql.replace("SELECT count(*)", "SELECT id", 1),
+                                                     pruned.params))
+
+
+def _args(query: Any) -> tuple[str, tuple[Any, ...]]:
+    return query.sql, query.params
+
+
+def test_a_page_past_the_end_says_how_many_there_are(sites: Sites) -> None:
+    index = sites.indexes["site-a"]
+    everything = find(index, CallQuery(start=0.0), tz=TOKYO, now=NOW)
+    first = find(index, CallQuery(start=0.0), tz=TOKYO, now=NOW, limit=50)
+    assert first.total == everything.total and len(first.candidates) == 50
+    assert first.more == everything.total - 50
+    assert first.shown == f"Shown: candidates 1-50 of {everything.total}; {first.more} more (ほか{first.more}件)."
+    last = find(index, CallQuery(start=0.0), tz=TOKYO, now=NOW, limit=50, start=everything.total - 10)
+    assert last.more == 0 and last.shown.endswith(f"of {everything.total}.")
+    past = find(index, CallQuery(start=0.0), tz=TOKYO, now=NOW, limit=50, start=everything.total + 5)
+    assert not past.candidates and past.found and "there are" in past.shown
+    assert everything.shown == "" and everything.as_dict()["more"] == 0
+    shown = first.as_dict()
+    assert shown["candidates_total"] == everything.total and shown["more"] == first.more
+    assert len(shown["candidates"]) == 50
+
+
+def test_the_sql_stays_portable() -> None:
+    """No engine's own functions in what the pruning adds (SQLite and PostgreSQL run it as is)."""
+    for query in QUERIES:
+        sql = statement(query).sql + (excluded(query) or statement(query)).sql
+        for word in ("glob", "regexp", "~", "iif(", "ilike", "::", "strftime", "julianday", "printf"):
+            assert word not in sql.lower(), (word, sql)
+
+
+def test_the_centre_s_window_indexes_hold_every_column_the_search_reads(sites: Sites) -> None:
+    """So a window is read from the index alone (migration search_covering): a column added to
+    `search.RANKED` without adding it there would make every search read the table again."""
+    with sites.search.centre.conn.cursor() as cur:
+        for name in ("calls_recorded_ranked", "calls_site_recorded_ranked"):
+            cur.execute("SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE c.relname = %s", (name,))
+            assert {r[0] for r in cur.fetchall()} >= set(COLUMNS) - {"leg"}, name
