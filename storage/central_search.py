@@ -37,9 +37,12 @@ from .search import (
     Statement,
     Tombstone,
     excluded,
+    nearest,
     needs_criteria,
     rank,
+    rank_page,
     statement,
+    time_only,
 )
 
 __all__ = ["COLUMNS", "LAG_WARNING_SECONDS", "CentralResult", "CentralSearch", "SiteRow", "at_centre", "central_statement", "site_status"]
@@ -53,6 +56,9 @@ _TAIL = re.compile(r"\((\w+) LIKE %s OR %s LIKE \('%%' \|\| \1\)")
 asked, or is its end.  Neither half can use an index as written; `_tails` rewrites them."""
 
 _ORDER = " ORDER BY recorded_at, id"
+_TIES = ("recorded_at", 'id COLLATE "C"', "site")
+"""How the centre orders a `time_only` form's calls at the same distance: as `rank` sorts them
+(the id by code point, whatever the database's collation), then by site, as it reads equal rows."""
 """How `search.statement` orders the rows it reads."""
 _CALLROW_FIELDS = tuple(f.name for f in fields(CallRow))
 COLUMNS = (*RANKED, "site")
@@ -110,8 +116,8 @@ def at_centre(local: Statement, sites: Sequence[str] | None) -> Statement:
     the (site, recorded_at) index can use it.  Two sites may hold a call of the same id and time:
     the site orders them, so that the ranking (which keeps the order read among equals) and the
     tombstones come out the same on every run, whatever plan the server chose."""
-    sql, params = _tails(local.sql.replace("%", "%%").replace("?", "%s").replace(_ORDER, f"{_ORDER}, site"),
-                         local.params)
+    sql = local.sql.replace("%", "%%").replace("?", "%s")
+    sql, params = _tails(f"{sql}, site" if sql.endswith(_ORDER) else sql, local.params)
     if sites is not None:
         head, where, rest = sql.partition(" WHERE ")
         if not where:
@@ -155,14 +161,24 @@ class CentralSearch:
         conn = self.centre.conn
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            at = time.time() if now is None else now
+            if limit is not None and time_only(query):
+                page = nearest(query, start, limit, COLUMNS, _TIES)
+                erased = self._facts(at_centre(page.erased, sites))
+                counted = conn.execute(*_args(at_centre(page.count, sites))).fetchone()
+                result = rank_page(query, self._facts(at_centre(page.page, sites)), erased,
+                                   total=int(counted[0]) if counted else 0, start=start, tz=self.tz, now=at,
+                                   whole=self._whole)
+                return CentralResult(result=result, erased_sites=_erased_sites(erased, result.erased),
+                                     sites=tuple(sites) if sites is not None else None)
             facts = self._facts(central_statement(query, sites))
             pruned = excluded(query)
             count = 0
             if pruned is not None:
                 counted = conn.execute(*_args(at_centre(pruned, sites))).fetchone()
                 count = int(counted[0]) if counted else 0
-            result = rank(query, facts, tz=self.tz, now=time.time() if now is None else now, excluded=count,
-                          limit=limit, start=start, whole=self._whole)
+            result = rank(query, facts, tz=self.tz, now=at, excluded=count, limit=limit, start=start,
+                          whole=self._whole)
         return CentralResult(result=result, erased_sites=_erased_sites(facts, result.erased),
                              sites=tuple(sites) if sites is not None else None)
 

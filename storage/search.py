@@ -32,7 +32,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -42,7 +42,7 @@ from policy.decide import Direction, normalise_number
 from .errors import StorageError
 from .index import MASKED, CallIndex, CallRow, call_row, connect
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "RANKED", "CallQuery", "Candidate", "Facts", "QueryError", "SearchResult", "Statement", "Tombstone", "excluded", "find", "needs_criteria", "normalise", "parse_span", "parse_time", "rank", "select", "shown_remote", "statement"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "RANKED", "CallQuery", "Candidate", "Facts", "Nearest", "QueryError", "SearchResult", "Statement", "Tombstone", "excluded", "find", "nearest", "needs_criteria", "normalise", "parse_span", "parse_time", "rank", "rank_page", "select", "shown_remote", "statement", "time_only"]
 
 DEFAULT_WINDOW_SECONDS = 30 * 60.0
 """How far either side of the time on the form a call may have started: forms say 頃 (about)."""
@@ -335,6 +335,43 @@ def excluded(query: CallQuery) -> Statement | None:
     return Statement(f"SELECT count(*) FROM calls WHERE {' AND '.join(clauses)}", (*params, *kept.params))
 
 
+class Nearest(NamedTuple):
+    """What a page of a `time_only` form reads, in three statements."""
+
+    page: Statement
+    """The page's kept calls, the best first (nearest the form's time)."""
+    count: Statement
+    """How many kept calls the window holds: every one is a candidate."""
+    erased: Statement
+    """The window's erased recordings, in the order recorded (every one is listed)."""
+
+
+def time_only(query: CallQuery) -> bool:
+    """A form with a time and nothing else to check.  Then no call of the window is ruled out,
+    and a score depends on the time alone (`_time_mark`: it falls with the distance from the
+    form's time; with a period and no time, every score is 100), so the best candidates are the
+    nearest calls, then the earlier, then the lower id: the order `rank` sorts them in.  The
+    database can pick a page of them, and the window need not be read."""
+    return (query.timed and query.remote is None and query.local is None and query.staff is None
+            and query.direction is None and query.duration_seconds is None)
+
+
+def nearest(query: CallQuery, start: int, limit: int, columns: Sequence[str] = RANKED,
+            ties: Sequence[str] = ("recorded_at", "id")) -> Nearest:
+    """The statements of a `time_only` form's page (`start`, `limit`).  `ties` orders calls at
+    the same distance as `rank` does (earlier, then the id by code point; the centre adds the
+    site, in the order it reads equal rows)."""
+    clauses, params = _where(query)
+    where = " AND ".join(clauses)
+    distance, at = ("abs(recorded_at - ?), ", (query.around,)) if query.around is not None else ("", ())
+    return Nearest(
+        page=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} AND erased_at IS NULL "
+                       f"ORDER BY {distance}{', '.join(ties)} LIMIT ? OFFSET ?", (*params, *at, limit, start)),
+        count=Statement(f"SELECT count(*) FROM calls WHERE {where} AND erased_at IS NULL", tuple(params)),
+        erased=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} AND erased_at IS NOT NULL "
+                         "ORDER BY recorded_at, id", tuple(params)))
+
+
 def _kept(query: CallQuery) -> Statement | None:
     """The form's number, extension and direction as one SQL condition, from the same rules and
     constants as `_marks`: each part is FALSE only for a row whose check there returns None (it
@@ -439,6 +476,14 @@ def rank(query: CallQuery, rows: Iterable[Ranked], *, tz: tzinfo, now: float, ex
                         notes=_notes(query, erased), total=len(scored), start=start)
 
 
+def rank_page(query: CallQuery, page: Iterable[Ranked], erased: Iterable[Ranked], *, total: int, start: int,
+              tz: tzinfo, now: float, whole: Whole = list) -> SearchResult:
+    """`rank` of a `time_only` form from its page alone (`nearest`): the page's calls are the
+    candidates from `start`, `total` of them in all, with the window's erased recordings."""
+    result = rank(query, [*page, *erased], tz=tz, now=now, whole=whole)
+    return replace(result, total=total, start=start, answer=_answer(query, total, list(result.erased), 0))
+
+
 def _order(scored: list[Any], best: int | None) -> list[Any]:
     """The `best` first by their sort key (all when None), ties in the order read: `nsmallest`
     is `sorted(...)[:best]` without sorting the rest."""
@@ -467,11 +512,18 @@ def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = 
     with closing(connect(index.path)) as db:
         db.row_factory = None
         db.execute("BEGIN")
+        at = time.time() if now is None else now
+        if limit is not None and time_only(query):
+            page = nearest(query, start, limit)
+            return rank_page(query, [Facts._make((*r, "")) for r in db.execute(*_args(page.page))],
+                             [Facts._make((*r, "")) for r in db.execute(*_args(page.erased))],
+                             total=db.execute(*_args(page.count)).fetchone()[0], start=start, tz=tz, now=at,
+                             whole=lambda shown: _whole(db, shown))
         facts = [Facts._make((*r, "")) for r in db.execute(*_args(statement(query)))]
         pruned = excluded(query)
         count = db.execute(*_args(pruned)).fetchone()[0] if pruned is not None else 0
-        return rank(query, facts, tz=tz, now=time.time() if now is None else now, excluded=count, limit=limit,
-                    start=start, whole=lambda shown: _whole(db, shown))
+        return rank(query, facts, tz=tz, now=at, excluded=count, limit=limit, start=start,
+                    whole=lambda shown: _whole(db, shown))
 
 
 def select(index: CallIndex, query: CallQuery, *, erased: bool = False) -> list[CallRow]:

@@ -25,7 +25,7 @@ from storage.central_search import COLUMNS, CentralSearch, at_centre
 from storage.central_sync import Batch, central_row
 from storage.index import CallIndex, call_row, iso
 from storage.index import connect as connect_index
-from storage.search import CallQuery, SearchResult, _marks, excluded, find, rank, statement
+from storage.search import CallQuery, SearchResult, _marks, excluded, find, nearest, rank, statement, time_only
 from tests.central_pg import PostgresServer
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -92,7 +92,11 @@ def forms(count: int) -> Iterator[CallQuery]:
         yield CallQuery(**when, **facts)
 
 
-QUERIES = tuple(forms(160))
+TIME_ONLY = (*(CallQuery(around=BASE + k * 450.0, window_seconds=w) for k in range(-16, 17) for w in (60, 1800)),
+             CallQuery(start=BASE - 3600, end=BASE + 1800), CallQuery(start=BASE - 600))
+"""Forms with a time alone: their pages come from the database's nearest calls (`nearest`), never
+the window read whole; times on whole seconds, so calls at the same distance either side tie."""
+QUERIES = (*forms(160), *TIME_ONLY)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +159,14 @@ def test_every_page_of_the_centre_s_answer_is_the_plain_answer_s_slice(sites: Si
             found = sites.search.find(query, now=NOW, limit=limit, start=start)
             same_page(found.result, plain, limit, start)
             assert all(c.row.site in SITES for c in found.candidates)
+
+
+def test_a_time_alone_is_answered_from_the_nearest_calls() -> None:
+    assert all(time_only(q) for q in TIME_ONLY)
+    assert sum(time_only(q) for q in QUERIES) > len(TIME_ONLY)
+    page = nearest(TIME_ONLY[0], 10, 5)
+    assert "ORDER BY abs(recorded_at - ?), recorded_at, id LIMIT ? OFFSET ?" in page.page.sql
+    assert page.page.params[-2:] == (5, 10)
 
 
 def test_the_rows_counted_out_in_sql_are_the_ones_ranking_rules_out(sites: Sites) -> None:
