@@ -9,6 +9,8 @@ from policy.decide import PolicyDecider
 from policy.loader import parse_policy
 from policy.schema import Policy
 from recorder.engine import Recorder
+from storage.marks import Mark, MarkBook
+from storage.notices import Notice, NoticeLog
 from storage.recordings import RecordingStore
 from storage.store import Store
 from tests.builders import PBX, TRUNK
@@ -63,3 +65,24 @@ def record_calls(store: Store, callers: list[str], start: float = T0, *, policy:
 
 def open_store(path: Path) -> Store:
     return Store.open(path, TOKYO, create_key=True)
+
+
+def noticed_and_marked(store: Store, book: MarkBook, policy: Policy, caller: str) -> tuple[str, str, Mark, Mark]:
+    """A recorded call from `caller` whose caller heard the warning announcement, marked as a threat
+    from the keypad and as a demand on the console, the demand withdrawn by the manager: what an
+    evidence export must carry.  (call id, notice id, the kept mark, the withdrawn one)."""
+    (call,) = record_calls(store, [caller], policy=policy)
+    row = store.index.get(call)
+    assert row is not None and row.recorded_at is not None
+    log = NoticeLog(store.index.path, policy.timezone)
+    notice_id = log.record(Notice(sip_call_id="ann-1@pbx", received_at=row.recorded_at - 8, outcome="announced",
+                                  hand_over="refer", announced_from=row.recorded_at - 7,
+                                  announced_to=row.recorded_at - 2, calling_number=caller,
+                                  called_number="0263111111", announcement_sha256="ab" * 32,
+                                  announcement="warning"))
+    log.close()
+    store.index.update(call, notice_id=notice_id)
+    kept = book.add(call, "threat", marked_by="ext:201", via="dtmf", note="「殺すぞ」")
+    wrong = book.add(call, "demand", marked_by="sato", via="console")
+    book.withdraw(wrong.id, by="kanri", reason="区分の誤り")
+    return call, notice_id, kept, wrong

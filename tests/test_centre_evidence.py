@@ -26,11 +26,10 @@ from policy.access import Wanted
 from storage.central_link import Sender
 from storage.index import connect as connect_index
 from storage.marks import MarkBook
-from storage.notices import Notice, NoticeLog
 from storage.outbox import enable
 from tests.central_pg import PostgresServer
 from tests.interop import run_cli
-from tests.marks_helpers import open_store, record_calls
+from tests.marks_helpers import noticed_and_marked, open_store
 from tests.test_monthly_report import CALLER, report_policy
 from tests.test_site_fetch import _now, enrol, port_of, start_site, stop
 
@@ -57,20 +56,7 @@ def _site_call(data: Path) -> tuple[str, str, list[str]]:
         db = connect_index(store.index.path)  # the outbox on, as at a site joined to a centre
         enable(db, 0.0)
         db.close()
-        (call,) = record_calls(store, [CALLER], policy=policy)
-        row = store.index.get(call)
-        assert row is not None and row.recorded_at is not None
-        log = NoticeLog(store.index.path, policy.timezone)
-        notice_id = log.record(Notice(sip_call_id="ann-1@pbx", received_at=row.recorded_at - 8, outcome="announced",
-                                      hand_over="refer", announced_from=row.recorded_at - 7,
-                                      announced_to=row.recorded_at - 2, calling_number=CALLER,
-                                      called_number="0263111111", announcement_sha256="ab" * 32,
-                                      announcement="warning"))
-        log.close()
-        store.index.update(call, notice_id=notice_id)
-        kept = book.add(call, "threat", marked_by="ext:201", via="dtmf", note="「殺すぞ」")
-        wrong = book.add(call, "demand", marked_by="sato", via="console")
-        book.withdraw(wrong.id, by="kanri", reason="区分の誤り")
+        call, notice_id, kept, wrong = noticed_and_marked(store, book, policy, CALLER)
     return call, notice_id, [kept.id, wrong.id]
 
 

@@ -14,8 +14,7 @@ from access.rules import Actor
 from access.service import AccessService
 from policy.access import Wanted
 from storage.marks import MarkBook
-from storage.notices import Notice, NoticeLog
-from tests.marks_helpers import TOKYO, open_store, record_calls
+from tests.marks_helpers import TOKYO, noticed_and_marked, open_store
 from tests.test_monthly_report import CALLER, report_policy
 
 
@@ -23,20 +22,7 @@ def test_the_evidence_package_carries_the_marks_and_the_notice(tmp_path: Path) -
     policy = report_policy()
     with open_store(tmp_path / "data") as store, MarkBook(store, policy.harassment) as book, \
             AccessService(store, policy) as access:
-        (call,) = record_calls(store, [CALLER], policy=policy)
-        row = store.index.get(call)
-        assert row is not None and row.recorded_at is not None
-        log = NoticeLog(store.index.path, policy.timezone)
-        notice_id = log.record(Notice(sip_call_id="ann-1@pbx", received_at=row.recorded_at - 8, outcome="announced",
-                                      hand_over="refer", announced_from=row.recorded_at - 7,
-                                      announced_to=row.recorded_at - 2, calling_number=CALLER,
-                                      called_number="0263111111", announcement_sha256="ab" * 32,
-                                      announcement="warning"))
-        log.close()
-        store.index.update(call, notice_id=notice_id)
-        kept = book.add(call, "threat", marked_by="ext:201", via="dtmf", note="「殺すぞ」")
-        wrong = book.add(call, "demand", marked_by="sato", via="console")
-        book.withdraw(wrong.id, by="kanri", reason="区分の誤り")
+        call, notice_id, kept, wrong = noticed_and_marked(store, book, policy, CALLER)
         access.add_user(None, "kanri", "manager", "kanri-passphrase-2026")
         manager = Actor("kanri", "manager")
         access.add_user(manager, "sato", "staff", "sato-passphrase-2026")
