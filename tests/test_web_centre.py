@@ -288,12 +288,18 @@ async def test_a_page_waiting_on_a_slow_centre_query_holds_up_no_other_page(
 
 async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Centre,
                                                                       manager: aiohttp.ClientSession) -> None:
+    warm = await asyncio.gather(*(manager.get(path) for path in ("/sites", "/requests", "/ledger") * 4))
+    assert [p.status for p in warm] == [200] * 12  # every worker thread has its connections now
     centre.server.stop()
     try:
         down = await manager.get("/calls", params=EVERYTHING)
         assert down.status == 503 and "センターに接続できません" in await down.text()
     finally:
         centre.server.start()
+    # Every worker thread had its connections from before the restart: once one page found them
+    # lost, none of the others fails on its own stale one in turn.
+    pages = await asyncio.gather(*(manager.get(path) for path in ("/sites", "/requests", "/ledger") * 4))
+    assert [p.status for p in pages] == [200] * 12
     deadline = time.monotonic() + 30
     while (back := await manager.get("/sites")).status != 200 and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -92,6 +92,7 @@ def _centre_lost(request: web.Request, exc: psycopg.OperationalError) -> web.Str
     503, and the service opened again for the next request if the centre answers now."""
     console = console_of(request)
     log.warning("web.centre_lost", error=str(exc).strip())
+    console.losses += 1
     if console.reconnect is not None:
         try:
             console.access = console.reconnect()

@@ -70,6 +70,9 @@ class Console:
     """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
     reconnect: Callable[[], CentreService] | None = None
     """At the centre: the centre's service opened again, after its connection was lost."""
+    losses: int = 0
+    """How often a page found the centre's connection lost (a restart): a worker thread whose
+    service was opened before the last loss opens it again rather than fail on it in turn."""
     _threads: threading.local = field(default_factory=threading.local, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -81,13 +84,16 @@ class Console:
         if not getattr(self._threads, "worker", False) or self.reconnect is None:
             return self.main_access
         service: CentreService | None = getattr(self._threads, "access", None)
-        if service is None or service.conn.closed or service.conn.broken:
+        stale = getattr(self._threads, "losses", 0) != self.losses
+        if service is None or stale or service.conn.closed or service.conn.broken:
+            if service is not None:
+                service.conn.close()
             try:
                 service = self.reconnect()
             except (psycopg.Error, CallrecError) as exc:
                 log.warning("web.centre_unavailable", error=str(exc).strip())
                 raise CentreUnavailable(f"the centre cannot be reached: {str(exc).strip()}") from None
-            self._threads.access = service
+            self._threads.access, self._threads.losses = service, self.losses
         return service
 
     @access.setter
