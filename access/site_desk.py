@@ -8,9 +8,10 @@ turned away), so the site's book alone answers "who took this recording out, on 
 even if the centre's were lost.
 
 Used nonces, applied orders and refused orders are kept in small tables of the index file; their
-primary keys make a second use fail even when two connections race.  A refused order is noted
-before its refusal is ledgered and answered after, so an order the centre shows again (its batch
-never committed) gets the same answer and no second entry, even across a crash in between.
+primary keys make a second use fail even when two connections race.  Every order, applied or
+refused, is noted before it is ledgered and answered after, so an order the centre shows again
+(its batch never committed) gets the same answer and no second entry, even across a crash in
+between.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from storage.central_sync import OrderAnswer, PendingOrder
 from storage.errors import StorageError
 from storage.index import CallRow, connect
 from storage.layout import INDEX_FILE, ensure_private_dir
-from storage.records import RecordUnavailable, RequestRefused, sealed_files, sealed_row, set_hold
+from storage.ledger import Event, LedgerEntry
+from storage.records import RecordUnavailable, RequestRefused, ledger_hold, sealed_files, sealed_row, set_hold
 from storage.store import Store
 
 from .copy_manifest import call_evidence, call_fields
@@ -41,6 +43,7 @@ from .site_grants import (
     Allowed,
     GrantRefused,
     HoldConfirmation,
+    HoldOrder,
     Refusal,
     SiteGrant,
     check_grant,
@@ -76,6 +79,12 @@ CREATE TABLE IF NOT EXISTS site_hold_orders (
     call_id TEXT NOT NULL,
     confirmation TEXT NOT NULL,
     applied_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_hold_order_notes (
+    order_id TEXT PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    held_before INTEGER,
+    noted_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS site_order_refusals (
     token_sha256 TEXT PRIMARY KEY,
@@ -370,34 +379,67 @@ class SiteDesk:
                                  (order.order_id,)).fetchone()
         if known is not None:
             return str(known[0])
-        now = self.store.now()
-        via = {"order": order.order_id, "via": "centre", "ordered_by": order.ordered_by}
-        state = "held" if order.hold else "released"
-        detail = ""
         row = self.store.index.get(order.call_id)
-        if row is not None and row.sealed and not row.erased_at and row.held == order.hold:
-            detail = "already so at the site"
-            seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_ALREADY, order.ordered_by, now, reason=order.reason,
-                                           approved_by=order.approved_by, call_id=order.call_id, **via).seq
+        noted = self._db.execute("SELECT held_before FROM site_hold_order_notes WHERE order_id = ?",
+                                 (order.order_id,)).fetchone()
+        entry = None
+        if noted is None:
+            self._db.execute("INSERT INTO site_hold_order_notes (order_id, call_id, held_before, noted_at) "
+                             "VALUES (?, ?, ?, ?)", (order.order_id, order.call_id, _held(row),
+                                                     self.store.now().isoformat(timespec="seconds")))
         else:
-            try:
-                set_hold(self.store, order.call_id, order.hold, actor=order.ordered_by, reason=order.reason,
-                         approved_by=order.approved_by, role=via)
-                seq = _entry_for(self.store, order.order_id)
-            except (RecordUnavailable, RequestRefused) as exc:
-                state, detail = "refused", str(exc)
-                seq = self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, order.ordered_by, now, reason=detail,
-                                               approved_by=order.approved_by, refusal=str(Refusal.UNAVAILABLE),
-                                               call_id=order.call_id, site=self.identity.name, **via).seq
+            entry = self._entry_after_crash(order, None if noted[0] is None else bool(noted[0]), row)
+        if entry is None:
+            entry = self._apply(order, row)
+        state, detail = _outcome(entry, order.hold)
         confirmation = confirm_hold(self.identity.key, HoldConfirmation(
             site=self.identity.name, order_id=order.order_id, call_id=order.call_id, state=state, detail=detail,
-            at=now, ledger_seq=seq))
+            at=entry.at, ledger_seq=entry.seq))
         self._db.execute("INSERT INTO site_hold_orders (order_id, call_id, confirmation, applied_at) "
                          "VALUES (?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
-                         (order.order_id, order.call_id, confirmation, now.isoformat(timespec="seconds")))
+                         (order.order_id, order.call_id, confirmation, entry.at.isoformat(timespec="seconds")))
         stored = self._db.execute("SELECT confirmation FROM site_hold_orders WHERE order_id = ?",
                                   (order.order_id,)).fetchone()
         return str(stored[0])
+
+    def _apply(self, order: HoldOrder, row: CallRow | None) -> LedgerEntry:
+        """Apply the order as the row stands and ledger what happened: held or released, already
+        so, or refused (unknown or erased call)."""
+        now = self.store.now()
+        via = {"order": order.order_id, "via": "centre", "ordered_by": order.ordered_by}
+        if _held(row) == order.hold:
+            return self.store.ledger.append(SiteEvent.HOLD_ORDER_ALREADY, order.ordered_by, now, reason=order.reason,
+                                            approved_by=order.approved_by, call_id=order.call_id, **via)
+        try:
+            return set_hold(self.store, order.call_id, order.hold, actor=order.ordered_by, reason=order.reason,
+                            approved_by=order.approved_by, role=via)
+        except (RecordUnavailable, RequestRefused) as exc:
+            return self.store.ledger.append(SiteEvent.HOLD_ORDER_REFUSED, order.ordered_by, now, reason=str(exc),
+                                            approved_by=order.approved_by, refusal=str(Refusal.UNAVAILABLE),
+                                            call_id=order.call_id, site=self.identity.name, **via)
+
+    def _entry_after_crash(self, order: HoldOrder, held_before: bool | None,
+                           row: CallRow | None) -> LedgerEntry | None:
+        """An order noted and never answered had its turn cut short by a crash.  Its entry, if
+        written, is found in the ledger rather than written again.  If the crash fell inside
+        `set_hold`, after the row changed and before the ledger did, the row now says what the
+        order asked where it said otherwise when the order was noted: the entry is written now,
+        so no hold stands without its line in the 管理簿.  Otherwise nothing was done, and the
+        order is applied as the first time."""
+        found = None
+        for entry in self.store.ledger.entries():
+            if entry.details.get("order") == order.order_id and "token_sha256" not in entry.details:
+                found = entry
+        if found is not None:
+            log.info("site_orders.entry_found", order=order.order_id, seq=found.seq)
+            return found
+        if held_before is None or held_before == order.hold or _held(row) != order.hold:
+            return None
+        assert row is not None
+        log.warning("site_orders.hold_ledgered_after_crash", order=order.order_id, call_id=order.call_id)
+        return ledger_hold(self.store, order.call_id, order.hold, actor=order.ordered_by, reason=order.reason,
+                           approved_by=order.approved_by, now=self.store.now(),
+                           role={"order": order.order_id, "via": "centre", "ordered_by": order.ordered_by})
 
     def answer_order(self, pending: PendingOrder) -> OrderAnswer:
         """The answer the sync carries back for an order the centre shows pending: the order
@@ -450,13 +492,20 @@ class SiteDesk:
         return token
 
 
-def _entry_for(store: Store, order_id: str) -> int | None:
-    """The seq of the ledger entry that applied an order (set_hold appends it and returns nothing)."""
-    found = None
-    for entry in store.ledger.entries():
-        if entry.details.get("order") == order_id:
-            found = entry.seq
-    return found
+def _held(row: CallRow | None) -> bool | None:
+    """Whether a call is held, or None when there is no sealed, unerased recording to hold."""
+    if row is None or not row.sealed or row.erased_at:
+        return None
+    return bool(row.held)
+
+
+def _outcome(entry: LedgerEntry, hold: bool) -> tuple[str, str]:
+    """The confirmation's state and detail for the ledger entry that answered an order."""
+    if entry.event == SiteEvent.HOLD_ORDER_REFUSED:
+        return "refused", entry.reason or ""
+    if entry.event == SiteEvent.HOLD_ORDER_ALREADY:
+        return ("held" if hold else "released"), "already so at the site"
+    return ("held" if entry.event == Event.HOLD_ADDED else "released"), ""
 
 
 def _read(path: Path) -> Iterator[bytes]:

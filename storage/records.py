@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from wire.wav import write_new_file
@@ -18,12 +19,12 @@ from .archive import MediumUnavailable, file_root
 from .audiofile import AudioFileError, side_bytes, wav_bytes
 from .errors import StorageError
 from .index import CallRow
-from .ledger import Event
+from .ledger import Event, LedgerEntry
 from .store import Store
 from .vault import VaultError
 
-__all__ = ["HandOut", "RecordUnavailable", "RequestRefused", "SealedFile", "hand_out", "held_rows", "sealed_files",
-           "sealed_row", "set_hold"]
+__all__ = ["HandOut", "RecordUnavailable", "RequestRefused", "SealedFile", "hand_out", "held_rows", "ledger_hold",
+           "sealed_files", "sealed_row", "set_hold"]
 
 
 class RequestRefused(StorageError):
@@ -123,9 +124,12 @@ def _remove(paths: list[Path]) -> None:
 
 
 def set_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str,
-             approved_by: str | None, role: Mapping[str, str] | None = None) -> None:
+             approved_by: str | None, role: Mapping[str, str] | None = None) -> LedgerEntry:
     """Legal hold (松本市 第7条5): kept past every rule until released.  `role` is what the
-    ledger says of the role the actor acted in, where the site has access rules."""
+    ledger says of the role the actor acted in, where the site has access rules.  The row
+    changes before the ledger does: a crash in between leaves the recording kept (never
+    erased on a hold the ledger claims and the row lacks), and a caller that noted its
+    intent first can write the missing entry on its next try (`ledger_hold`)."""
     if not reason.strip():
         raise RequestRefused("a hold needs a reason (--reason TEXT)")
     row = sealed_row(store, call_id)
@@ -134,8 +138,14 @@ def set_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str,
     now = store.now()
     store.index.update(call_id, held=hold, hold_reason=reason if hold else None,
                        held_since=now.isoformat(timespec="seconds") if hold else None)
-    store.ledger.append(Event.HOLD_ADDED if hold else Event.HOLD_RELEASED, actor, now,
-                        reason=reason, approved_by=approved_by, call_id=call_id, **(role or {}))
+    return ledger_hold(store, call_id, hold, actor=actor, reason=reason, approved_by=approved_by, role=role, now=now)
+
+
+def ledger_hold(store: Store, call_id: str, hold: bool, *, actor: str, reason: str, approved_by: str | None,
+                role: Mapping[str, str] | None, now: datetime) -> LedgerEntry:
+    """The 管理簿's entry for a hold placed or released (the row already says so)."""
+    return store.ledger.append(Event.HOLD_ADDED if hold else Event.HOLD_RELEASED, actor, now,
+                               reason=reason, approved_by=approved_by, call_id=call_id, **(role or {}))
 
 
 def held_rows(store: Store) -> list[CallRow]:

@@ -36,6 +36,7 @@ from access.site_grants import (
 )
 from callrec.pki import CentreCA, enrol_site, init_ca
 from storage.ledger import Event
+from storage.records import ledger_hold, set_hold
 from storage.store import Store
 from tests.interop import calls, capture, run_cli
 
@@ -236,3 +237,72 @@ def test_the_hold_order_commands_carry_an_order_by_file(centre: CentreCA, site_d
     shown = run_cli("centre", "hold-confirmation", tmp_path / "answer", "--order", tmp_path / "order",
                     "--centre-dir", centre.folder).stdout
     assert f"call {call_id}: held" in shown
+
+
+class _CrashOnce:
+    """Stands for the process dying at one point: the first call raises, the next ones run."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.real, self.crashed = real, False
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("the process died here")
+        return self.real(*args, **kwargs)
+
+
+def _released(store: Store) -> str:
+    """The module's first call, not held (tests before may have left it held)."""
+    call_id = calls(store.data_dir)[0]["id"]
+    row = store.index.get(call_id)
+    if row is not None and row.held:
+        set_hold(store, call_id, False, actor="試験", reason="試験の前に解除", approved_by=None)
+    return call_id
+
+
+def _for_order(store: Store, order: str) -> list:
+    order_id = unverified_fields(order)["order_id"]
+    return [e for e in store.ledger.entries() if e.details.get("order") == order_id]
+
+
+@pytest.mark.parametrize("kind", ["hold", "already", "refused"])
+def test_an_order_cut_short_after_its_entry_is_answered_from_that_entry(
+        centre: CentreCA, store: Store, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site ledgered the order, then died before keeping its answer: the order, shown again,
+    is answered from the entry it wrote, and the 管理簿 has that one entry."""
+    call_id = _released(store) if kind != "refused" else "20990101T000000-00000000"
+    order = _order(centre, call_id, hold=kind != "already")
+    monkeypatch.setattr("access.site_desk.confirm_hold", _CrashOnce(confirm_hold))
+    with pytest.raises(RuntimeError):
+        apply_hold_order(store, order)
+    (entry,) = _for_order(store, order)
+    confirmation = _confirmed(centre, order, apply_hold_order(store, order))
+    assert _for_order(store, order) == [entry] and confirmation.ledger_seq == entry.seq
+    assert confirmation.state == {"hold": "held", "already": "released", "refused": "refused"}[kind]
+    assert (confirmation.detail == "already so at the site") == (kind == "already")
+    if kind == "hold":
+        assert entry.event == Event.HOLD_ADDED
+        release = _order(centre, call_id, hold=False)
+        assert _confirmed(centre, release, apply_hold_order(store, release)).state == "released"
+
+
+def test_a_hold_whose_entry_a_crash_cut_off_gets_it_when_the_order_comes_again(
+        centre: CentreCA, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash fell inside set_hold: the row says held, the 管理簿 says nothing.  The order noted
+    before says the row was not held then, so the hold is this order's: its entry is written on the
+    next try (not "already so"), once, and the confirmation names it."""
+    call_id = _released(store)
+    order = _order(centre, call_id)
+    monkeypatch.setattr("storage.records.ledger_hold", _CrashOnce(ledger_hold))
+    with pytest.raises(RuntimeError):
+        apply_hold_order(store, order)
+    row = store.index.get(call_id)
+    assert row is not None and row.held and _for_order(store, order) == []
+    confirmation = _confirmed(centre, order, apply_hold_order(store, order))
+    (entry,) = _for_order(store, order)
+    assert entry.event == Event.HOLD_ADDED and entry.approved_by == "人事課長" and entry.details["via"] == "centre"
+    assert (confirmation.state, confirmation.detail, confirmation.ledger_seq) == ("held", "", entry.seq)
+    assert apply_hold_order(store, order) == apply_hold_order(store, order) and len(_for_order(store, order)) == 1
+    release = _order(centre, call_id, hold=False)
+    assert _confirmed(centre, release, apply_hold_order(store, release)).state == "released"
