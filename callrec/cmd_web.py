@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from access.centre_service import CentreService
@@ -33,15 +33,15 @@ def cmd_web(args: argparse.Namespace) -> int:
         web_config = web_config.model_copy(update={"centre": CentreLink(dsn=args.centre)})
     centre = web_config.centre
     with ExitStack() as stack:
-        reconnect: Callable[[], CentreService] | None = None
+        reconnect: Callable[[], AbstractContextManager[CentreService]] | None = None
         if centre is not None:
             from .centre_access import centre_service  # psycopg and the CA only where a centre is named
 
             folder = args.centre_dir or centre.folder or Path(os.environ.get("CALLREC_CENTRE_DIR", "callrec-centre"))
             dsn = centre.dsn
 
-            def open_centre() -> CentreService:
-                return stack.enter_context(centre_service(dsn, policy, folder))
+            def open_centre() -> AbstractContextManager[CentreService]:
+                return centre_service(dsn, policy, folder)
             reconnect = open_centre
         # At the centre no recorder makes the data folder: the console makes its own on first
         # start, for its sign-in sessions.

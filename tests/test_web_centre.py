@@ -74,9 +74,9 @@ async def manager(centre: Centre) -> AsyncIterator[aiohttp.ClientSession]:
 
 def _rows(page: str) -> list[str]:
     """The search results' rows, each as its text."""
-    table = re.search(r'<table class="list" id="results">(.*?)</table>', page, re.S)
+    table = re.search(r'<table class="list" id="results">(.*?)</table>', page, re.DOTALL)
     assert table, page
-    return re.findall(r"<tr><td>(.*?)</tr>", table.group(1), re.S)
+    return re.findall(r"<tr><td>(.*?)</tr>", table.group(1), re.DOTALL)
 
 
 async def test_no_page_without_a_sign_in(centre: Centre) -> None:
@@ -161,7 +161,7 @@ async def test_the_sites_page_shows_last_sync_backlog_and_a_lagging_site(centre:
         finally:
             conn.execute("UPDATE sites SET backlog = 0, oldest_pending = NULL WHERE site = 'site-b'")
     assert "1拠点の同期が15 min以上遅れています: site-b" in lagging
-    row_b = re.search(r'<tr class="late" id="site-site-b">(.*?)</tr>', lagging, re.S)
+    row_b = re.search(r'<tr class="late" id="site-site-b">(.*?)</tr>', lagging, re.DOTALL)
     assert row_b and "<td>120</td>" in row_b.group(1) and "2 h 00 min" in row_b.group(1) and "遅延" in row_b.group(1)
     assert '<tr class="" id="site-site-a">' in lagging
 
@@ -302,7 +302,7 @@ async def test_a_centre_gone_away_is_said_and_its_return_is_picked_up(centre: Ce
     assert [p.status for p in pages] == [200] * 12
     deadline = time.monotonic() + 30
     while (back := await manager.get("/sites")).status != 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     assert back.status == 200 and "site-b" in await back.text()
 
 
@@ -332,3 +332,23 @@ async def test_the_best_first_then_the_next_ones_page_by_page(centre: Centre,
     assert seen == whole
     assert (await manager.get("/calls", params={**EVERYTHING, "page": "0"})).status == 400
     assert (await manager.get("/calls", params={**EVERYTHING, "per": "5000"})).status == 400
+
+
+async def test_stopping_the_console_closes_what_each_thread_opened(centre: Centre,
+                                                                   manager: aiohttp.ClientSession) -> None:
+    """Last in this file: it stops the console.  Every thread (the loop's and each worker's) holds
+    one connection to the centre, however often the centre went away before (a lost one is closed
+    when replaced, not kept to the end), and on SIGTERM each thread's event loop and connection
+    is closed before the process ends."""
+    pages = await asyncio.gather(*(manager.get(path) for path in ("/sites", "/requests", "/ledger") * 4))
+    assert [p.status for p in pages] == [200] * 12
+    with psycopg.connect(centre.sites.dsn) as db:
+        (held,) = db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'callrec centre'"
+                             ).fetchone()
+    assert held <= 5, "at most the loop's connection and one per worker thread"
+    centre.console.stop()
+    assert centre.console.proc.returncode == 0
+    log = centre.console.logtext()
+    closed = log.split("web.closed", 1)[1].splitlines()[0] if "web.closed" in log else log[-2000:]
+    assert "connections=5" in closed and "loops=4" in closed, closed
+    assert "web.stopped" in log

@@ -11,9 +11,7 @@ centre query holds up its own page and no other.
 """
 from __future__ import annotations
 
-import asyncio
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -89,15 +87,10 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _centre_lost(request: web.Request, exc: psycopg.OperationalError) -> web.StreamResponse:
     """The centre's service lost its connection (the centre restarted or went away): said as a
-    503, and the service opened again for the next request if the centre answers now."""
+    503; every thread opens its service again before its next use (`Console.access`)."""
     console = console_of(request)
     log.warning("web.centre_lost", error=str(exc).strip())
     console.losses += 1
-    if console.reconnect is not None:
-        try:
-            console.access = console.reconnect()
-        except (psycopg.Error, CallrecError) as again:
-            log.warning("web.centre_unavailable", error=str(again).strip())
     return render(request, "error.html", status=503, heading="centre_down", message=str(exc).strip())
 
 
@@ -124,9 +117,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-_LOOPS = threading.local()
-
-
 @web.middleware
 async def off_the_loop(request: web.Request, handler: Handler) -> web.StreamResponse:
     """At the centre, the page in a worker thread, driven there by an event loop of the thread's
@@ -136,14 +126,7 @@ async def off_the_loop(request: web.Request, handler: Handler) -> web.StreamResp
     if console.centre is None or request.path.startswith(PUBLIC) or getattr(handler, ON_LOOP, False):
         return await handler(request)
     await request.post()
-    return await console.run(lambda: _worker_loop().run_until_complete(handler(request)))
-
-
-def _worker_loop() -> asyncio.AbstractEventLoop:
-    loop: asyncio.AbstractEventLoop | None = getattr(_LOOPS, "loop", None)
-    if loop is None:
-        loop = _LOOPS.loop = asyncio.new_event_loop()
-    return loop
+    return await console.run(lambda: console.worker_loop().run_until_complete(handler(request)))
 
 
 @on_loop

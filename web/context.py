@@ -15,6 +15,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,37 +69,69 @@ class Console:
     secure: bool
     centre: CentreView | None = None
     """Set: the console shows the centre's calls of every site (web.centre), not this store's."""
-    reconnect: Callable[[], CentreService] | None = None
-    """At the centre: the centre's service opened again, after its connection was lost."""
+    reconnect: Callable[[], AbstractContextManager[CentreService]] | None = None
+    """At the centre: opens the centre's service on a connection of its own (closed on leaving);
+    the console opens one for the loop and one for each worker thread, and again after a loss."""
     losses: int = 0
     """How often a page found the centre's connection lost (a restart): a worker thread whose
     service was opened before the last loss opens it again rather than fail on it in turn."""
     _threads: threading.local = field(default_factory=threading.local, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _opened: dict[int, ExitStack] = field(default_factory=dict, repr=False)
+    """Per thread (the loop's and each worker's), its centre service.  Closed when replaced and
+    at close, so a console that outlived many centre restarts holds one service per thread, and
+    the centre sees each connection closed."""
+    _loops: list[asyncio.AbstractEventLoop] = field(default_factory=list, repr=False)
+    """The worker threads' event loops, closed after the workers stopped."""
+    _opened_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def access(self) -> AccessService | CentreService:
         """The access service for this thread: the store's AccessService, or at the centre the
         centre's CentreService (people, requests and copies of every site, audio fetched from the
-        owning site), in a worker thread one of its own, opened again once its connection broke."""
-        if not getattr(self._threads, "worker", False) or self.reconnect is None:
+        owning site), one per thread (the loop's and each worker's), opened again once its
+        connection broke or another thread found the centre gone since it was opened."""
+        if self.reconnect is None:
             return self.main_access
         service: CentreService | None = getattr(self._threads, "access", None)
         stale = getattr(self._threads, "losses", 0) != self.losses
         if service is None or stale or service.conn.closed or service.conn.broken:
-            if service is not None:
-                service.conn.close()
             try:
-                service = self.reconnect()
+                service = self._open_centre()
             except (psycopg.Error, CallrecError) as exc:
                 log.warning("web.centre_unavailable", error=str(exc).strip())
                 raise CentreUnavailable(f"the centre cannot be reached: {str(exc).strip()}") from None
-            self._threads.access, self._threads.losses = service, self.losses
         return service
 
-    @access.setter
-    def access(self, service: AccessService | CentreService) -> None:
-        self.main_access = service
+    def adopt(self, opened: ExitStack, service: CentreService) -> None:
+        """The centre's service the console was opened with, as the calling thread's (the loop's)."""
+        with self._opened_lock:
+            self._opened[threading.get_ident()] = opened
+        self._threads.access, self._threads.losses = service, self.losses
+
+    def _open_centre(self) -> CentreService:
+        """The centre's service opened anew for the calling thread, the one it opened before closed
+        first (a lost connection is closed, not left to the end of the process)."""
+        assert self.reconnect is not None
+        with self._opened_lock:
+            before = self._opened.pop(threading.get_ident(), None)
+        self._threads.access = None
+        if before is not None:
+            before.close()
+        opened = ExitStack()
+        service = opened.enter_context(self.reconnect())
+        self.adopt(opened, service)
+        return service
+
+    def worker_loop(self) -> asyncio.AbstractEventLoop:
+        """The calling worker thread's event loop, which drives its pages (`web.app.off_the_loop`);
+        made once per thread and closed with the workers."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._threads, "loop", None)
+        if loop is None:
+            loop = self._threads.loop = asyncio.new_event_loop()
+            with self._opened_lock:
+                self._loops.append(loop)
+        return loop
 
     async def run(self, work: Callable[[], T]) -> T:
         """`work` at the centre in a worker thread (the loop answers other pages meanwhile); on
@@ -110,10 +143,23 @@ class Console:
                                             initializer=setattr, initargs=(self._threads, "worker", True))
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
-    def close_workers(self) -> None:
+    def close(self) -> None:
+        """The worker threads stopped, then everything the loop and the workers opened closed:
+        event loops, the centre's connections, the store's service and the sign-in sessions."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        with self._opened_lock:
+            opened, self._opened = list(self._opened.values()), {}
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.close()
+        for stack in opened:
+            stack.close()
+        if self.reconnect is None:
+            self.main_access.close()
+        self.sessions.close()
+        log.info("web.closed", connections=len(opened), loops=len(loops))
 
     @property
     def tz(self) -> ZoneInfo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,7 +37,7 @@ log = structlog.get_logger("callrec.web")
 
 
 def open_console(config: WebConfig, policy: Policy, store: Store, status_socket: Path, secure: bool,
-                 reconnect: Callable[[], CentreService] | None = None) -> Console:
+                 reconnect: Callable[[], AbstractContextManager[CentreService]] | None = None) -> Console:
     """`reconnect` opens the centre's service (callrec/centre_access.py) when the console is at
     the centre, now and after the centre went away; else the store's own service is used."""
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -47,12 +48,18 @@ def open_console(config: WebConfig, policy: Policy, store: Store, status_socket:
     sessions = SessionStore(store.data_dir / INDEX_FILE, config.session_idle_minutes * 60,
                             config.session_max_hours * 3600)
     centre = CentreView(config.centre, ZoneInfo(policy.timezone)) if config.centre is not None else None
-    access: AccessService | CentreService = reconnect() if reconnect is not None else AccessService(store, policy)
-    return Console(config, policy, store, access, sessions, status_socket, templates, secure, centre, reconnect)
+    if reconnect is None:
+        return Console(config, policy, store, AccessService(store, policy), sessions, status_socket, templates, secure,
+                       centre)
+    opened = ExitStack()
+    service = opened.enter_context(reconnect())
+    console = Console(config, policy, store, service, sessions, status_socket, templates, secure, centre, reconnect)
+    console.adopt(opened, service)
+    return console
 
 
 async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: Path,
-                reconnect: Callable[[], CentreService] | None = None) -> None:
+                reconnect: Callable[[], AbstractContextManager[CentreService]] | None = None) -> None:
     """Serve until SIGTERM or SIGINT; HTTPS unless plain HTTP on loopback was asked for."""
     context = server_context(config, store.data_dir / "web")
     console = open_console(config, policy, store, status_socket, secure=context is not None, reconnect=reconnect)
@@ -70,9 +77,7 @@ async def serve(config: WebConfig, policy: Policy, store: Store, status_socket: 
         await stop.wait()
     finally:
         await runner.cleanup()
-        console.close_workers()
-        console.sessions.close()
-        console.access.close()
+        console.close()
         if console.centre is not None:
             console.centre.close()
         log.info("web.stopped")
