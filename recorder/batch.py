@@ -560,7 +560,7 @@ class BatchPath:
         interleaver = run.media.interleaver
         assert interleaver is not None and self._mv is not None
         ring = interleaver._rings[run.channel]
-        window = interleaver._window
+        window = interleaver._size
         stretch = run.stretch
         if run.rows is not None:
             size = stretch.size.item(begin)
