@@ -505,14 +505,72 @@ class BatchPath:
 
     def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
         """Do what `_media_packet` does for the call's runs (one per
-        channel) up to `counts` (items of the stretch), in frame order: audio
-        copied in bulk between the frames that take the interleaver past its
-        window, which commit (`StereoInterleaver._put`) as they would one by
-        one.  Should a commit move the other channel's end, its frames no
-        longer follow on and the rest go the per-frame way, in order."""
+        channel) up to `counts` (items of the stretch), in frame order.  The
+        frames that take the interleaver past its window commit as they would
+        one by one (`StereoInterleaver._put`), but lazily
+        (`StereoInterleaver.advance`: the window moves, the frames stay in
+        the ring until the tick), so each run's audio is then copied in one
+        piece.  Should a commit move the other channel's end, its frames no
+        longer follow on and the rest go the per-frame way, in order; where
+        a commit cannot be lazy, the rest is placed step by step
+        (`_step_place`)."""
         interleaver = media.interleaver
         assert interleaver is not None
         done = [run.first for run in runs]
+        window, step = interleaver._window, interleaver._step
+        room = interleaver._size - window
+        # Each channel's end as the frames so far would leave it.
+        ends = interleaver._hi[:]
+        while True:
+            limit = interleaver._limit
+            trigger, which = -1, -1
+            for n, run in enumerate(runs):
+                if done[n] < counts[n]:
+                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
+                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
+                        trigger, which = k, n
+            if trigger < 0:
+                done = counts
+                break
+            run = runs[which]
+            stretch = run.stretch
+            at = stretch.order[trigger]
+            for n, other in enumerate(runs):
+                upto = trigger if n == which else bisect_left(other.stretch.order, at, done[n], counts[n])
+                if upto > other.first:
+                    ends[other.channel] = other.stretch.ends[upto - 1]
+                done[n] = upto
+            end = stretch.ends[trigger]
+            target = min(end - window + step, end - stretch.size.item(trigger))
+            committed = interleaver._committed
+            if target - interleaver._emitted > room or target - committed > window or interleaver._marked > committed:
+                # Not lazily: the frames before the trigger go in place, the rest step by step.
+                self._copy_runs(runs, done)
+                self._step_place(media, runs, done, counts)
+                return
+            interleaver.advance(target)
+            done[which] = trigger + 1
+            ends[run.channel] = end
+            other = 1 - run.channel
+            if ends[other] < target:
+                ends[other] = target
+                if any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                    break
+        self._copy_runs(runs, done)
+        self._finish(media, runs, done, counts)
+
+    def _copy_runs(self, runs: list[_Run], done: list[int]) -> None:
+        """The runs' items up to `done` into the rings, a run at a time."""
+        for run, stop in zip(runs, done, strict=True):
+            self._copy(run, run.first, stop)
+
+    def _step_place(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """`_place` from `done` on with eager commits: the audio copied in
+        bulk between the frames that take the interleaver past its window,
+        each of which commits before the frames after it are copied."""
+        interleaver = media.interleaver
+        assert interleaver is not None
+        done = done[:]
         window = interleaver._window
         hi = interleaver._hi
         while True:
@@ -584,7 +642,9 @@ class BatchPath:
                     k = window - i
                     ring[i:] = mv[at:at + k]
                     ring[:j - window] = mv[at + k:at + size]
-        interleaver._hi[run.channel] = stretch.ends[end - 1]
+        # Not below where a lazy commit took the channel (`_place`).
+        hi = interleaver._hi
+        hi[run.channel] = max(hi[run.channel], stretch.ends[end - 1])
 
     def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
         """The streams' state after their items up to `done`, and the frames
