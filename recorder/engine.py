@@ -882,7 +882,12 @@ class Recorder:
             # Not beyond the media: if none follows, the file ends there.
             upto = min(int((now - origin - COMMIT_LAG_SECONDS) * rate), frontier * rate // RATE)
             if upto > interleaver._committed:
-                self._commit(media, upto)
+                if upto - interleaver._committed <= COMMIT_PIECE_SAMPLES:
+                    # `_commit` in one piece, the common case.
+                    handle.append(interleaver._emit(upto))
+                    media.limit = upto * RATE // rate + GAP_SAMPLES
+                else:
+                    self._commit(media, upto)
             elif interleaver._emitted != interleaver._committed:
                 # What the batched path committed lazily (StereoInterleaver.advance).
                 handle.append(interleaver.drain())
