@@ -168,7 +168,17 @@ class VaultWriter:
         length, and an OSError from the same write, as the two calls."""
         self._length += len(data)
         if data:
-            self._write_record(data)
+            # `_write_record` and `_write_pending` inline, with their order:
+            # the record sealed and kept before it is written.
+            pending = self._pending = _seal(self._aead, self._index, False, data)
+            self._index += 1
+            try:
+                pwrite_all(self._fd, pending, self._end)
+            except OSError:
+                os.ftruncate(self._fd, self._end)
+                raise
+            self._end += len(pending)
+            self._pending = None
 
     def flush(self, durable: bool) -> None:
         """Everything appended so far becomes complete records on disk
