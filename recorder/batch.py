@@ -6,10 +6,10 @@ sequence, in the law of the file, landing right where its channel's audio
 ends.  For such a frame `Recorder._media_packet` does a fixed amount of
 bookkeeping; here it is done for the whole batch with array operations over
 the batch's one buffer (header fields at fixed offsets, flow numbers,
-sequence, timestamp, anchor and placement checks per stream), a stream's
-audio is copied into its ring in one or two slices, and the commits the
-interleaver makes when a packet passes its window are made in frame order
-between them.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
+sequence, timestamp, anchor and placement checks per stream), the commits
+the interleaver makes when a packet passes its window are made in frame
+order but lazily (the frames stay in the ring until the tick), and then a
+stream's audio is copied into its ring in one or two slices.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
 flows, foreign SSRCs, sequence or timestamp jumps, marker bits, DTMF, anchor
 moves, on-demand lines, frames off the capture clock) goes through the
 per-frame code, in capture order, and the results are the same to the byte.
