@@ -6,10 +6,10 @@ sequence, in the law of the file, landing right where its channel's audio
 ends.  For such a frame `Recorder._media_packet` does a fixed amount of
 bookkeeping; here it is done for the whole batch with array operations over
 the batch's one buffer (header fields at fixed offsets, flow numbers,
-sequence, timestamp, anchor and placement checks per stream), a stream's
-audio is copied into its ring in one or two slices, and the commits the
-interleaver makes when a packet passes its window are made in frame order
-between them.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
+sequence, timestamp, anchor and placement checks per stream), the commits
+the interleaver makes when a packet passes its window are made in frame
+order but lazily (the frames stay in the ring until the tick), and then a
+stream's audio is copied into its ring in one or two slices.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
 flows, foreign SSRCs, sequence or timestamp jumps, marker bits, DTMF, anchor
 moves, on-demand lines, frames off the capture clock) goes through the
 per-frame code, in capture order, and the results are the same to the byte.
@@ -187,6 +187,8 @@ _NONE = np.empty(0)
 _HEAD = 46
 """Bytes of a frame read for its geometry: Ethernet, a tag, IPv4 and UDP."""
 _MAX_SIZES = 4
+_PARAMS = 10
+"""Integers of a stream's state that `_qualify` checks frames against (`_streams`)."""
 """Distinct audio sizes per stretch whose audio is gathered in bulk."""
 
 
@@ -320,10 +322,11 @@ class BatchPath:
 
     # ---- one stretch between ticks ---------------------------------------------
     def _streams(self, names: list[bytes], present: np.ndarray
-                 ) -> tuple[list[tuple[CallMedia, int]], list[tuple[int, ...]], list[float], np.ndarray]:
+                 ) -> tuple[list[tuple[CallMedia, int]], list[int], list[float], np.ndarray]:
         """The streams that can take frames in bulk now (their call and
         channel, the state `_qualify` checks frames against, their origin),
-        and per flow number its stream's number (-1: none).  A stream qualifies if its next
+        (_PARAMS integers a stream, back to back), and per flow number its
+        stream's number (-1: none).  A stream qualifies if its next
         in-order audio packet would take the per-packet path of `locate` and
         `place_samples` without a branch: a recording in G.711 at 8 kHz, in
         the file's law, anchored in the stream's clock, not an on-demand
@@ -332,19 +335,19 @@ class BatchPath:
         flows = self.rec._flows
         recording = self.rec._media
         streams: list[tuple[CallMedia, int]] = []
-        params: list[tuple[int, ...]] = []
+        params: list[int] = []
         origins: list[float] = []
-        numbers: dict[tuple[int, int], int] = {}
+        # By route: (call, channel), equal for every flow of one stream.
+        numbers: dict[tuple[CallMedia, int], int] = {}
         of_flow = [-1] * len(names)
         for flow_id in present.tolist():
             route = flows.get(names[flow_id])
             if route is None:
                 continue
-            media, channel = route
-            key = (id(media), channel)
-            number = numbers.get(key)
+            number = numbers.get(route)
             if number is None:
-                number = numbers[key] = -1
+                media, channel = route
+                number = numbers[route] = -1
                 interleaver = media.interleaver
                 if (media.origin is not None and interleaver is not None and media.handle is not None
                         and not media.wideband and media.call.classification.on_demand is None
@@ -355,9 +358,9 @@ class BatchPath:
                     if (stream._last_head >= 0 and kind == _AUDIO and width == 1 and clock == _RATE
                             and stream.rate == _RATE and encoding == interleaver._encoding
                             and interleaver._rate == _RATE and src.unit_clock == clock and stream._src_id >= 0):
-                        number = numbers[key] = len(streams)
+                        number = numbers[route] = len(streams)
                         streams.append(route)
-                        params.append((stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
+                        params.extend((stream._last_head, stream._src_id, src.max_seq, src.last_ts, src.offset,
                                        src.floor, stream._threshold, interleaver._hi[channel], interleaver._window,
                                        media.limit))
                         origins.append(stream.origin)
@@ -379,7 +382,7 @@ class BatchPath:
         if not streams:
             return none
         try:
-            params = np.array(state, dtype=np.int64)
+            params = np.frombuffer(array("q", state), dtype=np.int64).reshape(-1, _PARAMS)
         except OverflowError:
             return none
         number = of_flow[flow]
@@ -505,14 +508,109 @@ class BatchPath:
 
     def _place(self, media: CallMedia, runs: list[_Run], counts: list[int]) -> None:
         """Do what `_media_packet` does for the call's runs (one per
-        channel) up to `counts` (items of the stretch), in frame order: audio
-        copied in bulk between the frames that take the interleaver past its
-        window, which commit (`StereoInterleaver._put`) as they would one by
-        one.  Should a commit move the other channel's end, its frames no
-        longer follow on and the rest go the per-frame way, in order."""
+        channel) up to `counts` (items of the stretch), in frame order.  The
+        frames that take the interleaver past its window commit as they would
+        one by one (`StereoInterleaver._put`), but lazily
+        (`StereoInterleaver.advance`: the window moves, the frames stay in
+        the ring until the tick), so each run's audio is then copied in one
+        piece.  Should a commit move the other channel's end, its frames no
+        longer follow on and the rest go the per-frame way, in order; where
+        a commit cannot be lazy, the rest is placed step by step
+        (`_step_place`)."""
         interleaver = media.interleaver
         assert interleaver is not None
         done = [run.first for run in runs]
+        window, step = interleaver._window, interleaver._step
+        room = interleaver._size - window
+        # Each channel's end as the frames so far would leave it.
+        ends = interleaver._hi[:]
+        while True:
+            limit = interleaver._limit
+            trigger, which = -1, -1
+            for n, run in enumerate(runs):
+                if done[n] < counts[n]:
+                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
+                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
+                        trigger, which = k, n
+            if trigger < 0:
+                done = counts
+                break
+            run = runs[which]
+            stretch = run.stretch
+            at = stretch.order[trigger]
+            for n, other in enumerate(runs):
+                upto = trigger if n == which else bisect_left(other.stretch.order, at, done[n], counts[n])
+                if upto > other.first:
+                    ends[other.channel] = other.stretch.ends[upto - 1]
+                done[n] = upto
+            end = stretch.ends[trigger]
+            target = min(end - window + step, end - stretch.size.item(trigger))
+            committed = interleaver._committed
+            if target - interleaver._emitted > room or target - committed > window or interleaver._marked > committed:
+                # Not lazily: the frames before the trigger go in place, the rest step by step.
+                self._copy_runs(runs, done)
+                self._step_place(media, runs, done, counts)
+                return
+            interleaver.advance(target)
+            done[which] = trigger + 1
+            ends[run.channel] = end
+            other = 1 - run.channel
+            if ends[other] < target:
+                ends[other] = target
+                if any(done[n] < counts[n] for n in range(len(runs)) if n != which):
+                    break
+        self._settle(media, runs, done, counts)
+
+    def _settle(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """`_copy_runs` then `_finish` in one loop, the common end of `_place`:
+        each run's audio in one piece (two at the ring's end), its stream's
+        state, and the frames from `done` to `counts` the per-frame way."""
+        interleaver = media.interleaver
+        assert interleaver is not None
+        rings, hi, slots = interleaver._rings, interleaver._hi, interleaver._size
+        placed = 0
+        for run, stop in zip(runs, done, strict=True):
+            first = run.first
+            if stop <= first:
+                continue
+            stretch, channel, rows = run.stretch, run.channel, run.rows
+            last = stop - 1
+            end = stretch.ends[last]
+            if rows is None or stop != run.stop:
+                self._copy(run, first, stop)
+            else:
+                ring = rings[channel]
+                i = (stretch.ends[first] - stretch.size.item(first)) % slots
+                j = i + len(rows)
+                if j <= slots:
+                    ring[i:j] = rows
+                else:
+                    ring[i:] = rows[:slots - i]
+                    ring[:j - slots] = rows[slots - i:]
+                hi[channel] = max(hi[channel], end)
+            stream = media.streams[channel]
+            src = stream._src
+            src.max_seq += stop - first
+            src.last_ts = stretch.rtp_ts.item(last)
+            stream._last_arrival = stretch.arrival.item(last)
+            stream._last_end = max(stream._last_end, end)
+            placed += stop - first
+        self.rec.stats["rtp_packets"] += placed
+        if done != counts:
+            self._rest(runs, done, counts)
+
+    def _copy_runs(self, runs: list[_Run], done: list[int]) -> None:
+        """The runs' items up to `done` into the rings, a run at a time."""
+        for run, stop in zip(runs, done, strict=True):
+            self._copy(run, run.first, stop)
+
+    def _step_place(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """`_place` from `done` on with eager commits: the audio copied in
+        bulk between the frames that take the interleaver past its window,
+        each of which commits before the frames after it are copied."""
+        interleaver = media.interleaver
+        assert interleaver is not None
+        done = done[:]
         window = interleaver._window
         hi = interleaver._hi
         while True:
@@ -560,7 +658,7 @@ class BatchPath:
         interleaver = run.media.interleaver
         assert interleaver is not None and self._mv is not None
         ring = interleaver._rings[run.channel]
-        window = interleaver._window
+        window = interleaver._size
         stretch = run.stretch
         if run.rows is not None:
             size = stretch.size.item(begin)
@@ -584,7 +682,9 @@ class BatchPath:
                     k = window - i
                     ring[i:] = mv[at:at + k]
                     ring[:j - window] = mv[at + k:at + size]
-        interleaver._hi[run.channel] = stretch.ends[end - 1]
+        # Not below where a lazy commit took the channel (`_place`).
+        hi = interleaver._hi
+        hi[run.channel] = max(hi[run.channel], stretch.ends[end - 1])
 
     def _finish(self, media: CallMedia, runs: list[_Run], done: list[int], counts: list[int]) -> None:
         """The streams' state after their items up to `done`, and the frames
@@ -604,8 +704,11 @@ class BatchPath:
             stream._last_end = max(stream._last_end, stretch.ends[last])
             placed += count
         self.rec.stats["rtp_packets"] += placed
-        if done == counts:
-            return
+        if done != counts:
+            self._rest(runs, done, counts)
+
+    def _rest(self, runs: list[_Run], done: list[int], counts: list[int]) -> None:
+        """The runs' items from `done` to `counts` the per-frame way, in order."""
         rest = sorted(i for run, a, b in zip(runs, done, counts, strict=True) for i in run.stretch.order[a:b])
         if rest:
             rec = self.rec

@@ -547,8 +547,7 @@ class Recorder:
             try:
                 data = interleaver.place_samples(channel, position, encoding, audio)
             except EncodingChange:
-                media.handle.convert_to_l16()  # type: ignore[union-attr]
-                interleaver.to_l16()
+                self._to_l16(media)
                 data = interleaver.place_samples(channel, position, encoding, audio)
             if data:
                 media.handle.append(data)  # type: ignore[union-attr]
@@ -587,12 +586,23 @@ class Recorder:
             media.undecoded.add(encoding)
             return
         if chunks and interleaver.encoding != "L16":
-            handle.convert_to_l16()
-            interleaver.to_l16()
+            self._to_l16(media)
         for start, pcm in chunks:
             data = interleaver.place_pcm(channel, start, pcm)
             if data:
                 handle.append(data)
+
+    @staticmethod
+    def _to_l16(media: CallMedia) -> None:
+        """The recording becomes 16-bit PCM: what the interleaver committed
+        lazily goes to the file first, in the law it was placed in."""
+        interleaver, handle = media.interleaver, media.handle
+        assert interleaver is not None and handle is not None
+        pending = interleaver.drain()
+        if pending:
+            handle.append(pending)
+        handle.convert_to_l16()
+        interleaver.to_l16()
 
     def _open(self, media: CallMedia, encoding: str, rate: int = RATE) -> StereoInterleaver:
         """The recording's file is made when its first audio arrives, in the
@@ -872,7 +882,15 @@ class Recorder:
             # Not beyond the media: if none follows, the file ends there.
             upto = min(int((now - origin - COMMIT_LAG_SECONDS) * rate), frontier * rate // RATE)
             if upto > interleaver._committed:
-                self._commit(media, upto)
+                if upto - interleaver._committed <= COMMIT_PIECE_SAMPLES:
+                    # `_commit` in one piece, the common case.
+                    handle.append(interleaver._emit(upto))
+                    media.limit = upto * RATE // rate + GAP_SAMPLES
+                else:
+                    self._commit(media, upto)
+            elif interleaver._emitted != interleaver._committed:
+                # What the batched path committed lazily (StereoInterleaver.advance).
+                handle.append(interleaver.drain())
             handle.checkpoint()
         horizon = now - ORPHAN_SECONDS
         while self._orphans and self._orphans[0][0] < horizon:

@@ -11,9 +11,20 @@ chunk is therefore always accepted if it starts no more than
 window_samples - window_samples // 8 samples before the end of the newest chunk.
 Anything older is late: the part before `committed` is dropped and counted.
 
-Memory per interleaver: two rings of window_samples samples (1 byte each for
-G.711, 2 for L16) and two occupancy maps of window_samples bytes (to count
-overlaps and to silence untouched samples on an L16 switch). The constant
+A commit may also be made lazily (`advance`, the batched media path's): the
+window moves on at once (what is late, where the limit is, the channels'
+ends), but the frames stay in the rings until the next commit, `drain` or
+`flush` returns them together with whatever that commit adds.  The rings
+therefore hold window_samples + window_samples // 2 samples, so that up to
+half a window of lazily committed audio sits behind a full window of
+placed audio; `advance` commits eagerly (returns the frames) whenever that
+would not fit or occupancy is marked in what it commits.  The bytes
+returned, concatenated, are the same either way; a caller that switches
+the file's law drains first (`to_l16` needs nothing pending).
+
+Memory per interleaver: two rings of 1.5 × window_samples samples (1 byte
+each for G.711, 2 for L16) and two occupancy maps of window_samples bytes
+(to count overlaps and to silence untouched samples on an L16 switch). The constant
 silence and fill patterns are shared by all interleavers of one window size
 (at most _MAX_PATTERNS of them are kept), so a recorder with hundreds of calls
 copies from one cache-warm buffer instead of hundreds of cold ones. The
@@ -76,6 +87,7 @@ class StereoInterleaver:
 
     __slots__ = (
         "_committed",
+        "_emitted",
         "_encoding",
         "_frame_silence",
         "_hi",
@@ -92,6 +104,7 @@ class StereoInterleaver:
         "_run",
         "_shift",
         "_silence",
+        "_size",
         "_step",
         "_window",
         "_zeros",
@@ -108,7 +121,11 @@ class StereoInterleaver:
             raise ValueError("window_samples must be at least 8")
         self._window = window_samples
         self._step = window_samples // 8
+        # Ring slots: a window ahead of `committed`, and behind it up to half
+        # a window committed lazily and not yet returned (`_emitted` on).
+        self._size = window_samples + window_samples // 2
         self._committed = 0
+        self._emitted = 0
         # committed + window: a chunk ending beyond it forces a commit.
         self._limit = window_samples
         self._hi = [0, 0]
@@ -133,7 +150,7 @@ class StereoInterleaver:
         self._encoding = encoding
         self._shift = 1 if encoding == "L16" else 0
         fill = bytes(2) if encoding == "L16" else bytes((g711.SILENCE_BYTE[encoding],))
-        self._silence = _pattern(fill, self._window)
+        self._silence = _pattern(fill, self._size)
         self._frame_silence = fill * 2
         self._rings = rings or (bytearray(self._silence), bytearray(self._silence))
 
@@ -177,12 +194,12 @@ class StereoInterleaver:
         if channel in (0, 1) and start == hi[channel] and encoding == self._encoding:
             # Contiguous chunk in the file's law: not late, no overlap, and its
             # occupancy is implied by the run (see _settle).
-            window = self._window
+            slots = self._size
             size = len(data)
-            i = start % window
+            i = start % slots
             j = i + size
             end = start + size
-            if j <= window and end <= self._limit:
+            if j <= slots and end <= self._limit:
                 self._rings[channel][i:j] = data
                 hi[channel] = end
                 return b""
@@ -285,47 +302,78 @@ class StereoInterleaver:
                 self._run[channel] = start
             self._hi[channel] = end
         ring = self._rings[channel]
-        if j <= window:
+        slots = self._size
+        i = start % slots
+        j = i + n
+        if j <= slots:
             ring[i << shift : j << shift] = data
         else:
-            k = window - i
+            k = slots - i
             ring[i << shift :] = data[: k << shift]
-            ring[: (j - window) << shift] = data[k << shift :]
+            ring[: (j - slots) << shift] = data[k << shift :]
         return out
 
     def commit(self, upto: int) -> bytes:
-        """Frames [committed, upto) with silence where nothing was placed;
-        b"" if `upto` is not beyond `committed`."""
+        """Frames [committed, upto) with silence where nothing was placed,
+        after any committed lazily and not returned yet; b"" if there are
+        none."""
         return self._emit(upto)
+
+    def advance(self, upto: int) -> bytes:
+        """`commit(upto)`, lazily where it can be: the window moves on now
+        and the frames are returned by a later commit, `drain` or `flush`
+        (see the module docstring); otherwise what `commit` returns."""
+        committed = self._committed
+        if upto <= committed:
+            return b""
+        if upto - self._emitted > self._size - self._window or upto - committed > self._window \
+                or self._marked > committed:
+            return self._emit(upto)
+        self._committed = upto
+        self._limit = upto + self._window
+        hi = self._hi
+        hi[0] = max(hi[0], upto)
+        hi[1] = max(hi[1], upto)
+        return b""
+
+    def drain(self) -> bytes:
+        """The frames committed lazily and not yet returned."""
+        return self._emit(self._committed)
 
     def flush(self) -> bytes:
         """Commit everything placed so far (end of call)."""
         return self._emit(max(self._hi))
 
     def _emit(self, upto: int) -> bytes:
+        """Frames [emitted, max(upto, committed)): what was committed lazily,
+        then the commit up to `upto`."""
         committed = self._committed
-        count = upto - committed
-        if count <= 0:
-            return b""
         window = self._window
-        if count > window:
+        if upto - committed > window:
             head = self._emit(committed + window)
-            self._committed = upto
+            count = upto - self._committed
+            self._committed = self._emitted = upto
             self._limit = upto + window
             hi = self._hi
             hi[0] = max(hi[0], upto)
             hi[1] = max(hi[1], upto)
-            return head + self._frame_silence * (count - window)
+            return head + self._frame_silence * count
+        upto = max(upto, committed)
+        emitted = self._emitted
+        count = upto - emitted
+        if count <= 0:
+            return b""
         shift = self._shift
-        i = committed % window
+        slots = self._size
+        i = emitted % slots
         j = i + count
         r0, r1 = self._rings
-        if j <= window:
+        if j <= slots:
             a = r0[i << shift : j << shift]
             b = r1[i << shift : j << shift]
         else:
-            a = r0[i << shift :] + r0[: (j - window) << shift]
-            b = r1[i << shift :] + r1[: (j - window) << shift]
+            a = r0[i << shift :] + r0[: (j - slots) << shift]
+            b = r1[i << shift :] + r1[: (j - slots) << shift]
         if shift:
             frames = np.empty((count, 2), dtype="<i2")
             frames[:, 0] = np.frombuffer(a, dtype="<i2")
@@ -336,42 +384,58 @@ class StereoInterleaver:
             buf[0::2] = a
             buf[1::2] = b
             out = bytes(buf)
-        marked = self._marked > committed
-        self._clear(i, min(j, window), marked)
-        if j > window:
-            self._clear(0, j - window, marked)
-        self._committed = upto
+        self._clear(i, min(j, slots))
+        if j > slots:
+            self._clear(0, j - slots)
+        if self._marked > committed and upto > committed:
+            # Occupancy is marked only at or beyond `committed` (a lazy
+            # commit never covers any): cleared for what this commit adds.
+            k = committed % window
+            m = k + upto - committed
+            zeros = self._zeros
+            for occ in self._occ:
+                if m <= window:
+                    occ[k:m] = zeros[: m - k]
+                else:
+                    occ[k:] = zeros[: window - k]
+                    occ[: m - window] = zeros[: m - window]
+        self._committed = self._emitted = upto
         self._limit = upto + window
         hi = self._hi
-        if hi[0] < upto:
-            hi[0] = upto
-        if hi[1] < upto:
-            hi[1] = upto
+        hi[0] = max(hi[0], upto)
+        hi[1] = max(hi[1], upto)
         return out
 
-    def _clear(self, i: int, j: int, marked: bool) -> None:
-        """Silence ring slots [i, j) for reuse, and clear their occupancy if
-        any may be marked: in-order audio leaves the maps untouched, and so
-        the maps of hundreds of calls stay out of the cache."""
+    def _clear(self, i: int, j: int) -> None:
+        """Silence ring slots [i, j) for reuse: in-order audio leaves the
+        occupancy maps untouched, and so the maps of hundreds of calls stay
+        out of the cache."""
         shift = self._shift
         silence = self._silence[: (j - i) << shift]
         self._rings[0][i << shift : j << shift] = silence
         self._rings[1][i << shift : j << shift] = silence
-        if marked:
-            self._occ[0][i:j] = self._zeros[: j - i]
-            self._occ[1][i:j] = self._zeros[: j - i]
 
     def to_l16(self) -> None:
         """Switch to 16-bit PCM, decoding what is pending; samples nothing was
         placed on become 0 rather than the decoded G.711 silence code."""
         if self._encoding == "L16":
             return
+        if self._emitted != self._committed:
+            raise RecorderError("frames committed lazily are pending: drain() before the switch")
         self._settle(0)
         self._settle(1)
         decode = g711.table(self._encoding)
+        # Each ring slot's timeline position, from `committed` on; only the
+        # window's positions can hold audio (the rest become silence too).
+        slots = self._size
+        window = self._window
+        first = self._committed
+        position = first + (np.arange(slots) - first) % slots
+        live = position < first + window
         rings = []
         for ring, occ in zip(self._rings, self._occ, strict=True):
             samples = decode[np.frombuffer(ring, dtype=np.uint8)]
-            samples[np.frombuffer(occ, dtype=np.uint8) == 0] = 0
+            placed = np.frombuffer(occ, dtype=np.uint8)[position % window] != 0
+            samples[~(placed & live)] = 0
             rings.append(bytearray(samples.tobytes()))
         self._set_mode("L16", (rings[0], rings[1]))

@@ -414,6 +414,8 @@ class RecordingStore:
         files it kept from being sealed (which does not change their audio
         or its sealed hash).  Once the disk has room again the reserve is
         allocated again and audio is written again."""
+        if not (self._unwritten or self.unsealed or self._released or self._seals_due):
+            return  # the common case, at every recording's checkpoint
         self._write_backlog()
         for path in list(self.unsealed):
             try:

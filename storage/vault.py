@@ -81,9 +81,15 @@ def _aad(index: int, final: bool) -> bytes:
     return struct.pack(">QB", index, final)
 
 
+_AAD = struct.Struct(">QB")
+_LENGTH = struct.Struct(">I")
+
+
 def _seal(aead: AESGCM, index: int, final: bool, plaintext: bytes) -> bytes:
-    ciphertext = aead.encrypt(_nonce(index, final), plaintext, _aad(index, final))
-    return struct.pack(">I", (_FINAL if final else 0) | len(ciphertext)) + ciphertext
+    # `_nonce` and `_aad` inline: a recording seals a record per checkpoint.
+    ciphertext = aead.encrypt(index.to_bytes(11, "big") + (b"\x01" if final else b"\x00"), plaintext,
+                              _AAD.pack(index, final))
+    return _LENGTH.pack((_FINAL if final else 0) | len(ciphertext)) + ciphertext
 
 
 def _canonical_meta(meta: dict[str, Any]) -> bytes:
@@ -162,7 +168,17 @@ class VaultWriter:
         length, and an OSError from the same write, as the two calls."""
         self._length += len(data)
         if data:
-            self._write_record(data)
+            # `_write_record` and `_write_pending` inline, with their order:
+            # the record sealed and kept before it is written.
+            pending = self._pending = _seal(self._aead, self._index, False, data)
+            self._index += 1
+            try:
+                pwrite_all(self._fd, pending, self._end)
+            except OSError:
+                os.ftruncate(self._fd, self._end)
+                raise
+            self._end += len(pending)
+            self._pending = None
 
     def flush(self, durable: bool) -> None:
         """Everything appended so far becomes complete records on disk
@@ -436,10 +452,11 @@ class VaultReader:
         record yields nothing)."""
         # `_open_record` with its lookups in locals: sealing reads every
         # recording back, a record per checkpoint.
-        decrypt, read = self._aead.decrypt, self._view
+        decrypt, read, aad = self._aead.decrypt, self._view, _AAD.pack
         for index, (offset, length, final) in enumerate(self._records):
             try:
-                plaintext = decrypt(_nonce(index, final), read(length, offset + 4), _aad(index, final))
+                plaintext = decrypt(index.to_bytes(11, "big") + (b"\x01" if final else b"\x00"),
+                                    read(length, offset + 4), aad(index, final))
             except InvalidTag:
                 raise self._refused(index, offset) from None
             if plaintext:

@@ -284,3 +284,60 @@ def test_sequence_and_timestamp_wrap_inside_a_batch(tmp_path: Path, generated: d
     assert rtp > 10_000 and scalar[3]["rtp_packets"] == rtp
     assert all(len(r[4]) > 2 * 8000 * 5 for r in scalar[0]), "a recording stopped at the wrap"
     _assert_same([path])
+
+
+def _rewrite(frames: list, change: Any) -> bytes:
+    """A classic pcap of `frames`, each RTP frame (not SIP) as `change`
+    returns it (None: left out)."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for ts, _, frame in frames:
+        ports = struct.unpack_from("!HH", frame, 34)
+        if len(frame) > 54 and 5060 not in ports:
+            frame = change(ts, ports, bytearray(frame))
+            if frame is None:
+                continue
+        usec = round(ts * 1e6)
+        out += struct.pack("<IIII", usec // 10**6, usec % 10**6, len(frame), len(frame)) + frame
+    return bytes(out)
+
+
+def test_law_switch_with_lazy_commits_pending(tmp_path: Path, generated: dict[str, Path]) -> None:
+    """One party of every call switches from PCMU to PCMA halfway: the
+    recording becomes 16-bit PCM after the frames its batched commits left
+    in the ring (StereoInterleaver.advance) are written in the old law.
+    The PBX's side switches in the last 40 ms before a tick, the calls at
+    moments 2 ms apart, so that some switch just after a batched commit
+    (12 of the 40 when this was written)."""
+    frames = list(CaptureFile(generated["clean"]))
+    start = frames[0][0]
+
+    def switch(ts: float, ports: tuple[int, int], frame: bytearray) -> bytearray:
+        if ports[0] >= 40000 and ts > start + 3.46 + (ports[1] // 2 % 20) * 0.002:
+            frame[43] = (frame[43] & 0x80) | 8
+        return frame
+
+    path = tmp_path / "cr-fast-law.pcap"
+    path.write_bytes(_rewrite(frames, switch))
+    scalar = _memory_run([path], batched=False)
+    assert sum(r[7] for r in scalar[0]) >= 30, "the calls did not switch law"
+    _assert_same([path])
+
+
+def test_one_party_stops_while_commits_move_on(tmp_path: Path, generated: dict[str, Path]) -> None:
+    """One party of every call falls silent for two seconds, and the other
+    for a moment later: commits move the quiet channel's end past its
+    frames (the batched path then leaves the rest of that stretch to the
+    per-frame path) and resume it after the pause, the same both ways."""
+    frames = list(CaptureFile(generated["clean"]))
+    start = frames[0][0]
+
+    def pause(ts: float, ports: tuple[int, int], frame: bytearray) -> bytearray | None:
+        if ports[0] < 40000 and start + 2.0 < ts < start + 4.0:
+            return None
+        if ports[0] >= 40000 and start + 4.6 < ts < start + 4.9:
+            return None
+        return frame
+
+    path = tmp_path / "cr-fast-pause.pcap"
+    path.write_bytes(_rewrite(frames, pause))
+    _assert_same([path])

@@ -176,13 +176,14 @@ def test_memory_is_bounded_by_the_window() -> None:
     for i in range(5000):
         pos = i * 160 + rng.randint(-600, 600)
         emitted += len(il.place(rng.randint(0, 1), chunk(pos, 1)))
-        assert all(len(r) == 800 for r in il._rings) and all(
+        # A window ahead of `committed`, half a window for lazy commits (`advance`).
+        assert all(len(r) == 1200 for r in il._rings) and all(
             len(o) == 800 for o in il._occ
         )
         assert max(il._hi) - il.committed <= 800
         assert emitted == 2 * il.committed
     il.to_l16()
-    assert all(len(r) == 1600 for r in il._rings)
+    assert all(len(r) == 2400 for r in il._rings)
     il.flush()
     assert il.committed == max(il._hi)
 
@@ -377,3 +378,64 @@ def test_matches_a_reference_timeline(
     ).reshape(-1, 2)
     assert decoded[:, 0].tolist() == final[0]
     assert decoded[:, 1].tolist() == final[1]
+
+
+def _lazy_and_eager(steps: list[tuple[str, int, int, int]], encoding: str = "PCMU") -> None:
+    """The same steps on two interleavers, one committing with `advance`
+    (lazily where it can) and one with `commit`: the bytes returned,
+    concatenated, the counters, the window and the channels' ends agree
+    after every step, and so does the file after a switch to L16."""
+    lazy, eager = StereoInterleaver(encoding, window_samples=800), StereoInterleaver(encoding, window_samples=800)
+    out_lazy, out_eager = bytearray(), bytearray()
+    for kind, channel, position, size in steps:
+        if kind == "place":
+            data = bytes([1 + (position // 7) % 200]) * size
+            out_lazy += lazy.place_samples(channel, position, encoding, data)
+            out_eager += eager.place_samples(channel, position, encoding, data)
+        elif kind == "commit":
+            out_lazy += lazy.advance(position)
+            out_eager += eager.commit(position)
+        elif kind == "drain":
+            out_lazy += lazy.drain()
+        else:
+            out_lazy += lazy.drain()
+            lazy.to_l16()
+            eager.to_l16()
+            out_lazy = bytearray(g711.decode(encoding, bytes(out_lazy)))
+            out_eager = bytearray(g711.decode(encoding, bytes(out_eager)))
+            encoding = "L16"
+        assert lazy._hi == eager._hi and lazy.committed == eager.committed and lazy._limit == eager._limit
+        assert lazy.stats == eager.stats
+        assert out_eager.startswith(out_lazy)
+    out_lazy += lazy.flush()
+    out_eager += eager.flush()
+    assert out_lazy == out_eager
+
+
+def test_lazy_commits_return_the_same_frames() -> None:
+    """`advance` in the cases it takes lazily and those it cannot: in-order
+    audio, a lagging channel, a commit past half a window of pending
+    frames, marked occupancy (a gap, an overlap), a ring wrap, a far
+    commit, a law switch with frames pending."""
+    steps: list[tuple[str, int, int, int]] = []
+    for i in range(40):
+        steps += [("place", 0, i * 160, 160), ("place", 1, i * 160, 160)]
+        if i % 5 == 4:
+            steps.append(("commit", 0, i * 160 - 700, 0))
+    steps += [("place", 0, 40 * 160 + 320, 160), ("commit", 0, 40 * 160 - 300, 0),  # a gap marks
+              ("place", 1, 40 * 160 - 100, 160), ("commit", 0, 40 * 160 + 100, 0),  # an overlap
+              ("commit", 0, 40 * 160 + 400, 0), ("place", 1, 50 * 160, 80), ("commit", 0, 60 * 160, 0),
+              ("drain", 0, 0, 0), ("place", 0, 60 * 160, 160), ("commit", 0, 60 * 160 + 100, 0),
+              ("place", 1, 60 * 160 + 100, 160), ("switch", 0, 0, 0), ("place", 1, 60 * 160 + 260, 320)]
+    _lazy_and_eager(steps, "PCMU")
+    _lazy_and_eager(steps, "PCMA")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["place", "place", "place", "commit", "drain"]), st.integers(0, 1),
+                          st.integers(-200, 1400), st.sampled_from([80, 160, 400])), max_size=120))
+@settings(max_examples=200)
+def test_lazy_commits_agree_with_eager_ones_on_any_sequence(raw: list[tuple[str, int, int, int]]) -> None:
+    """Random placements (in order, late, overlapping, ahead) and commits,
+    positions moving forward on average."""
+    steps = [(kind, channel, max(0, n * 60 + shift), size) for n, (kind, channel, shift, size) in enumerate(raw)]
+    _lazy_and_eager(steps, "PCMU")
