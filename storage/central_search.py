@@ -162,7 +162,7 @@ class CentralSearch:
         writes meanwhile."""
         needs_criteria(query)
         conn = self.centre.conn
-        with conn.transaction():
+        with conn.pipeline(), conn.transaction():  # BEGIN, SET and the statements in one round trip
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             at = time.time() if now is None else now
             if limit is not None and time_only(query):
