@@ -167,29 +167,29 @@ class CentralSearch:
             at = time.time() if now is None else now
             if limit is not None and time_only(query):
                 page = nearest(query, start, limit, COLUMNS, _TIES)
-                after, before, erased, counted, gone = self._read(
+                after, before, tombs, kept, gone = self._read(
                     [at_centre(s, sites) if s is not None else None
                      for s in (page.page, page.before, page.erased, page.count, page.erased_count)])
                 shown = page.merge(query, self._ranked(after), self._ranked(before), start, limit)
-                erased = self._ranked(erased)
-                result = rank_page(query, shown, erased, total=int(counted[0][0]), start=start, tz=self.tz, now=at,
+                erased = self._ranked(tombs)
+                result = rank_page(query, shown, erased, total=int(kept[0][0]), start=start, tz=self.tz, now=at,
                                    whole=self._whole, erased_total=int(gone[0][0]))
                 return CentralResult(result=result, erased_sites=_erased_sites(erased, result.erased),
                                      sites=tuple(sites) if sites is not None else None)
             paged = limit is not None and query.timed
             pruned = excluded(query)
-            gone = erased_page(query, start, limit, COLUMNS) if paged and limit is not None else None
-            facts, counted, erased, erased_count = self._read([
+            listed = erased_page(query, start, limit, COLUMNS) if paged and limit is not None else None
+            rows, counted, tombs, gone = self._read([
                 central_statement(query, sites, erased=not paged),
                 at_centre(pruned, sites) if pruned is not None else None,
-                at_centre(gone.page, sites) if gone is not None else None,
-                at_centre(gone.count, sites) if gone is not None else None])
-            ranked = self._ranked(facts)
+                at_centre(listed.page, sites) if listed is not None else None,
+                at_centre(listed.total, sites) if listed is not None else None])
+            ranked = self._ranked(rows)
             result = rank(query, ranked, tz=self.tz, now=at, excluded=int(counted[0][0]) if counted else 0,
                           limit=limit, start=start, whole=self._whole)
-            if gone is not None:
-                ranked = self._ranked(erased)
-                result = with_erased(result, ranked, int(erased_count[0][0]), tz=self.tz)
+            if listed is not None:
+                ranked = self._ranked(tombs)
+                result = with_erased(result, ranked, int(gone[0][0]), tz=self.tz)
         return CentralResult(result=result, erased_sites=_erased_sites(ranked, result.erased),
                              sites=tuple(sites) if sites is not None else None)
 
@@ -220,9 +220,8 @@ class CentralSearch:
             for cursor, statement in zip(cursors, statements, strict=True):
                 if cursor is not None and statement is not None:
                     cursor.execute(*_args(statement))
-        rows: list[list[tuple[Any, ...]]] = []
+        rows = [cursor.fetchall() if cursor is not None else [] for cursor in cursors]
         for cursor in cursors:
-            rows.append(cursor.fetchall() if cursor is not None else [])
             if cursor is not None:
                 cursor.close()
         return rows

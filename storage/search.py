@@ -421,11 +421,11 @@ def nearest(query: CallQuery, start: int, limit: int, columns: Sequence[str] = R
     if query.around is None:
         return Nearest(page=Statement(f"{kept} ORDER BY {', '.join(ties)} LIMIT ? OFFSET ?",
                                       (*params, limit, start)), count=count, erased=erased.page,
-                       erased_count=erased.count)
+                       erased_count=erased.total)
     first, *rest = ties
     side = (*params, query.around, start + limit)
     return Nearest(page=Statement(f"{kept} AND {first} >= ? ORDER BY {', '.join(ties)} LIMIT ?", side),
-                   count=count, erased=erased.page, erased_count=erased.count,
+                   count=count, erased=erased.page, erased_count=erased.total,
                    before=Statement(f"{kept} AND {first} < ? ORDER BY {', '.join((f'{first} DESC', *rest))} LIMIT ?",
                                     side))
 
@@ -434,7 +434,7 @@ class Erased(NamedTuple):
     """A page's share of a window's erased recordings, and how many the window holds."""
 
     page: Statement
-    count: Statement
+    total: Statement
 
 
 def erased_page(query: CallQuery, start: int, limit: int, columns: Sequence[str] = RANKED) -> Erased:
@@ -447,7 +447,7 @@ def erased_page(query: CallQuery, start: int, limit: int, columns: Sequence[str]
     where = f"{' AND '.join(clauses)} AND erased_at IS NOT NULL"
     return Erased(page=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} ORDER BY recorded_at, id "
                                  "LIMIT ? OFFSET ?", (*params, limit, start)),
-                  count=Statement(f"SELECT count(*) FROM calls WHERE {where}", tuple(params)))
+                  total=Statement(f"SELECT count(*) FROM calls WHERE {where}", tuple(params)))
 
 
 def _kept(query: CallQuery) -> Statement | None:
@@ -622,7 +622,7 @@ def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = 
             return result
         gone = erased_page(query, start, limit)
         return with_erased(result, [Facts._make((*r, "")) for r in db.execute(*_args(gone.page))],
-                           db.execute(*_args(gone.count)).fetchone()[0], tz=tz)
+                           db.execute(*_args(gone.total)).fetchone()[0], tz=tz)
 
 
 def select(index: CallIndex, query: CallQuery, *, erased: bool = False) -> list[CallRow]:
