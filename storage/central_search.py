@@ -157,7 +157,8 @@ class CentralSearch:
     def find(self, query: CallQuery, *, sites: Sequence[str] | None = None, now: float | None = None,
              limit: int | None = None, start: int = 0) -> CentralResult:
         """The call a form describes, across every site (or the ones named): the best `limit`
-        candidates from `start` (all by default), read whole; the rest only counted.  In one
+        candidates from `start` (all by default), read whole, and as many of the window's erased
+        recordings from `start`; the rest only counted.  In one
         snapshot (repeatable read): the rows read whole are the rows ranked, whatever the sync
         writes meanwhile."""
         needs_criteria(query)

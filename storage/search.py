@@ -596,7 +596,8 @@ def needs_criteria(query: CallQuery) -> None:
 def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None, limit: int | None = None,
          start: int = 0) -> SearchResult:
     """Search the index file for the call a form describes: the best `limit` candidates from
-    `start` (all by default), read whole; the rest only counted.  One read transaction: the rows
+    `start` (all by default), read whole, and as many of the window's erased recordings from
+    `start` (`erased_page`); the rest only counted.  One read transaction: the rows
     read whole are the rows ranked, whatever the recorder writes meanwhile."""
     needs_criteria(query)
     with closing(connect(index.path)) as db:
