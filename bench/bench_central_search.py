@@ -282,7 +282,7 @@ def _server_cpu(pids: tuple[int, int]) -> float:
 
 def _count(result: SearchResult | CentralResult) -> int:
     answer = result.result if isinstance(result, CentralResult) else result
-    return answer.total + len(answer.erased)
+    return answer.total + answer.erased_count
 
 
 def measure(work: Callable[[], SearchResult | CentralResult], samples: Samples,

@@ -23,7 +23,7 @@ from wire.errors import CallrecError
 
 from . import logs
 from .central import CentralSync
-from .cmd_search import SHOWN, _filters, _print_candidate, _query, page, print_more, span
+from .cmd_search import SHOWN, _filters, _print_candidate, _query, page, print_erased_more, print_more, span
 from .config import DSN_ENV, Central
 from .context import open_store, settings
 
@@ -166,6 +166,7 @@ def _print_central(found: CentralResult, page_number: int) -> None:
         print("\nErased in that window:")
         for site, tomb in found.erased:
             print(f"  {site} {tomb.id}: {tomb.sentence}")
+    print_erased_more(result, page_number)
     for note in result.notes:
         print(f"\n{note}")
 

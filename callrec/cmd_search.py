@@ -119,8 +119,19 @@ def _print(result: SearchResult, page_number: int) -> None:
         print("\nErased in that window:")
         for tomb in result.erased:
             print(f"  {tomb.id}: {tomb.sentence}")
+    print_erased_more(result, page_number)
     for note in result.notes:
         print(f"\n{note}")
+
+
+def print_erased_more(result: SearchResult, page_number: int) -> None:
+    """Which erased recordings were listed and how to list the next ones: a page lists its share
+    of them (a day of ten sites can hold thousands), the answer counts them all."""
+    if result.erased_shown:
+        print(f"  {result.erased_shown}")
+    if result.erased_more:
+        print(f"  --page {page_number + 1} lists the next {min(result.erased_more, len(result.erased))}; "
+              "--limit 0 lists them all")
 
 
 def print_more(result: SearchResult, page_number: int) -> None:

@@ -36,6 +36,7 @@ from .search import (
     SearchResult,
     Statement,
     Tombstone,
+    erased_page,
     excluded,
     nearest,
     needs_criteria,
@@ -43,6 +44,7 @@ from .search import (
     rank_page,
     statement,
     time_only,
+    with_erased,
 )
 
 __all__ = ["COLUMNS", "LAG_WARNING_SECONDS", "CentralResult", "CentralSearch", "SiteRow", "at_centre", "central_statement", "site_status"]
@@ -104,10 +106,10 @@ class CentralResult:
         return values
 
 
-def central_statement(query: CallQuery, sites: Sequence[str] | None = None) -> Statement:
+def central_statement(query: CallQuery, sites: Sequence[str] | None = None, *, erased: bool = True) -> Statement:
     """`search.statement()` for the centre's `calls` table (the site after the columns ranking
     reads): PostgreSQL's placeholders, and only the sites asked for (None: all)."""
-    return at_centre(statement(query, COLUMNS), sites)
+    return at_centre(statement(query, COLUMNS, erased=erased), sites)
 
 
 def at_centre(local: Statement, sites: Sequence[str] | None) -> Statement:
@@ -117,7 +119,8 @@ def at_centre(local: Statement, sites: Sequence[str] | None) -> Statement:
     the site orders them, so that the ranking (which keeps the order read among equals) and the
     tombstones come out the same on every run, whatever plan the server chose."""
     sql = local.sql.replace("%", "%%").replace("?", "%s")
-    sql, params = _tails(f"{sql}, site" if sql.endswith(_ORDER) else sql, local.params)
+    sql = f"{sql}, site" if sql.endswith(_ORDER) else sql.replace(f"{_ORDER} LIMIT ", f"{_ORDER}, site LIMIT ")
+    sql, params = _tails(sql, local.params)
     if sites is not None:
         head, where, rest = sql.partition(" WHERE ")
         if not where:
@@ -154,32 +157,41 @@ class CentralSearch:
     def find(self, query: CallQuery, *, sites: Sequence[str] | None = None, now: float | None = None,
              limit: int | None = None, start: int = 0) -> CentralResult:
         """The call a form describes, across every site (or the ones named): the best `limit`
-        candidates from `start` (all by default), read whole; the rest only counted.  In one
+        candidates from `start` (all by default), read whole, and as many of the window's erased
+        recordings from `start`; the rest only counted.  In one
         snapshot (repeatable read): the rows read whole are the rows ranked, whatever the sync
         writes meanwhile."""
         needs_criteria(query)
         conn = self.centre.conn
-        with conn.transaction():
+        with conn.pipeline(), conn.transaction():  # BEGIN, SET and the statements in one round trip
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             at = time.time() if now is None else now
             if limit is not None and time_only(query):
                 page = nearest(query, start, limit, COLUMNS, _TIES)
-                erased = self._facts(at_centre(page.erased, sites))
-                counted = conn.execute(*_args(at_centre(page.count, sites))).fetchone()
-                result = rank_page(query, self._facts(at_centre(page.page, sites)), erased,
-                                   total=int(counted[0]) if counted else 0, start=start, tz=self.tz, now=at,
-                                   whole=self._whole)
+                after, before, tombs, kept, gone = self._read(
+                    [at_centre(s, sites) if s is not None else None
+                     for s in (page.page, page.before, page.erased, page.count, page.erased_count)])
+                shown = page.merge(query, self._ranked(after), self._ranked(before), start, limit)
+                erased = self._ranked(tombs)
+                result = rank_page(query, shown, erased, total=int(kept[0][0]), start=start, tz=self.tz, now=at,
+                                   whole=self._whole, erased_total=int(gone[0][0]))
                 return CentralResult(result=result, erased_sites=_erased_sites(erased, result.erased),
                                      sites=tuple(sites) if sites is not None else None)
-            facts = self._facts(central_statement(query, sites))
+            paged = limit is not None and query.timed
             pruned = excluded(query)
-            count = 0
-            if pruned is not None:
-                counted = conn.execute(*_args(at_centre(pruned, sites))).fetchone()
-                count = int(counted[0]) if counted else 0
-            result = rank(query, facts, tz=self.tz, now=at, excluded=count, limit=limit, start=start,
-                          whole=self._whole)
-        return CentralResult(result=result, erased_sites=_erased_sites(facts, result.erased),
+            listed = erased_page(query, start, limit, COLUMNS) if paged and limit is not None else None
+            rows, counted, tombs, gone = self._read([
+                central_statement(query, sites, erased=not paged),
+                at_centre(pruned, sites) if pruned is not None else None,
+                at_centre(listed.page, sites) if listed is not None else None,
+                at_centre(listed.total, sites) if listed is not None else None])
+            ranked = self._ranked(rows)
+            result = rank(query, ranked, tz=self.tz, now=at, excluded=int(counted[0][0]) if counted else 0,
+                          limit=limit, start=start, whole=self._whole)
+            if listed is not None:
+                ranked = self._ranked(tombs)
+                result = with_erased(result, ranked, int(gone[0][0]), tz=self.tz)
+        return CentralResult(result=result, erased_sites=_erased_sites(ranked, result.erased),
                              sites=tuple(sites) if sites is not None else None)
 
     def call(self, site: str, call_id: str) -> SiteRow | None:
@@ -196,11 +208,29 @@ class CentralSearch:
         return [site_status(s, at, warn_after) for s in self.centre.sites()]
 
     def _facts(self, query: Statement) -> list[Facts]:
-        """The rows to rank as tuples (in binary: a number is not parsed from text); an erased
-        one's time in the site's ISO text (its tombstone says when), as `_site_row` writes it."""
-        with self.centre.conn.cursor(binary=True) as cur:
-            cur.execute(*_args(query))
-            facts = [Facts._make(r) for r in cur.fetchall()]
+        """The rows to rank (`_ranked`) of one statement."""
+        return self._ranked(self._read([query])[0])
+
+    def _read(self, statements: Sequence[Statement | None]) -> list[list[tuple[Any, ...]]]:
+        """Each statement's rows as tuples (in binary: a number is not parsed from text); none
+        for a None.  Sent together (psycopg's pipeline mode): one round trip to the server for
+        all of them, where one each would wait on the server's answer before the next."""
+        conn = self.centre.conn
+        with conn.pipeline():
+            cursors = [conn.cursor(binary=True) if s is not None else None for s in statements]
+            for cursor, statement in zip(cursors, statements, strict=True):
+                if cursor is not None and statement is not None:
+                    cursor.execute(*_args(statement))
+        rows = [cursor.fetchall() if cursor is not None else [] for cursor in cursors]
+        for cursor in cursors:
+            if cursor is not None:
+                cursor.close()
+        return rows
+
+    def _ranked(self, rows: Iterable[tuple[Any, ...]]) -> list[Facts]:
+        """Rows to rank as `Facts`; an erased one's time in the site's ISO text (its tombstone
+        says when), as `_site_row` writes it."""
+        facts = [Facts._make(r) for r in rows]
         return [f._replace(erased_at=self._text(f.erased_at)) if f.erased_at is not None else f for f in facts]
 
     def _whole(self, shown: Sequence[Facts]) -> list[SiteRow]:

@@ -42,7 +42,7 @@ from policy.decide import Direction, normalise_number
 from .errors import StorageError
 from .index import MASKED, CallIndex, CallRow, call_row, connect
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "RANKED", "CallQuery", "Candidate", "Facts", "Nearest", "QueryError", "SearchResult", "Statement", "Tombstone", "excluded", "find", "nearest", "needs_criteria", "normalise", "parse_span", "parse_time", "rank", "rank_page", "select", "shown_remote", "statement", "time_only"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "RANKED", "CallQuery", "Candidate", "Erased", "Facts", "Nearest", "QueryError", "SearchResult", "Statement", "Tombstone", "erased_page", "excluded", "find", "nearest", "needs_criteria", "normalise", "parse_span", "parse_time", "rank", "rank_page", "select", "shown_remote", "statement", "time_only", "with_erased"]
 
 DEFAULT_WINDOW_SECONDS = 30 * 60.0
 """How far either side of the time on the form a call may have started: forms say 頃 (about)."""
@@ -263,6 +263,9 @@ class SearchResult:
     candidates: tuple[Candidate, ...]
     """The candidates shown: from `start` on, the best first, as many as asked (all by default)."""
     erased: tuple[Tombstone, ...]
+    """The erased recordings shown: all of the window's, or with a page of candidates
+    (`erased_total` set) the page's share of them in the order recorded (from `start`, as many
+    as the page holds: a day of ten sites can hold thousands)."""
     others: int
     """Kept recordings in the window whose numbers or direction rule them out."""
     answer: str
@@ -271,10 +274,32 @@ class SearchResult:
     """Every candidate, shown or not."""
     start: int = 0
     """How many better candidates come before the ones shown (a later page)."""
+    erased_total: int | None = None
+    """Every erased recording of the window, shown or not; None: `erased` holds them all."""
 
     @property
     def found(self) -> bool:
         return self.total > 0
+
+    @property
+    def erased_count(self) -> int:
+        """Every erased recording of the window (the answer counts them all)."""
+        return len(self.erased) if self.erased_total is None else self.erased_total
+
+    @property
+    def erased_more(self) -> int:
+        """Erased recordings after the ones shown: the next pages list them."""
+        return 0 if self.erased_total is None else max(0, self.erased_total - self.start - len(self.erased))
+
+    @property
+    def erased_shown(self) -> str:
+        """Which erased recordings are listed, in words; empty when the answer lists them all."""
+        if len(self.erased) == self.erased_count:
+            return ""
+        text = (f"Erased shown: {self.start + 1}-{self.start + len(self.erased)} of {self.erased_count}"
+                if self.erased else f"No erased recordings from number {self.start + 1} on "
+                                    f"(there are {self.erased_count})")
+        return text + (f"; {self.erased_more} more (ほか{self.erased_more}件)." if self.erased_more else ".")
 
     @property
     def more(self) -> int:
@@ -295,7 +320,8 @@ class SearchResult:
         return {"query": self.description, "answer": self.answer, "found": self.found,
                 "candidates": [c.as_dict() for c in self.candidates], "candidates_total": self.total,
                 "start": self.start, "more": self.more, "shown": self.shown,
-                "erased": [t.as_dict() for t in self.erased], "others_in_window": self.others,
+                "erased": [t.as_dict() for t in self.erased], "erased_total": self.erased_count,
+                "erased_more": self.erased_more, "erased_shown": self.erased_shown, "others_in_window": self.others,
                 "notes": list(self.notes)}
 
 
@@ -308,14 +334,18 @@ class _Mark(NamedTuple):
     reason: str
 
 
-def statement(query: CallQuery, columns: Sequence[str] = RANKED, *, prune: bool = True) -> Statement:
+def statement(query: CallQuery, columns: Sequence[str] = RANKED, *, prune: bool = True,
+              erased: bool = True) -> Statement:
     """The rows worth scoring, their `columns`.  With a time, the window on `recorded_at` (an
     index range), less the kept rows a number, extension or direction of the form rules out
     (`prune`: they are `excluded`'s count); the rest is judged in Python.  Without one, the rows
     whose number ends as the one asked (or is its end): a scan, but one that a dialling prefix or
     a missing area code cannot fool.  An announcer's leg is never a call of its own: it is found
-    through its conversation."""
+    through its conversation.  Without `erased`, the kept rows only (a page reads the erased
+    ones apart: `erased_page`)."""
     clauses, params = _where(query)
+    if not erased:
+        clauses.append("erased_at IS NULL")
     kept = _kept(query) if prune and query.timed else None
     if kept is not None:
         clauses.append(f"(erased_at IS NOT NULL OR ({kept.sql}) IS NOT FALSE)")
@@ -336,14 +366,33 @@ def excluded(query: CallQuery) -> Statement | None:
 
 
 class Nearest(NamedTuple):
-    """What a page of a `time_only` form reads, in three statements."""
+    """What a page of a `time_only` form reads, in three statements (four with a form's time)."""
 
     page: Statement
-    """The page's kept calls, the best first (nearest the form's time)."""
+    """The page's kept calls, the best first.  With a form's time: the calls at or after it, the
+    nearest first, as many as the page and those before it (`before` holds the other side)."""
     count: Statement
     """How many kept calls the window holds: every one is a candidate."""
     erased: Statement
-    """The window's erased recordings, in the order recorded (every one is listed)."""
+    """The page's share of the window's erased recordings (`erased_page`)."""
+    erased_count: Statement
+    """How many erased recordings the window holds."""
+    before: Statement | None = None
+    """With a form's time: the kept calls before it, the nearest first, as many as `page` reads."""
+
+    def merge(self, query: CallQuery, page: Iterable[Facts], before: Iterable[Facts], start: int,
+              limit: int) -> list[Facts]:
+        """The page from the calls read on each side of the form's time: by distance, then the
+        earlier, then the id, as `rank` orders them.  Each side is read in that order already (a
+        distance grows with the time after the form's time and shrinks before it: the epochs
+        are of one magnitude, so `recorded_at - around` is exact and never ties two times), and
+        calls of one time are all on one side, so a stable sort keeps the order the database
+        read them in among equals (the centre's site)."""
+        if self.before is None or query.around is None:
+            return list(page)
+        around = query.around
+        both = sorted([*page, *before], key=lambda f: (abs((f.recorded_at or 0.0) - around), f.recorded_at, f.id))
+        return both[start:start + limit]
 
 
 def time_only(query: CallQuery) -> bool:
@@ -360,16 +409,45 @@ def nearest(query: CallQuery, start: int, limit: int, columns: Sequence[str] = R
             ties: Sequence[str] = ("recorded_at", "id")) -> Nearest:
     """The statements of a `time_only` form's page (`start`, `limit`).  `ties` orders calls at
     the same distance as `rank` does (earlier, then the id by code point; the centre adds the
-    site, in the order it reads equal rows)."""
+    site, in the order it reads equal rows).  With a form's time the page is read from both
+    sides of it, each an index walk of `start + limit` calls from the form's time on (the
+    nearest `start + limit` are among them), where ordering the window by distance would sort
+    every call in it; `Nearest.merge` puts the two together."""
     clauses, params = _where(query)
     where = " AND ".join(clauses)
-    distance, at = ("abs(recorded_at - ?), ", (query.around,)) if query.around is not None else ("", ())
-    return Nearest(
-        page=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} AND erased_at IS NULL "
-                       f"ORDER BY {distance}{', '.join(ties)} LIMIT ? OFFSET ?", (*params, *at, limit, start)),
-        count=Statement(f"SELECT count(*) FROM calls WHERE {where} AND erased_at IS NULL", tuple(params)),
-        erased=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} AND erased_at IS NOT NULL "
-                         "ORDER BY recorded_at, id", tuple(params)))
+    kept = f"SELECT {', '.join(columns)} FROM calls WHERE {where} AND erased_at IS NULL"
+    count = Statement(f"SELECT count(*) FROM calls WHERE {where} AND erased_at IS NULL", tuple(params))
+    erased = erased_page(query, start, limit, columns)
+    if query.around is None:
+        return Nearest(page=Statement(f"{kept} ORDER BY {', '.join(ties)} LIMIT ? OFFSET ?",
+                                      (*params, limit, start)), count=count, erased=erased.page,
+                       erased_count=erased.total)
+    first, *rest = ties
+    side = (*params, query.around, start + limit)
+    return Nearest(page=Statement(f"{kept} AND {first} >= ? ORDER BY {', '.join(ties)} LIMIT ?", side),
+                   count=count, erased=erased.page, erased_count=erased.total,
+                   before=Statement(f"{kept} AND {first} < ? ORDER BY {', '.join((f'{first} DESC', *rest))} LIMIT ?",
+                                    side))
+
+
+class Erased(NamedTuple):
+    """A page's share of a window's erased recordings, and how many the window holds."""
+
+    page: Statement
+    total: Statement
+
+
+def erased_page(query: CallQuery, start: int, limit: int, columns: Sequence[str] = RANKED) -> Erased:
+    """The window's erased recordings from `start`, `limit` of them, in the order `statement`
+    reads them (recorded, then id), and their count: an answer lists them page by page, as it
+    shows its candidates, where listing them all would decode every one (the erased years of
+    ten sites: hundreds a half hour, thousands a day).  They keep no numbers, so nothing of the
+    form but its time selects them."""
+    clauses, params = _where(query)
+    where = f"{' AND '.join(clauses)} AND erased_at IS NOT NULL"
+    return Erased(page=Statement(f"SELECT {', '.join(columns)} FROM calls WHERE {where} ORDER BY recorded_at, id "
+                                 "LIMIT ? OFFSET ?", (*params, limit, start)),
+                  total=Statement(f"SELECT count(*) FROM calls WHERE {where}", tuple(params)))
 
 
 def _kept(query: CallQuery) -> Statement | None:
@@ -472,16 +550,28 @@ def rank(query: CallQuery, rows: Iterable[Ranked], *, tz: tzinfo, now: float, ex
                             offset=offset)
                   for (_, row, score, offset), full in zip(first, whole([s[1] for s in first]), strict=True)]
     return SearchResult(query=query, description=query.describe(tz), candidates=tuple(candidates),
-                        erased=tuple(erased), others=others, answer=_answer(query, len(scored), erased, others),
-                        notes=_notes(query, erased), total=len(scored), start=start)
+                        erased=tuple(erased), others=others, answer=_answer(query, len(scored), len(erased), others),
+                        notes=_notes(query, len(erased)), total=len(scored), start=start)
 
 
 def rank_page(query: CallQuery, page: Iterable[Ranked], erased: Iterable[Ranked], *, total: int, start: int,
-              tz: tzinfo, now: float, whole: Whole = list) -> SearchResult:
+              tz: tzinfo, now: float, whole: Whole = list, erased_total: int | None = None) -> SearchResult:
     """`rank` of a `time_only` form from its page alone (`nearest`): the page's calls are the
-    candidates from `start`, `total` of them in all, with the window's erased recordings."""
-    result = rank(query, [*page, *erased], tz=tz, now=now, whole=whole)
-    return replace(result, total=total, start=start, answer=_answer(query, total, list(result.erased), 0))
+    candidates from `start`, `total` of them in all, with the window's erased recordings (the
+    page's share of them with `erased_total`, `with_erased`)."""
+    result = replace(rank(query, page, tz=tz, now=now, whole=whole), total=total, start=start, others=0)
+    return with_erased(result, erased, erased_total, tz=tz)
+
+
+def with_erased(result: SearchResult, erased: Iterable[Ranked], total: int | None, *, tz: tzinfo) -> SearchResult:
+    """`result` (of the kept rows) with the window's erased recordings: `erased` are all of them,
+    or with `total` the page's share of `total` (`erased_page`); the answer counts them all."""
+    query = result.query
+    tombstones = tuple(_tombstone(row, tz) for row in erased
+                       if row.erased_at and query.timed and row.recorded_at is not None)
+    count = len(tombstones) if total is None else total
+    return replace(result, erased=tombstones, erased_total=total,
+                   answer=_answer(query, result.total, count, result.others), notes=_notes(query, count))
 
 
 def _order(scored: list[Any], best: int | None) -> list[Any]:
@@ -506,7 +596,8 @@ def needs_criteria(query: CallQuery) -> None:
 def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = None, limit: int | None = None,
          start: int = 0) -> SearchResult:
     """Search the index file for the call a form describes: the best `limit` candidates from
-    `start` (all by default), read whole; the rest only counted.  One read transaction: the rows
+    `start` (all by default), read whole, and as many of the window's erased recordings from
+    `start` (`erased_page`); the rest only counted.  One read transaction: the rows
     read whole are the rows ranked, whatever the recorder writes meanwhile."""
     needs_criteria(query)
     with closing(connect(index.path)) as db:
@@ -515,15 +606,24 @@ def find(index: CallIndex, query: CallQuery, *, tz: tzinfo, now: float | None = 
         at = time.time() if now is None else now
         if limit is not None and time_only(query):
             page = nearest(query, start, limit)
-            return rank_page(query, [Facts._make((*r, "")) for r in db.execute(*_args(page.page))],
+            after = [Facts._make((*r, "")) for r in db.execute(*_args(page.page))]
+            before = [Facts._make((*r, "")) for r in db.execute(*_args(page.before))] if page.before else []
+            return rank_page(query, page.merge(query, after, before, start, limit),
                              [Facts._make((*r, "")) for r in db.execute(*_args(page.erased))],
                              total=db.execute(*_args(page.count)).fetchone()[0], start=start, tz=tz, now=at,
-                             whole=lambda shown: _whole(db, shown))
-        facts = [Facts._make((*r, "")) for r in db.execute(*_args(statement(query)))]
+                             whole=lambda shown: _whole(db, shown),
+                             erased_total=db.execute(*_args(page.erased_count)).fetchone()[0])
+        paged = limit is not None and query.timed
+        facts = [Facts._make((*r, "")) for r in db.execute(*_args(statement(query, erased=not paged)))]
         pruned = excluded(query)
         count = db.execute(*_args(pruned)).fetchone()[0] if pruned is not None else 0
-        return rank(query, facts, tz=tz, now=at, excluded=count, limit=limit, start=start,
-                    whole=lambda shown: _whole(db, shown))
+        result = rank(query, facts, tz=tz, now=at, excluded=count, limit=limit, start=start,
+                      whole=lambda shown: _whole(db, shown))
+        if not paged or limit is None:
+            return result
+        gone = erased_page(query, start, limit)
+        return with_erased(result, [Facts._make((*r, "")) for r in db.execute(*_args(gone.page))],
+                           db.execute(*_args(gone.total)).fetchone()[0], tz=tz)
 
 
 def select(index: CallIndex, query: CallQuery, *, erased: bool = False) -> list[CallRow]:
@@ -718,9 +818,10 @@ def _tombstone(row: Ranked, tz: tzinfo) -> Tombstone:
                      erased_reason=row.erased_reason, sentence=sentence)
 
 
-def _answer(query: CallQuery, candidates: int, erased: list[Tombstone], others: int) -> str:
-    """The plain sentence a 様式2 answer (data exists: yes / no) is written from."""
-    gone = f"{_count(len(erased), 'recording')} made in that window {'was' if len(erased) == 1 else 'were'} erased"
+def _answer(query: CallQuery, candidates: int, erased: int, others: int) -> str:
+    """The plain sentence a 様式2 answer (data exists: yes / no) is written from (`erased`: how
+    many recordings of the window were erased)."""
+    gone = f"{_count(erased, 'recording')} made in that window {'was' if erased == 1 else 'were'} erased"
     if candidates:
         text = f"{_count(candidates, 'recording')} may be this call, the closest first."
         return text + (f" {gone[0].upper()}{gone[1:]}." if erased else "")
@@ -737,7 +838,7 @@ def _answer(query: CallQuery, candidates: int, erased: list[Tombstone], others: 
     return text + never
 
 
-def _notes(query: CallQuery, erased: list[Tombstone]) -> tuple[str, ...]:
+def _notes(query: CallQuery, erased: int) -> tuple[str, ...]:
     if not query.timed:
         return (UNTIMED_NOTE,)
     return (ERASED_NOTE,) if erased else ()

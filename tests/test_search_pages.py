@@ -11,9 +11,11 @@ count of others and words; and every row the SQL counts out is one `_marks` rule
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,7 +44,7 @@ WRITTEN_LOCALS = ("0963281234", "81234", "1234", "234", "34", "2502", "301")
 DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
 SITES = ("site-a", "site-b")
 ROWS = 400
-PAGES = ((None, 0), (5, 0), (5, 5), (1, 3), (50, 0), (0, 0), (7, 10_000))
+PAGES = ((None, 0), (5, 0), (5, 5), (1, 3), (50, 0), (0, 0), (7, 10_000), (3, 40))
 
 
 @dataclass
@@ -70,6 +72,26 @@ def generate(index: CallIndex, site: int) -> None:
                      complete=state == "sealed", recorded_at=at, extension=rng.choice(EXTENSIONS))
         if rng.random() < 0.125:
             index.mark_erased(call_id, iso(at + 400 * 86400, TOKYO), rng.choice(("retention", "capacity")))
+    for at, call_id in ties(site):
+        index.insert(id=call_id, sip_call_id=f"{call_id}@pbx", started_at=iso(at - 3, TOKYO),
+                     answered_at=iso(at, TOKYO), ended_at=iso(at + 60, TOKYO), duration=60.0, direction="inbound",
+                     local_number=None, remote_number=None, caller=None, callee=None, caller_withheld=False,
+                     state="sealed", complete=True, recorded_at=at, extension=None)
+        if call_id.startswith("gone"):
+            index.mark_erased(call_id, iso(at + 400 * 86400, TOKYO), "retention")
+
+
+def ties(site: int) -> Iterator[tuple[float, str]]:
+    """Calls at the same distance on both sides of a form's time (`TIME_ONLY`), several at one
+    time, at both sites (the same id and time at each: the site orders them) and at one alone,
+    with ids whose order by code point is not their order in a language's collation; the "gone"
+    ones erased, so a page of the erased recordings orders equal times too."""
+    for k in (0, 3, -5):
+        around = BASE + k * 450.0
+        for distance in (0.0, 30.0, 30.5, 200.0):
+            for side in ((1,) if distance == 0.0 else (-1, 1)):
+                for name in ("Z-tie", "a-tie", "tie-é", "tie-f", f"only-{site}", "gone-Z", "gone-a"):
+                    yield around + side * distance, f"{name}-{k}-{distance}-{side}"
 
 
 def forms(count: int) -> Iterator[CallQuery]:
@@ -134,11 +156,17 @@ def plain_centre(search: CentralSearch, query: CallQuery) -> SearchResult:
 
 
 def same_page(fast: SearchResult, plain: SearchResult, limit: int | None, start: int) -> None:
+    """The page's candidates and (with a page size) its share of the erased recordings are the
+    plain answer's slices; the counts, the answer and the notes are the whole answer's."""
     end = None if limit is None else start + limit
     assert fast.candidates == plain.candidates[start:end]
+    erased = plain.erased if limit is None else plain.erased[start:end]
     assert (fast.total, fast.start, fast.erased, fast.others, fast.answer, fast.notes, fast.description) == (
-        len(plain.candidates), start, plain.erased, plain.others, plain.answer, plain.notes, plain.description)
+        len(plain.candidates), start, erased, plain.others, plain.answer, plain.notes, plain.description)
     assert fast.more == max(0, len(plain.candidates) - start - len(fast.candidates))
+    assert fast.erased_count == len(plain.erased) and fast.as_dict()["erased_total"] == len(plain.erased)
+    assert fast.erased_more == (0 if limit is None else max(0, len(plain.erased) - start - len(erased)))
+    assert bool(fast.erased_shown) == (len(erased) != len(plain.erased))
 
 
 def test_every_page_of_the_local_answer_is_the_plain_answer_s_slice(sites: Sites) -> None:
@@ -165,8 +193,12 @@ def test_a_time_alone_is_answered_from_the_nearest_calls() -> None:
     assert all(time_only(q) for q in TIME_ONLY)
     assert sum(time_only(q) for q in QUERIES) > len(TIME_ONLY)
     page = nearest(TIME_ONLY[0], 10, 5)
-    assert "ORDER BY abs(recorded_at - ?), recorded_at, id LIMIT ? OFFSET ?" in page.page.sql
-    assert page.page.params[-2:] == (5, 10)
+    assert page.page.sql.endswith("AND recorded_at >= ? ORDER BY recorded_at, id LIMIT ?")
+    assert page.before is not None
+    assert page.before.sql.endswith("AND recorded_at < ? ORDER BY recorded_at DESC, id LIMIT ?")
+    assert page.page.params[-2:] == page.before.params[-2:] == (TIME_ONLY[0].around, 15)
+    period = nearest(TIME_ONLY[-1], 10, 5)
+    assert period.before is None and period.page.sql.endswith("ORDER BY recorded_at, id LIMIT ? OFFSET ?")
 
 
 def test_the_rows_counted_out_in_sql_are_the_ones_ranking_rules_out(sites: Sites) -> None:
@@ -240,3 +272,77 @@ def test_the_centre_s_window_indexes_hold_every_column_the_search_reads(sites: S
                         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
                         "WHERE c.relname = %s", (name,))
             assert {r[0] for r in cur.fetchall()} >= set(COLUMNS) - {"leg"}, name
+
+
+PAGED_ERASED = (CallQuery(around=BASE, window_seconds=5400), CallQuery(start=BASE - 7200, end=BASE + 7200),
+                CallQuery(around=BASE, window_seconds=5400, remote_number=CALLER),
+                CallQuery(start=BASE - 7200, direction="inbound"))
+"""Forms whose windows hold dozens of erased recordings (a time alone, and with a fact to check)."""
+
+
+def test_the_erased_recordings_are_listed_page_by_page(sites: Sites) -> None:
+    """A page lists its share of the window's erased recordings, in the order recorded; page
+    after page, they are the plain answer's list, and each page's answer counts them all."""
+    per = 4
+    for query in PAGED_ERASED:
+        answers: list[tuple[SearchResult, Callable[..., SearchResult]]] = [
+            (plain_local(index, query), partial(find, index, query, tz=TOKYO, now=NOW, limit=per))
+            for index in sites.indexes.values()]
+        answers.append((plain_centre(sites.search, query), partial(_central_page, sites.search, query, per)))
+        for plain, paged in answers:
+            assert len(plain.erased) > 2 * per
+            listed: list[Any] = []
+            start = 0
+            while True:
+                page = paged(start=start)
+                listed += page.erased
+                assert page.answer == plain.answer and page.erased_count == len(plain.erased)
+                if not (page.more or page.erased_more):
+                    break
+                start += per
+            assert listed == list(plain.erased) and not page.erased_more
+            first = paged(start=0)
+            assert first.erased_shown == (f"Erased shown: 1-{per} of {len(plain.erased)}; "
+                                          f"{len(plain.erased) - per} more (ほか{len(plain.erased) - per}件).")
+
+
+def _central_page(search: CentralSearch, query: CallQuery, per: int, *, start: int) -> SearchResult:
+    return search.find(query, now=NOW, limit=per, start=start).result
+
+
+def test_the_cli_and_the_console_say_which_erased_recordings_are_listed(sites: Sites,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`calls find` and `central search` print the line; the console's page says it and links
+    the next page while erased recordings remain after the last candidate."""
+    import jinja2
+    from aiohttp.test_utils import make_mocked_request
+
+    from callrec.cmd_search import print_erased_more
+    from web.i18n import translate
+    from web.pages_calls import pages
+
+    query = PAGED_ERASED[1]
+    found = sites.search.find(query, now=NOW, limit=3, start=3)
+    result = found.result
+    total = result.erased_count
+    print_erased_more(result, 2)
+    said = capsys.readouterr().out
+    assert said == (f"  Erased shown: 4-6 of {total}; {total - 6} more (ほか{total - 6}件).\n"
+                    "  --page 3 lists the next 3; --limit 0 lists them all\n")
+    last = sites.search.find(query, now=NOW, limit=3, start=total - 2).result
+    assert not last.erased_more and len(last.erased) == 2
+    print_erased_more(last, 9)
+    assert capsys.readouterr().out == f"  Erased shown: {total - 1}-{total} of {total}.\n"
+    request = make_mocked_request("GET", "/calls?from=2026&page=2&per=3")
+    links = pages(request, replace(result, candidates=(), total=0), 3)
+    assert links["next_url"] is not None and "page=3" in links["next_url"]
+    assert pages(request, replace(last, total=last.start + len(last.candidates)), 3)["next_url"] is None
+    folder = Path(__file__).resolve().parents[1] / "web" / "templates"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), autoescape=True, undefined=jinja2.StrictUndefined)
+    page = env.get_template("search.html").render(
+        t=lambda key: translate(key, "ja"), lang="ja", csrf="", me=None, title="", organisation="",
+        on_demand_lines=False, harassment=None, centre_mode=True, here="/calls", result=result,
+        erased_sites=found.erased_sites, q={}, directions=(), shown_remote=str, sites=list(SITES), chosen=[],
+        **links)
+    assert f'<p id="erased-shown">消去済み{total}件のうち4～6件目を表示、ほか{total - 6}件</p>' in page
+    assert page.count('<li><a href="/sites/') == 3 and f"次の{min(3, result.erased_more)}件" in page

@@ -116,7 +116,7 @@ def pages(request: web.Request, result: SearchResult | None, per: int) -> dict[s
     def url(n: int) -> str:
         return str(request.rel_url.update_query({"page": str(n)}))
     return {"previous_url": url(number - 1) if number > 1 else None,
-            "next_url": url(number + 1) if result.more else None, "page_size": per}
+            "next_url": url(number + 1) if result.more or result.erased_more else None, "page_size": per}
 
 
 async def search(request: web.Request) -> web.StreamResponse:
