@@ -214,7 +214,7 @@ def _children_cpu() -> float:
 
 
 def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float, workers: int,
-                sizes: dict[int, int], repeat: int = 1) -> float:
+                sizes: dict[int, int], repeat: int = 1, nice: int = 0) -> float:
     """The daemon with ``workers`` capture workers, fed each rate in turn
     (upward, ``repeat`` times each; the search stops at the first rate whose
     median run dropped): the highest paced rate without a kernel drop.  Per
@@ -230,8 +230,8 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
     config.write_text(f"data_dir: {folder / 'data'}\ninterfaces: [lcbrx]\nstatus_socket: {status_path}\n"
                       f"capture_workers: {workers}\nlog_level: warning\nsweep_interval_seconds: 3600\n")
     log = (folder / "daemon.log").open("wb")
-    proc = subprocess.Popen(["ip", "netns", "exec", rx, sys.executable, "-m", "callrec", "run", "--config",
-                             str(config)], cwd=REPO, stdout=log, stderr=log)
+    proc = subprocess.Popen(["ip", "netns", "exec", rx, "nice", "-n", str(nice), sys.executable, "-m", "callrec",
+                             "run", "--config", str(config)], cwd=REPO, stdout=log, stderr=log)
     best = 0.0
     try:
         deadline = time.monotonic() + 30
@@ -243,7 +243,7 @@ def daemon_runs(tx: str, rx: str, work: Path, counts: list[int], seconds: float,
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"the daemon did not start: {(folder / 'daemon.log').read_text()}") from None
                 time.sleep(0.2)
-        print(f"daemon, capture_workers: {workers}")
+        print(f"daemon, capture_workers: {workers}, nice {nice}")
         print(f"{'calls':>6} {'sent':>9} {'pkt/s':>9} {'captured':>9} {'drops':>7} {'per worker (pkts/drops)':>26} "
               f"{'peak calls':>10} {'KiB/call early':>14} {'late':>6} {'CPU us/pkt per process':>24} "
               f"{'receiver us/pkt':>15} {'sender CPU':>10}")
@@ -333,6 +333,9 @@ def main() -> None:
     parser.add_argument("--netns-prefix", default="lcb", help="names of the two network namespaces: PREFIX-PID-tx/rx")
     parser.add_argument("--pps-multi", type=int, default=PPS_MULTI,
                         help="packets the sender sends per pacing interval (1: tcpreplay's default pacing)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="the daemon's (and its workers') niceness: -10 keeps other work on a shared machine "
+                             "from starving it, as on an appliance that records and does little else")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each rate with --daemon-workers (medians)")
     parser.add_argument("--daemon-workers", default="",
                         help="comma-separated capture_workers values: run the daemon itself with each")
@@ -353,7 +356,7 @@ def main() -> None:
                     with (work / f"calls-{calls}.pcap").open("wb") as out:
                         sizes[calls] = write_pcap(out, calls, args.seconds)
                 for workers in (int(w) for w in args.daemon_workers.split(",")):
-                    daemon_runs(tx, rx, work, counts, args.seconds, workers, sizes, args.repeat)
+                    daemon_runs(tx, rx, work, counts, args.seconds, workers, sizes, args.repeat, args.nice)
                 return
             print(f"pipeline: {args.pipeline}, ring {args.ring_mib} MiB in {args.block_kib} KiB blocks")
             print(f"{'calls':>6} {'pace':>9} {'sent':>9} {'pkt/s':>9} {'read':>9} {'drops':>7} {'CPU/frame':>10}")
