@@ -39,7 +39,7 @@ from policy.schema import Policy
 from recorder.batch import FrameBatch
 from recorder.engine import Recorder
 from recorder.fanout import Endpoint, call_owner, frame_endpoints
-from recorder.live_capture import LiveCapture
+from recorder.live_capture import LiveCapture, join_batches
 from recorder.on_demand import StartOutcome
 from recorder.record import CallResult, CallSnapshot
 
@@ -57,6 +57,13 @@ HOLD_SECONDS = 0.08
 more than the rings' block timers (callrec.workers: 20 ms media, 10 ms SIP)
 and the way through the daemon of a forwarded frame."""
 MAX_BLOCKS = 8
+FEED_SECONDS = 0.2
+"""How often the hold-back releases its frames to the recorder: a release is
+one FrameBatch, and the batched media path costs per stream and batch as
+well as per frame, so a batch of 0.2 s of traffic costs far less a packet
+than one of the 20 ms a wake-up reads (recorder.afpacket.join_batches)."""
+FEED_FRAMES = 30_000
+"""Released sooner when this many frames are held (about 8 MiB of G.711 RTP)."""
 REFRESH_SECONDS = 0.1
 """How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
 STATS_SECONDS = 1.0
@@ -102,7 +109,7 @@ class Holdback:
         self.held -= released
         if len(pieces) == 1:
             return pieces[0]
-        merged = _join(pieces)
+        merged = join_batches(pieces)
         times = merged.times
         if bool(np.all(times[1:] >= times[:-1])):
             return merged
@@ -118,27 +125,6 @@ def _subset(batch: FrameBatch, index: np.ndarray) -> FrameBatch:
     """The frames ``index`` names, in that order, in the same buffer."""
     return FrameBatch(batch.data, batch.offsets[index], batch.lengths[index], batch.times[index],
                       batch.linktypes[index])
-
-
-def _join(pieces: list[FrameBatch]) -> FrameBatch:
-    """The pieces' frames one after the other, in one buffer: what each
-    buffer's frames span is copied once (a buffer shared by pieces, once)."""
-    spans: dict[int, list[int]] = {}
-    for piece in pieces:
-        lo, hi = int(piece.offsets.min()), int((piece.offsets + piece.lengths).max())
-        span = spans.setdefault(id(piece.data), [lo, hi, 0])
-        span[0], span[1] = min(span[0], lo), max(span[1], hi)
-    parts = []
-    at = 0
-    buffers = {id(p.data): p.data for p in pieces}
-    for key, span in spans.items():
-        parts.append(memoryview(buffers[key])[span[0]:span[1]])
-        span[2] = at - span[0]
-        at += span[1] - span[0]
-    data = b"".join(parts)
-    return FrameBatch(data, np.concatenate([p.offsets + spans[id(p.data)][2] for p in pieces]),
-                      np.concatenate([p.lengths for p in pieces]), np.concatenate([p.times for p in pieces]),
-                      np.concatenate([p.linktypes for p in pieces]))
 
 
 class _Proxy:
@@ -439,7 +425,7 @@ class Worker:
         for capture, _ in self.captures:
             poller.register(capture.fileno(), select.POLLIN)
         poller.register(self.channel.sock.fileno(), select.POLLIN)
-        next_stats = next_refresh = 0.0
+        next_stats = next_refresh = next_feed = 0.0
         while True:
             poller.poll(20)
             quiet, behind = self._read_rings()
@@ -453,7 +439,9 @@ class Worker:
             now = time.time()
             if self.stopping:
                 return self._stop()
-            self._feed(self.hold.release(min(now - HOLD_SECONDS, behind)))
+            if now >= next_feed or self.hold.held >= FEED_FRAMES:
+                self._feed(self.hold.release(min(now - HOLD_SECONDS, behind)))
+                next_feed = now + FEED_SECONDS
             if now >= next_refresh:
                 self.sink.refresh()
                 next_refresh = now + REFRESH_SECONDS

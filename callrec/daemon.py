@@ -33,7 +33,7 @@ from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
 from recorder.batch import FrameBatch
 from recorder.engine import Recorder
-from recorder.live_capture import LiveCapture
+from recorder.live_capture import LiveCapture, join_batches
 from storage.anchor import export_anchor
 from storage.keys import MasterKeyError
 from storage.layout import ensure_private_dir
@@ -65,6 +65,15 @@ CLOCK_AND_MEDIA_COUNTERS = ("clock_steps", "clock_strays", "clock_gaps", "rtp_fo
 at calls that was not theirs."""
 
 MAX_BLOCKS_PER_WAKEUP = 8
+FEED_BYTES = 8 << 20
+"""The recorder is fed once this much of a source's ring has been read (or
+FEED_SECONDS after its first block): several ring blocks as one FrameBatch,
+because the batched media path costs per stream and batch as well as per
+frame (recorder.afpacket.join_batches).  As `callrec replay`'s batches."""
+FEED_SECONDS = 0.2
+"""How long frames read from a ring wait for more before they are fed: far
+inside the recorder's reordering window, and the clock's once-a-second
+advance feeds them first."""
 DAEMON_ACTOR = "callrec daemon"
 POLICY_HASH_SETTING = "policy_sha256"
 BYTES_PER_CALL_SECOND = 16_000
@@ -95,6 +104,10 @@ class Daemon:
         self._open_source = open_source
         self.policy = Policy()
         self._sources: dict[str, PacketSource] = {}
+        self._pending: dict[PacketSource, list[FrameBatch]] = {}
+        """Ring blocks read and not yet fed, per source (FEED_BYTES, FEED_SECONDS)."""
+        self._pending_bytes: dict[PacketSource, int] = {}
+        self._feed_timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._notifier = Notifier()
         self._started = time.time()
@@ -211,6 +224,7 @@ class Daemon:
                 await asyncio.gather(self._sweeping, return_exceptions=True)
             for source in self._sources.values():
                 self._drain(source, drain_all=True)
+            self._feed_all()
             self._close_sources(loop)
             if self.pool is not None:
                 await self.pool.stop()
@@ -321,23 +335,50 @@ class Daemon:
 
     # ---- serve ------------------------------------------------------------
     def _drain(self, source: PacketSource, drain_all: bool = False) -> None:
-        """Frames from the kernel's ring into the recorder, a few blocks at a
-        time so that timers and signals still run under load, a block per
-        call as one FrameBatch (the recorder's batched media path).  A bug
-        that one block trips is logged and that block dropped; capture goes
-        on for every other call."""
+        """Frames from the kernel's ring, a few blocks at a time so that timers
+        and signals still run under load, each block handed back to the
+        kernel as soon as it is copied; they reach the recorder as one
+        FrameBatch (its batched media path) once FEED_BYTES of them are read,
+        FEED_SECONDS after the first, before the clock advances, and at the
+        end (``drain_all``)."""
+        held = self._pending.setdefault(source, [])
         read = 0
         while drain_all or read < MAX_BLOCKS_PER_WAKEUP:
-            # One block at a time: a block's copy and its arrays live only while it is fed.
             batches = source.read_batches(1)
-            for batch in batches:
-                try:
-                    self.recorder.feed_batch(batch)
-                except Exception:  # noqa: BLE001 - one bad batch must not stop the recorder
-                    log.exception("recorder.batch_failed", frames=len(batch))
             if not batches:
-                return
+                break
+            held.extend(batches)
+            self._pending_bytes[source] = self._pending_bytes.get(source, 0) + sum(len(b.data) for b in batches)
+            if self._pending_bytes[source] >= FEED_BYTES:
+                self._feed(source)
+                held = self._pending.setdefault(source, [])
             read += 1
+        if drain_all:
+            self._feed(source)
+        elif held and self._feed_timer is None:
+            self._feed_timer = asyncio.get_running_loop().call_later(FEED_SECONDS, self._feed_all)
+
+    def _feed_all(self) -> None:
+        if self._feed_timer is not None:
+            self._feed_timer.cancel()
+            self._feed_timer = None
+        for source in list(self._pending):
+            self._feed(source)
+
+    def _feed(self, source: PacketSource) -> None:
+        """The blocks read from ``source`` into the recorder as one batch.  A
+        bug that a batch trips is logged and that batch dropped; capture goes
+        on for every other call."""
+        pieces = self._pending.pop(source, [])
+        self._pending_bytes.pop(source, None)
+        if not pieces:
+            return
+        batch = join_batches(pieces)
+        del pieces
+        try:
+            self.recorder.feed_batch(batch)
+        except Exception:  # one bad batch must not stop the recorder
+            log.exception("recorder.batch_failed", frames=len(batch))
 
     async def _every_second(self) -> None:
         interval = watchdog_interval()
@@ -345,6 +386,7 @@ class Daemon:
         while True:
             await asyncio.sleep(1.0 if interval is None else min(1.0, interval))
             now = time.time()
+            self._feed_all()  # frames read are fed before time passes: the clock never runs ahead of them
             self.recorder.advance(now)
             self.store.retry_rows()
             if self.recorder.active_recordings() > self._reserved_for:

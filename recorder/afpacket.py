@@ -35,6 +35,7 @@ __all__ = [
     "TP_STATUS_VLAN_TPID_VALID",
     "TP_STATUS_VLAN_VALID",
     "block_status",
+    "join_batches",
     "media_filter",
     "pack_program",
     "release_block",
@@ -79,6 +80,7 @@ _HEADER = np.dtype([("next", "=u4"), ("sec", "=u4"), ("nsec", "=u4"), ("snaplen"
                     ("tpid", "=u2"), ("pad", "V10")])
 """struct tpacket3_hdr (with hv1) as numpy reads it: the fields `_PACKET` unpacks, for a whole block at once."""
 _TAG_BYTES = np.arange(4)
+_STEP_BYTES = np.arange(4)
 _ADDR_BYTES = np.arange(_ETH_ADDRS)
 
 
@@ -158,23 +160,9 @@ class BlockReader:
         if count > size // PACKET_HDR_LEN or first < BLOCK_DESC_LEN or used > size:
             self.malformed += 1
             return None
-        # The walk follows tp_next_offset (one read a frame); the headers are read for all frames at once.
-        positions = []
-        pos = first
-        unpack = _U32.unpack_from
-        for left in range(count - 1, -1, -1):
-            if pos + PACKET_HDR_LEN > size:
-                break
-            positions.append(pos)
-            if not left:
-                break
-            step = unpack(ring, base + pos)[0]
-            if step < PACKET_HDR_LEN:
-                break
-            pos += step
-        at = np.array(positions, dtype=np.int64)
         view = np.frombuffer(ring, dtype=np.uint8, count=size, offset=base)
         try:
+            at = _walk(ring, base, view, first, count, size)
             head = np.lib.stride_tricks.sliding_window_view(view, PACKET_HDR_LEN)[at].copy().view(_HEADER)[:, 0]
         finally:
             del view  # an exported mmap cannot be closed
@@ -182,7 +170,7 @@ class BlockReader:
         snaplen = head["snaplen"].astype(np.int64)
         start = at + mac
         bad = np.flatnonzero((mac < _MIN_MAC_OFFSET) | (start + snaplen > size))
-        done = int(bad[0]) if bad.size else len(positions)
+        done = int(bad[0]) if bad.size else len(at)
         if done < count:
             self.malformed += 1
         if not done:
@@ -250,6 +238,86 @@ class BlockReader:
         self.vlan_restored += vlans
         self.truncated += truncated
         return done
+
+
+_RUN_AFTER = 16
+"""Frames walked one by one after a run of equal steps proved shorter than this (doubling each time)."""
+
+
+def _walk(ring: bytes | mmap.mmap, base: int, view: np.ndarray, first: int, count: int, size: int) -> np.ndarray:
+    """Where the block's frames start, following each ``tp_next_offset`` as
+    the kernel chains them, with the same stops as :meth:`BlockReader.read`.
+    A mirror port's RTP comes in runs of frames of one size, one step apart:
+    once two steps in a row are equal, the rest of the run is found with one
+    array read (every frame's step checked against it) instead of a Python
+    step a frame; where runs prove short, frames are walked one by one for a
+    while (twice as long after each short run), so mixed sizes cost no more
+    than before."""
+    unpack = _U32.unpack_from
+    runs: list[np.ndarray] = []
+    single: list[int] = []
+    pos, left = first, count
+    last, quiet, backoff = -1, 0, _RUN_AFTER
+    while left:
+        if pos + PACKET_HDR_LEN > size:
+            break
+        step = unpack(ring, base + pos)[0]
+        if left == 1 or step < PACKET_HDR_LEN:
+            single.append(pos)
+            break
+        if quiet or step != last:
+            quiet = max(quiet - 1, 0)
+            last = step
+            single.append(pos)
+            left -= 1
+            pos += step
+            continue
+        fit = min(left, (size - PACKET_HDR_LEN - pos) // step + 1)
+        run = pos + step * np.arange(fit, dtype=np.int64)
+        checked = run[:fit - 1] if fit == left else run  # the block's last frame has no step to check
+        steps = view[checked[:, None] + _STEP_BYTES].view("=u4")[:, 0]
+        differ = np.flatnonzero(steps != step)
+        taken = int(differ[0]) if differ.size else fit
+        if single:
+            runs.append(np.array(single, dtype=np.int64))
+            single = []
+        runs.append(run[:taken])
+        left -= taken
+        pos += step * taken
+        if taken < _RUN_AFTER:
+            quiet, backoff = backoff, backoff * 2
+        else:
+            backoff = _RUN_AFTER
+    runs.append(np.array(single, dtype=np.int64))
+    return np.concatenate(runs) if len(runs) > 1 else runs[0]
+
+
+def join_batches(pieces: Sequence[FrameBatch]) -> FrameBatch:
+    """The (non-empty) pieces' frames one after the other, as one FrameBatch in one
+    buffer: what each buffer's frames span is copied once (a buffer shared
+    by several pieces, once).  Live capture reads a ring block at a time but
+    feeds the recorder several blocks at once, because the batched media
+    path costs per stream and batch as well as per frame: fed a 1 MiB block
+    at a time (some 3,500 frames, a few per stream with 1,000 calls), a
+    packet costs 1.5 to 2 times what it costs in 8 MiB batches."""
+    if len(pieces) == 1:
+        return pieces[0]
+    spans: dict[int, list[int]] = {}
+    buffers: dict[int, bytes] = {}
+    for piece in pieces:
+        lo, hi = int(piece.offsets.min()), int((piece.offsets + piece.lengths).max())
+        span = spans.setdefault(id(piece.data), [lo, hi, 0])
+        span[0], span[1] = min(span[0], lo), max(span[1], hi)
+        buffers[id(piece.data)] = piece.data
+    parts = []
+    at = 0
+    for key, span in spans.items():
+        parts.append(memoryview(buffers[key])[span[0]:span[1]])
+        span[2] = at - span[0]
+        at += span[1] - span[0]
+    return FrameBatch(b"".join(parts), np.concatenate([p.offsets + spans[id(p.data)][2] for p in pieces]),
+                      np.concatenate([p.lengths for p in pieces]), np.concatenate([p.times for p in pieces]),
+                      np.concatenate([p.linktypes for p in pieces]))
 
 
 def _with_tags(u8: np.ndarray, start: np.ndarray, snaplen: np.ndarray, tagged: np.ndarray,

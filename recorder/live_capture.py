@@ -43,6 +43,7 @@ from .afpacket import (
     BlockReader,
     Frame,
     block_status,
+    join_batches,
     media_filter,
     pack_program,
     release_block,
@@ -53,7 +54,7 @@ from .batch import FrameBatch
 from .errors import RecorderError
 from .fanout import demux_program
 
-__all__ = ["LiveCapture", "LiveCaptureError"]
+__all__ = ["LiveCapture", "LiveCaptureError", "join_batches"]
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <linux/if_arp.h>, <asm-generic/socket.h>
 _ETH_P_ALL = 0x0003
