@@ -10,6 +10,7 @@ import mmap
 import struct
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,13 +24,13 @@ from recorder.afpacket import (
     BlockReader,
     Instruction,
     block_status,
+    join_batches,
     pack_program,
     release_block,
     sip_rtp_filter,
 )
-from tests.raw_frames import (
-    ARP, DOT1AD, DOT1Q, ICMP_ECHO, MAC, OPTIONS_5060, QINQ, eth, frag6, ipv4, ipv6, tcp, udp,
-)
+from recorder.batch import FrameBatch
+from tests.raw_frames import ARP, DOT1AD, DOT1Q, ICMP_ECHO, MAC, OPTIONS_5060, QINQ, eth, frag6, ipv4, ipv6, tcp, udp
 
 # ---- a classic BPF interpreter (the kernel's semantics, <linux/filter.h>) ------
 
@@ -544,3 +545,38 @@ def test_long_runs_of_one_size_are_read_whole() -> None:
     assert batch is not None
     assert [f[2] for f in batch.frames()] == [frames[k] for k in kinds]
     assert batch.times.tolist() == [1.0 + i for i in range(len(kinds))]
+
+
+@st.composite
+def _pieces(draw: st.DrawFn) -> list[FrameBatch]:
+    """Batches as a ring gives them: each over a buffer of its own or a slice of one it shares
+    with the next (a block read in two wake-ups), frames with gaps between them."""
+    pieces: list[FrameBatch] = []
+    for _ in range(draw(st.integers(1, 6))):
+        sizes = draw(st.lists(st.integers(1, 60), min_size=1, max_size=12))
+        gaps = draw(st.lists(st.integers(0, 9), min_size=len(sizes), max_size=len(sizes)))
+        starts = [sum(sizes[:i]) + sum(gaps[: i + 1]) for i in range(len(sizes))]
+        data = bytes(draw(st.binary(min_size=starts[-1] + sizes[-1], max_size=starts[-1] + sizes[-1])))
+        shared = pieces and draw(st.booleans())
+        if shared:
+            before = pieces[-1]
+            data = before.data + data
+            starts = [s + len(before.data) for s in starts]
+            pieces[-1] = FrameBatch(data, before.offsets, before.lengths, before.times, before.linktypes)
+        first_time = draw(st.floats(0, 1e9, allow_nan=False))
+        pieces.append(FrameBatch(data, np.array(starts, dtype=np.int64), np.array(sizes, dtype=np.int64),
+                                 np.array([first_time + i for i in range(len(sizes))], dtype=np.float64),
+                                 np.array([draw(st.sampled_from([1, 113])) for _ in sizes], dtype=np.int64)))
+    return pieces
+
+
+@given(_pieces())
+@settings(max_examples=300, deadline=None)
+def test_joined_batches_hold_each_piece_s_frames_in_order(pieces: list[FrameBatch]) -> None:
+    """What the daemon and each worker feed the recorder (several ring blocks at once) is every
+    piece's frames, in order, with their times and link types, and nothing between them."""
+    joined = join_batches(pieces)
+    expected = [(p.frame(i), float(p.times[i]), int(p.linktypes[i])) for p in pieces for i in range(len(p))]
+    assert [(joined.frame(i), float(joined.times[i]), int(joined.linktypes[i]))
+            for i in range(len(joined))] == expected
+    assert len(joined.data) <= sum(len(p.data) for p in {id(p.data): p for p in pieces}.values())
