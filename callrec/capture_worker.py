@@ -63,7 +63,9 @@ one FrameBatch, and the batched media path costs per stream and batch as
 well as per frame, so a batch of 0.2 s of traffic costs far less a packet
 than one of the 20 ms a wake-up reads (recorder.afpacket.join_batches)."""
 FEED_FRAMES = 30_000
-"""Released sooner when this many frames are held (about 8 MiB of G.711 RTP)."""
+"""Released sooner when this many frames are held (about 8 MiB of G.711 RTP),
+and as soon as the frames released reach the recorder's next checkpoint
+(`Recorder.next_tick`): a worker killed loses no more than the last second."""
 REFRESH_SECONDS = 0.1
 """How soon a new SDP address of another worker's call is forwarded (a flow that lands elsewhere)."""
 STATS_SECONDS = 1.0
@@ -439,8 +441,9 @@ class Worker:
             now = time.time()
             if self.stopping:
                 return self._stop()
-            if now >= next_feed or self.hold.held >= FEED_FRAMES:
-                self._feed(self.hold.release(min(now - HOLD_SECONDS, behind)))
+            ready = min(now - HOLD_SECONDS, behind)
+            if now >= next_feed or self.hold.held >= FEED_FRAMES or ready >= self.recorder.next_tick:
+                self._feed(self.hold.release(ready))
                 next_feed = now + FEED_SECONDS
             if now >= next_refresh:
                 self.sink.refresh()

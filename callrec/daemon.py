@@ -339,8 +339,9 @@ class Daemon:
         and signals still run under load, each block handed back to the
         kernel as soon as it is copied; they reach the recorder as one
         FrameBatch (its batched media path) once FEED_BYTES of them are read,
-        FEED_SECONDS after the first, before the clock advances, and at the
-        end (``drain_all``)."""
+        FEED_SECONDS after the first, once they reach the recorder's next
+        checkpoint (so a crash loses no more than fed frame by frame), before
+        the clock advances, and at the end (``drain_all``)."""
         held = self._pending.setdefault(source, [])
         read = 0
         while drain_all or read < MAX_BLOCKS_PER_WAKEUP:
@@ -349,7 +350,8 @@ class Daemon:
                 break
             held.extend(batches)
             self._pending_bytes[source] = self._pending_bytes.get(source, 0) + sum(len(b.data) for b in batches)
-            if self._pending_bytes[source] >= FEED_BYTES:
+            due = any(len(b) and b.times[-1] >= self.recorder.next_tick for b in batches)
+            if due or self._pending_bytes[source] >= FEED_BYTES:
                 self._feed(source)
                 held = self._pending.setdefault(source, [])
             read += 1

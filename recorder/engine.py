@@ -280,6 +280,14 @@ class Recorder:
             self._resolve(final=True)
         self._handle(self.tracker.close_all(self.now, reason))
 
+    @property
+    def next_tick(self) -> float:
+        """The capture time at which the recorder next commits and checkpoints
+        every recording.  A caller that holds frames to feed them in larger
+        batches feeds them once they reach it, so a crash loses no more than
+        it would had each frame been fed as it came."""
+        return self._next_tick
+
     def advance(self, now: float) -> None:
         """Let time pass without packets (a live daemon on a quiet line):
         timeouts fire and open recordings are committed up to `now`.  While
