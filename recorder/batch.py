@@ -9,10 +9,11 @@ the batch's one buffer (header fields at fixed offsets, flow numbers,
 sequence, timestamp, anchor and placement checks per stream), the commits
 the interleaver makes when a packet passes its window are made in frame
 order but lazily (the frames stay in the ring until the tick), and then a
-stream's audio is copied into its ring in one or two slices.  Every other frame (SIP, TCP, IPv6, fragments, RTCP, unknown
-flows, foreign SSRCs, sequence or timestamp jumps, marker bits, DTMF, anchor
-moves, on-demand lines, frames off the capture clock) goes through the
-per-frame code, in capture order, and the results are the same to the byte.
+stream's audio is copied into its ring in one or two slices. Every other
+frame (SIP, TCP, IPv6, fragments, RTCP, unknown flows, foreign SSRCs,
+sequence or timestamp jumps, marker bits, DTMF, anchor moves, on-demand
+lines, frames off the capture clock) goes through the per-frame code, in
+capture order, and the results are the same to the byte.
 
 Order is what makes that hold.  The frames are first decoded in order (the
 de-duplication is the per-frame code's own).  Then, between two ticks of the
@@ -526,12 +527,7 @@ class BatchPath:
         ends = interleaver._hi[:]
         while True:
             limit = interleaver._limit
-            trigger, which = -1, -1
-            for n, run in enumerate(runs):
-                if done[n] < counts[n]:
-                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
-                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
-                        trigger, which = k, n
+            trigger, which = _next_trigger(runs, done, counts, limit)
             if trigger < 0:
                 done = counts
                 break
@@ -579,14 +575,7 @@ class BatchPath:
             if rows is None or stop != run.stop:
                 self._copy(run, first, stop)
             else:
-                ring = rings[channel]
-                i = (stretch.ends[first] - stretch.size.item(first)) % slots
-                j = i + len(rows)
-                if j <= slots:
-                    ring[i:j] = rows
-                else:
-                    ring[i:] = rows[:slots - i]
-                    ring[:j - slots] = rows[slots - i:]
+                _ring_write(rings[channel], (stretch.ends[first] - stretch.size.item(first)) % slots, rows, slots)
                 hi[channel] = max(hi[channel], end)
             stream = media.streams[channel]
             src = stream._src
@@ -615,12 +604,7 @@ class BatchPath:
         hi = interleaver._hi
         while True:
             limit = interleaver._limit
-            trigger, which = -1, -1
-            for n, run in enumerate(runs):
-                if done[n] < counts[n]:
-                    k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
-                    if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
-                        trigger, which = k, n
+            trigger, which = _next_trigger(runs, done, counts, limit)
             if trigger < 0:
                 for n, run in enumerate(runs):
                     self._copy(run, done[n], counts[n])
@@ -663,13 +647,7 @@ class BatchPath:
         if run.rows is not None:
             size = stretch.size.item(begin)
             audio = run.rows[(begin - run.first) * size:(end - run.first) * size]
-            i = (stretch.ends[begin] - size) % window
-            j = i + len(audio)
-            if j <= window:
-                ring[i:j] = audio
-            else:
-                ring[i:] = audio[:window - i]
-                ring[:j - window] = audio[window - i:]
+            _ring_write(ring, (stretch.ends[begin] - size) % window, audio, window)
         else:
             mv = self._mv
             for at, size, stop in zip(stretch.audio[begin:end].tolist(), stretch.size[begin:end].tolist(),
@@ -717,3 +695,26 @@ class BatchPath:
                 rec.now, rec._frame_ts = self._now1.item(i), self._frame1.item(i)
                 rec.stats["rtp_packets"] += rec._datagrams(self._times.item(i), (self._datagram(i),))
             rec.now, rec._frame_ts = now, frame_ts
+
+
+def _next_trigger(runs: list[_Run], done: list[int], counts: list[int], limit: int) -> tuple[int, int]:
+    """The first frame, in capture order over every run from `done` on, that
+    ends beyond the interleaver's `limit` (so takes it past its window), as
+    (its index in its run's stretch, the run's number); (-1, -1) if none."""
+    trigger, which = -1, -1
+    for n, run in enumerate(runs):
+        if done[n] < counts[n]:
+            k = bisect_right(run.stretch.ends, limit, done[n], counts[n])
+            if k < counts[n] and (trigger < 0 or run.stretch.order[k] < runs[which].stretch.order[trigger]):
+                trigger, which = k, n
+    return trigger, which
+
+
+def _ring_write(ring: bytearray, at: int, audio: bytes | memoryview, slots: int) -> None:
+    """`audio` into the ring of `slots` G.711 samples from slot `at` on, wrapping round its end."""
+    end = at + len(audio)
+    if end <= slots:
+        ring[at:end] = audio
+    else:
+        ring[at:] = audio[:slots - at]
+        ring[:end - slots] = audio[slots - at:]
