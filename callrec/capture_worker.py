@@ -36,10 +36,10 @@ import structlog
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
-from recorder.batch import FrameBatch
+from recorder.batch import FrameBatch, join_batches
 from recorder.engine import Recorder
 from recorder.fanout import Endpoint, call_owner, frame_endpoints
-from recorder.live_capture import LiveCapture, join_batches
+from recorder.live_capture import LiveCapture
 from recorder.on_demand import StartOutcome
 from recorder.record import CallResult, CallSnapshot
 
@@ -61,7 +61,7 @@ FEED_SECONDS = 0.2
 """How often the hold-back releases its frames to the recorder: a release is
 one FrameBatch, and the batched media path costs per stream and batch as
 well as per frame, so a batch of 0.2 s of traffic costs far less a packet
-than one of the 20 ms a wake-up reads (recorder.afpacket.join_batches)."""
+than one of the 20 ms a wake-up reads (recorder.batch.join_batches)."""
 FEED_FRAMES = 30_000
 """Released sooner when this many frames are held (about 8 MiB of G.711 RTP),
 and as soon as the frames released reach the recorder's next checkpoint

@@ -31,9 +31,9 @@ from policy.announcement import exemption_summary
 from policy.decide import PolicyDecider
 from policy.loader import PolicyError, load_policy
 from policy.schema import Policy
-from recorder.batch import FrameBatch
+from recorder.batch import FrameBatch, join_batches
 from recorder.engine import Recorder
-from recorder.live_capture import LiveCapture, join_batches
+from recorder.live_capture import LiveCapture
 from storage.anchor import export_anchor
 from storage.keys import MasterKeyError
 from storage.layout import ensure_private_dir
@@ -69,7 +69,7 @@ FEED_BYTES = 8 << 20
 """The recorder is fed once this much of a source's ring has been read (or
 FEED_SECONDS after its first block): several ring blocks as one FrameBatch,
 because the batched media path costs per stream and batch as well as per
-frame (recorder.afpacket.join_batches).  As `callrec replay`'s batches."""
+frame (recorder.batch.join_batches).  As `callrec replay`'s batches."""
 FEED_SECONDS = 0.2
 """How long frames read from a ring wait for more before they are fed: far
 inside the recorder's reordering window, and the clock's once-a-second

@@ -35,7 +35,6 @@ __all__ = [
     "TP_STATUS_VLAN_TPID_VALID",
     "TP_STATUS_VLAN_VALID",
     "block_status",
-    "join_batches",
     "media_filter",
     "pack_program",
     "release_block",
@@ -79,8 +78,8 @@ _HEADER = np.dtype([("next", "=u4"), ("sec", "=u4"), ("nsec", "=u4"), ("snaplen"
                     ("status", "=u4"), ("mac", "=u2"), ("net", "=u2"), ("rxhash", "=u4"), ("tci", "=u4"),
                     ("tpid", "=u2"), ("pad", "V10")])
 """struct tpacket3_hdr (with hv1) as numpy reads it: the fields `_PACKET` unpacks, for a whole block at once."""
-_TAG_BYTES = np.arange(4)
-_STEP_BYTES = np.arange(4)
+_FOUR_BYTES = np.arange(4)
+"""Offsets of a 32-bit field: a VLAN tag, a frame's tp_next_offset."""
 _ADDR_BYTES = np.arange(_ETH_ADDRS)
 
 
@@ -275,7 +274,7 @@ def _walk(ring: bytes | mmap.mmap, base: int, view: np.ndarray, first: int, coun
         fit = min(left, (size - PACKET_HDR_LEN - pos) // step + 1)
         run = pos + step * np.arange(fit, dtype=np.int64)
         checked = run[:fit - 1] if fit == left else run  # the block's last frame has no step to check
-        steps = view[checked[:, None] + _STEP_BYTES].view("=u4")[:, 0]
+        steps = view[checked[:, None] + _FOUR_BYTES].view("=u4")[:, 0]
         differ = np.flatnonzero(steps != step)
         taken = int(differ[0]) if differ.size else fit
         if single:
@@ -292,34 +291,6 @@ def _walk(ring: bytes | mmap.mmap, base: int, view: np.ndarray, first: int, coun
     return np.concatenate(runs) if len(runs) > 1 else runs[0]
 
 
-def join_batches(pieces: Sequence[FrameBatch]) -> FrameBatch:
-    """The (non-empty) pieces' frames one after the other, as one FrameBatch in one
-    buffer: what each buffer's frames span is copied once (a buffer shared
-    by several pieces, once).  Live capture reads a ring block at a time but
-    feeds the recorder several blocks at once, because the batched media
-    path costs per stream and batch as well as per frame: fed a 1 MiB block
-    at a time (some 3,500 frames, a few per stream with 1,000 calls), a
-    packet costs 1.5 to 2 times what it costs in 8 MiB batches."""
-    if len(pieces) == 1:
-        return pieces[0]
-    spans: dict[int, list[int]] = {}
-    buffers: dict[int, bytes] = {}
-    for piece in pieces:
-        lo, hi = int(piece.offsets.min()), int((piece.offsets + piece.lengths).max())
-        span = spans.setdefault(id(piece.data), [lo, hi, 0])
-        span[0], span[1] = min(span[0], lo), max(span[1], hi)
-        buffers[id(piece.data)] = piece.data
-    parts = []
-    at = 0
-    for key, span in spans.items():
-        parts.append(memoryview(buffers[key])[span[0]:span[1]])
-        span[2] = at - span[0]
-        at += span[1] - span[0]
-    return FrameBatch(b"".join(parts), np.concatenate([p.offsets + spans[id(p.data)][2] for p in pieces]),
-                      np.concatenate([p.lengths for p in pieces]), np.concatenate([p.times for p in pieces]),
-                      np.concatenate([p.linktypes for p in pieces]))
-
-
 def _with_tags(u8: np.ndarray, start: np.ndarray, snaplen: np.ndarray, tagged: np.ndarray,
                tags: np.ndarray) -> bytes:
     """The block with each tagged frame's VLAN tag put back after its MAC
@@ -334,7 +305,7 @@ def _with_tags(u8: np.ndarray, start: np.ndarray, snaplen: np.ndarray, tagged: n
         moved = start[tagged]
         addrs = moved[:, None] + _ADDR_BYTES
         buffer[addrs - 4] = buffer[addrs]
-        buffer[moved[:, None] + (_ETH_ADDRS - 4) + _TAG_BYTES] = tags
+        buffer[moved[:, None] + (_ETH_ADDRS - 4) + _FOUR_BYTES] = tags
         start[tagged] -= 4
         snaplen[tagged] += 4
         return buffer.tobytes()

@@ -43,7 +43,7 @@ from wire.pcap import Frame
 if TYPE_CHECKING:
     from .engine import CallMedia, Recorder
 
-__all__ = ["BatchPath", "FrameBatch"]
+__all__ = ["BatchPath", "FrameBatch", "join_batches"]
 
 _CLOCK_JUMP = 2.0
 """recorder.engine.CLOCK_JUMP_SECONDS (not imported: the engine imports this module)."""
@@ -718,3 +718,31 @@ def _ring_write(ring: bytearray, at: int, audio: bytes | memoryview, slots: int)
     else:
         ring[at:] = audio[:slots - at]
         ring[:end - slots] = audio[slots - at:]
+
+
+def join_batches(pieces: Sequence[FrameBatch]) -> FrameBatch:
+    """The (non-empty) pieces' frames one after the other, as one FrameBatch in one
+    buffer: what each buffer's frames span is copied once (a buffer shared
+    by several pieces, once).  Live capture reads a ring block at a time but
+    feeds the recorder several blocks at once, because the batched media
+    path costs per stream and batch as well as per frame: fed a 1 MiB block
+    at a time (some 3,500 frames, a few per stream with 1,000 calls), a
+    packet costs 1.5 to 2 times what it costs in 8 MiB batches."""
+    if len(pieces) == 1:
+        return pieces[0]
+    spans: dict[int, list[int]] = {}
+    buffers: dict[int, bytes] = {}
+    for piece in pieces:
+        lo, hi = int(piece.offsets.min()), int((piece.offsets + piece.lengths).max())
+        span = spans.setdefault(id(piece.data), [lo, hi, 0])
+        span[0], span[1] = min(span[0], lo), max(span[1], hi)
+        buffers[id(piece.data)] = piece.data
+    parts = []
+    at = 0
+    for key, span in spans.items():
+        parts.append(memoryview(buffers[key])[span[0]:span[1]])
+        span[2] = at - span[0]
+        at += span[1] - span[0]
+    return FrameBatch(b"".join(parts), np.concatenate([p.offsets + spans[id(p.data)][2] for p in pieces]),
+                      np.concatenate([p.lengths for p in pieces]), np.concatenate([p.times for p in pieces]),
+                      np.concatenate([p.linktypes for p in pieces]))

@@ -43,7 +43,6 @@ from .afpacket import (
     BlockReader,
     Frame,
     block_status,
-    join_batches,
     media_filter,
     pack_program,
     release_block,
@@ -54,7 +53,7 @@ from .batch import FrameBatch
 from .errors import RecorderError
 from .fanout import demux_program
 
-__all__ = ["LiveCapture", "LiveCaptureError", "join_batches"]
+__all__ = ["LiveCapture", "LiveCaptureError"]
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <linux/if_arp.h>, <asm-generic/socket.h>
 _ETH_P_ALL = 0x0003

@@ -24,12 +24,11 @@ from recorder.afpacket import (
     BlockReader,
     Instruction,
     block_status,
-    join_batches,
     pack_program,
     release_block,
     sip_rtp_filter,
 )
-from recorder.batch import FrameBatch
+from recorder.batch import FrameBatch, join_batches
 from tests.raw_frames import ARP, DOT1AD, DOT1Q, ICMP_ECHO, MAC, OPTIONS_5060, QINQ, eth, frag6, ipv4, ipv6, tcp, udp
 
 # ---- a classic BPF interpreter (the kernel's semantics, <linux/filter.h>) ------
